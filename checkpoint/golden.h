@@ -1,0 +1,22 @@
+// Reading a model's hyperparameters back from a checkpoint's (or golden file's) root attributes,
+// DESIGN.md section 5: `format` = "tls_dist-checkpoint", `format_version` = 1, and every model
+// hyperparameter as an int64 scalar (booleans 0/1, clamps -1 when off).
+#pragma once
+
+#include <string>
+
+#include "checkpoint/hdf5_reader.h"
+#include "runtime/config.h"
+
+namespace tls {
+
+inline constexpr const char* kCheckpointFormat = "tls_dist-checkpoint";
+inline constexpr int64_t kCheckpointFormatVersion = 1;
+
+// Throws tls::Error naming the file if the format or version is wrong, an attribute is missing,
+// or a boolean is not 0/1. `dropout` / `emb_dropout` are read when present (float attributes),
+// else left at 0. The result is not validated: callers may override tokens_per_sample and
+// mem_len first (DESIGN.md section 4), then call validate().
+ModelConfig config_from_attributes(const Hdf5Reader& file);
+
+}  // namespace tls

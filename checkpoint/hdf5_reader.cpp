@@ -1,0 +1,252 @@
+// Hdf5Reader: read-only access to one HDF5 file through the C API. HDF5's own error printing is
+// silenced while we probe (a missing object is reported by us, once, with the file and object
+// named), and every identifier is closed by an Hdf5Handle.
+#include "checkpoint/hdf5_reader.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "runtime/error.h"
+
+namespace tls {
+namespace {
+
+// Turns HDF5's automatic error-stack printing off for the lifetime of the guard.
+class QuietHdf5 {
+ public:
+  QuietHdf5() {
+    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  }
+  ~QuietHdf5() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
+  QuietHdf5(const QuietHdf5&) = delete;
+  QuietHdf5& operator=(const QuietHdf5&) = delete;
+
+ private:
+  H5E_auto2_t func_ = nullptr;
+  void* data_ = nullptr;
+};
+
+// "/a/b/c" -> {"a", "b", "c"}.
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> parts;
+  std::string part;
+  std::istringstream in(path);
+  while (std::getline(in, part, '/')) {
+    if (!part.empty()) parts.push_back(part);
+  }
+  return parts;
+}
+
+int64_t element_count(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+}  // namespace
+
+Hdf5Handle& Hdf5Handle::operator=(Hdf5Handle&& other) noexcept {
+  if (this != &other) {
+    reset();
+    id_ = other.id_;
+    close_ = other.close_;
+    other.id_ = -1;
+  }
+  return *this;
+}
+
+void Hdf5Handle::reset() {
+  if (id_ >= 0 && close_ != nullptr) close_(id_);
+  id_ = -1;
+}
+
+Hdf5Reader::Hdf5Reader(const std::string& path) : path_(path) {
+  if (!std::ifstream(path, std::ios::binary).good()) {
+    throw Error("cannot open HDF5 file '" + path + "': no such file or not readable");
+  }
+  QuietHdf5 quiet;
+  hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (id < 0) throw Error("'" + path + "' is not an HDF5 file (or it is damaged)");
+  file_ = Hdf5Handle(id, H5Fclose);
+}
+
+std::string Hdf5Reader::where(const std::string& what) const {
+  return "HDF5 file '" + path_ + "': " + what;
+}
+
+bool Hdf5Reader::exists(const std::string& path, Kind kind) const {
+  QuietHdf5 quiet;
+  std::string prefix;
+  for (const std::string& part : split_path(path)) {
+    prefix += "/" + part;
+    if (H5Lexists(file_.get(), prefix.c_str(), H5P_DEFAULT) <= 0) return false;
+  }
+  Hdf5Handle object(H5Oopen(file_.get(), prefix.empty() ? "/" : prefix.c_str(), H5P_DEFAULT),
+                    H5Oclose);
+  if (!object.valid()) return false;
+  H5I_type_t type = H5Iget_type(object.get());
+  if (kind == Kind::group) return type == H5I_GROUP;
+  if (kind == Kind::dataset) return type == H5I_DATASET;
+  return true;
+}
+
+bool Hdf5Reader::has_dataset(const std::string& path) const { return exists(path, Kind::dataset); }
+
+bool Hdf5Reader::has_group(const std::string& path) const { return exists(path, Kind::group); }
+
+bool Hdf5Reader::has_attribute(const std::string& object_path, const std::string& name) const {
+  if (!exists(object_path, Kind::any)) return false;
+  QuietHdf5 quiet;
+  return H5Aexists_by_name(file_.get(), object_path.c_str(), name.c_str(), H5P_DEFAULT) > 0;
+}
+
+Hdf5Handle Hdf5Reader::open_attribute(const std::string& object_path,
+                                      const std::string& name) const {
+  if (!has_attribute(object_path, name)) {
+    throw Error(where("no attribute '" + name + "' on '" + object_path + "'"));
+  }
+  Hdf5Handle attr(
+      H5Aopen_by_name(file_.get(), object_path.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT),
+      H5Aclose);
+  if (!attr.valid()) throw Error(where("cannot open attribute '" + name + "' on " + object_path));
+  Hdf5Handle space(H5Aget_space(attr.get()), H5Sclose);
+  if (H5Sget_simple_extent_npoints(space.get()) != 1) {
+    throw Error(where("attribute '" + name + "' on '" + object_path + "' is not a scalar"));
+  }
+  return attr;
+}
+
+int64_t Hdf5Reader::int_attribute(const std::string& object_path, const std::string& name) const {
+  Hdf5Handle attr = open_attribute(object_path, name);
+  Hdf5Handle type(H5Aget_type(attr.get()), H5Tclose);
+  if (H5Tget_class(type.get()) != H5T_INTEGER) {
+    throw Error(where("attribute '" + name + "' on '" + object_path + "' is not an integer"));
+  }
+  int64_t value = 0;
+  if (H5Aread(attr.get(), H5T_NATIVE_INT64, &value) < 0) {
+    throw Error(where("cannot read attribute '" + name + "' on '" + object_path + "'"));
+  }
+  return value;
+}
+
+double Hdf5Reader::double_attribute(const std::string& object_path,
+                                    const std::string& name) const {
+  Hdf5Handle attr = open_attribute(object_path, name);
+  Hdf5Handle type(H5Aget_type(attr.get()), H5Tclose);
+  H5T_class_t cls = H5Tget_class(type.get());
+  if (cls != H5T_INTEGER && cls != H5T_FLOAT) {
+    throw Error(where("attribute '" + name + "' on '" + object_path + "' is not a number"));
+  }
+  double value = 0;
+  if (H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &value) < 0) {
+    throw Error(where("cannot read attribute '" + name + "' on '" + object_path + "'"));
+  }
+  return value;
+}
+
+std::string Hdf5Reader::string_attribute(const std::string& object_path,
+                                         const std::string& name) const {
+  Hdf5Handle attr = open_attribute(object_path, name);
+  Hdf5Handle type(H5Aget_type(attr.get()), H5Tclose);
+  if (H5Tget_class(type.get()) != H5T_STRING) {
+    throw Error(where("attribute '" + name + "' on '" + object_path + "' is not a string"));
+  }
+  Hdf5Handle mem(H5Tcopy(H5T_C_S1), H5Tclose);
+  std::string value;
+  if (H5Tis_variable_str(type.get()) > 0) {
+    H5Tset_size(mem.get(), H5T_VARIABLE);
+    char* text = nullptr;
+    if (H5Aread(attr.get(), mem.get(), &text) < 0) {
+      throw Error(where("cannot read attribute '" + name + "' on '" + object_path + "'"));
+    }
+    if (text != nullptr) value = text;
+    H5free_memory(text);
+  } else {
+    size_t size = H5Tget_size(type.get());
+    H5Tset_size(mem.get(), size);
+    H5Tset_strpad(mem.get(), H5T_STR_NULLPAD);
+    std::string buffer(size, '\0');
+    if (H5Aread(attr.get(), mem.get(), buffer.data()) < 0) {
+      throw Error(where("cannot read attribute '" + name + "' on '" + object_path + "'"));
+    }
+    value = buffer.substr(0, buffer.find('\0'));
+    while (!value.empty() && value.back() == ' ') value.pop_back();  // space-padded strings
+  }
+  return value;
+}
+
+Hdf5Handle Hdf5Reader::open_dataset(const std::string& path) const {
+  if (!has_dataset(path)) throw Error(where("no dataset '" + path + "'"));
+  Hdf5Handle dataset(H5Dopen2(file_.get(), path.c_str(), H5P_DEFAULT), H5Dclose);
+  if (!dataset.valid()) throw Error(where("cannot open dataset '" + path + "'"));
+  return dataset;
+}
+
+std::vector<int64_t> Hdf5Reader::dataset_shape(const std::string& path) const {
+  Hdf5Handle dataset = open_dataset(path);
+  Hdf5Handle space(H5Dget_space(dataset.get()), H5Sclose);
+  int rank = H5Sget_simple_extent_ndims(space.get());
+  if (rank < 0) throw Error(where("cannot read the shape of dataset '" + path + "'"));
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  return std::vector<int64_t>(dims.begin(), dims.end());
+}
+
+void Hdf5Reader::read_dataset(const std::string& path, hid_t mem_type, bool integers_only,
+                              void* out, size_t elements) const {
+  Hdf5Handle dataset = open_dataset(path);
+  Hdf5Handle type(H5Dget_type(dataset.get()), H5Tclose);
+  H5T_class_t cls = H5Tget_class(type.get());
+  if (cls != H5T_INTEGER && (integers_only || cls != H5T_FLOAT)) {
+    throw Error(where("dataset '" + path + "' holds " +
+                      (cls == H5T_FLOAT ? "floating-point numbers" : "non-numeric data") +
+                      ", expected " + (integers_only ? "integers" : "numbers")));
+  }
+  if (elements == 0) return;
+  QuietHdf5 quiet;
+  if (H5Dread(dataset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
+    throw Error(where("cannot read dataset '" + path + "' (damaged data?)"));
+  }
+}
+
+std::vector<double> Hdf5Reader::read_doubles(const std::string& path) const {
+  std::vector<double> values(static_cast<size_t>(element_count(dataset_shape(path))));
+  read_dataset(path, H5T_NATIVE_DOUBLE, false, values.data(), values.size());
+  return values;
+}
+
+std::vector<float> Hdf5Reader::read_floats(const std::string& path) const {
+  std::vector<float> values(static_cast<size_t>(element_count(dataset_shape(path))));
+  read_dataset(path, H5T_NATIVE_FLOAT, false, values.data(), values.size());
+  return values;
+}
+
+std::vector<int32_t> Hdf5Reader::read_ints(const std::string& path) const {
+  std::vector<int32_t> values(static_cast<size_t>(element_count(dataset_shape(path))));
+  read_dataset(path, H5T_NATIVE_INT32, true, values.data(), values.size());
+  return values;
+}
+
+std::vector<std::string> Hdf5Reader::list(const std::string& group_path) const {
+  if (!has_group(group_path)) throw Error(where("no group '" + group_path + "'"));
+  Hdf5Handle group(H5Gopen2(file_.get(), group_path.c_str(), H5P_DEFAULT), H5Gclose);
+  H5G_info_t info;
+  if (!group.valid() || H5Gget_info(group.get(), &info) < 0) {
+    throw Error(where("cannot read group '" + group_path + "'"));
+  }
+  std::vector<std::string> names;
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    ssize_t size = H5Lget_name_by_idx(group.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0,
+                                      H5P_DEFAULT);
+    if (size < 0) throw Error(where("cannot list group '" + group_path + "'"));
+    std::string name(static_cast<size_t>(size) + 1, '\0');
+    H5Lget_name_by_idx(group.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(),
+                       H5P_DEFAULT);
+    name.resize(static_cast<size_t>(size));
+    names.push_back(name);
+  }
+  return names;
+}
+
+}  // namespace tls

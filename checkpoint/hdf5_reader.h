@@ -1,0 +1,72 @@
+// Hdf5Reader: a small read-only view of one HDF5 file (serial open, HDF5 C API), enough to read
+// checkpoints' attributes and the golden files' datasets (DESIGN.md section 5). Every error is a
+// tls::Error naming the file and the object (dataset, group or attribute) involved.
+#pragma once
+
+#include <hdf5.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tls {
+
+// An HDF5 identifier closed by its matching H5?close function when it goes out of scope.
+class Hdf5Handle {
+ public:
+  using CloseFn = herr_t (*)(hid_t);
+  Hdf5Handle() = default;
+  Hdf5Handle(hid_t id, CloseFn close) : id_(id), close_(close) {}
+  Hdf5Handle(Hdf5Handle&& other) noexcept : id_(other.id_), close_(other.close_) { other.id_ = -1; }
+  Hdf5Handle& operator=(Hdf5Handle&& other) noexcept;
+  Hdf5Handle(const Hdf5Handle&) = delete;
+  Hdf5Handle& operator=(const Hdf5Handle&) = delete;
+  ~Hdf5Handle() { reset(); }
+
+  hid_t get() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  void reset();
+
+ private:
+  hid_t id_ = -1;
+  CloseFn close_ = nullptr;
+};
+
+class Hdf5Reader {
+ public:
+  // Opens `path` read-only. Throws if the file is missing, unreadable or not HDF5.
+  explicit Hdf5Reader(const std::string& path);
+
+  const std::string& path() const { return path_; }
+
+  // Attributes of the object at `object_path` ("/" for the root, or a group/dataset path).
+  bool has_attribute(const std::string& name) const { return has_attribute("/", name); }
+  bool has_attribute(const std::string& object_path, const std::string& name) const;
+  int64_t int_attribute(const std::string& object_path, const std::string& name) const;
+  double double_attribute(const std::string& object_path, const std::string& name) const;
+  std::string string_attribute(const std::string& object_path, const std::string& name) const;
+
+  bool has_dataset(const std::string& path) const;
+  bool has_group(const std::string& path) const;
+  std::vector<int64_t> dataset_shape(const std::string& path) const;  // {} for a scalar
+  // The whole dataset, row-major, converted by HDF5 from its stored numeric type.
+  std::vector<double> read_doubles(const std::string& path) const;
+  std::vector<float> read_floats(const std::string& path) const;
+  std::vector<int32_t> read_ints(const std::string& path) const;  // integer datasets only
+  // The names of a group's members (not full paths), in name order.
+  std::vector<std::string> list(const std::string& group_path) const;
+
+ private:
+  enum class Kind { any, group, dataset };
+  bool exists(const std::string& path, Kind kind) const;
+  Hdf5Handle open_dataset(const std::string& path) const;
+  Hdf5Handle open_attribute(const std::string& object_path, const std::string& name) const;
+  void read_dataset(const std::string& path, hid_t mem_type, bool integers_only, void* out,
+                    size_t elements) const;
+  std::string where(const std::string& what) const;
+
+  std::string path_;
+  Hdf5Handle file_;
+};
+
+}  // namespace tls

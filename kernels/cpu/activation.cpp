@@ -1,0 +1,70 @@
+// Activations of the CPU backend, elementwise.
+// GELU (erf form): gelu(x) = 0.5 x (1 + erf(x / sqrt 2)),
+//   gelu'(x) = 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi).
+// ReLU: relu(x) = max(x, 0), relu'(x) = [x > 0]. Backward ops accumulate: dx += dout * f'(x).
+#include <cmath>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/dispatch.h"
+
+namespace tls {
+
+namespace {
+
+constexpr double kInvSqrt2 = 0.70710678118654752440;
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+
+// out[i] = f(x[i]) (or out[i] += f(x[i], dout[i]) for a backward), after the shape checks.
+template <class F>
+void unary(const char* op, Tensor& out, const Tensor& x, F&& f) {
+  cpu::check_float(op, "x", x);
+  cpu::check_same(op, "x", x, "out", out);
+  cpu::dispatch_float(op, x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.data<T>();
+    T* yp = out.data<T>();
+    const int64_t n = x.numel();
+#pragma omp parallel for if (n >= cpu::kParallelMin)
+    for (int64_t i = 0; i < n; ++i) yp[i] = static_cast<T>(f(static_cast<double>(xp[i])));
+  });
+}
+
+template <class F>
+void unary_backward(const char* op, Tensor& dx, const Tensor& dout, const Tensor& x, F&& df) {
+  cpu::check_float(op, "x", x);
+  cpu::check_same(op, "x", x, "dx", dx);
+  cpu::check_same(op, "x", x, "dout", dout);
+  cpu::dispatch_float(op, x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.data<T>();
+    const T* gp = dout.data<T>();
+    T* dp = dx.data<T>();
+    const int64_t n = x.numel();
+#pragma omp parallel for if (n >= cpu::kParallelMin)
+    for (int64_t i = 0; i < n; ++i)
+      dp[i] += static_cast<T>(static_cast<double>(gp[i]) * df(static_cast<double>(xp[i])));
+  });
+}
+
+}  // namespace
+
+void CpuOps::gelu_forward(Tensor& out, const Tensor& x) {
+  unary("gelu_forward", out, x, [](double v) { return 0.5 * v * (1.0 + std::erf(v * kInvSqrt2)); });
+}
+
+void CpuOps::gelu_backward(Tensor& dx, const Tensor& dout, const Tensor& x) {
+  unary_backward("gelu_backward", dx, dout, x, [](double v) {
+    return 0.5 * (1.0 + std::erf(v * kInvSqrt2)) + v * std::exp(-0.5 * v * v) * kInvSqrt2Pi;
+  });
+}
+
+void CpuOps::relu_forward(Tensor& out, const Tensor& x) {
+  // NaN propagates, as in torch.relu.
+  unary("relu_forward", out, x, [](double v) { return v > 0.0 || std::isnan(v) ? v : 0.0; });
+}
+
+void CpuOps::relu_backward(Tensor& dx, const Tensor& dout, const Tensor& x) {
+  unary_backward("relu_backward", dx, dout, x, [](double v) { return v > 0.0 ? 1.0 : 0.0; });
+}
+
+}  // namespace tls

@@ -1,0 +1,138 @@
+// LayerNorm of the CPU backend, per row of x [R, C]: mean = sum x / C,
+// var = sum (x - mean)^2 / C (biased), rstd = 1 / sqrt(var + eps), xhat = (x - mean) rstd,
+// out = xhat * gamma + beta. Backward with g = dout * gamma:
+// dx += rstd (g - mean(g) - xhat mean(g xhat)), dgamma += sum_i dout xhat,
+// dbeta += sum_i dout.
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/dispatch.h"
+
+namespace tls {
+
+using cpu::check_like;
+using cpu::check_numel;
+using cpu::kParallelMin;
+
+void CpuOps::layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& x,
+                               const Tensor& gamma, const Tensor& beta, double eps) {
+  const char* op = "layernorm_forward";
+  cpu::check_float(op, "x", x);
+  cpu::check_same(op, "x", x, "out", out);
+  const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
+  auto need = [&](const char* name, const Tensor& t, int64_t n) {
+    check_like(op, "x", x, name, t);
+    check_numel(op, name, t, n);
+  };
+  need("mean", mean, rows);
+  need("rstd", rstd, rows);
+  need("gamma", gamma, cols);
+  need("beta", beta, cols);
+  if (cols == 0) cpu::fail(op, "rows of " + cpu::describe("x", x) + " are empty");
+  cpu::dispatch_float(op, x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.data<T>();
+    const T* gp = gamma.data<T>();
+    const T* bp = beta.data<T>();
+    T* outp = out.data<T>();
+    T* mp = mean.data<T>();
+    T* rp = rstd.data<T>();
+#pragma omp parallel for if (rows * cols >= kParallelMin)
+    for (int64_t i = 0; i < rows; ++i) {
+      const T* xr = xp + i * cols;
+      double s = 0.0;
+      for (int64_t j = 0; j < cols; ++j) s += static_cast<double>(xr[j]);
+      const double mu = s / static_cast<double>(cols);
+      double ss = 0.0;
+      for (int64_t j = 0; j < cols; ++j) {
+        const double d = static_cast<double>(xr[j]) - mu;
+        ss += d * d;
+      }
+      const double r = 1.0 / std::sqrt(ss / static_cast<double>(cols) + eps);
+      T* orow = outp + i * cols;
+      for (int64_t j = 0; j < cols; ++j)
+        orow[j] = static_cast<T>((static_cast<double>(xr[j]) - mu) * r *
+                                     static_cast<double>(gp[j]) +
+                                 static_cast<double>(bp[j]));
+      mp[i] = static_cast<T>(mu);
+      rp[i] = static_cast<T>(r);
+    }
+  });
+}
+
+void CpuOps::layernorm_backward(Tensor& dx, Tensor& dgamma, Tensor& dbeta, const Tensor& dout,
+                                const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                                const Tensor& rstd) {
+  const char* op = "layernorm_backward";
+  cpu::check_float(op, "x", x);
+  cpu::check_same(op, "x", x, "dout", dout);
+  if (dx.defined()) cpu::check_same(op, "x", x, "dx", dx);
+  const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
+  auto need = [&](const char* name, const Tensor& t, int64_t n) {
+    check_like(op, "x", x, name, t);
+    check_numel(op, name, t, n);
+  };
+  need("mean", mean, rows);
+  need("rstd", rstd, rows);
+  need("gamma", gamma, cols);
+  if (dgamma.defined()) need("dgamma", dgamma, cols);
+  if (dbeta.defined()) need("dbeta", dbeta, cols);
+  cpu::dispatch_float(op, x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.data<T>();
+    const T* gp = dout.data<T>();
+    const T* gam = gamma.data<T>();
+    const T* mp = mean.data<T>();
+    const T* rp = rstd.data<T>();
+    if (dx.defined()) {
+      T* dxp = dx.data<T>();
+#pragma omp parallel for if (rows * cols >= kParallelMin)
+      for (int64_t i = 0; i < rows; ++i) {
+        const T* xr = xp + i * cols;
+        const T* gr = gp + i * cols;
+        const double mu = static_cast<double>(mp[i]), r = static_cast<double>(rp[i]);
+        double sg = 0.0, sgx = 0.0;
+        for (int64_t j = 0; j < cols; ++j) {
+          const double g = static_cast<double>(gr[j]) * static_cast<double>(gam[j]);
+          sg += g;
+          sgx += g * (static_cast<double>(xr[j]) - mu) * r;
+        }
+        sg /= static_cast<double>(cols);
+        sgx /= static_cast<double>(cols);
+        T* dr = dxp + i * cols;
+        for (int64_t j = 0; j < cols; ++j) {
+          const double g = static_cast<double>(gr[j]) * static_cast<double>(gam[j]);
+          const double xhat = (static_cast<double>(xr[j]) - mu) * r;
+          dr[j] += static_cast<T>(r * (g - sg - xhat * sgx));
+        }
+      }
+    }
+    if (!dgamma.defined() && !dbeta.defined()) return;
+    T* dgp = dgamma.defined() ? dgamma.data<T>() : nullptr;
+    T* dbp = dbeta.defined() ? dbeta.data<T>() : nullptr;
+    constexpr int64_t kBlock = 64;  // columns per task, summed over every row
+    const int64_t n_blocks = (cols + kBlock - 1) / kBlock;
+#pragma omp parallel for if (rows * cols >= kParallelMin)
+    for (int64_t blk = 0; blk < n_blocks; ++blk) {
+      const int64_t j0 = blk * kBlock, j1 = std::min(cols, j0 + kBlock);
+      double ag[kBlock] = {}, ab[kBlock] = {};
+      for (int64_t i = 0; i < rows; ++i) {
+        const T* xr = xp + i * cols;
+        const T* gr = gp + i * cols;
+        const double mu = static_cast<double>(mp[i]), r = static_cast<double>(rp[i]);
+        for (int64_t j = j0; j < j1; ++j) {
+          const double g = static_cast<double>(gr[j]);
+          ag[j - j0] += g * (static_cast<double>(xr[j]) - mu) * r;
+          ab[j - j0] += g;
+        }
+      }
+      for (int64_t j = j0; j < j1; ++j) {
+        if (dgp) dgp[j] += static_cast<T>(ag[j - j0]);
+        if (dbp) dbp[j] += static_cast<T>(ab[j - j0]);
+      }
+    }
+  });
+}
+
+}  // namespace tls

@@ -1,0 +1,31 @@
+// Position-wise feed-forward block of the reference (FeedForwardLayer):
+//   f = dropout(fc2(dropout(act(fc1(h)))))     act = GELU (erf form) or ReLU
+// Dropout sites: after the activation and after fc2 (training only).
+#pragma once
+
+#include "layers/linear.h"
+
+namespace tls {
+
+struct FeedForwardSaved {
+  Tensor pre_act;  // fc1(h)
+  Tensor act;      // act(pre_act) after dropout: fc2's input
+};
+
+class FeedForward {
+ public:
+  void init(Ops& ops, const std::string& name, int64_t d_model, int64_t d_inner, bool use_gelu,
+            DType dtype);
+  // dropout_id: first of two dropout tensor ids this block may use.
+  void forward(Ops& ops, const Tensor& h, Tensor& out, FeedForwardSaved& saved,
+               const PassContext& ctx, uint64_t dropout_id) const;
+  void backward(Ops& ops, const Tensor& dout, const Tensor& h, const FeedForwardSaved& saved,
+                Tensor& dh, const PassContext& ctx, uint64_t dropout_id);
+
+  Linear fc1, fc2;
+
+ private:
+  bool use_gelu_ = true;
+};
+
+}  // namespace tls

@@ -1,0 +1,145 @@
+#include "layers/model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "runtime/error.h"
+
+namespace tls {
+namespace {
+constexpr uint64_t kEmbDropoutId = 1, kWindowPosDropoutId = 2, kFinalDropoutId = 3;
+}
+
+TransformerLSModel::TransformerLSModel(Ops& ops, const ModelConfig& cfg, DType dtype)
+    : ops_(ops), cfg_(cfg), dtype_(dtype) {
+  cfg_.validate();
+  in_emb.allocate(ops, "in_emb.weight", {cfg.vocab_size, cfg.d_model}, {}, dtype);
+  out_bias.allocate(ops, "out_emb.bias", {cfg.vocab_size}, {}, dtype);
+  layers.resize(static_cast<size_t>(cfg.n_layer));
+  for (int64_t l = 0; l < cfg.n_layer; ++l) layers[static_cast<size_t>(l)].init(ops, l, cfg, dtype);
+}
+
+std::vector<Parameter*> TransformerLSModel::parameters() {
+  std::vector<Parameter*> out = {&in_emb, &out_bias};
+  for (TransformerLayer& layer : layers)
+    for (Parameter* p : layer.parameters()) out.push_back(p);
+  return out;
+}
+
+Parameter* TransformerLSModel::find(const std::string& name) {
+  for (Parameter* p : parameters())
+    if (p->name == name) return p;
+  return nullptr;
+}
+
+int64_t TransformerLSModel::parameter_count() {
+  int64_t n = 0;
+  for (Parameter* p : parameters()) n += p->value.numel();
+  return n;
+}
+
+void TransformerLSModel::zero_grad() {
+  for (Parameter* p : parameters()) ops_.fill(p->grad, 0.0);
+}
+
+ModelState TransformerLSModel::initial_state(int64_t batch) const {
+  ModelState state;
+  for (int64_t l = 0; l < cfg_.n_layer; ++l)
+    state.caches.push_back(ops_.zeros({batch, cfg_.mem_len, cfg_.d_model}, dtype_));
+  return state;
+}
+
+PositionTables TransformerLSModel::position_tables(const PassContext& ctx, int64_t tokens,
+                                                   int64_t mem) const {
+  PositionTables pos;
+  std::vector<double> window(static_cast<size_t>(cfg_.window_len));
+  for (int64_t delta = 0; delta < cfg_.window_len; ++delta)
+    window[static_cast<size_t>(delta)] =
+        static_cast<double>(cfg_.clamp_len > 0 ? std::min(delta, cfg_.clamp_len) : delta);
+  pos.window = ops_.empty({cfg_.window_len, cfg_.d_model}, dtype_);
+  ops_.sinusoid_forward(pos.window, window);
+  if (ctx.training && ctx.emb_dropout > 0) {
+    DropoutKey key = ctx.key(kWindowPosDropoutId, cfg_.window_len);
+    key.b_offset = 0;  // one table for every batch row
+    ops_.dropout_apply(pos.window, ctx.emb_dropout, key);
+  }
+  // Ids 0 .. S-1 cover every visible slot; with cpos_clamp_len only ids up to the clamp differ.
+  int64_t n_pos = (tokens + mem) / cfg_.chunk_size * cfg_.chunk_rank;
+  if (cfg_.cpos_clamp_len > 0) n_pos = std::min(n_pos, cfg_.cpos_clamp_len + 1);
+  std::vector<double> ids(static_cast<size_t>(n_pos));
+  for (int64_t i = 0; i < n_pos; ++i) ids[static_cast<size_t>(i)] = static_cast<double>(i);
+  pos.chunk = ops_.empty({n_pos, cfg_.d_model}, dtype_);
+  ops_.sinusoid_forward(pos.chunk, ids);
+  return pos;
+}
+
+double TransformerLSModel::forward(const Tensor& tokens, const Tensor& targets, ModelState& state,
+                                   ModelSaved& sv, const PassContext& ctx) {
+  const int64_t B = tokens.dim(0), T = tokens.dim(1), d = cfg_.d_model, M = cfg_.mem_len;
+  if (T != cfg_.tokens_per_sample)
+    throw Error("model: block of " + std::to_string(T) + " tokens, but --tokens-per-sample is " +
+                std::to_string(cfg_.tokens_per_sample));
+  if (static_cast<int64_t>(state.caches.size()) != cfg_.n_layer)
+    throw Error("model: state holds " + std::to_string(state.caches.size()) + " caches for " +
+                std::to_string(cfg_.n_layer) + " layers");
+  sv = ModelSaved();
+  sv.tokens = tokens;
+  sv.targets = targets;
+  sv.pos = position_tables(ctx, T, M);
+
+  Tensor h = ops_.empty({B, T, d}, dtype_);
+  ops_.embedding_forward(h, in_emb.value, tokens, std::sqrt(static_cast<double>(d)));
+  if (ctx.training && ctx.emb_dropout > 0)
+    ops_.dropout_apply(h, ctx.emb_dropout, ctx.key(kEmbDropoutId, T));
+  sv.embedded = h;
+
+  sv.layers.resize(layers.size());
+  for (size_t l = 0; l < layers.size(); ++l) {
+    Tensor& cache = state.caches[l];
+    // The next cache is the last M rows of [C ; layer input].
+    Tensor next = ops_.empty({B, M, d}, dtype_);
+    if (M > T) ops_.copy_rows(next, 0, cache, T, M - T);
+    const int64_t from_block = std::min(M, T);
+    ops_.copy_rows(next, M - from_block, h, T - from_block, from_block);
+    Tensor out;
+    layers[l].forward(ops_, h, cache, sv.pos, out, sv.layers[l], ctx);
+    cache = next;
+    h = out;
+  }
+  if (ctx.training && ctx.emb_dropout > 0)
+    ops_.dropout_apply(h, ctx.emb_dropout, ctx.key(kFinalDropoutId, T));
+  sv.final_hidden = h;
+
+  Tensor logits = ops_.empty({B, T, cfg_.vocab_size}, dtype_);
+  ops_.gemm(false, true, 1.0, h, in_emb.value, 0.0, logits);
+  ops_.add_bias(logits, out_bias.value);
+  sv.logprobs = ops_.empty(logits.shape(), dtype_);
+  ops_.log_softmax_forward(sv.logprobs, logits);
+  Tensor losses = ops_.empty({B, T}, dtype_);
+  ops_.nll_forward(losses, sv.logprobs, targets);
+  std::vector<double> t = ops_.to_host(targets);
+  sv.n_targets = std::count_if(t.begin(), t.end(), [](double v) { return v >= 0; });
+  return ops_.sum(losses);
+}
+
+void TransformerLSModel::backward(const ModelSaved& sv, double loss_scale, const PassContext& ctx) {
+  const int64_t B = sv.tokens.dim(0), T = sv.tokens.dim(1), d = cfg_.d_model;
+  Tensor dlogits = ops_.zeros(sv.logprobs.shape(), dtype_);
+  ops_.log_softmax_nll_backward(dlogits, sv.logprobs, sv.targets, loss_scale);
+  ops_.sum_rows(dlogits, out_bias.grad);
+  ops_.gemm(true, false, 1.0, dlogits, sv.final_hidden, 1.0, in_emb.grad);
+  Tensor dh = ops_.zeros({B, T, d}, dtype_);
+  ops_.gemm(false, false, 1.0, dlogits, in_emb.value, 0.0, dh);
+  if (ctx.training && ctx.emb_dropout > 0)
+    ops_.dropout_apply(dh, ctx.emb_dropout, ctx.key(kFinalDropoutId, T));
+  for (size_t l = layers.size(); l-- > 0;) {
+    Tensor dx = ops_.zeros({B, T, d}, dtype_);
+    layers[l].backward(ops_, dh, sv.pos, sv.layers[l], dx, ctx);
+    dh = dx;
+  }
+  if (ctx.training && ctx.emb_dropout > 0)
+    ops_.dropout_apply(dh, ctx.emb_dropout, ctx.key(kEmbDropoutId, T));
+  ops_.embedding_backward(in_emb.grad, dh, sv.tokens, std::sqrt(static_cast<double>(d)));
+}
+
+}  // namespace tls

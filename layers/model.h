@@ -1,0 +1,64 @@
+// The whole Transformer-LS language model (the reference's TransformerLSModel), DESIGN.md
+// section 1:
+//   h = drop_emb(E[x] * sqrt(d))
+//   for each layer l: C_next_l = last M rows of [C_l ; h];  h = layer_l(h, C_l)
+//   logprobs = log_softmax(drop_emb(h) E^T + out_emb.bias)     (E tied: in_emb.weight)
+//   loss = mean over the predicted positions of -logprobs[target]
+// The caches carry from block to block without gradient (truncated BPTT).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "layers/transformer_layer.h"
+
+namespace tls {
+
+// Per-row carried state: one [B, M, d] cache per layer.
+struct ModelState {
+  std::vector<Tensor> caches;
+};
+
+struct ModelSaved {
+  Tensor tokens, targets;                 // int32 [B, T]
+  Tensor embedded;                        // h after the embedding dropout
+  std::vector<TransformerLayerSaved> layers;
+  Tensor final_hidden;                    // the last layer's output after drop_emb
+  Tensor logprobs;                        // [B, T, V]
+  PositionTables pos;
+  int64_t n_targets = 0;                  // targets >= 0 (the loss's denominator)
+};
+
+class TransformerLSModel {
+ public:
+  TransformerLSModel(Ops& ops, const ModelConfig& cfg, DType dtype);
+
+  const ModelConfig& config() const { return cfg_; }
+  DType dtype() const { return dtype_; }
+  std::vector<Parameter*> parameters();
+  Parameter* find(const std::string& name);
+  int64_t parameter_count();
+
+  ModelState initial_state(int64_t batch) const;  // zero caches
+  // Runs one block: tokens/targets int32 [B, T] (a target < 0 is not predicted). Advances
+  // state's caches. Returns the SUM of the NLL over the predicted targets (saved.n_targets of
+  // them); the logprobs stay in saved.
+  double forward(const Tensor& tokens, const Tensor& targets, ModelState& state,
+                 ModelSaved& saved, const PassContext& ctx);
+  // Accumulates d(loss_scale * sum NLL)/d(parameter) into every Parameter::grad.
+  void backward(const ModelSaved& saved, double loss_scale, const PassContext& ctx);
+  void zero_grad();
+
+  Parameter in_emb;    // [V, d], tied with the output layer
+  Parameter out_bias;  // out_emb.bias [V]
+  std::vector<TransformerLayer> layers;
+
+ private:
+  PositionTables position_tables(const PassContext& ctx, int64_t tokens, int64_t mem) const;
+
+  Ops& ops_;
+  ModelConfig cfg_;
+  DType dtype_;
+};
+
+}  // namespace tls

@@ -1,0 +1,51 @@
+// A trainable tensor: its reference name and shape (the state_dict key of DESIGN.md section 5),
+// the values this rank holds and their gradient. Layers own their Parameters; the model lists
+// them for the optimizer and the checkpoint.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kernels/ops.h"
+
+namespace tls {
+
+struct Parameter {
+  std::string name;                 // e.g. "layers.0.attn.proj_key.weight"
+  std::vector<int64_t> full_shape;  // the reference's shape, e.g. [1, H, 1, d_h] for r_r_bias
+  Tensor value;                     // local values (for one process: the whole tensor)
+  Tensor grad;                      // same shape as value; backward accumulates into it
+
+  void allocate(Ops& ops, std::string param_name, std::vector<int64_t> shape,
+                std::vector<int64_t> reference_shape, DType dtype) {
+    name = std::move(param_name);
+    full_shape = reference_shape.empty() ? shape : std::move(reference_shape);
+    value = ops.zeros(shape, dtype);
+    grad = ops.zeros(shape, dtype);
+  }
+  bool defined() const { return value.defined(); }
+};
+
+// Context of one forward/backward pass: whether dropout is active and which key draws it.
+struct PassContext {
+  bool training = false;
+  uint64_t seed = 0;
+  uint64_t step = 0;
+  double dropout = 0.0;
+  double emb_dropout = 0.0;
+  int64_t b_offset = 0;  // first local batch row in the global batch (data parallel)
+
+  // Key for a [B_local, T, cols] activation, tensor_id unique per dropout site.
+  DropoutKey key(uint64_t tensor_id, int64_t tokens) const {
+    DropoutKey k;
+    k.seed = seed;
+    k.step = step;
+    k.tensor_id = tensor_id;
+    k.t_local = tokens;
+    k.t_global = tokens;
+    k.b_offset = b_offset;
+    return k;
+  }
+};
+
+}  // namespace tls

@@ -1,0 +1,79 @@
+// Tensor: a shape, an element type, a device and a shared, reference-counted storage.
+//
+// Tensors are always contiguous and row-major; a tensor may be a view (a different shape, or a
+// range of rows along the first dimension) of another tensor's storage. Arithmetic lives in
+// kernels/ (the Ops interface); a Tensor only knows where its bytes are.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tls {
+
+enum class DType { f32, f64, i32 };
+enum class Device { cpu, cuda };
+
+size_t dtype_size(DType dtype);
+const char* dtype_name(DType dtype);
+
+template <class T> constexpr DType dtype_of();
+template <> constexpr DType dtype_of<float>() { return DType::f32; }
+template <> constexpr DType dtype_of<double>() { return DType::f64; }
+template <> constexpr DType dtype_of<int32_t>() { return DType::i32; }
+
+// A block of bytes on one device, freed by the deleter given at creation.
+struct Storage {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  Device device = Device::cpu;
+  void (*free_fn)(void*) = nullptr;
+  ~Storage();
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+
+  // Host allocation (64-byte aligned). Device allocations come from the CUDA Ops.
+  static Tensor empty(std::vector<int64_t> shape, DType dtype);
+  static Tensor zeros(std::vector<int64_t> shape, DType dtype);
+  static Tensor wrap(std::shared_ptr<Storage> storage, std::vector<int64_t> shape, DType dtype);
+
+  bool defined() const { return storage_ != nullptr; }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  int64_t dim(int i) const;  // negative i counts from the end
+  int rank() const { return static_cast<int>(shape_.size()); }
+  int64_t numel() const;
+  DType dtype() const { return dtype_; }
+  Device device() const { return storage_ ? storage_->device : Device::cpu; }
+  size_t bytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+
+  void* raw() const;
+  template <class T> T* data() const {
+    check_dtype(dtype_of<T>());
+    return static_cast<T*>(raw());
+  }
+
+  // Same storage, another shape with the same number of elements.
+  Tensor view(std::vector<int64_t> shape) const;
+  // Rows [first, first + count) along dimension 0, sharing storage.
+  Tensor rows(int64_t first, int64_t count) const;
+  // The tensor seen as a matrix: all leading dimensions merged, the last kept.
+  int64_t matrix_rows() const { return shape_.empty() ? 1 : numel() / shape_.back(); }
+  int64_t matrix_cols() const { return shape_.empty() ? 1 : shape_.back(); }
+
+  std::string shape_string() const;
+  bool same_shape(const Tensor& other) const { return shape_ == other.shape_; }
+
+ private:
+  void check_dtype(DType want) const;
+
+  std::shared_ptr<Storage> storage_;
+  int64_t offset_ = 0;  // in elements
+  std::vector<int64_t> shape_;
+  DType dtype_ = DType::f32;
+};
+
+}  // namespace tls
