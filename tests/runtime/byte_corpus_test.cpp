@@ -146,5 +146,18 @@ TEST(ByteStreamTest, RefusesMissingAndOneByteFiles) {
   EXPECT_NE(m.find(one.path()), std::string::npos) << m;
 }
 
+TEST(ByteCorpusTest, ReadsTheEnglishTestCorpus) {
+  ByteCorpus corpus(std::string(TLS_TEST_DATA_DIR) + "/english.txt", 4, 256);
+  EXPECT_GT(corpus.size(), 60000);
+  EXPECT_LT(corpus.size(), 200000);
+  EXPECT_GT(corpus.updates_per_epoch(), 20);
+  std::vector<int32_t> inputs, targets;
+  corpus.batch(0, 0, 1, 0, 8, inputs, targets);
+  std::string start(inputs.begin(), inputs.end());
+  EXPECT_EQ(start, "        ");  // the GPL-3 text starts with an indented title
+  corpus.batch(corpus.updates_per_epoch() - 1, 0, 4, 0, 256, inputs, targets);
+  for (int32_t b : inputs) ASSERT_TRUE(b > 0 && b < 128) << b;  // plain ASCII
+}
+
 }  // namespace
 }  // namespace tls

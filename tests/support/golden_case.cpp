@@ -1,8 +1,5 @@
 #include "support/golden_case.h"
 
-#include <algorithm>
-#include <cmath>
-
 #include "checkpoint/golden.h"
 #include "runtime/error.h"
 
@@ -48,16 +45,6 @@ Tensor GoldenCase::block_targets(Ops& ops, int64_t block) const { return block_s
 
 std::vector<double> GoldenCase::expected(const std::string& dataset) const {
   return file->read_doubles(dataset);
-}
-
-double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
-  if (a.size() != b.size()) return INFINITY;
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-    scale = std::max(scale, std::abs(b[i]));
-  }
-  return scale > 0 ? diff / scale : diff;
 }
 
 }  // namespace tls::testing

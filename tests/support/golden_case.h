@@ -8,6 +8,7 @@
 
 #include "checkpoint/hdf5_reader.h"
 #include "layers/model.h"
+#include "support/gradcheck.h"
 
 namespace tls::testing {
 
@@ -27,8 +28,5 @@ struct GoldenCase {
   Tensor block_targets(Ops& ops, int64_t block) const;
   std::vector<double> expected(const std::string& dataset) const;
 };
-
-// max |a - b| / max |b|: error relative to the reference's scale.
-double relative_error(const std::vector<double>& a, const std::vector<double>& b);
 
 }  // namespace tls::testing

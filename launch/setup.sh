@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# tls_dist setup: the commands the README's quick start calls.
+#
+#   bash launch/setup.sh deps            install missing Debian packages (apt-get, once)
+#   bash launch/setup.sh build [preset]  configure + build a CMake preset (default: cpu)
+#   bash launch/setup.sh test            deps + build the cpu preset + run its tests
+#   bash launch/setup.sh demo            deps + build + run the demo training job
+#
+# Runs from any directory; works as root (containers) and as a user with sudo.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+# Open MPI refuses root and oversubscription by default; containers and 2-core CI need both.
+export OMPI_ALLOW_RUN_AS_ROOT=1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+
+PACKAGES=(cmake g++ make libopenmpi-dev openmpi-bin libhdf5-openmpi-dev
+  libboost-program-options-dev libopenblas-dev libgtest-dev hdf5-tools)
+JOBS="${TLS_BUILD_JOBS:-2}"
+
+log() { echo "[setup] $*" >&2; }
+
+deps() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    log "all ${#PACKAGES[@]} Debian packages present"
+    return 0
+  fi
+  log "installing: ${missing[*]}"
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+build() {
+  local preset="${1:-cpu}"
+  log "configure + build preset '$preset' (build/$preset)"
+  cmake --preset "$preset"
+  cmake --build --preset "$preset" -j"$JOBS"
+}
+
+run_tests() {
+  deps
+  build cpu
+  ctest --preset cpu --output-on-failure
+}
+
+demo() {
+  deps
+  build cpu
+  # TODO(issue 5): run the tiny demo training job on tests/data/english.txt with mpirun once the
+  # tls_dist program exists (launch/ configs, eval, generate). The lead fills this in.
+  echo "the tls_dist program lands with issue 5"
+  exit 0
+}
+
+case "${1:-}" in
+  deps) deps ;;
+  build) shift; build "$@" ;;
+  test) run_tests ;;
+  demo) demo ;;
+  *)
+    echo "usage: bash launch/setup.sh deps | build [cpu|cuda|debug|asan] | test | demo" >&2
+    exit 2
+    ;;
+esac
