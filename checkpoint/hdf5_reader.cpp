@@ -130,8 +130,7 @@ int64_t Hdf5Reader::int_attribute(const std::string& object_path, const std::str
   return value;
 }
 
-double Hdf5Reader::double_attribute(const std::string& object_path,
-                                    const std::string& name) const {
+double Hdf5Reader::double_attribute(const std::string& object_path, const std::string& name) const {
   Hdf5Handle attr = open_attribute(object_path, name);
   Hdf5Handle type(H5Aget_type(attr.get()), H5Tclose);
   H5T_class_t cls = H5Tget_class(type.get());

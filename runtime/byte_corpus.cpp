@@ -51,8 +51,9 @@ ByteCorpus::ByteCorpus(const std::string& path, int64_t batch_rows, int64_t toke
   }
   row_len_ = file_.size() / rows_;
   if (row_len_ < tokens_ + 1) {
-    throw Error("corpus '" + path + "' (" + std::to_string(file_.size()) + " bytes): --batch-size " +
-                std::to_string(rows_) + " rows of " + std::to_string(row_len_) +
+    throw Error("corpus '" + path + "' (" + std::to_string(file_.size()) +
+                " bytes): --batch-size " + std::to_string(rows_) + " rows of " +
+                std::to_string(row_len_) +
                 " bytes each are shorter than one block of --tokens-per-sample " +
                 std::to_string(tokens_) + " + 1");
   }

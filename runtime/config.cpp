@@ -57,7 +57,8 @@ void ModelConfig::validate() const {
                 flag("--window-len", window_len) + " or at most it");
   }
   if (mem_len < window_len) {
-    throw Error(flag("--mem-len", mem_len) + " must be at least " + flag("--window-len", window_len));
+    throw Error(flag("--mem-len", mem_len) + " must be at least " +
+                flag("--window-len", window_len));
   }
   require_probability("--dropout", dropout);
   require_probability("--emb-dropout", emb_dropout);
@@ -72,8 +73,7 @@ std::string describe(const ModelConfig& c) {
       << ", tokens_per_sample " << c.tokens_per_sample << ", vocab_size " << c.vocab_size << ", "
       << (c.pre_ln ? "pre-LN" : "post-LN") << ", " << (c.use_gelu ? "GELU" : "ReLU") << ", "
       << (c.use_bias ? "proj bias" : "no proj bias") << ", clamp_len "
-      << (c.clamp_len > 0 ? std::to_string(c.clamp_len) : std::string("off"))
-      << ", cpos_clamp_len "
+      << (c.clamp_len > 0 ? std::to_string(c.clamp_len) : std::string("off")) << ", cpos_clamp_len "
       << (c.cpos_clamp_len > 0 ? std::to_string(c.cpos_clamp_len) : std::string("off"))
       << ", dropout " << c.dropout << ", emb_dropout " << c.emb_dropout;
   return out.str();

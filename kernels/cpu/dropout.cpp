@@ -31,7 +31,7 @@ void CpuOps::dropout_apply(Tensor& x, double p, const DropoutKey& key) {
   cpu::check_float(op, "x", x);
   if (!(p >= 0.0 && p <= 1.0)) cpu::fail(op, "probability " + std::to_string(p) + " not in [0, 1]");
   if (p == 0.0) return;
-  const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
+  const int64_t rows = cpu::mat_rows(x), cols = x.matrix_cols();
   if (key.t_local <= 0 || rows % key.t_local != 0 || key.t_offset < 0 || key.b_offset < 0 ||
       key.t_offset + key.t_local > key.t_global)
     cpu::fail(op, "layout t_local " + std::to_string(key.t_local) + ", t_global " +

@@ -1,12 +1,13 @@
 // Hdf5Reader and config_from_attributes against the golden files (tests/golden/README.md):
 // attributes, shapes, datasets, listing, and clear refusals of missing paths and non-HDF5 files.
+#include "checkpoint/hdf5_reader.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <string>
 
 #include "checkpoint/golden.h"
-#include "checkpoint/hdf5_reader.h"
 #include "runtime/error.h"
 #include "support/temp_files.h"
 
@@ -17,7 +18,8 @@ const std::string kTiny = std::string(TLS_GOLDEN_DIR) + "/tiny_preln.h5";
 const std::string kPostLn = std::string(TLS_GOLDEN_DIR) + "/postln_relu_bias_clamp.h5";
 
 // The message of the tls::Error `f` throws, or "" if it throws none.
-template <class F> std::string error_of(F f) {
+template <class F>
+std::string error_of(F f) {
   try {
     f();
   } catch (const Error& e) {

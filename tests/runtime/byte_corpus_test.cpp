@@ -1,11 +1,12 @@
 // ByteCorpus and ByteStream on small temporary files with known bytes: the row-stream layout and
 // the evaluation stream of DESIGN.md section 4, and the refusals of unusable corpora.
+#include "runtime/byte_corpus.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
 
-#include "runtime/byte_corpus.h"
 #include "runtime/error.h"
 #include "support/temp_files.h"
 
@@ -19,7 +20,8 @@ std::string counting_bytes(int n) {
   return s;
 }
 
-template <class F> std::string error_of(F f) {
+template <class F>
+std::string error_of(F f) {
   try {
     f();
   } catch (const Error& e) {
@@ -34,7 +36,7 @@ TEST(ByteCorpusTest, CutsRowsAndCountsUpdates) {
   EXPECT_EQ(corpus.size(), 103);
   EXPECT_EQ(corpus.row_len(), 25);
   EXPECT_EQ(corpus.updates_per_epoch(), 4);  // floor(24 / 6)
-  ByteCorpus exact(file.path(), 4, 8);      // floor(24 / 8) = 3: the last block ends at byte 24
+  ByteCorpus exact(file.path(), 4, 8);       // floor(24 / 8) = 3: the last block ends at byte 24
   EXPECT_EQ(exact.updates_per_epoch(), 3);
 }
 

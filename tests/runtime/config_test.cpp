@@ -1,11 +1,12 @@
 // ModelConfig::validate: valid configurations pass; each rule of DESIGN.md section 1 is refused
 // with a one-line message that names the flag.
+#include "runtime/config.h"
+
 #include <gtest/gtest.h>
 
 #include <functional>
 #include <string>
 
-#include "runtime/config.h"
 #include "runtime/error.h"
 
 namespace tls {
@@ -29,7 +30,7 @@ ModelConfig with(const std::function<void(ModelConfig&)>& change) {
 
 TEST(ConfigTest, DefaultsAndPaperLikeSettingsPass) {
   EXPECT_NO_THROW(ModelConfig().validate());
-  // The golden files' shapes: T = M, T < w, M > T, M not a multiple of w.
+  // Shapes like the golden files': T = M; T < w with M > T and M not a multiple of w; paper-sized.
   EXPECT_NO_THROW(with([](ModelConfig& c) {
                     c.d_model = 32, c.n_head = 4, c.chunk_size = 4, c.window_len = 8;
                     c.mem_len = 32, c.tokens_per_sample = 32;
@@ -45,7 +46,10 @@ TEST(ConfigTest, DefaultsAndPaperLikeSettingsPass) {
 }
 
 TEST(ConfigTest, EverySizeMustBePositive) {
-  struct Case { const char* flag; std::function<void(ModelConfig&)> change; };
+  struct Case {
+    const char* flag;
+    std::function<void(ModelConfig&)> change;
+  };
   const Case cases[] = {
       {"--vocab-size", [](ModelConfig& c) { c.vocab_size = 0; }},
       {"--n-layer", [](ModelConfig& c) { c.n_layer = 0; }},
@@ -74,8 +78,7 @@ TEST(ConfigTest, HeadsMustDivideAnEvenModelWidth) {
 }
 
 TEST(ConfigTest, BlockAndMemoryMustBeWholeChunks) {
-  std::string m =
-      refusal(with([](ModelConfig& c) { c.tokens_per_sample = 30, c.chunk_size = 4; }));
+  std::string m = refusal(with([](ModelConfig& c) { c.tokens_per_sample = 30, c.chunk_size = 4; }));
   EXPECT_EQ(m, "--tokens-per-sample 30 must be a multiple of --chunk-size 4");
   m = refusal(with([](ModelConfig& c) { c.mem_len = 68, c.chunk_size = 8; }));
   EXPECT_EQ(m, "--mem-len 68 must be a multiple of --chunk-size 8");
@@ -87,14 +90,13 @@ TEST(ConfigTest, BlockMustBeWholeWindowsOrAtMostOne) {
   EXPECT_NE(m.find("--tokens-per-sample 72 must be a multiple of --window-len 16"),
             std::string::npos)
       << m;
-  EXPECT_NO_THROW(with([](ModelConfig& c) { c.tokens_per_sample = 8, c.window_len = 16; })
-                      .validate());
+  EXPECT_NO_THROW(
+      with([](ModelConfig& c) { c.tokens_per_sample = 8, c.window_len = 16; }).validate());
 }
 
 TEST(ConfigTest, MemoryMustCoverTheWindow) {
-  std::string m = refusal(with([](ModelConfig& c) {
-    c.mem_len = 8, c.window_len = 16, c.tokens_per_sample = 16;
-  }));
+  std::string m = refusal(
+      with([](ModelConfig& c) { c.mem_len = 8, c.window_len = 16, c.tokens_per_sample = 16; }));
   EXPECT_EQ(m, "--mem-len 8 must be at least --window-len 16");
   // M need not be a multiple of w.
   EXPECT_NO_THROW(with([](ModelConfig& c) { c.mem_len = 24, c.window_len = 16; }).validate());

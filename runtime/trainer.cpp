@@ -1,0 +1,61 @@
+#include "runtime/trainer.h"
+
+#include <cmath>
+
+#include "runtime/error.h"
+
+namespace tls {
+
+Trainer::Trainer(Ops& ops, TransformerLSModel& model, const ByteCorpus& corpus,
+                 TrainSettings settings)
+    : ops_(ops),
+      model_(model),
+      corpus_(corpus),
+      settings_(settings),
+      optimizer_(ops, model.parameters(), settings.optimizer),
+      state_(model.initial_state(settings.batch_size)) {
+  if (corpus.rows() != settings.batch_size || corpus.tokens_per_sample() != model.config().tokens_per_sample)
+    throw Error("trainer: corpus " + corpus.path() + " is cut for another batch size or block length");
+}
+
+StepMetrics Trainer::train_step() {
+  const auto start = std::chrono::steady_clock::now();
+  const ModelConfig& cfg = model_.config();
+  const int64_t B = settings_.batch_size, T = cfg.tokens_per_sample;
+  const int64_t in_epoch = update_ % corpus_.updates_per_epoch();
+  if (in_epoch == 0) state_ = model_.initial_state(B);  // a new epoch restarts the caches
+
+  std::vector<int32_t> inputs, targets;
+  corpus_.batch(in_epoch, 0, B, 0, T, inputs, targets);
+  Tensor tokens = ops_.empty({B, T}, DType::i32), target_tensor = ops_.empty({B, T}, DType::i32);
+  ops_.from_host(tokens, std::vector<double>(inputs.begin(), inputs.end()));
+  ops_.from_host(target_tensor, std::vector<double>(targets.begin(), targets.end()));
+
+  PassContext ctx;
+  ctx.training = true;
+  ctx.seed = settings_.seed;
+  ctx.step = static_cast<uint64_t>(update_ + 1);
+  ctx.dropout = cfg.dropout;
+  ctx.emb_dropout = cfg.emb_dropout;
+
+  model_.zero_grad();
+  ModelSaved saved;
+  const double nll = model_.forward(tokens, target_tensor, state_, saved, ctx);
+  const double n = static_cast<double>(saved.n_targets);
+  model_.backward(saved, 1.0 / n, ctx);
+  saved = ModelSaved();  // free the activations before the optimizer's pass
+
+  StepMetrics m;
+  m.step = ++update_;
+  m.loss = nll / n;
+  m.bpc = m.loss / std::log(2.0);
+  m.grad_norm = optimizer_.gradient_norm();
+  optimizer_.clip(m.grad_norm);
+  m.lr = optimizer_.step(update_);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  m.tokens_per_s = static_cast<double>(B * T) / seconds;
+  return m;
+}
+
+}  // namespace tls

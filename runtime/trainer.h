@@ -1,0 +1,49 @@
+// The training loop of one process (the parallel runtime wraps the same step): read update u's
+// block of every batch row from the corpus (DESIGN.md section 4), forward with the carried
+// caches, backward, clip, AdamW. Caches restart at zeros with each epoch.
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include "layers/model.h"
+#include "runtime/byte_corpus.h"
+#include "runtime/optimizer.h"
+
+namespace tls {
+
+struct TrainSettings {
+  int64_t batch_size = 1;  // B_global: rows of the corpus
+  uint64_t seed = 1;
+  OptimizerSettings optimizer;
+};
+
+struct StepMetrics {
+  int64_t step = 0;        // the update just made (1-based)
+  double loss = 0;         // mean NLL in nats over the update's targets
+  double bpc = 0;          // loss / ln 2
+  double lr = 0;
+  double grad_norm = 0;    // before clipping
+  double tokens_per_s = 0;
+};
+
+class Trainer {
+ public:
+  Trainer(Ops& ops, TransformerLSModel& model, const ByteCorpus& corpus, TrainSettings settings);
+
+  StepMetrics train_step();
+  int64_t update() const { return update_; }
+  ModelState& state() { return state_; }
+  AdamW& optimizer() { return optimizer_; }
+
+ private:
+  Ops& ops_;
+  TransformerLSModel& model_;
+  const ByteCorpus& corpus_;
+  TrainSettings settings_;
+  AdamW optimizer_;
+  ModelState state_;
+  int64_t update_ = 0;  // updates done so far
+};
+
+}  // namespace tls
