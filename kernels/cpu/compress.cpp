@@ -32,8 +32,7 @@ CompressDims check_compress(const char* op, const Tensor& out, const char* on, c
   if (x.rank() != 3 || w.rank() != 3 || out.rank() != 3) bad("expected 3-D tensors");
   CompressDims d{x.dim(0), x.dim(1) / c, c, r, heads, x.dim(2) / heads, x.dim(2), w.dim(2), h0};
   if (x.dim(1) % c != 0 || x.dim(2) % heads != 0) bad("x is not [B, G*c, H*dh]");
-  if (w.dim(0) != d.batch || w.dim(1) != x.dim(1) || d.wcols % r != 0 ||
-      (h0 + heads) * r > d.wcols)
+  if (w.dim(0) != d.batch || w.dim(1) != x.dim(1) || d.wcols % r != 0 || (h0 + heads) * r > d.wcols)
     bad("weights are not [B, G*c, H_all*r] with H_all >= head_offset + n_head");
   if (out.dim(0) != d.batch || out.dim(1) != d.groups * r || out.dim(2) != d.cols)
     bad("out is not [B, G*r, H*dh]");

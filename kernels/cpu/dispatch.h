@@ -74,9 +74,12 @@ inline int64_t mat_rows(const Tensor& t) {
 template <class F>
 decltype(auto) dispatch_float(const char* op, DType dtype, F&& f) {
   switch (dtype) {
-    case DType::f32: return f(float{});
-    case DType::f64: return f(double{});
-    default: break;
+    case DType::f32:
+      return f(float{});
+    case DType::f64:
+      return f(double{});
+    default:
+      break;
   }
   fail(op, std::string("unsupported dtype ") + dtype_name(dtype));
 }

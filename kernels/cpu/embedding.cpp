@@ -12,8 +12,8 @@ namespace tls {
 namespace {
 
 // Checks table/rows/tokens and every token id; returns the ids.
-const int32_t* check_embedding(const char* op, const char* tn, const Tensor& table,
-                               const char* rn, const Tensor& rows, const Tensor& tokens) {
+const int32_t* check_embedding(const char* op, const char* tn, const Tensor& table, const char* rn,
+                               const Tensor& rows, const Tensor& tokens) {
   cpu::check_float(op, tn, table);
   cpu::check_like(op, tn, table, rn, rows);
   cpu::check_i32(op, "tokens", tokens);
@@ -53,8 +53,7 @@ void CpuOps::embedding_forward(Tensor& out, const Tensor& table, const Tensor& t
 
 void CpuOps::embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens,
                                 double scale) {
-  const int32_t* tp =
-      check_embedding("embedding_backward", "dtable", dtable, "dout", dout, tokens);
+  const int32_t* tp = check_embedding("embedding_backward", "dtable", dtable, "dout", dout, tokens);
   const int64_t rows = tokens.numel(), d = dtable.dim(1);
   constexpr int64_t kBlock = 64;  // columns per task
   const int64_t n_blocks = (d + kBlock - 1) / kBlock;

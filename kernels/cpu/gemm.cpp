@@ -13,8 +13,8 @@ namespace tls {
 namespace {
 
 std::string matrix_string(const char* name, const Tensor& t, bool trans) {
-  return std::string(name) + (trans ? "^T" : "") + " [" + std::to_string(cpu::mat_rows(t)) +
-         " x " + std::to_string(t.matrix_cols()) + "] (shape " + t.shape_string() + ")";
+  return std::string(name) + (trans ? "^T" : "") + " [" + std::to_string(cpu::mat_rows(t)) + " x " +
+         std::to_string(t.matrix_cols()) + "] (shape " + t.shape_string() + ")";
 }
 
 }  // namespace
@@ -30,8 +30,7 @@ void CpuOps::gemm(bool trans_a, bool trans_b, double alpha, const Tensor& a, con
   const int64_t n = trans_b ? cpu::mat_rows(b) : b.matrix_cols();
   if (k != kb || cpu::mat_rows(c) != m || c.matrix_cols() != n)
     cpu::fail("gemm", "shape mismatch: " + matrix_string("A", a, trans_a) + " times " +
-                          matrix_string("B", b, trans_b) + " into " +
-                          matrix_string("C", c, false));
+                          matrix_string("B", b, trans_b) + " into " + matrix_string("C", c, false));
   for (int64_t v : {m, n, k})
     if (v > INT_MAX) cpu::fail("gemm", "a matrix dimension exceeds the BLAS int range");
   if (m == 0 || n == 0) return;

@@ -52,9 +52,9 @@ void CpuOps::layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Te
       const double r = 1.0 / std::sqrt(ss / static_cast<double>(cols) + eps);
       T* orow = outp + i * cols;
       for (int64_t j = 0; j < cols; ++j)
-        orow[j] = static_cast<T>((static_cast<double>(xr[j]) - mu) * r *
-                                     static_cast<double>(gp[j]) +
-                                 static_cast<double>(bp[j]));
+        orow[j] =
+            static_cast<T>((static_cast<double>(xr[j]) - mu) * r * static_cast<double>(gp[j]) +
+                           static_cast<double>(bp[j]));
       mp[i] = static_cast<T>(mu);
       rp[i] = static_cast<T>(r);
     }

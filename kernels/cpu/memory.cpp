@@ -17,9 +17,15 @@ namespace {
 template <class F>
 void dispatch_any(const char* op, DType dtype, F&& f) {
   switch (dtype) {
-    case DType::f32: f(float{}); return;
-    case DType::f64: f(double{}); return;
-    case DType::i32: f(int32_t{}); return;
+    case DType::f32:
+      f(float{});
+      return;
+    case DType::f64:
+      f(double{});
+      return;
+    case DType::i32:
+      f(int32_t{});
+      return;
   }
   fail(op, "unknown dtype");
 }

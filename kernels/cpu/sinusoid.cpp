@@ -13,8 +13,8 @@ void CpuOps::sinusoid_forward(Tensor& out, const std::vector<double>& positions)
   cpu::check_float(op, "out", out);
   const int64_t rows = cpu::mat_rows(out), d = out.matrix_cols();
   if (rows != static_cast<int64_t>(positions.size()) || d % 2 != 0)
-    cpu::fail(op, std::to_string(positions.size()) + " positions for " +
-                      cpu::describe("out", out) + " (want one row per position, an even width)");
+    cpu::fail(op, std::to_string(positions.size()) + " positions for " + cpu::describe("out", out) +
+                      " (want one row per position, an even width)");
   const int64_t half = d / 2;
   cpu::dispatch_float(op, out.dtype(), [&](auto tag) {
     using T = decltype(tag);

@@ -211,8 +211,8 @@ void CpuOps::chunk_softmax_backward(Tensor& dx, const Tensor& dout, const Tensor
         for (int64_t i = 0; i < c; ++i)
           for (int64_t j = 0; j < cols; ++j) {
             const int64_t k = base + i * cols + j;
-            dp[k] += static_cast<T>(static_cast<double>(yp[k]) *
-                                    (static_cast<double>(gp[k]) - dot[j]));
+            dp[k] +=
+                static_cast<T>(static_cast<double>(yp[k]) * (static_cast<double>(gp[k]) - dot[j]));
           }
       }
     }

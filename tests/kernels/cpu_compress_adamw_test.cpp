@@ -30,8 +30,8 @@ std::vector<double> compress_ref(const std::vector<double>& x, const std::vector
   return out;
 }
 
-const std::vector<Geo> kGeos = {{1, 1, 1, 1, 1, 1, 1, 0}, {2, 3, 4, 2, 2, 3, 5, 1},
-                                {1, 2, 5, 3, 3, 7, 3, 0}};
+const std::vector<Geo> kGeos = {
+    {1, 1, 1, 1, 1, 1, 1, 0}, {2, 3, 4, 2, 2, 3, 5, 1}, {1, 2, 5, 3, 3, 7, 3, 0}};
 
 TYPED_TEST(CpuCompressAdamwTest, CompressForward) {
   for (const Geo& s : kGeos) {

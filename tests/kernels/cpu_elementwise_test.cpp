@@ -74,9 +74,9 @@ TYPED_TEST(CpuElementwiseTest, Reductions) {
 }
 
 TYPED_TEST(CpuElementwiseTest, AllFinite) {
-  for (double bad : {std::numeric_limits<double>::quiet_NaN(),
-                     std::numeric_limits<double>::infinity(),
-                     -std::numeric_limits<double>::infinity()}) {
+  for (double bad :
+       {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
+        -std::numeric_limits<double>::infinity()}) {
     std::vector<double> v = random_nonzero(37, 10);
     v[36] = bad;
     EXPECT_FALSE(this->ops->all_finite(this->tensor({37}, v))) << bad;

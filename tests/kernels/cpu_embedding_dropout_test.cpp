@@ -139,8 +139,11 @@ TEST(CpuEmbeddingDropout, DropoutMaskSameInBothPrecisions) {
   const auto av = ops->to_host(a), bv = ops->to_host(b);
   for (size_t i = 0; i < av.size(); ++i) EXPECT_EQ(av[i] == 0.0, bv[i] == 0.0) << i;
   expect_error([&] { ops->dropout_apply(a, 1.5, key); }, "dropout_apply");
-  expect_error([&] { ops->dropout_apply(a, 0.5, DropoutKey{5, 6, 7, 3, 8, 0, 0}); },
-               "dropout_apply");
+  expect_error(
+      [&] {
+        ops->dropout_apply(a, 0.5, DropoutKey{5, 6, 7, 3, 8, 0, 0});
+      },
+      "dropout_apply");
 }
 
 TYPED_TEST(CpuEmbeddingDropoutTest, SinusoidInWorkingPrecision) {

@@ -22,8 +22,8 @@ void check_gemm(Fixture* f, int64_t m, int64_t n, int64_t k, double alpha, doubl
     for (bool tb : {false, true}) {
       // A is 3-D: [2, rows/2, cols] when rows is even, else [rows, cols].
       const int64_t ra = ta ? k : m, ca = ta ? m : k, rb = tb ? n : k, cb = tb ? k : n;
-      std::vector<int64_t> ashape = ra % 2 == 0 ? std::vector<int64_t>{2, ra / 2, ca}
-                                                : std::vector<int64_t>{ra, ca};
+      std::vector<int64_t> ashape =
+          ra % 2 == 0 ? std::vector<int64_t>{2, ra / 2, ca} : std::vector<int64_t>{ra, ca};
       Tensor a = f->rand(ashape, 11), b = f->rand({rb, cb}, 12), c = f->rand({m, n}, 13);
       const auto av = f->host(a), bv = f->host(b), cv = f->host(c);
       std::vector<double> want(m * n);

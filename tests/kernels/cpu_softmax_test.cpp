@@ -81,8 +81,9 @@ TEST(CpuSoftmax, SoftmaxBackwardMatchesFiniteDifferences) {
     Tensor out = ops->zeros({rows, cols}, DType::f64), dx = ops->zeros({rows, cols}, DType::f64);
     ops->softmax_forward(out, x);
     ops->softmax_backward(dx, dout, out);
-    auto num = numeric_grad(
-        xv, [&](const std::vector<double>& v) { return dot(softmax_ref(v, rows, cols, false), w); });
+    auto num = numeric_grad(xv, [&](const std::vector<double>& v) {
+      return dot(softmax_ref(v, rows, cols, false), w);
+    });
     expect_close(ops->to_host(dx), num, 1e-7, "softmax dx");
     ops->softmax_backward(dx, dout, out);
     for (double& v : num) v *= 2;

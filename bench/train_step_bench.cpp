@@ -1,0 +1,132 @@
+// Times the training step (forward + backward + AdamW) of one config on the CPU backend and
+// prints model FLOP/s next to the OpenBLAS sgemm rate at 2048^3 measured in the same process,
+// and the peak resident memory. Usage:
+//   train_step_bench [--layers L] [--d-model D] [--heads H] [--d-inner F] [--chunk C] [--rank R]
+//                    [--window W] [--tokens T] [--mem M] [--batch B] [--steps N] [--fp64]
+#include <cblas.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "bench/model_flops.h"
+#include "layers/init.h"
+#include "layers/model.h"
+#include "runtime/optimizer.h"
+
+using namespace tls;
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double sgemm_rate(int n, int reps) {
+  std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(a.size(), 0.25f), c(a.size(), 0.0f);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>((i * 7919) % 1000) / 1000.0f;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+              0.0f, c.data(), n);  // warm-up
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(),
+                n, 0.0f, c.data(), n);
+  return 2.0 * n * n * static_cast<double>(n) * reps / seconds_since(t0);
+}
+
+double peak_rss_gib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ModelConfig cfg;
+  cfg.n_layer = 2;
+  cfg.d_model = 512;
+  cfg.n_head = 8;
+  cfg.d_inner = 2048;
+  cfg.chunk_size = 16;
+  cfg.chunk_rank = 1;
+  cfg.window_len = 256;
+  cfg.tokens_per_sample = 2048;
+  cfg.mem_len = 2048;
+  int64_t batch = 1, steps = 3;
+  DType dtype = DType::f32;
+  for (int i = 1; i < argc; ++i) {
+    auto next = [&]() -> int64_t {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "train_step_bench: %s needs a value\n", argv[i]);
+        std::exit(2);
+      }
+      return std::atoll(argv[++i]);
+    };
+    const std::string a = argv[i];
+    if (a == "--layers") cfg.n_layer = next();
+    else if (a == "--d-model") cfg.d_model = next();
+    else if (a == "--heads") cfg.n_head = next();
+    else if (a == "--d-inner") cfg.d_inner = next();
+    else if (a == "--chunk") cfg.chunk_size = next();
+    else if (a == "--rank") cfg.chunk_rank = next();
+    else if (a == "--window") cfg.window_len = next();
+    else if (a == "--tokens") cfg.tokens_per_sample = next();
+    else if (a == "--mem") cfg.mem_len = next();
+    else if (a == "--batch") batch = next();
+    else if (a == "--steps") steps = next();
+    else if (a == "--fp64") dtype = DType::f64;
+    else {
+      std::fprintf(stderr, "train_step_bench: unknown option %s\n", argv[i]);
+      return 2;
+    }
+  }
+  try {
+    cfg.validate();
+    auto ops = make_cpu_ops();
+    TransformerLSModel model(*ops, cfg, dtype);
+    initialize_parameters(*ops, model, 1);
+    OptimizerSettings opt;
+    AdamW adam(*ops, model.parameters(), opt);
+    ModelState state = model.initial_state(batch);
+    std::vector<double> tok(static_cast<size_t>(batch * cfg.tokens_per_sample));
+    for (size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<double>((i * 131 + 7) % 256);
+    Tensor tokens = ops->empty({batch, cfg.tokens_per_sample}, DType::i32);
+    ops->from_host(tokens, tok);
+    PassContext ctx;
+    ctx.training = true;
+    auto one_step = [&](int64_t u) {
+      model.zero_grad();
+      ModelSaved saved;
+      const double nll = model.forward(tokens, tokens, state, saved, ctx);
+      model.backward(saved, 1.0 / static_cast<double>(saved.n_targets), ctx);
+      saved = ModelSaved();
+      adam.step(u);
+      return nll / static_cast<double>(batch * cfg.tokens_per_sample);
+    };
+    one_step(1);  // warm-up (and a non-zero cache)
+    auto t0 = std::chrono::steady_clock::now();
+    double loss = 0;
+    for (int64_t s = 0; s < steps; ++s) loss = one_step(s + 2);
+    const double step_s = seconds_since(t0) / static_cast<double>(steps);
+    const double flops = 3 * bench::forward_flops(cfg, batch);
+    const double gemm = sgemm_rate(2048, 3);
+    const char* threads = std::getenv("OMP_NUM_THREADS");
+    std::printf("# train_step_bench: %s, %s\n", describe(cfg).c_str(), dtype_name(dtype));
+    std::printf("# model FLOPs: %s\n", bench::flops_formula());
+    std::printf("| threads | B | step (s) | tokens/s | model GFLOP/s | sgemm 2048^3 GFLOP/s | ratio | peak RSS (GiB) | loss |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|\n");
+    std::printf("| %s | %lld | %.3f | %.0f | %.2f | %.2f | %.3f | %.2f | %.4f |\n",
+                threads ? threads : "default", static_cast<long long>(batch), step_s,
+                static_cast<double>(batch * cfg.tokens_per_sample) / step_s, flops / step_s / 1e9,
+                gemm / 1e9, flops / step_s / gemm, peak_rss_gib(), loss);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "train_step_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
