@@ -21,7 +21,8 @@ namespace tls {
 // Where a dropout mask comes from: a counter-based generator keyed by (seed, step, tensor id,
 // global element index), so the mask is the same for every parallel layout. The element at
 // local row i = b * t_local + t, column j of a [b_local * t_local, cols] tensor has the global
-// index ((b + b_offset) * t_global + (t + t_offset)) * cols + j.
+// index ((b + b_offset) * t_global + (t + t_offset)) * cols_global + col_offset + j (a tensor
+// whose columns are split over tensor-parallel ranks sets cols_global and col_offset).
 struct DropoutKey {
   uint64_t seed = 0;
   uint64_t step = 0;
@@ -30,6 +31,8 @@ struct DropoutKey {
   int64_t t_global = 1;  // rows per batch row in the whole sequence
   int64_t t_offset = 0;  // first local row's position in the whole sequence
   int64_t b_offset = 0;  // first local batch row's global index
+  int64_t cols_global = 0;  // 0: the local column count
+  int64_t col_offset = 0;
 };
 
 // Geometry of one attention call (one layer, local heads only). Activations are [B, T, dl] with
@@ -86,6 +89,25 @@ class Ops {
   virtual void layernorm_backward(Tensor& dx, Tensor& dgamma, Tensor& dbeta, const Tensor& dout,
                                   const Tensor& x, const Tensor& gamma, const Tensor& mean,
                                   const Tensor& rstd) = 0;
+  // LayerNorm over features split across ranks (tensor parallel): the caller all-reduces the
+  // per-row partial sums between the steps. Forward: mean = allreduce(row_sum(x)) / n, then
+  // sq = allreduce(row_sum((x - mean)^2)), then layernorm_normalize. Backward:
+  // sums = allreduce(layernorm_backward_sums(...)), then layernorm_backward_apply.
+  // sums[i] += sum_j (x[i, j] - center[i])^p, p = 2 if square else 1; center may be undefined.
+  virtual void row_sum(Tensor& sums, const Tensor& x, const Tensor& center, bool square) = 0;
+  // rstd = 1 / sqrt(sq_sum / n + eps); out = (x - mean) * rstd * gamma + beta.
+  virtual void layernorm_normalize(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& mean,
+                                   const Tensor& sq_sum, const Tensor& gamma, const Tensor& beta,
+                                   int64_t n_features, double eps) = 0;
+  // sums [rows, 2] += (sum_j g, sum_j g * xhat) with g = dout * gamma, xhat = (x - mean) * rstd.
+  virtual void layernorm_backward_sums(Tensor& sums, const Tensor& dout, const Tensor& x,
+                                       const Tensor& gamma, const Tensor& mean,
+                                       const Tensor& rstd) = 0;
+  // dx += rstd (g - sums0 / n - xhat sums1 / n); dgamma += sum_i dout xhat; dbeta += sum_i dout.
+  virtual void layernorm_backward_apply(Tensor& dx, Tensor& dgamma, Tensor& dbeta,
+                                        const Tensor& dout, const Tensor& x, const Tensor& gamma,
+                                        const Tensor& mean, const Tensor& rstd,
+                                        const Tensor& sums, int64_t n_features) = 0;
   virtual void gelu_forward(Tensor& out, const Tensor& x) = 0;  // erf form
   virtual void gelu_backward(Tensor& dx, const Tensor& dout, const Tensor& x) = 0;
   virtual void relu_forward(Tensor& out, const Tensor& x) = 0;

@@ -74,6 +74,12 @@ int64_t Tensor::dim(int i) const {
 
 int64_t Tensor::numel() const { return product(shape_); }
 
+int64_t Tensor::matrix_rows() const {
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < shape_.size(); ++i) rows *= shape_[i];
+  return rows;
+}
+
 void* Tensor::raw() const {
   if (!storage_) return nullptr;
   return static_cast<char*>(storage_->ptr) + offset_ * static_cast<int64_t>(dtype_size(dtype_));

@@ -61,7 +61,7 @@ class Tensor {
   // Rows [first, first + count) along dimension 0, sharing storage.
   Tensor rows(int64_t first, int64_t count) const;
   // The tensor seen as a matrix: all leading dimensions merged, the last kept.
-  int64_t matrix_rows() const { return shape_.empty() ? 1 : numel() / shape_.back(); }
+  int64_t matrix_rows() const;  // product of the leading dimensions (also when the last is 0)
   int64_t matrix_cols() const { return shape_.empty() ? 1 : shape_.back(); }
 
   std::string shape_string() const;

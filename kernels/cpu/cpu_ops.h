@@ -28,6 +28,10 @@ class CpuOps final : public Ops {
   void gemm(bool trans_a, bool trans_b, double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c) override;
   void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps) override;
   void layernorm_backward(Tensor& dx, Tensor& dgamma, Tensor& dbeta, const Tensor& dout, const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd) override;
+  void row_sum(Tensor& sums, const Tensor& x, const Tensor& center, bool square) override;
+  void layernorm_normalize(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& mean, const Tensor& sq_sum, const Tensor& gamma, const Tensor& beta, int64_t n_features, double eps) override;
+  void layernorm_backward_sums(Tensor& sums, const Tensor& dout, const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd) override;
+  void layernorm_backward_apply(Tensor& dx, Tensor& dgamma, Tensor& dbeta, const Tensor& dout, const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd, const Tensor& sums, int64_t n_features) override;
   void gelu_forward(Tensor& out, const Tensor& x) override;
   void gelu_backward(Tensor& dx, const Tensor& dout, const Tensor& x) override;
   void relu_forward(Tensor& out, const Tensor& x) override;

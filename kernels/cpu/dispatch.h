@@ -62,14 +62,6 @@ inline void check_numel(const char* op, const char* name, const Tensor& t, int64
     fail(op, "expected " + std::to_string(n) + " elements in " + describe(name, t));
 }
 
-// Rows of t seen as a matrix [rows, last dim]: Tensor::matrix_rows() divides by the last
-// dimension, so it cannot be used when that is 0.
-inline int64_t mat_rows(const Tensor& t) {
-  int64_t rows = 1;
-  for (int i = 0; i + 1 < t.rank(); ++i) rows *= t.shape()[static_cast<size_t>(i)];
-  return rows;
-}
-
 // Calls f(T{}) with T = float or double according to dtype.
 template <class F>
 decltype(auto) dispatch_float(const char* op, DType dtype, F&& f) {

@@ -43,7 +43,7 @@ void CpuOps::axpy(double alpha, const Tensor& x, Tensor& y) {
 void CpuOps::add_bias(Tensor& y, const Tensor& bias) {
   check_float("add_bias", "y", y);
   cpu::check_like("add_bias", "y", y, "bias", bias);
-  const int64_t rows = cpu::mat_rows(y), cols = y.matrix_cols();
+  const int64_t rows = y.matrix_rows(), cols = y.matrix_cols();
   cpu::check_numel("add_bias", "bias", bias, cols);
   dispatch_float("add_bias", y.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -60,7 +60,7 @@ void CpuOps::add_bias(Tensor& y, const Tensor& bias) {
 void CpuOps::sum_rows(const Tensor& dy, Tensor& dbias) {
   check_float("sum_rows", "dy", dy);
   cpu::check_like("sum_rows", "dy", dy, "dbias", dbias);
-  const int64_t rows = cpu::mat_rows(dy), cols = dy.matrix_cols();
+  const int64_t rows = dy.matrix_rows(), cols = dy.matrix_cols();
   cpu::check_numel("sum_rows", "dbias", dbias, cols);
   constexpr int64_t kBlock = 64;  // columns per task: each task sums its columns over all rows
   const int64_t n_blocks = (cols + kBlock - 1) / kBlock;

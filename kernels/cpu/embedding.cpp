@@ -18,7 +18,7 @@ const int32_t* check_embedding(const char* op, const char* tn, const Tensor& tab
   cpu::check_like(op, tn, table, rn, rows);
   cpu::check_i32(op, "tokens", tokens);
   if (table.rank() != 2 || rows.matrix_cols() != table.dim(1) ||
-      cpu::mat_rows(rows) != tokens.numel())
+      rows.matrix_rows() != tokens.numel())
     cpu::fail(op, "shape mismatch: " + cpu::describe(tn, table) + ", " + cpu::describe(rn, rows) +
                       ", " + cpu::describe("tokens", tokens) +
                       " (want table [V, D], tokens [R], rows [R, D])");

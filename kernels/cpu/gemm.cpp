@@ -13,7 +13,7 @@ namespace tls {
 namespace {
 
 std::string matrix_string(const char* name, const Tensor& t, bool trans) {
-  return std::string(name) + (trans ? "^T" : "") + " [" + std::to_string(cpu::mat_rows(t)) + " x " +
+  return std::string(name) + (trans ? "^T" : "") + " [" + std::to_string(t.matrix_rows()) + " x " +
          std::to_string(t.matrix_cols()) + "] (shape " + t.shape_string() + ")";
 }
 
@@ -24,11 +24,11 @@ void CpuOps::gemm(bool trans_a, bool trans_b, double alpha, const Tensor& a, con
   cpu::check_float("gemm", "c", c);
   cpu::check_like("gemm", "c", c, "a", a);
   cpu::check_like("gemm", "c", c, "b", b);
-  const int64_t m = trans_a ? a.matrix_cols() : cpu::mat_rows(a);
-  const int64_t k = trans_a ? cpu::mat_rows(a) : a.matrix_cols();
-  const int64_t kb = trans_b ? b.matrix_cols() : cpu::mat_rows(b);
-  const int64_t n = trans_b ? cpu::mat_rows(b) : b.matrix_cols();
-  if (k != kb || cpu::mat_rows(c) != m || c.matrix_cols() != n)
+  const int64_t m = trans_a ? a.matrix_cols() : a.matrix_rows();
+  const int64_t k = trans_a ? a.matrix_rows() : a.matrix_cols();
+  const int64_t kb = trans_b ? b.matrix_cols() : b.matrix_rows();
+  const int64_t n = trans_b ? b.matrix_rows() : b.matrix_cols();
+  if (k != kb || c.matrix_rows() != m || c.matrix_cols() != n)
     cpu::fail("gemm", "shape mismatch: " + matrix_string("A", a, trans_a) + " times " +
                           matrix_string("B", b, trans_b) + " into " + matrix_string("C", c, false));
   for (int64_t v : {m, n, k})

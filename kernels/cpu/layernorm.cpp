@@ -20,7 +20,7 @@ void CpuOps::layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Te
   const char* op = "layernorm_forward";
   cpu::check_float(op, "x", x);
   cpu::check_same(op, "x", x, "out", out);
-  const int64_t rows = cpu::mat_rows(x), cols = x.matrix_cols();
+  const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
   auto need = [&](const char* name, const Tensor& t, int64_t n) {
     check_like(op, "x", x, name, t);
     check_numel(op, name, t, n);
@@ -68,7 +68,7 @@ void CpuOps::layernorm_backward(Tensor& dx, Tensor& dgamma, Tensor& dbeta, const
   cpu::check_float(op, "x", x);
   cpu::check_same(op, "x", x, "dout", dout);
   if (dx.defined()) cpu::check_same(op, "x", x, "dx", dx);
-  const int64_t rows = cpu::mat_rows(x), cols = x.matrix_cols();
+  const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
   auto need = [&](const char* name, const Tensor& t, int64_t n) {
     check_like(op, "x", x, name, t);
     check_numel(op, name, t, n);

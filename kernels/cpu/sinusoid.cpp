@@ -11,7 +11,7 @@ namespace tls {
 void CpuOps::sinusoid_forward(Tensor& out, const std::vector<double>& positions) {
   const char* op = "sinusoid_forward";
   cpu::check_float(op, "out", out);
-  const int64_t rows = cpu::mat_rows(out), d = out.matrix_cols();
+  const int64_t rows = out.matrix_rows(), d = out.matrix_cols();
   if (rows != static_cast<int64_t>(positions.size()) || d % 2 != 0)
     cpu::fail(op, std::to_string(positions.size()) + " positions for " + cpu::describe("out", out) +
                       " (want one row per position, an even width)");

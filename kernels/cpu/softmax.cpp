@@ -28,7 +28,7 @@ void check_pair(const char* op, const char* xn, const Tensor& x, const char* on,
 // Checks the targets of nll_forward / log_softmax_nll_backward and returns them.
 const int32_t* targets_of(const char* op, const Tensor& logprobs, const Tensor& targets) {
   cpu::check_i32(op, "targets", targets);
-  cpu::check_numel(op, "targets", targets, cpu::mat_rows(logprobs));
+  cpu::check_numel(op, "targets", targets, logprobs.matrix_rows());
   const int32_t* tp = targets.data<int32_t>();
   const int64_t vocab = logprobs.matrix_cols();
   for (int64_t i = 0; i < targets.numel(); ++i)
@@ -42,7 +42,7 @@ const int32_t* targets_of(const char* op, const Tensor& logprobs, const Tensor& 
 
 void CpuOps::softmax_forward(Tensor& out, const Tensor& x) {
   check_pair("softmax_forward", "x", x, "out", out);
-  const int64_t rows = cpu::mat_rows(x), cols = x.matrix_cols();
+  const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
   cpu::dispatch_float("softmax_forward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
@@ -65,7 +65,7 @@ void CpuOps::softmax_forward(Tensor& out, const Tensor& x) {
 void CpuOps::softmax_backward(Tensor& dx, const Tensor& dout, const Tensor& out) {
   check_pair("softmax_backward", "out", out, "dout", dout);
   cpu::check_same("softmax_backward", "out", out, "dx", dx);
-  const int64_t rows = cpu::mat_rows(out), cols = out.matrix_cols();
+  const int64_t rows = out.matrix_rows(), cols = out.matrix_cols();
   cpu::dispatch_float("softmax_backward", out.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* yp = out.data<T>();
@@ -86,7 +86,7 @@ void CpuOps::softmax_backward(Tensor& dx, const Tensor& dout, const Tensor& out)
 
 void CpuOps::log_softmax_forward(Tensor& out, const Tensor& x) {
   check_pair("log_softmax_forward", "x", x, "out", out);
-  const int64_t rows = cpu::mat_rows(x), cols = x.matrix_cols();
+  const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
   cpu::dispatch_float("log_softmax_forward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
@@ -109,7 +109,7 @@ void CpuOps::nll_forward(Tensor& losses, const Tensor& logprobs, const Tensor& t
   const char* op = "nll_forward";
   cpu::check_float(op, "logprobs", logprobs);
   cpu::check_like(op, "logprobs", logprobs, "losses", losses);
-  const int64_t rows = cpu::mat_rows(logprobs), cols = logprobs.matrix_cols();
+  const int64_t rows = logprobs.matrix_rows(), cols = logprobs.matrix_cols();
   cpu::check_numel(op, "losses", losses, rows);
   const int32_t* tp = targets_of(op, logprobs, targets);
   cpu::dispatch_float(op, logprobs.dtype(), [&](auto tag) {
@@ -124,7 +124,7 @@ void CpuOps::log_softmax_nll_backward(Tensor& dlogits, const Tensor& logprobs,
                                       const Tensor& targets, double scale) {
   const char* op = "log_softmax_nll_backward";
   check_pair(op, "logprobs", logprobs, "dlogits", dlogits);
-  const int64_t rows = cpu::mat_rows(logprobs), cols = logprobs.matrix_cols();
+  const int64_t rows = logprobs.matrix_rows(), cols = logprobs.matrix_cols();
   const int32_t* tp = targets_of(op, logprobs, targets);
   cpu::dispatch_float(op, logprobs.dtype(), [&](auto tag) {
     using T = decltype(tag);
