@@ -15,6 +15,21 @@ struct Parameter {
   std::vector<int64_t> full_shape;  // the reference's shape, e.g. [1, H, 1, d_h] for r_r_bias
   Tensor value;                     // local values (for one process: the whole tensor)
   Tensor grad;                      // same shape as value; backward accumulates into it
+  // Tensor-parallel sharding, declared next to the parameter: this rank holds the hyperslab
+  // [shard_start, shard_start + shard_count) of full_shape (row-major), i.e. value is that block
+  // flattened. Empty shard_start: the whole tensor (replicated over tp).
+  std::vector<int64_t> shard_start, shard_count;
+
+  bool tp_sharded() const { return !shard_start.empty(); }
+  // Declares that this rank holds `count` entries from `start` along dimension `dim` of the
+  // reference shape (column-parallel weights: dim 0; row-parallel: dim 1; head-split biases:
+  // the head dimension).
+  void shard_along(int dim, int64_t start, int64_t count) {
+    shard_start.assign(full_shape.size(), 0);
+    shard_count = full_shape;
+    shard_start[static_cast<size_t>(dim)] = start;
+    shard_count[static_cast<size_t>(dim)] = count;
+  }
 
   void allocate(Ops& ops, std::string param_name, std::vector<int64_t> shape,
                 std::vector<int64_t> reference_shape, DType dtype) {

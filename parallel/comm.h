@@ -1,0 +1,49 @@
+// Comm: how ranks talk. One of the two seams of tls_dist (the other is Ops): layers and the
+// parallel operations call these and never ask which transport runs them. MpiComm moves host
+// memory over MPI; the NCCL implementation (kernels/cuda) moves device memory. A Comm of size 1
+// (SelfComm) makes every collective the identity, so single-process code runs the same path.
+//
+// All collectives are blocking unless they return a Request. Tensors must be contiguous and of
+// one dtype per call.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/tensor.h"
+
+namespace tls {
+
+// A pending non-blocking operation; wait() completes it (and is a no-op once completed).
+class Request {
+ public:
+  virtual ~Request() = default;
+  virtual void wait() = 0;
+};
+
+class Comm {
+ public:
+  virtual ~Comm() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // A human-readable name for messages, e.g. "tp group of world rank 3".
+  virtual std::string name() const = 0;
+
+  virtual void allreduce_sum(Tensor& x) = 0;
+  virtual double allreduce_sum(double x) = 0;
+  virtual double allreduce_max(double x) = 0;
+  // out: [size * n] from every rank's in: [n], in rank order.
+  virtual void allgather(Tensor& out, const Tensor& in) = 0;
+  // in: [size * n] summed over ranks; out: [n] receives this rank's block.
+  virtual void reduce_scatter_sum(Tensor& out, const Tensor& in) = 0;
+  virtual void broadcast(Tensor& x, int root) = 0;
+  virtual void barrier() = 0;
+  virtual std::unique_ptr<Request> isend(const Tensor& x, int dest, int tag) = 0;
+  virtual std::unique_ptr<Request> irecv(Tensor& x, int source, int tag) = 0;
+};
+
+// The one-process Comm: every collective is the identity.
+std::unique_ptr<Comm> make_self_comm();
+
+}  // namespace tls
