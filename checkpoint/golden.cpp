@@ -54,4 +54,23 @@ ModelConfig config_from_attributes(const Hdf5Reader& file) {
   return c;
 }
 
+std::vector<std::pair<std::string, int64_t>> hyperparameter_attributes(const ModelConfig& c) {
+  auto clamp = [](int64_t v) { return v > 0 ? v : int64_t{-1}; };
+  return {{"vocab_size", c.vocab_size},
+          {"n_layer", c.n_layer},
+          {"d_model", c.d_model},
+          {"n_head", c.n_head},
+          {"d_inner", c.d_inner},
+          {"chunk_size", c.chunk_size},
+          {"chunk_rank", c.chunk_rank},
+          {"window_len", c.window_len},
+          {"mem_len", c.mem_len},
+          {"tokens_per_sample", c.tokens_per_sample},
+          {"pre_ln", c.pre_ln ? 1 : 0},
+          {"use_gelu", c.use_gelu ? 1 : 0},
+          {"use_bias", c.use_bias ? 1 : 0},
+          {"clamp_len", clamp(c.clamp_len)},
+          {"cpos_clamp_len", clamp(c.cpos_clamp_len)}};
+}
+
 }  // namespace tls

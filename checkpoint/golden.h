@@ -4,6 +4,8 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "checkpoint/hdf5_reader.h"
 #include "runtime/config.h"
@@ -18,5 +20,10 @@ inline constexpr int64_t kCheckpointFormatVersion = 1;
 // else left at 0. The result is not validated: callers may override tokens_per_sample and
 // mem_len first (DESIGN.md section 4), then call validate().
 ModelConfig config_from_attributes(const Hdf5Reader& file);
+
+// The integer root attributes of `config`, in a fixed order: every int64 hyperparameter under its
+// name, booleans as 0/1, clamps as -1 when off (<= 0). The writer stores them; the reader
+// compares a run's config with a file's through the same list.
+std::vector<std::pair<std::string, int64_t>> hyperparameter_attributes(const ModelConfig& config);
 
 }  // namespace tls

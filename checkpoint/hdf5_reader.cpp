@@ -11,22 +11,6 @@
 namespace tls {
 namespace {
 
-// Turns HDF5's automatic error-stack printing off for the lifetime of the guard.
-class QuietHdf5 {
- public:
-  QuietHdf5() {
-    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ~QuietHdf5() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
-  QuietHdf5(const QuietHdf5&) = delete;
-  QuietHdf5& operator=(const QuietHdf5&) = delete;
-
- private:
-  H5E_auto2_t func_ = nullptr;
-  void* data_ = nullptr;
-};
-
 // "/a/b/c" -> {"a", "b", "c"}.
 std::vector<std::string> split_path(const std::string& path) {
   std::vector<std::string> parts;
@@ -44,7 +28,18 @@ int64_t element_count(const std::vector<int64_t>& shape) {
   return n;
 }
 
+herr_t innermost_error(unsigned, const H5E_error2_t* error, void* out) {
+  if (error->desc != nullptr) *static_cast<std::string*>(out) = error->desc;
+  return 0;
+}
+
 }  // namespace
+
+std::string hdf5_error_detail() {
+  std::string detail;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost_error, &detail);
+  return detail;
+}
 
 Hdf5Handle& Hdf5Handle::operator=(Hdf5Handle&& other) noexcept {
   if (this != &other) {
@@ -67,7 +62,12 @@ Hdf5Reader::Hdf5Reader(const std::string& path) : path_(path) {
   }
   QuietHdf5 quiet;
   hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (id < 0) throw Error("'" + path + "' is not an HDF5 file (or it is damaged)");
+  if (id < 0) {
+    std::string detail = hdf5_error_detail();  // before the next call clears the stack
+    if (H5Fis_hdf5(path.c_str()) <= 0) throw Error("'" + path + "' is not an HDF5 file");
+    throw Error("HDF5 file '" + path + "' cannot be opened: it is truncated or damaged" +
+                (detail.empty() ? "" : " (" + detail + ")"));
+  }
   file_ = Hdf5Handle(id, H5Fclose);
 }
 
@@ -205,7 +205,9 @@ void Hdf5Reader::read_dataset(const std::string& path, hid_t mem_type, bool inte
   if (elements == 0) return;
   QuietHdf5 quiet;
   if (H5Dread(dataset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
-    throw Error(where("cannot read dataset '" + path + "' (damaged data?)"));
+    std::string detail = hdf5_error_detail();
+    throw Error(where("cannot read dataset '" + path + "': damaged data" +
+                      (detail.empty() ? "" : " (" + detail + ")")));
   }
 }
 
@@ -225,6 +227,55 @@ std::vector<int32_t> Hdf5Reader::read_ints(const std::string& path) const {
   std::vector<int32_t> values(static_cast<size_t>(element_count(dataset_shape(path))));
   read_dataset(path, H5T_NATIVE_INT32, true, values.data(), values.size());
   return values;
+}
+
+void Hdf5Reader::read_block(const std::string& path, const std::vector<int64_t>& start,
+                            const std::vector<int64_t>& count, hid_t mem_type, void* out) const {
+  Hdf5Handle dataset = open_dataset(path);
+  Hdf5Handle type(H5Dget_type(dataset.get()), H5Tclose);
+  H5T_class_t cls = H5Tget_class(type.get());
+  if (cls != H5T_INTEGER && cls != H5T_FLOAT) {
+    throw Error(where("dataset '" + path + "' holds non-numeric data"));
+  }
+  Hdf5Handle file_space(H5Dget_space(dataset.get()), H5Sclose);
+  if (static_cast<size_t>(H5Sget_simple_extent_ndims(file_space.get())) != start.size() ||
+      start.size() != count.size()) {
+    throw Error(where("dataset '" + path + "': the block to read has the wrong rank"));
+  }
+  const std::vector<hsize_t> first(start.begin(), start.end()), n(count.begin(), count.end());
+  if (element_count(count) == 0) return;
+  QuietHdf5 quiet;
+  Hdf5Handle mem_space(H5Screate_simple(static_cast<int>(n.size()), n.data(), nullptr), H5Sclose);
+  if (!n.empty() && H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, first.data(), nullptr,
+                                        n.data(), nullptr) < 0) {
+    throw Error(where("dataset '" + path + "': the block to read lies outside the dataset"));
+  }
+  if (H5Dread(dataset.get(), mem_type, mem_space.get(), file_space.get(), H5P_DEFAULT, out) < 0) {
+    std::string detail = hdf5_error_detail();
+    throw Error(where("cannot read dataset '" + path + "': damaged data" +
+                      (detail.empty() ? "" : " (" + detail + ")")));
+  }
+}
+
+bool Hdf5Reader::has_checksum(const std::string& path) const {
+  Hdf5Handle dataset = open_dataset(path);
+  Hdf5Handle dcpl(H5Dget_create_plist(dataset.get()), H5Pclose);
+  const int n = H5Pget_nfilters(dcpl.get());
+  for (int i = 0; i < n; ++i) {
+    unsigned flags = 0;
+    size_t n_values = 0;
+    if (H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &n_values, nullptr, 0,
+                       nullptr, nullptr) == H5Z_FILTER_FLETCHER32) {
+      return true;
+    }
+  }
+  return false;
+}
+
+size_t Hdf5Reader::float_size(const std::string& path) const {
+  Hdf5Handle dataset = open_dataset(path);
+  Hdf5Handle type(H5Dget_type(dataset.get()), H5Tclose);
+  return H5Tget_class(type.get()) == H5T_FLOAT ? H5Tget_size(type.get()) : 0;
 }
 
 std::vector<std::string> Hdf5Reader::list(const std::string& group_path) const {

@@ -11,6 +11,27 @@
 
 namespace tls {
 
+// Turns HDF5's automatic error-stack printing off for the lifetime of the guard (we report
+// errors ourselves, once, naming the file and the object).
+class QuietHdf5 {
+ public:
+  QuietHdf5() {
+    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  }
+  ~QuietHdf5() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
+  QuietHdf5(const QuietHdf5&) = delete;
+  QuietHdf5& operator=(const QuietHdf5&) = delete;
+
+ private:
+  H5E_auto2_t func_ = nullptr;
+  void* data_ = nullptr;
+};
+
+// The innermost message on HDF5's current error stack (e.g. "data error detected by Fletcher32
+// checksum"), or "" when the stack is empty.
+std::string hdf5_error_detail();
+
 // An HDF5 identifier closed by its matching H5?close function when it goes out of scope.
 class Hdf5Handle {
  public:
@@ -34,7 +55,8 @@ class Hdf5Handle {
 
 class Hdf5Reader {
  public:
-  // Opens `path` read-only. Throws if the file is missing, unreadable or not HDF5.
+  // Opens `path` read-only. Throws if the file is missing, unreadable, not HDF5, or an HDF5 file
+  // that cannot be opened (truncated or damaged metadata).
   explicit Hdf5Reader(const std::string& path);
 
   const std::string& path() const { return path_; }
@@ -53,6 +75,14 @@ class Hdf5Reader {
   std::vector<double> read_doubles(const std::string& path) const;
   std::vector<float> read_floats(const std::string& path) const;
   std::vector<int32_t> read_ints(const std::string& path) const;  // integer datasets only
+  // The hyperslab [start, start + count) of a numeric dataset, row-major, converted by HDF5 to
+  // `mem_type` (e.g. H5T_NATIVE_FLOAT from float64 data). Checksum filters are verified.
+  void read_block(const std::string& path, const std::vector<int64_t>& start,
+                  const std::vector<int64_t>& count, hid_t mem_type, void* out) const;
+  // Whether the dataset's filter pipeline holds HDF5's Fletcher32 checksum.
+  bool has_checksum(const std::string& path) const;
+  // The size in bytes of a floating-point dataset's elements (4 or 8); 0 for other types.
+  size_t float_size(const std::string& path) const;
   // The names of a group's members (not full paths), in name order.
   std::vector<std::string> list(const std::string& group_path) const;
 

@@ -1,6 +1,8 @@
 // Position-wise feed-forward block of the reference (FeedForwardLayer):
 //   f = dropout(fc2(dropout(act(fc1(h)))))     act = GELU (erf form) or ReLU
 // Dropout sites: after the activation and after fc2 (training only).
+// Tensor parallel: fc1 column-parallel, fc2 row-parallel, one all-reduce forward
+// (reduce_from_tp) and one backward (copy_to_tp).
 #pragma once
 
 #include "layers/linear.h"
@@ -8,14 +10,14 @@
 namespace tls {
 
 struct FeedForwardSaved {
-  Tensor pre_act;  // fc1(h)
+  Tensor pre_act;  // fc1(h), this rank's d_inner columns
   Tensor act;      // act(pre_act) after dropout: fc2's input
 };
 
 class FeedForward {
  public:
   void init(Ops& ops, const std::string& name, int64_t d_model, int64_t d_inner, bool use_gelu,
-            DType dtype);
+            DType dtype, const Topology& topo);
   // dropout_id: first of two dropout tensor ids this block may use.
   void forward(Ops& ops, const Tensor& h, Tensor& out, FeedForwardSaved& saved,
                const PassContext& ctx, uint64_t dropout_id) const;
@@ -26,6 +28,8 @@ class FeedForward {
 
  private:
   bool use_gelu_ = true;
+  int64_t d_inner_ = 0;
+  const Topology* topo_ = nullptr;
 };
 
 }  // namespace tls

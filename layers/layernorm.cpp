@@ -3,12 +3,28 @@
 namespace tls {
 
 void LayerNorm::init(Ops& ops, const std::string& name, int64_t features, DType dtype) {
+  features_ = features;
   weight.allocate(ops, name + ".weight", {features}, {}, dtype);
   bias.allocate(ops, name + ".bias", {features}, {}, dtype);
   ops.fill(weight.value, 1.0);
 }
 
+void LayerNorm::init_split(Ops& ops, const std::string& name, int64_t features, int64_t offset,
+                           int64_t local, DType dtype, const Topology& topo) {
+  features_ = features;
+  split_ = &topo;
+  weight.allocate(ops, name + ".weight", {local}, {features}, dtype);
+  bias.allocate(ops, name + ".bias", {local}, {features}, dtype);
+  weight.shard_along(0, offset, local);
+  bias.shard_along(0, offset, local);
+  ops.fill(weight.value, 1.0);
+}
+
 void LayerNorm::forward(Ops& ops, const Tensor& x, Tensor& y, LayerNormSaved& saved) const {
+  if (split_) {
+    tp_layernorm_forward(ops, *split_, x, weight.value, bias.value, features_, kEps, y, saved);
+    return;
+  }
   if (!y.defined()) y = ops.empty(x.shape(), x.dtype());
   saved.mean = ops.empty({x.matrix_rows()}, x.dtype());
   saved.rstd = ops.empty({x.matrix_rows()}, x.dtype());
@@ -17,6 +33,11 @@ void LayerNorm::forward(Ops& ops, const Tensor& x, Tensor& y, LayerNormSaved& sa
 
 void LayerNorm::backward(Ops& ops, const Tensor& dy, const Tensor& x, const LayerNormSaved& saved,
                          Tensor& dx) {
+  if (split_) {
+    tp_layernorm_backward(ops, *split_, dy, x, weight.value, saved, features_, dx, weight.grad,
+                          bias.grad);
+    return;
+  }
   ops.layernorm_backward(dx, weight.grad, bias.grad, dy, x, weight.value, saved.mean, saved.rstd);
 }
 

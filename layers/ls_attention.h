@@ -10,6 +10,12 @@
 //   one softmax over [compressed ; window] scores, out = proj_out(sum p V)
 // Each part runs as its own kernel (kernels/ops.h) and the parts are merged by their
 // log-sum-exp, so no T x T matrix or dense mask ever exists.
+//
+// Parallel (DESIGN.md section 3): heads are split over tp (q/k/v, r_net, r_net_chunk, the
+// r_*_bias and both DualLNs hold this rank's heads; proj_out is row-parallel; dconv_1 is
+// replicated so the cache path can compress with every head's weights before projecting). The
+// block and the cache are cut into sp slices: the window's halo comes from the previous rank
+// (halo_exchange) and the compressed vectors of every slice are all-gathered (gather_chunks).
 #pragma once
 
 #include "layers/layernorm.h"
@@ -25,40 +31,47 @@ struct PositionTables {
 };
 
 struct LSAttentionSaved {
-  Tensor q, keys_block, values_block;        // [B, T, d]: scaled queries, h Wk^T, h Wv^T
-  Tensor cache_tail;                         // [B, w, d]: C_{M-w..M-1}
-  Tensor keys_raw, values_raw;               // [B, w + T, d] before LN_win
+  Tensor q, keys_block, values_block;        // [B, T, dl]: scaled queries, h Wk^T, h Wv^T
+  Tensor cache_tail;                         // [B, w, d]: C_{M-w..M-1} (last sp rank only)
+  Tensor keys_raw, values_raw;               // [B, w + T, dl] (halo ; block) before LN_win
   Tensor keys_win, values_win;               // after LN_win
   LayerNormSaved keys_win_ln, values_win_ln;
   Tensor cache_weights, block_weights;       // chunk-softmax weights [B, M | T, H r]
-  Tensor cache_compressed;                   // [B, M/c r, d]: sum p C (heads merged)
-  Tensor khat_raw, vhat_raw;                 // [B, S, d] before LN_dproj
-  Tensor khat, vhat;                         // after LN_dproj
+  Tensor cache_compressed;                   // [B, M/c r, d]: sum p C (all heads merged)
+  Tensor khat_raw, vhat_raw;                 // [B, local slots, dl] before LN_dproj
+  Tensor khat_local, vhat_local;             // after LN_dproj
   LayerNormSaved khat_ln, vhat_ln;
+  Tensor khat, vhat;                         // [B, S, dl]: every slice's slots (gathered)
   Tensor rel_window, rel_chunk;              // r_net(PE window), r_net_chunk(PE chunk)
-  Tensor attn, lse;                          // merged output [B, T, d] and lse [B, H, T]
+  Tensor attn, lse;                          // merged output [B, T, dl] and lse [B, H, T]
 };
 
 class LSAttention {
  public:
-  void init(Ops& ops, const std::string& name, const ModelConfig& cfg, DType dtype);
-  // h: [B, T, d], cache: [B, M, d] -> out: [B, T, d] (before the attention dropout).
+  void init(Ops& ops, const std::string& name, const ModelConfig& cfg, DType dtype,
+            const Topology& topo, int layer_index);
+  // h: [B, T_local, d], cache: [B, M_local, d] -> out: [B, T_local, d] (before the attention
+  // dropout; summed over tp).
   void forward(Ops& ops, const Tensor& h, const Tensor& cache, const PositionTables& pos,
                Tensor& out, LSAttentionSaved& saved) const;
   // dh accumulates; dcache (may be undefined) accumulates the gradient reaching the cache rows,
-  // which the pre-LN layer needs for norm1's parameters.
+  // which the pre-LN layer needs for norm1's parameters. Both come out summed over tp.
   void backward(Ops& ops, const Tensor& dout, const Tensor& h, const Tensor& cache,
                 const PositionTables& pos, const LSAttentionSaved& saved, Tensor& dh,
                 Tensor& dcache);
 
-  AttentionShape shape(int64_t batch) const;
-
   Linear proj_query, proj_key, proj_val, proj_out, r_net, r_net_chunk, dconv_1;
-  Parameter r_w_bias, r_r_bias;  // [d] locally, [1,H,1,1,d_h] / [1,H,1,d_h] in the checkpoint
+  Parameter r_w_bias, r_r_bias;  // [dl] locally, [1,H,1,1,d_h] / [1,H,1,d_h] in the checkpoint
   LayerNorm dual_ln_win, dual_ln_dproj;
 
  private:
+  AttentionShape shape(int64_t batch, int64_t tokens) const;
+  bool holds_cache_tail() const { return topo_->sp_rank == topo_->layout.sp - 1; }
+
   ModelConfig cfg_;
+  const Topology* topo_ = nullptr;
+  int64_t n_head_local_ = 0, head_offset_ = 0, d_local_ = 0;
+  int tag_ = 0;  // message tag base of this layer's halo exchanges
 };
 
 }  // namespace tls

@@ -10,13 +10,16 @@ namespace {
 constexpr uint64_t kEmbDropoutId = 1, kWindowPosDropoutId = 2, kFinalDropoutId = 3;
 }
 
-TransformerLSModel::TransformerLSModel(Ops& ops, const ModelConfig& cfg, DType dtype)
-    : ops_(ops), cfg_(cfg), dtype_(dtype) {
+TransformerLSModel::TransformerLSModel(Ops& ops, const ModelConfig& cfg, DType dtype,
+                                       Topology topo)
+    : ops_(ops), cfg_(cfg), dtype_(dtype), topo_(std::move(topo)) {
   cfg_.validate();
+  cfg_.validate_layout(topo_.layout.tp, topo_.layout.sp);
   in_emb.allocate(ops, "in_emb.weight", {cfg.vocab_size, cfg.d_model}, {}, dtype);
   out_bias.allocate(ops, "out_emb.bias", {cfg.vocab_size}, {}, dtype);
   layers.resize(static_cast<size_t>(cfg.n_layer));
-  for (int64_t l = 0; l < cfg.n_layer; ++l) layers[static_cast<size_t>(l)].init(ops, l, cfg, dtype);
+  for (int64_t l = 0; l < cfg.n_layer; ++l)
+    layers[static_cast<size_t>(l)].init(ops, l, cfg, dtype, topo_);
 }
 
 std::vector<Parameter*> TransformerLSModel::parameters() {
@@ -45,12 +48,20 @@ void TransformerLSModel::zero_grad() {
 ModelState TransformerLSModel::initial_state(int64_t batch) const {
   ModelState state;
   for (int64_t l = 0; l < cfg_.n_layer; ++l)
-    state.caches.push_back(ops_.zeros({batch, cfg_.mem_len, cfg_.d_model}, dtype_));
+    state.caches.push_back(ops_.zeros({batch, local_mem(), cfg_.d_model}, dtype_));
   return state;
 }
 
-PositionTables TransformerLSModel::position_tables(const PassContext& ctx, int64_t tokens,
-                                                   int64_t mem) const {
+PassContext TransformerLSModel::with_layout(const PassContext& ctx, int64_t batch) const {
+  PassContext local = ctx;
+  local.t_global = cfg_.tokens_per_sample;
+  local.t_offset = topo_.sp_rank * local_tokens();
+  local.b_offset = topo_.dp_rank * batch;
+  return local;
+}
+
+PositionTables TransformerLSModel::position_tables(const PassContext& ctx) const {
+  const int64_t tokens = cfg_.tokens_per_sample, mem = cfg_.mem_len;
   PositionTables pos;
   std::vector<double> window(static_cast<size_t>(cfg_.window_len));
   for (int64_t delta = 0; delta < cfg_.window_len; ++delta)
@@ -59,9 +70,9 @@ PositionTables TransformerLSModel::position_tables(const PassContext& ctx, int64
   pos.window = ops_.empty({cfg_.window_len, cfg_.d_model}, dtype_);
   ops_.sinusoid_forward(pos.window, window);
   if (ctx.training && ctx.emb_dropout > 0) {
-    DropoutKey key = ctx.key(kWindowPosDropoutId, cfg_.window_len);
-    key.b_offset = 0;  // one table for every batch row
-    ops_.dropout_apply(pos.window, ctx.emb_dropout, key);
+    PassContext table = ctx;  // one table for every batch row and slice
+    table.b_offset = table.t_offset = table.t_global = 0;
+    ops_.dropout_apply(pos.window, ctx.emb_dropout, table.key(kWindowPosDropoutId, cfg_.window_len));
   }
   // Ids 0 .. S-1 cover every visible slot; with cpos_clamp_len only ids up to the clamp differ.
   int64_t n_pos = (tokens + mem) / cfg_.chunk_size * cfg_.chunk_rank;
@@ -74,18 +85,21 @@ PositionTables TransformerLSModel::position_tables(const PassContext& ctx, int64
 }
 
 double TransformerLSModel::forward(const Tensor& tokens, const Tensor& targets, ModelState& state,
-                                   ModelSaved& sv, const PassContext& ctx) {
-  const int64_t B = tokens.dim(0), T = tokens.dim(1), d = cfg_.d_model, M = cfg_.mem_len;
-  if (T != cfg_.tokens_per_sample)
-    throw Error("model: block of " + std::to_string(T) + " tokens, but --tokens-per-sample is " +
-                std::to_string(cfg_.tokens_per_sample));
+                                   ModelSaved& sv, const PassContext& global_ctx) {
+  const int64_t B = tokens.dim(0), T = tokens.dim(1), d = cfg_.d_model, M = local_mem();
+  const PassContext ctx = with_layout(global_ctx, B);
+  if (T != local_tokens())
+    throw Error("model: block slice of " + std::to_string(T) + " tokens, but this rank holds " +
+                std::to_string(local_tokens()) + " (--tokens-per-sample " +
+                std::to_string(cfg_.tokens_per_sample) + " / --sp " +
+                std::to_string(topo_.layout.sp) + ")");
   if (static_cast<int64_t>(state.caches.size()) != cfg_.n_layer)
     throw Error("model: state holds " + std::to_string(state.caches.size()) + " caches for " +
                 std::to_string(cfg_.n_layer) + " layers");
   sv = ModelSaved();
   sv.tokens = tokens;
   sv.targets = targets;
-  sv.pos = position_tables(ctx, T, M);
+  sv.pos = position_tables(ctx);
 
   Tensor h = ops_.empty({B, T, d}, dtype_);
   ops_.embedding_forward(h, in_emb.value, tokens, std::sqrt(static_cast<double>(d)));
@@ -122,8 +136,10 @@ double TransformerLSModel::forward(const Tensor& tokens, const Tensor& targets, 
   return ops_.sum(losses);
 }
 
-void TransformerLSModel::backward(const ModelSaved& sv, double loss_scale, const PassContext& ctx) {
+void TransformerLSModel::backward(const ModelSaved& sv, double loss_scale,
+                                  const PassContext& global_ctx) {
   const int64_t B = sv.tokens.dim(0), T = sv.tokens.dim(1), d = cfg_.d_model;
+  const PassContext ctx = with_layout(global_ctx, B);
   Tensor dlogits = ops_.zeros(sv.logprobs.shape(), dtype_);
   ops_.log_softmax_nll_backward(dlogits, sv.logprobs, sv.targets, loss_scale);
   ops_.sum_rows(dlogits, out_bias.grad);

@@ -5,6 +5,10 @@
 //   logprobs = log_softmax(drop_emb(h) E^T + out_emb.bias)     (E tied: in_emb.weight)
 //   loss = mean over the predicted positions of -logprobs[target]
 // The caches carry from block to block without gradient (truncated BPTT).
+//
+// In a parallel run each rank holds its tp shard of the parameters and its sp slice of the block
+// and of the cache ([B_local, T / sp] tokens, [B_local, M / sp, d] caches); the forward returns
+// this rank's partial loss sum and the caller sums it over dp x sp (DESIGN.md section 3).
 #pragma once
 
 #include <memory>
@@ -31,18 +35,26 @@ struct ModelSaved {
 
 class TransformerLSModel {
  public:
-  TransformerLSModel(Ops& ops, const ModelConfig& cfg, DType dtype);
+  // topo defaults to one process; the model keeps a copy (its communicators are shared).
+  TransformerLSModel(Ops& ops, const ModelConfig& cfg, DType dtype,
+                     Topology topo = Topology::single());
+  TransformerLSModel(const TransformerLSModel&) = delete;
+  TransformerLSModel& operator=(const TransformerLSModel&) = delete;
 
   const ModelConfig& config() const { return cfg_; }
   DType dtype() const { return dtype_; }
+  const Topology& topology() const { return topo_; }
+  Ops& ops() const { return ops_; }
+  int64_t local_tokens() const { return cfg_.tokens_per_sample / topo_.layout.sp; }
+  int64_t local_mem() const { return topo_.layout.sp > 1 ? cfg_.mem_len / topo_.layout.sp : cfg_.mem_len; }
   std::vector<Parameter*> parameters();
   Parameter* find(const std::string& name);
   int64_t parameter_count();
 
-  ModelState initial_state(int64_t batch) const;  // zero caches
-  // Runs one block: tokens/targets int32 [B, T] (a target < 0 is not predicted). Advances
-  // state's caches. Returns the SUM of the NLL over the predicted targets (saved.n_targets of
-  // them); the logprobs stay in saved.
+  ModelState initial_state(int64_t batch) const;  // zero caches, [batch, local_mem(), d]
+  // Runs one block: tokens/targets int32 [B_local, local_tokens()] (a target < 0 is not
+  // predicted). Advances state's caches. Returns this rank's SUM of the NLL over its predicted
+  // targets (saved.n_targets of them); the logprobs stay in saved.
   double forward(const Tensor& tokens, const Tensor& targets, ModelState& state,
                  ModelSaved& saved, const PassContext& ctx);
   // Accumulates d(loss_scale * sum NLL)/d(parameter) into every Parameter::grad.
@@ -54,11 +66,13 @@ class TransformerLSModel {
   std::vector<TransformerLayer> layers;
 
  private:
-  PositionTables position_tables(const PassContext& ctx, int64_t tokens, int64_t mem) const;
+  PositionTables position_tables(const PassContext& ctx) const;
+  PassContext with_layout(const PassContext& ctx, int64_t batch) const;
 
   Ops& ops_;
   ModelConfig cfg_;
   DType dtype_;
+  Topology topo_;
 };
 
 }  // namespace tls

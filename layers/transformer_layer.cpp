@@ -2,14 +2,15 @@
 
 namespace tls {
 
-void TransformerLayer::init(Ops& ops, int64_t index, const ModelConfig& cfg, DType dtype) {
+void TransformerLayer::init(Ops& ops, int64_t index, const ModelConfig& cfg, DType dtype,
+                            const Topology& topo) {
   index_ = index;
   cfg_ = cfg;
   const std::string name = "layers." + std::to_string(index);
-  attn.init(ops, name + ".attn", cfg, dtype);
+  attn.init(ops, name + ".attn", cfg, dtype, topo, static_cast<int>(index));
   norm1.init(ops, name + ".norm1", cfg.d_model, dtype);
   norm2.init(ops, name + ".norm2", cfg.d_model, dtype);
-  ff.init(ops, name + ".ff", cfg.d_model, cfg.d_inner, cfg.use_gelu, dtype);
+  ff.init(ops, name + ".ff", cfg.d_model, cfg.d_inner, cfg.use_gelu, dtype, topo);
 }
 
 std::vector<Parameter*> TransformerLayer::parameters() {

@@ -25,7 +25,7 @@ struct TransformerLayerSaved {
 
 class TransformerLayer {
  public:
-  void init(Ops& ops, int64_t index, const ModelConfig& cfg, DType dtype);
+  void init(Ops& ops, int64_t index, const ModelConfig& cfg, DType dtype, const Topology& topo);
   void forward(Ops& ops, const Tensor& x, const Tensor& cache, const PositionTables& pos,
                Tensor& out, TransformerLayerSaved& saved, const PassContext& ctx) const;
   // dx accumulates the gradient of the layer's input.

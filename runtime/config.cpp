@@ -79,4 +79,37 @@ std::string describe(const ModelConfig& c) {
   return out.str();
 }
 
+void ModelConfig::validate_layout(int tp, int sp) const {
+  auto fail = [](const std::string& m) { throw Error(m); };
+  const std::string tps = "--tp " + std::to_string(tp), sps = "--sp " + std::to_string(sp);
+  if (tp < 1) fail(tps + " must be at least 1");
+  if (sp < 1) fail(sps + " must be at least 1");
+  if (d_model % tp != 0) fail(tps + " must divide --d-model " + std::to_string(d_model));
+  if (n_head % tp != 0) fail(tps + " must divide --n-head " + std::to_string(n_head));
+  if (d_inner % tp != 0) fail(tps + " must divide --d-inner " + std::to_string(d_inner));
+  if (sp > 1) {
+    if (mem_len != tokens_per_sample)
+      fail(sps + " needs --mem-len " + std::to_string(mem_len) + " equal to --tokens-per-sample " +
+           std::to_string(tokens_per_sample));
+    if (tokens_per_sample % sp != 0)
+      fail(sps + " must divide --tokens-per-sample " + std::to_string(tokens_per_sample));
+    const int64_t slice = tokens_per_sample / sp;
+    if (slice < window_len)
+      fail(sps + " cuts --tokens-per-sample " + std::to_string(tokens_per_sample) +
+           " into slices of " + std::to_string(slice) + ", shorter than --window-len " +
+           std::to_string(window_len));
+    if (slice % chunk_size != 0)
+      fail(sps + " cuts --tokens-per-sample " + std::to_string(tokens_per_sample) +
+           " into slices of " + std::to_string(slice) + ", not a multiple of --chunk-size " +
+           std::to_string(chunk_size));
+  }
+}
+
+void validate_batch(int64_t batch_size, int dp) {
+  if (batch_size < 1 || dp < 1 || batch_size % dp != 0)
+    throw Error("--batch-size " + std::to_string(batch_size) +
+                " must be a positive multiple of the data-parallel size " + std::to_string(dp) +
+                " (world / (tp x sp))");
+}
+
 }  // namespace tls

@@ -34,10 +34,19 @@ struct ModelConfig {
 
   // Throws tls::Error naming the first broken rule (flag name and rule).
   void validate() const;
+  // The parallel layout's rules (DESIGN.md section 3), checked before any work: tp divides
+  // --d-model, --n-head and --d-inner; sp > 1 needs --mem-len = --tokens-per-sample, and each
+  // slice is at least --window-len long and a multiple of --chunk-size. Throws tls::Error
+  // naming the option and the rule.
+  void validate_layout(int tp, int sp) const;
+
 };
 
 // A one-line summary of the model for logs, e.g. "n_layer 2, d_model 64, n_head 4 (d_head 16),
 // ...". Does not validate.
 std::string describe(const ModelConfig& config);
+
+// --batch-size rows are split over the dp data-parallel groups: dp must divide it.
+void validate_batch(int64_t batch_size, int dp);
 
 }  // namespace tls

@@ -68,8 +68,9 @@ TEST_P(AttentionGradient, MatchesFiniteDifferences) {
   auto ops = make_cpu_ops();
   std::mt19937_64 rng(7);
   const int64_t B = 2, T = cfg.tokens_per_sample, M = cfg.mem_len, d = cfg.d_model;
+  const Topology single = Topology::single();
   LSAttention attn;
-  attn.init(*ops, "attn", cfg, DType::f64);
+  attn.init(*ops, "attn", cfg, DType::f64, single, 0);
   std::vector<Parameter*> params = {&attn.r_w_bias, &attn.r_r_bias};
   for (Linear* l : {&attn.proj_query, &attn.proj_key, &attn.proj_val, &attn.proj_out, &attn.r_net,
                     &attn.r_net_chunk, &attn.dconv_1}) {
@@ -128,8 +129,9 @@ TEST(FeedForwardGradient, GeluAndReluMatchFiniteDifferences) {
   for (bool gelu : {true, false}) {
     auto ops = make_cpu_ops();
     std::mt19937_64 rng(3);
+    const Topology single = Topology::single();
     FeedForward ff;
-    ff.init(*ops, "ff", 6, 10, gelu, DType::f64);
+    ff.init(*ops, "ff", 6, 10, gelu, DType::f64, single);
     randomize({&ff.fc1.weight, &ff.fc1.bias, &ff.fc2.weight, &ff.fc2.bias}, rng);
     Tensor h = ops->empty({2, 5, 6}, DType::f64), probe = ops->empty({2, 5, 6}, DType::f64);
     fill_normal(h, rng);

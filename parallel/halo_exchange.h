@@ -1,0 +1,36 @@
+// halo_exchange: the window's w positions before each sequence-parallel slice (DESIGN.md
+// section 3). Rank s needs the projected keys and values of the w positions before its slice:
+// rank s-1's last block rows, and for rank 0 the cache tail held by rank sp-1 (a ring). Each
+// rank therefore sends its "tail" to rank s+1 (mod sp) and receives its halo from rank s-1.
+// The backward is the mirror: the halo's gradient travels back to the rank whose tail it was.
+// Both directions are non-blocking: start, do work that needs no halo, then wait.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "parallel/topology.h"
+
+namespace tls {
+
+class HaloExchange {
+ public:
+  // Forward: sends tail_keys/tail_values [B, w, dl] to the next rank, receives halo_keys/
+  // halo_values (allocated by the caller, same shape) from the previous one. With sp = 1 the
+  // halo is this rank's own tail.
+  static HaloExchange start_forward(Ops& ops, const Topology& topo, const Tensor& tail_keys,
+                                    const Tensor& tail_values, Tensor& halo_keys,
+                                    Tensor& halo_values, int tag);
+  // Backward: sends the halo's gradients to the previous rank, receives the gradients of this
+  // rank's tail from the next one (dtail_* allocated by the caller).
+  static HaloExchange start_backward(Ops& ops, const Topology& topo, const Tensor& dhalo_keys,
+                                     const Tensor& dhalo_values, Tensor& dtail_keys,
+                                     Tensor& dtail_values, int tag);
+  void wait();
+
+ private:
+  std::vector<std::unique_ptr<Request>> requests_;
+};
+
+}  // namespace tls
