@@ -22,14 +22,16 @@ bool is_layernorm(const std::string& name) {
 void initialize_parameters(Ops& ops, TransformerLSModel& model, uint64_t seed) {
   for (Parameter* p : model.parameters()) {
     const std::string& name = p->name;
-    std::vector<double> values(static_cast<size_t>(p->value.numel()), 0.0);
+    int64_t total = 1;
+    for (int64_t n : p->full_shape) total *= n;
+    std::vector<double> values(static_cast<size_t>(total), 0.0);  // the whole tensor
     const bool is_bias = ends_with(name, ".bias");
     if (!is_bias) {
       const double mean = is_layernorm(name) ? 1.0 : 0.0;
       const uint64_t key = rng::stream_key(seed, 0, rng::name_id(name));
       for (size_t i = 0; i < values.size(); ++i) values[i] = mean + kInitStd * rng::normal(key, i);
     }
-    ops.from_host(p->value, values);
+    ops.from_host(p->value, shard_of(*p, values));
   }
 }
 

@@ -41,6 +41,10 @@ struct Parameter {
   bool defined() const { return value.defined(); }
 };
 
+// This rank's hyperslab of a whole tensor given in row-major order (the whole tensor when the
+// parameter is not sharded): for loading full weights into a sharded parameter.
+std::vector<double> shard_of(const Parameter& p, const std::vector<double>& full);
+
 // Context of one forward/backward pass: whether dropout is active and which key draws it.
 struct PassContext {
   bool training = false;

@@ -33,6 +33,9 @@ class Trainer {
 
   StepMetrics train_step();
   int64_t update() const { return update_; }
+  // After loading a checkpoint: the number of updates already done (the caches in state() and
+  // the optimizer's moments are loaded in place).
+  void set_update(int64_t update) { update_ = update; }
   ModelState& state() { return state_; }
   AdamW& optimizer() { return optimizer_; }
 
