@@ -18,12 +18,6 @@ AdamW::AdamW(Ops& ops, std::vector<Parameter*> params, OptimizerSettings setting
   }
 }
 
-double AdamW::gradient_norm() const {
-  double sq = 0;
-  for (Parameter* p : params_) sq += ops_.sum_squares(p->grad);
-  return std::sqrt(sq);
-}
-
 void AdamW::clip(double grad_norm) {
   if (settings_.clip_norm <= 0 || grad_norm <= settings_.clip_norm) return;
   const double factor = settings_.clip_norm / (grad_norm + 1e-6);

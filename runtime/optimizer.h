@@ -25,9 +25,8 @@ class AdamW {
  public:
   AdamW(Ops& ops, std::vector<Parameter*> params, OptimizerSettings settings);
 
-  // The L2 norm over every gradient. (Parallel runs sum the squares over shards first.)
-  double gradient_norm() const;
-  // Scales the gradients so their norm is at most clip_norm (no-op when clipping is off).
+  // Scales the gradients so their norm (parallel/gradient_reduction.h: global_gradient_norm) is
+  // at most clip_norm (no-op when clipping is off).
   void clip(double grad_norm);
   // One update with the learning rate of update `update` (1-based); returns that rate.
   double step(int64_t update);

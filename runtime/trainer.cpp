@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "parallel/gradient_reduction.h"
 #include "runtime/error.h"
 
 namespace tls {
@@ -13,7 +14,11 @@ Trainer::Trainer(Ops& ops, TransformerLSModel& model, const ByteCorpus& corpus,
       corpus_(corpus),
       settings_(settings),
       optimizer_(ops, model.parameters(), settings.optimizer),
-      state_(model.initial_state(settings.batch_size)) {
+      state_() {
+  const Topology& topo = model.topology();
+  validate_batch(settings.batch_size, topo.layout.dp);
+  local_batch_ = settings.batch_size / topo.layout.dp;
+  state_ = model.initial_state(local_batch_);
   if (corpus.rows() != settings.batch_size || corpus.tokens_per_sample() != model.config().tokens_per_sample)
     throw Error("trainer: corpus " + corpus.path() + " is cut for another batch size or block length");
 }
@@ -21,12 +26,13 @@ Trainer::Trainer(Ops& ops, TransformerLSModel& model, const ByteCorpus& corpus,
 StepMetrics Trainer::train_step() {
   const auto start = std::chrono::steady_clock::now();
   const ModelConfig& cfg = model_.config();
-  const int64_t B = settings_.batch_size, T = cfg.tokens_per_sample;
+  const Topology& topo = model_.topology();
+  const int64_t B = local_batch_, T = model_.local_tokens();
   const int64_t in_epoch = update_ % corpus_.updates_per_epoch();
   if (in_epoch == 0) state_ = model_.initial_state(B);  // a new epoch restarts the caches
 
   std::vector<int32_t> inputs, targets;
-  corpus_.batch(in_epoch, 0, B, 0, T, inputs, targets);
+  corpus_.batch(in_epoch, topo.dp_rank * B, B, topo.sp_rank * T, T, inputs, targets);
   Tensor tokens = ops_.empty({B, T}, DType::i32), target_tensor = ops_.empty({B, T}, DType::i32);
   ops_.from_host(tokens, std::vector<double>(inputs.begin(), inputs.end()));
   ops_.from_host(target_tensor, std::vector<double>(targets.begin(), targets.end()));
@@ -40,21 +46,24 @@ StepMetrics Trainer::train_step() {
 
   model_.zero_grad();
   ModelSaved saved;
-  const double nll = model_.forward(tokens, target_tensor, state_, saved, ctx);
-  const double n = static_cast<double>(saved.n_targets);
+  // tp ranks hold the same tokens: the loss is summed over dp x sp only.
+  const double nll = topo.dp_sp->allreduce_sum(model_.forward(tokens, target_tensor, state_, saved, ctx));
+  const double n = topo.dp_sp->allreduce_sum(static_cast<double>(saved.n_targets));
   model_.backward(saved, 1.0 / n, ctx);
   saved = ModelSaved();  // free the activations before the optimizer's pass
+  reduce_gradients(ops_, topo, model_.parameters());
 
   StepMetrics m;
   m.step = ++update_;
   m.loss = nll / n;
   m.bpc = m.loss / std::log(2.0);
-  m.grad_norm = optimizer_.gradient_norm();
+  m.grad_norm = global_gradient_norm(ops_, topo, model_.parameters());
   optimizer_.clip(m.grad_norm);
   m.lr = optimizer_.step(update_);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  m.tokens_per_s = static_cast<double>(B * T) / seconds;
+  m.tokens_per_s = static_cast<double>(settings_.batch_size * cfg.tokens_per_sample) /
+                   topo.world->allreduce_max(seconds);
   return m;
 }
 

@@ -1,6 +1,8 @@
-// The training loop of one process (the parallel runtime wraps the same step): read update u's
-// block of every batch row from the corpus (DESIGN.md section 4), forward with the carried
-// caches, backward, clip, AdamW. Caches restart at zeros with each epoch.
+// One training update on any parallel layout (DESIGN.md sections 3 and 4): each rank reads its
+// data-parallel rows and sequence-parallel positions of update u's block from the corpus,
+// forward with the carried caches, backward, gradients summed over dp x sp, clipping by the
+// global norm (every shard counted once), AdamW. The loss is the mean NLL over every target of
+// the global batch. Caches restart at zeros with each epoch.
 #pragma once
 
 #include <chrono>
@@ -13,7 +15,7 @@
 namespace tls {
 
 struct TrainSettings {
-  int64_t batch_size = 1;  // B_global: rows of the corpus
+  int64_t batch_size = 1;  // B_global: rows of the corpus (split over the dp groups)
   uint64_t seed = 1;
   OptimizerSettings optimizer;
 };
@@ -47,6 +49,7 @@ class Trainer {
   AdamW optimizer_;
   ModelState state_;
   int64_t update_ = 0;  // updates done so far
+  int64_t local_batch_ = 1;
 };
 
 }  // namespace tls
