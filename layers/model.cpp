@@ -37,7 +37,11 @@ Parameter* TransformerLSModel::find(const std::string& name) {
 
 int64_t TransformerLSModel::parameter_count() {
   int64_t n = 0;
-  for (Parameter* p : parameters()) n += p->value.numel();
+  for (Parameter* p : parameters()) {
+    int64_t whole = 1;
+    for (int64_t d : p->full_shape) whole *= d;
+    n += whole;
+  }
   return n;
 }
 

@@ -49,7 +49,7 @@ class TransformerLSModel {
   int64_t local_mem() const { return topo_.layout.sp > 1 ? cfg_.mem_len / topo_.layout.sp : cfg_.mem_len; }
   std::vector<Parameter*> parameters();
   Parameter* find(const std::string& name);
-  int64_t parameter_count();
+  int64_t parameter_count();  // of the whole model, whatever this rank holds
 
   ModelState initial_state(int64_t batch) const;  // zero caches, [batch, local_mem(), d]
   // Runs one block: tokens/targets int32 [B_local, local_tokens()] (a target < 0 is not

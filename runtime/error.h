@@ -13,4 +13,11 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
+// An error every rank of the job throws together (after agreeing on it collectively), so main
+// prints it once and exits without aborting the job.
+class CollectiveError : public Error {
+ public:
+  explicit CollectiveError(const std::string& message) : Error(message) {}
+};
+
 }  // namespace tls

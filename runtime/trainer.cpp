@@ -58,8 +58,13 @@ StepMetrics Trainer::train_step() {
   m.loss = nll / n;
   m.bpc = m.loss / std::log(2.0);
   m.grad_norm = global_gradient_norm(ops_, topo, model_.parameters());
-  optimizer_.clip(m.grad_norm);
-  m.lr = optimizer_.step(update_);
+  m.lr = learning_rate(settings_.optimizer, update_);
+  // A non-finite loss or gradient is not applied (every rank sees the same reduced values).
+  m.skipped = !std::isfinite(m.loss) || !std::isfinite(m.grad_norm);
+  if (!m.skipped) {
+    optimizer_.clip(m.grad_norm);
+    optimizer_.step(update_);
+  }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   m.tokens_per_s = static_cast<double>(settings_.batch_size * cfg.tokens_per_sample) /

@@ -27,6 +27,7 @@ struct StepMetrics {
   double lr = 0;
   double grad_norm = 0;    // before clipping
   double tokens_per_s = 0;
+  bool skipped = false;    // a non-finite loss or gradient: the update was not applied
 };
 
 class Trainer {

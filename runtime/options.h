@@ -1,0 +1,60 @@
+// The command line of tls_dist (DESIGN.md section 6): `tls_dist train|eval|generate|inspect`,
+// flags named like the reference's fairseq flags, an optional INI --config file that the command
+// line overrides, and one validation pass before any work whose errors name the option.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/config.h"
+#include "runtime/trainer.h"
+
+namespace tls {
+
+enum class Command { train, eval, generate, inspect, help };
+
+struct RunOptions {
+  Command command = Command::help;
+  std::string help_text;  // for Command::help
+
+  // Model (train; eval/generate take it from the checkpoint).
+  ModelConfig model;
+  std::vector<std::string> model_flags_given;  // model flags the user set explicitly
+
+  // Data and training.
+  std::string train_data, valid_data, test_data;
+  std::string save_dir;
+  std::string finetune_from;
+  TrainSettings training;
+  int64_t max_update = 1000;
+  int64_t log_interval = 10;
+  int64_t save_interval = 0;      // 0: only at the end
+  int64_t validate_interval = 0;  // 0: only at the end
+  int64_t valid_max_bytes = 0;    // 0: the whole validation file
+  int keep_last = 3;
+  int64_t max_bad_steps = 5;
+
+  // Parallel layout and device.
+  int tp = 1, sp = 1;
+  std::string device = "cpu";
+  std::string precision = "fp32";
+  bool activation_checkpointing = false;
+
+  // eval / generate / inspect.
+  std::string checkpoint;
+  std::string data;
+  int64_t eval_tokens = 0, eval_mem = 0;  // 0: the checkpoint's
+  std::string prompt;
+  int64_t max_new_bytes = 200;
+  double temperature = 1.0;
+  int64_t top_k = 0;
+  uint64_t seed = 1;
+};
+
+// Parses argv (argv[1] is the command). Throws tls::Error with one line naming the option and
+// the rule for an unknown flag, a malformed value, a --config file that does not parse, or an
+// option that contradicts another.
+RunOptions parse_options(int argc, const char* const* argv);
+
+}  // namespace tls

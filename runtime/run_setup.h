@@ -1,0 +1,26 @@
+// What every command does before any work: the process grid, the backend, the precision, and
+// the model's hyperparameters reconciled with a checkpoint's (DESIGN.md sections 4 and 6).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "checkpoint/checkpoint_reader.h"
+#include "kernels/ops.h"
+#include "parallel/topology.h"
+#include "runtime/options.h"
+
+namespace tls {
+
+DType dtype_of_precision(const std::string& precision);
+// The node-local rank, for choosing a GPU.
+int local_rank();
+std::unique_ptr<Ops> make_backend(const RunOptions& o);
+
+// The model of a run that starts from checkpoint `info`: its hyperparameters, except
+// tokens_per_sample and mem_len when allow_length_change and the user gave them, and dropout
+// (a training setting, always the run's). A model flag the user gave explicitly must agree.
+ModelConfig reconcile_with_checkpoint(const RunOptions& o, const CheckpointInfo& info,
+                                      bool allow_length_change);
+
+}  // namespace tls

@@ -1,0 +1,158 @@
+// tls_dist train (DESIGN.md sections 4 and 6). Before any work, on every rank: the grid, the
+// backend, the model's hyperparameters (from a resumed or fine-tuned checkpoint, or the flags),
+// the layout's rules and the corpora are checked, and any rank's refusal stops every rank with
+// one line. Then: resume from <save-dir>/checkpoint_last.h5 by itself when it exists, train to
+// --max-update with logs, validation and checkpoints, and on SIGTERM/SIGUSR1 save at the next
+// step boundary and exit 0.
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/rank_agreement.h"
+#include "layers/init.h"
+#include "parallel/mpi_comm.h"
+#include "runtime/commands.h"
+#include "runtime/error.h"
+#include "runtime/evaluator.h"
+#include "runtime/metrics_log.h"
+#include "runtime/run_setup.h"
+#include "runtime/signals.h"
+
+namespace tls {
+namespace {
+
+struct TrainSetup {
+  Topology topo;
+  std::unique_ptr<Ops> ops;
+  ModelConfig config;
+  DType dtype = DType::f32;
+  std::string resume_from;  // checkpoint_last when resuming
+  CheckpointInfo info;      // of resume_from or --finetune-from-model
+  std::unique_ptr<ByteCorpus> corpus;
+};
+
+void prepare(const RunOptions& o, TrainSetup& s) {
+  s.ops = make_backend(o);
+  s.dtype = dtype_of_precision(o.precision);
+  const std::string last = last_checkpoint_path(o.save_dir);
+  if (std::filesystem::exists(last)) {
+    s.resume_from = last;
+    s.info = read_checkpoint_info(last);
+    s.config = reconcile_with_checkpoint(o, s.info, false);
+    if (s.info.has_training && s.info.training.batch_size != o.training.batch_size)
+      throw Error("--batch-size " + std::to_string(o.training.batch_size) + " differs from " +
+                  std::to_string(s.info.training.batch_size) + " of the run being resumed from " + last +
+                  " (the data stream depends on it)");
+  } else if (!o.finetune_from.empty()) {
+    s.info = read_checkpoint_info(o.finetune_from);
+    s.config = reconcile_with_checkpoint(o, s.info, true);
+  } else {
+    s.config = o.model;
+  }
+  s.config.validate();
+  s.config.validate_layout(s.topo.layout.tp, s.topo.layout.sp);
+  validate_batch(o.training.batch_size, s.topo.layout.dp);
+  s.corpus = std::make_unique<ByteCorpus>(o.train_data, o.training.batch_size, s.config.tokens_per_sample);
+  for (const std::string& f : {o.valid_data, o.test_data})
+    if (!f.empty()) ByteStream check(f, s.config.tokens_per_sample);
+  std::error_code ec;
+  std::filesystem::create_directories(o.save_dir, ec);
+  if (!std::filesystem::is_directory(o.save_dir))
+    throw Error("--save-dir " + o.save_dir + " is not a directory and cannot be created");
+}
+
+}  // namespace
+
+int run_train(const RunOptions& o) {
+  install_stop_handlers();
+  MpiComm world(MPI_COMM_WORLD, "world");
+  TrainSetup s;
+  throw_if_any_rank_failed(world, error_message_of([&] { s.topo = make_mpi_topology(o.tp, o.sp); }));
+  throw_if_any_rank_failed(*s.topo.world, error_message_of([&] { prepare(o, s); }));
+  Ops& ops = *s.ops;
+  const Topology& topo = s.topo;
+  const bool rank0 = topo.world_rank == 0;
+
+  TransformerLSModel model(ops, s.config, s.dtype, topo);
+  TrainSettings settings = o.training;
+  Trainer trainer(ops, model, *s.corpus, settings);
+  auto contents = [&] {
+    CheckpointContents c = checkpoint_contents(model, &trainer.optimizer(), &trainer.state(),
+                                               trainer.update(), settings);
+    c.data_bytes = s.corpus->size();
+    return c;
+  };
+  MetricsLog log(o.save_dir + "/metrics.jsonl", rank0);
+  if (!s.resume_from.empty()) {
+    CheckpointContents c = contents();
+    const CheckpointInfo info = load_checkpoint(s.resume_from, c, topo, ops);
+    trainer.set_update(info.step);
+    log.note("resumed from " + s.resume_from + " at update " + std::to_string(info.step));
+  } else if (!o.finetune_from.empty()) {
+    CheckpointContents c = checkpoint_contents(model, nullptr, nullptr, 0, settings);
+    LoadOptions load;
+    load.weights_only = true;
+    load.allow_length_change = true;
+    load_checkpoint(o.finetune_from, c, topo, ops, load);
+    log.note("fine-tuning from the weights of " + o.finetune_from);
+  } else {
+    initialize_parameters(ops, model, o.seed);
+  }
+  log.note("tls_dist train: " + describe(s.config) + "; layout tp=" + std::to_string(topo.layout.tp) +
+           " sp=" + std::to_string(topo.layout.sp) + " dp=" + std::to_string(topo.layout.dp) +
+           "; " + std::to_string(model.parameter_count()) + " parameters");
+
+  int64_t saved_at = trainer.update();
+  auto save = [&] {
+    const std::string path = save_to_directory(o.save_dir, o.keep_last, contents(), topo, ops);
+    saved_at = trainer.update();
+    log.note("saved " + path);
+  };
+  auto validate = [&] {
+    if (o.valid_data.empty()) return;
+    const EvalResult r = evaluate(model, o.valid_data, o.valid_max_bytes);
+    log.valid(trainer.update(), r.loss(), r.count);
+  };
+
+  const int64_t first = trainer.update();
+  const auto start = std::chrono::steady_clock::now();
+  int64_t bad_steps = 0;
+  while (trainer.update() < o.max_update) {
+    const StepMetrics m = trainer.train_step();
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double eta = elapsed / static_cast<double>(m.step - first) * static_cast<double>(o.max_update - m.step);
+    if (m.skipped) {
+      ++bad_steps;
+      log.note("warning: update " + std::to_string(m.step) + " has a non-finite loss or gradient; skipped (" +
+               std::to_string(bad_steps) + " in a row)");
+      if (bad_steps >= o.max_bad_steps) {
+        save();  // skipped updates left the weights untouched: this is the last good state
+        throw CollectiveError(std::to_string(bad_steps) + " consecutive updates had a non-finite loss or gradient (--max-bad-steps " +
+                              std::to_string(o.max_bad_steps) + "); the last good state is saved in " + o.save_dir);
+      }
+    } else {
+      bad_steps = 0;
+    }
+    if (m.step % o.log_interval == 0 || m.step == o.max_update) log.train(m, eta);
+    if (o.validate_interval > 0 && m.step % o.validate_interval == 0) validate();
+    if (o.save_interval > 0 && m.step % o.save_interval == 0) save();
+    if (stop_requested(*topo.world)) {
+      if (saved_at != trainer.update()) save();
+      log.note("stopping on signal " + std::to_string(stop_signal()) + " at update " + std::to_string(trainer.update()));
+      return 0;
+    }
+  }
+  if (saved_at != trainer.update()) save();
+  if (o.validate_interval == 0) validate();
+  if (!o.test_data.empty()) {
+    const EvalResult r = evaluate(model, o.test_data);
+    log.note("test | loss " + std::to_string(r.loss()) + " | bpc " + std::to_string(r.bpc()) +
+             " | tokens " + std::to_string(r.count));
+  }
+  return 0;
+}
+
+}  // namespace tls
