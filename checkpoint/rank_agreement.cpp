@@ -9,7 +9,7 @@ namespace tls {
 void throw_if_any_rank_failed(Comm& comm, const std::string& error) {
   const int n = comm.size();
   if (n == 1) {
-    if (!error.empty()) throw Error(error);
+    if (!error.empty()) throw CollectiveError(error);
     return;
   }
   // The lowest failing rank r contributes n - r, the largest contribution.
@@ -26,7 +26,7 @@ void throw_if_any_rank_failed(Comm& comm, const std::string& error) {
   comm.broadcast(text, root);
   std::string message;
   for (int32_t i = 0; i < size; ++i) message += static_cast<char>(text.data<int32_t>()[i]);
-  throw Error("rank " + std::to_string(root) + ": " + message);
+  throw CollectiveError("rank " + std::to_string(root) + ": " + message);
 }
 
 }  // namespace tls

@@ -29,6 +29,19 @@ __device__ inline double block_sum(double v) {
   return s;
 }
 
+// Row kernels: one warp per row, kRowsPerBlock warps per block. TLS_WARP_ROW declares the row
+// index i and the lane, and returns from warps past the last row.
+constexpr int kRowsPerBlock = 8;
+
+inline unsigned row_blocks(int64_t rows) {
+  return static_cast<unsigned>(std::max<int64_t>(1, (rows + kRowsPerBlock - 1) / kRowsPerBlock));
+}
+
+#define TLS_WARP_ROW(i, rows)                                                                  \
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * ::tls::cuda::kRowsPerBlock + threadIdx.x / 32; \
+  const int lane = threadIdx.x % 32;                                                           \
+  if (i >= (rows)) return;
+
 __device__ inline double warp_sum(double v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;

@@ -1,0 +1,263 @@
+// The GPU benchmark of bench/gpu_check.sh, on device 0:
+//  1. cuBLAS GEMM rates at 4096^3 measured in this run: sgemm (FP32), sgemm with TF32, dgemm,
+//     and bf16 inputs with float32 accumulation (cublasGemmEx) - the reference rates.
+//  2. The fused attention kernels (CudaOps window / chunk attention, forward and backward) for
+//     T = 8192, 32768, 131072 with d = 512, 8 heads, window 512, chunk 16, rank 1, mem_len = T:
+//     time and achieved FLOP/s, counting per visible (query, key) pair and head dimension
+//     window 6 (fwd) / 16 (bwd) and compressed 4 (fwd) / 14 (bwd) FLOPs.
+//  3. The training step (forward + backward + AdamW, float32) of a 2-layer model of the same
+//     shape on CudaOps: tokens/s and model FLOP/s (bench/model_flops.h) as a fraction of the
+//     bf16 GEMM rate.
+// Peak device memory: the high-water mark of the stream-ordered allocator's pool (every
+// CudaOps tensor comes from it), reset before each measurement. Prints markdown tables.
+// Without a GPU it prints the reason and exits 0.
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/device.h"
+
+#ifdef TLS_HAVE_CUDA
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "bench/model_flops.h"
+#include "kernels/cuda/common.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "layers/init.h"
+#include "layers/model.h"
+#include "runtime/optimizer.h"
+
+using namespace tls;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Times `reps` calls of f after one warm-up call, synchronising the device around them.
+template <class F>
+double time_it(int reps, F&& f) {
+  f();
+  TLS_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) f();
+  TLS_CUDA_CHECK(cudaDeviceSynchronize());
+  return seconds_since(t0) / reps;
+}
+
+cudaMemPool_t pool() {
+  cudaMemPool_t p;
+  TLS_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&p, 0));
+  return p;
+}
+
+void reset_peak() {
+  uint64_t zero = 0;
+  TLS_CUDA_CHECK(cudaMemPoolSetAttribute(pool(), cudaMemPoolAttrUsedMemHigh, &zero));
+}
+
+double peak_gib() {
+  uint64_t high = 0;
+  TLS_CUDA_CHECK(cudaMemPoolGetAttribute(pool(), cudaMemPoolAttrUsedMemHigh, &high));
+  return static_cast<double>(high) / (1024.0 * 1024.0 * 1024.0);
+}
+
+struct GemmRates {
+  double f32 = 0, tf32 = 0, f64 = 0, bf16 = 0;
+};
+
+// C = A B for n x n matrices through cublasGemmEx with the given types.
+double gemm_rate(cublasHandle_t h, int n, cudaDataType_t type, cublasComputeType_t compute) {
+  const size_t esize = type == CUDA_R_64F ? 8 : type == CUDA_R_32F ? 4 : 2;
+  void *a, *b, *c;
+  const size_t bytes = static_cast<size_t>(n) * n * esize;
+  TLS_CUDA_CHECK(cudaMalloc(&a, bytes));
+  TLS_CUDA_CHECK(cudaMalloc(&b, bytes));
+  TLS_CUDA_CHECK(cudaMalloc(&c, static_cast<size_t>(n) * n * (type == CUDA_R_16BF ? 4 : esize)));
+  TLS_CUDA_CHECK(cudaMemset(a, 0, bytes));  // bit pattern 0 is 0.0 in every type
+  TLS_CUDA_CHECK(cudaMemset(b, 0, bytes));
+  const double one = 1.0, zero = 0.0;
+  const float onef = 1.0f, zerof = 0.0f;
+  const bool dbl = compute == CUBLAS_COMPUTE_64F;
+  const cudaDataType_t ctype = type == CUDA_R_16BF ? CUDA_R_32F : type;
+  const double s = time_it(5, [&] {
+    TLS_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, dbl ? static_cast<const void*>(&one) : &onef,
+                                  a, type, n, b, type, n, dbl ? static_cast<const void*>(&zero) : &zerof,
+                                  c, ctype, n, compute, CUBLAS_GEMM_DEFAULT));
+  });
+  TLS_CUDA_CHECK(cudaFree(a));
+  TLS_CUDA_CHECK(cudaFree(b));
+  TLS_CUDA_CHECK(cudaFree(c));
+  return 2.0 * n * static_cast<double>(n) * n / s;
+}
+
+GemmRates measure_gemms() {
+  cublasHandle_t h;
+  TLS_CUBLAS_CHECK(cublasCreate(&h));
+  GemmRates r;
+  const int n = 4096;
+  r.f32 = gemm_rate(h, n, CUDA_R_32F, CUBLAS_COMPUTE_32F_PEDANTIC);
+  r.tf32 = gemm_rate(h, n, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32);
+  r.f64 = gemm_rate(h, n, CUDA_R_64F, CUBLAS_COMPUTE_64F);
+  r.bf16 = gemm_rate(h, n, CUDA_R_16BF, CUBLAS_COMPUTE_32F);
+  TLS_CUBLAS_CHECK(cublasDestroy(h));
+  return r;
+}
+
+Tensor random_tensor(Ops& ops, std::vector<int64_t> shape, uint64_t seed) {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  std::vector<double> v(static_cast<size_t>(n));
+  uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
+  for (auto& e : v) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    e = (static_cast<double>(x % 2000) / 1000.0 - 1.0) * 0.5;
+  }
+  Tensor t = ops.empty(shape, DType::f32);
+  ops.from_host(t, v);
+  return t;
+}
+
+void attention_table(CudaOps& ops) {
+  std::printf("\n### Fused attention kernels (float32, B 1, d 512, 8 heads, w 512, c 16, r 1, mem_len = T)\n\n");
+  std::printf("| T | part | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s | peak GiB |\n|---|---|---|---|---|---|---|\n");
+  for (int64_t T : {8192, 32768, 131072}) {
+    AttentionShape s;
+    s.batch = 1;
+    s.tokens = T;
+    s.n_head = 8;
+    s.d_head = 64;
+    s.window = 512;
+    s.chunk_size = 16;
+    s.chunk_rank = 1;
+    s.first_query_chunk = T / 16;  // mem_len = T
+    const int64_t dl = 512, slots = 2 * T / 16, H = 8;
+    reset_peak();
+    Tensor q = random_tensor(ops, {1, T, dl}, 1), keys = random_tensor(ops, {1, 512 + T, dl}, 2);
+    Tensor values = random_tensor(ops, {1, 512 + T, dl}, 3), rel = random_tensor(ops, {512, dl}, 4);
+    Tensor rw = random_tensor(ops, {dl}, 5), rr = random_tensor(ops, {dl}, 6);
+    Tensor khat = random_tensor(ops, {1, slots, dl}, 7), vhat = random_tensor(ops, {1, slots, dl}, 8);
+    Tensor pos = random_tensor(ops, {slots, dl}, 9), dout = random_tensor(ops, {1, T, dl}, 10);
+    Tensor ow = ops.empty({1, T, dl}, DType::f32), oc = ops.empty({1, T, dl}, DType::f32);
+    Tensor out = ops.empty({1, T, dl}, DType::f32);
+    Tensor lw = ops.empty({1, H, T}, DType::f32), lc = ops.empty({1, H, T}, DType::f32);
+    Tensor lse = ops.empty({1, H, T}, DType::f32), delta = ops.empty({1, H, T}, DType::f32);
+    Tensor dq = ops.zeros({1, T, dl}, DType::f32), dk = ops.zeros({1, 512 + T, dl}, DType::f32);
+    Tensor dv = ops.zeros({1, 512 + T, dl}, DType::f32), drel = ops.zeros({512, dl}, DType::f32);
+    Tensor drw = ops.zeros({dl}, DType::f32), drr = ops.zeros({dl}, DType::f32);
+    Tensor dkh = ops.zeros({1, slots, dl}, DType::f32), dvh = ops.zeros({1, slots, dl}, DType::f32);
+    Tensor dpos = ops.zeros({slots, dl}, DType::f32);
+    const int reps = T >= 131072 ? 1 : 3;
+    const double wf = time_it(reps, [&] { ops.window_attention_forward(ow, lw, q, keys, values, rel, rw, rr, s); });
+    const double cf = time_it(reps, [&] { ops.chunk_attention_forward(oc, lc, q, khat, vhat, pos, s); });
+    ops.attention_merge(out, lse, ow, lw, oc, lc, s);
+    ops.attention_delta(delta, dout, out, s);
+    const double wb = time_it(reps, [&] {
+      ops.window_attention_backward(dq, dk, dv, drel, drw, drr, dout, lse, delta, q, keys, values, rel, rw, rr, s);
+    });
+    const double cb = time_it(reps, [&] {
+      ops.chunk_attention_backward(dq, dkh, dvh, dpos, dout, lse, delta, q, khat, vhat, pos, s);
+    });
+    const double win_pairs = static_cast<double>(H) * T * 512;
+    double chunk_pairs = 0;
+    for (int64_t t = 0; t < T; ++t) chunk_pairs += static_cast<double>(T / 16 + t / 16);
+    chunk_pairs *= H;
+    const double peak = peak_gib();
+    std::printf("| %lld | window | %.2f | %.2f | %.2f | %.2f | %.2f |\n", static_cast<long long>(T),
+                wf * 1e3, 6 * 64 * win_pairs / wf / 1e12, wb * 1e3, 16 * 64 * win_pairs / wb / 1e12, peak);
+    std::printf("| %lld | compressed | %.2f | %.2f | %.2f | %.2f | %.2f |\n", static_cast<long long>(T),
+                cf * 1e3, 4 * 64 * chunk_pairs / cf / 1e12, cb * 1e3, 14 * 64 * chunk_pairs / cb / 1e12, peak);
+    std::fflush(stdout);
+  }
+}
+
+void training_table(CudaOps& ops, const GemmRates& g) {
+  std::printf("\n### Training step (float32, 2 layers, d 512, 8 heads, d_inner 2048, w 512, c 16, r 1, mem_len = T, B 1)\n\n");
+  std::printf("| T | step ms | tokens/s | model TFLOP/s | / bf16 GEMM | / fp32 GEMM | peak GiB | loss |\n|---|---|---|---|---|---|---|---|\n");
+  for (int64_t T : {8192, 32768, 131072}) {
+    ModelConfig cfg;
+    cfg.n_layer = 2;
+    cfg.d_model = 512;
+    cfg.n_head = 8;
+    cfg.d_inner = 2048;
+    cfg.chunk_size = 16;
+    cfg.chunk_rank = 1;
+    cfg.window_len = 512;
+    cfg.mem_len = T;
+    cfg.tokens_per_sample = T;
+    try {
+      cfg.validate();
+      reset_peak();
+      TransformerLSModel model(ops, cfg, DType::f32);
+      initialize_parameters(ops, model, 1);
+      OptimizerSettings opt;
+      AdamW adam(ops, model.parameters(), opt);
+      ModelState state = model.initial_state(1);
+      std::vector<double> tok(static_cast<size_t>(T));
+      for (size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<double>((i * 131 + 7) % 256);
+      Tensor tokens = ops.empty({1, T}, DType::i32);
+      ops.from_host(tokens, tok);
+      PassContext ctx;
+      ctx.training = true;
+      int64_t u = 0;
+      double loss = 0;
+      const double step = time_it(T >= 131072 ? 1 : 2, [&] {
+        model.zero_grad();
+        ModelSaved saved;
+        loss = model.forward(tokens, tokens, state, saved, ctx) / static_cast<double>(T);
+        model.backward(saved, 1.0 / static_cast<double>(saved.n_targets), ctx);
+        saved = ModelSaved();
+        adam.step(++u);
+      });
+      const double flops = 3 * bench::forward_flops(cfg, 1) / step;
+      std::printf("| %lld | %.1f | %.0f | %.2f | %.3f | %.3f | %.2f | %.4f |\n", static_cast<long long>(T),
+                  step * 1e3, static_cast<double>(T) / step, flops / 1e12, flops / g.bf16, flops / g.f32,
+                  peak_gib(), loss);
+    } catch (const std::exception& e) {
+      std::printf("| %lld | failed: %s | | | | | | |\n", static_cast<long long>(T), e.what());
+    }
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace
+
+int main() {
+  if (cuda_device_count() == 0) {
+    std::printf("gpu_bench: no GPU: %s\n", cuda_unavailable_reason().c_str());
+    return 0;
+  }
+  try {
+    cudaDeviceProp prop{};
+    TLS_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    std::printf("## gpu_bench on %s (sm_%d%d, %.0f GiB)\n\n", prop.name, prop.major, prop.minor,
+                static_cast<double>(prop.totalGlobalMem) / (1 << 30));
+    const GemmRates g = measure_gemms();
+    std::printf("| cuBLAS 4096^3 | FP32 | TF32 | FP64 | BF16 (FP32 accumulate) |\n|---|---|---|---|---|\n");
+    std::printf("| TFLOP/s | %.1f | %.1f | %.1f | %.1f |\n", g.f32 / 1e12, g.tf32 / 1e12, g.f64 / 1e12, g.bf16 / 1e12);
+    std::fflush(stdout);
+    CudaOps ops(0);
+    attention_table(ops);
+    training_table(ops, g);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpu_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
+
+#else  // no CUDA backend compiled in
+
+int main() {
+  std::printf("gpu_bench: no GPU: %s\n", tls::cuda_unavailable_reason().c_str());
+  return 0;
+}
+
+#endif

@@ -1,0 +1,94 @@
+// Save-directory bookkeeping with std::filesystem; the atomic steps go through durable_files.
+#include "checkpoint/checkpoint_dir.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <regex>
+
+#include "checkpoint/durable_files.h"
+#include "checkpoint/rank_agreement.h"
+#include "runtime/error.h"
+
+namespace tls {
+namespace fs = std::filesystem;
+
+std::string checkpoint_file_name(int64_t step) {
+  return "checkpoint_" + std::to_string(step) + ".h5";
+}
+
+std::string last_checkpoint_path(const std::string& dir) {
+  return (fs::path(dir) / kLastCheckpointName).string();
+}
+
+std::vector<int64_t> checkpoint_steps(const std::string& dir) {
+  static const std::regex name("checkpoint_([0-9]+)\\.h5");
+  std::vector<int64_t> steps;
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    std::smatch m;
+    const std::string file = e.path().filename().string();
+    if (std::regex_match(file, m, name) && e.is_regular_file()) steps.push_back(std::stoll(m[1]));
+  }
+  if (ec) throw Error("cannot list the save directory '" + dir + "': " + ec.message());
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+void point_last_at(const std::string& dir, const std::string& file_name) {
+  const fs::path link = fs::path(dir) / kLastCheckpointName;
+  const fs::path temporary = fs::path(dir) / (std::string(kLastCheckpointName) + ".tmp-" +
+                                              std::to_string(::getpid()));
+  std::error_code ec;
+  fs::remove(temporary, ec);
+  fs::create_symlink(file_name, temporary, ec);  // relative: the directory may move
+  if (ec) throw Error("cannot create the link '" + temporary.string() + "': " + ec.message());
+  durable_rename(temporary.string(), link.string());
+}
+
+void prune_checkpoints(const std::string& dir, int keep_last) {
+  std::error_code ec;
+  // Temporary files of interrupted saves (ours are renamed by now; only one job owns a dir).
+  static const std::regex leftover("checkpoint_(last|[0-9]+)\\.h5\\.tmp-[0-9]+");
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    if (std::regex_match(e.path().filename().string(), leftover)) fs::remove(e.path(), ec);
+  }
+  if (keep_last <= 0) return;
+  std::vector<int64_t> steps = checkpoint_steps(dir);
+  const fs::path last = fs::read_symlink(fs::path(dir) / kLastCheckpointName, ec);
+  const size_t keep = static_cast<size_t>(std::max(keep_last, 1));
+  for (size_t i = 0; i + keep < steps.size(); ++i) {
+    const std::string name = checkpoint_file_name(steps[i]);
+    if (name == last.filename().string()) continue;
+    fs::remove(fs::path(dir) / name, ec);
+    if (ec)
+      throw Error("cannot delete the old checkpoint '" + (fs::path(dir) / name).string() +
+                  "': " + ec.message());
+  }
+  fsync_directory(dir);
+}
+
+std::string save_to_directory(const std::string& dir, int keep_last,
+                              const CheckpointContents& contents, const Topology& t, Ops& ops) {
+  const std::string name = checkpoint_file_name(contents.step);
+  const std::string path = (fs::path(dir) / name).string();
+  std::string error;
+  if (t.world_rank == 0) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) error = "cannot create the save directory '" + dir + "': " + ec.message();
+  }
+  throw_if_any_rank_failed(*t.world, error);
+  save_checkpoint(path, contents, t, ops);
+  if (t.world_rank == 0) {
+    error = error_message_of([&] {
+      point_last_at(dir, name);
+      prune_checkpoints(dir, keep_last);
+    });
+  }
+  throw_if_any_rank_failed(*t.world, error);
+  return path;
+}
+
+}  // namespace tls

@@ -1,0 +1,36 @@
+// The save directory (DESIGN.md sections 5 and 6): checkpoints are
+// `<save-dir>/checkpoint_<update>.h5`, and `checkpoint_last.h5` is a symbolic link naming the
+// newest complete one. The link is replaced atomically (a new link under a temporary name,
+// renamed over the old one), only after its target is completely written and renamed into
+// place, so it never names a partial file. Pruning keeps the newest --keep-last checkpoints.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "checkpoint/checkpoint_writer.h"
+
+namespace tls {
+
+inline constexpr const char* kLastCheckpointName = "checkpoint_last.h5";
+
+std::string checkpoint_file_name(int64_t step);  // "checkpoint_<step>.h5"
+std::string last_checkpoint_path(const std::string& dir);
+// The steps of the complete checkpoints in `dir` (checkpoint_<N>.h5), ascending.
+std::vector<int64_t> checkpoint_steps(const std::string& dir);
+
+// Collective: saves `contents` as <dir>/checkpoint_<contents.step>.h5 (save_checkpoint), then
+// rank 0 points checkpoint_last.h5 at it and prunes. keep_last <= 0 keeps every checkpoint.
+// Returns the new checkpoint's path.
+std::string save_to_directory(const std::string& dir, int keep_last,
+                              const CheckpointContents& contents, const Topology& t, Ops& ops);
+
+// Single-process steps (rank 0 runs them). point_last_at names `file_name` (in dir) as the
+// newest checkpoint. prune_checkpoints deletes all but the newest `keep_last` checkpoints (never
+// the newest one, never the one checkpoint_last names) and the temporary files that interrupted
+// saves left behind.
+void point_last_at(const std::string& dir, const std::string& file_name);
+void prune_checkpoints(const std::string& dir, int keep_last);
+
+}  // namespace tls

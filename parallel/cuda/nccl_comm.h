@@ -1,0 +1,82 @@
+// NcclComm: the Comm over NCCL for device (CUDA) tensors of float32, float64 and int32.
+//
+// Bootstrap over MPI: rank 0 of the group's MPI communicator calls ncclGetUniqueId, MPI_Bcast
+// hands the id to the group, every rank calls ncclCommInitRank. Each process drives one GPU,
+// chosen from its node-local rank (MPI_Comm_split_type SHARED): select_local_device().
+//
+// Ordering: collectives run on the device's compute stream (kernels/cuda/common.h), so they are
+// ordered with the kernels around them without host synchronisation ("blocking" in the Comm
+// sense: every later device op sees the result). Scalar all-reduces and barrier go over MPI.
+// Point-to-point (isend / irecv) runs on its own stream and NCCL communicator so halo and chunk
+// exchanges overlap with compute: the ops posted since the last flush are launched together in
+// one ncclGroupStart/End at the first wait() (or flush()), after the compute work queued so far
+// (cudaStreamWaitEvent) (NCCL has no tags: messages between a pair of ranks
+// match in posting order, so post both sides of an exchange before waiting, as
+// parallel/halo_exchange.cpp does). wait() makes the compute stream wait for the transfer; it
+// does not block the host.
+#pragma once
+
+#include <mpi.h>
+#include <nccl.h>
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "parallel/comm.h"
+
+namespace tls {
+
+// Rank of this process among the processes of its node (MPI_Comm_split_type SHARED).
+int node_local_rank(MPI_Comm comm);
+// Makes device node_local_rank % device_count current and returns it; throws tls::Error when
+// there is no CUDA device.
+int select_local_device(MPI_Comm comm);
+
+class NcclComm final : public Comm {
+ public:
+  // Collective over `comm`'s ranks (MPI must be initialised; `comm` is duplicated, not owned).
+  NcclComm(MPI_Comm comm, int device, std::string name);
+  ~NcclComm() override;
+  NcclComm(const NcclComm&) = delete;
+  NcclComm& operator=(const NcclComm&) = delete;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return name_; }
+  int device() const { return device_; }
+
+  void allreduce_sum(Tensor& x) override;
+  double allreduce_sum(double x) override;
+  double allreduce_max(double x) override;
+  void allgather(Tensor& out, const Tensor& in) override;
+  void reduce_scatter_sum(Tensor& out, const Tensor& in) override;
+  void broadcast(Tensor& x, int root) override;
+  void barrier() override;
+  std::unique_ptr<Request> isend(const Tensor& x, int dest, int tag) override;
+  std::unique_ptr<Request> irecv(Tensor& x, int source, int tag) override;
+
+  // Launches the point-to-point operations posted since the last flush (one NCCL group).
+  void flush();
+
+ private:
+  struct Pending {
+    bool send;
+    Tensor tensor;
+    int peer;
+  };
+  std::unique_ptr<Request> post(bool send, const Tensor& x, int peer);
+
+  MPI_Comm mpi_ = MPI_COMM_NULL;
+  ncclComm_t coll_ = nullptr, p2p_ = nullptr;
+  cudaStream_t compute_ = nullptr, p2p_stream_ = nullptr;
+  int device_ = 0, rank_ = 0, size_ = 1;
+  std::string name_;
+  std::vector<Pending> pending_;
+  cudaEvent_t flushed_ = nullptr;  // recorded on p2p_stream_ after the last flushed group
+  uint64_t posted_ = 0, launched_ = 0;  // op counters: a request flushes if its op is pending
+  friend class NcclRequest;
+};
+
+}  // namespace tls

@@ -1,0 +1,268 @@
+// mpi-ranks: 2 4
+// Checkpoints across parallel layouts (DESIGN.md section 5): tensors sharded by hand (along dim
+// 0, along dim 1, along the head dim of a [1, H, 1, d_h] bias, replicated) and caches split over
+// dp and sp are saved collectively from every layout that fits the world and loaded into every
+// other one; each rank must get exactly its hyperslab, a replicated tensor must come from its one
+// writer, and a refusal on one rank must be a refusal on all. Then training resumes in another
+// layout with the same losses (float32 summation order, relative 1e-5).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "checkpoint/checkpoint_reader.h"
+#include "checkpoint/checkpoint_writer.h"
+#include "layers/init.h"
+#include "parallel/mpi_comm.h"
+#include "runtime/error.h"
+
+namespace tls {
+namespace {
+
+std::vector<Layout> layouts_of_world() {
+  int world = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  std::vector<Layout> out;
+  for (int tp : {1, 2, 4})
+    for (int sp : {1, 2, 4})
+      if (world % (tp * sp) == 0) out.push_back({tp, sp, world / (tp * sp)});
+  return out;
+}
+
+std::string describe(const Layout& l) {
+  return "(tp " + std::to_string(l.tp) + ", sp " + std::to_string(l.sp) + ", dp " +
+         std::to_string(l.dp) + ")";
+}
+
+// A directory every rank agrees on (rank 0's process id), removed by rank 0.
+class SharedDir {
+ public:
+  SharedDir() {
+    long id = static_cast<long>(::getpid());
+    MPI_Bcast(&id, 1, MPI_LONG, 0, MPI_COMM_WORLD);
+    path_ = (std::filesystem::temp_directory_path() / ("tls_ckpt_mpi_" + std::to_string(id)))
+                .string();
+    if (rank() == 0) std::filesystem::create_directories(path_);
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  ~SharedDir() {
+    MPI_Barrier(MPI_COMM_WORLD);
+    std::error_code ignored;
+    if (rank() == 0) std::filesystem::remove_all(path_, ignored);
+  }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  static int rank() {
+    int r = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    return r;
+  }
+
+ private:
+  std::string path_;
+};
+
+// The value every checkpoint must hold at flat index g of tensor `id`.
+double expected(int id, int64_t g) { return 1000.0 * id + 0.25 * static_cast<double>(g); }
+
+// Flat global indices of a hyperslab's elements, in the local (row-major) order.
+std::vector<int64_t> global_indices(const Hyperslab& s) {
+  std::vector<int64_t> out, idx(s.count.size(), 0);
+  int64_t n = 1;
+  for (int64_t c : s.count) n *= c;
+  for (int64_t k = 0; k < n; ++k) {
+    int64_t g = 0;
+    for (size_t i = 0; i < idx.size(); ++i) g = g * s.shape[i] + s.start[i] + idx[i];
+    out.push_back(g);
+    for (size_t i = idx.size(); i-- > 0;) {
+      if (++idx[i] < s.count[i]) break;
+      idx[i] = 0;
+    }
+  }
+  return out;
+}
+
+struct Spec {
+  const char* name;
+  std::vector<int64_t> shape;
+  int split_dim;  // -1: replicated over tp
+};
+const std::vector<Spec> kSpecs = {{"col.weight", {8, 6}, 0},
+                                  {"row.weight", {8, 12}, 1},
+                                  {"attn.r_r_bias", {1, 4, 1, 2}, 1},
+                                  {"norm.weight", {5}, -1}};
+constexpr int64_t kBatch = 4, kMem = 8, kWidth = 3;
+
+// Parameters, moments and caches of one layout, filled with the expected values (or with junk
+// where `junk_if_not_writer` and this rank is not the tensor's writer).
+struct HandModel {
+  std::vector<Parameter> params;
+  std::vector<Tensor> exp_avg, exp_avg_sq, caches;
+  CheckpointContents contents;
+
+  HandModel(const Topology& t, bool fill, bool junk_if_not_writer) {
+    params.resize(kSpecs.size());
+    for (size_t i = 0; i < kSpecs.size(); ++i) {
+      Parameter& p = params[i];
+      p.name = kSpecs[i].name;
+      p.full_shape = kSpecs[i].shape;
+      if (kSpecs[i].split_dim >= 0 && t.layout.tp > 1) {
+        const int64_t n = p.full_shape[static_cast<size_t>(kSpecs[i].split_dim)] / t.layout.tp;
+        p.shard_along(kSpecs[i].split_dim, t.tp_rank * n, n);
+      }
+      const std::vector<int64_t> g = global_indices(parameter_slab(p));
+      const bool junk = junk_if_not_writer && !t.writes_parameter(p.tp_sharded());
+      p.value = make(g, static_cast<int>(i), fill, junk);
+      exp_avg.push_back(make(g, 10 + static_cast<int>(i), fill, junk));
+      exp_avg_sq.push_back(make(g, 20 + static_cast<int>(i), fill, junk));
+    }
+    for (int l = 0; l < 2; ++l) {
+      Tensor local = Tensor::zeros({kBatch / t.layout.dp, kMem / t.layout.sp, kWidth}, DType::f32);
+      const std::vector<int64_t> g = global_indices(cache_slab(local, t, kBatch, kMem));
+      caches.push_back(make(g, 30 + l, fill, junk_if_not_writer && t.tp_rank != 0)
+                           .view({kBatch / t.layout.dp, kMem / t.layout.sp, kWidth}));
+    }
+    contents.config.n_layer = 2;
+    contents.config.mem_len = kMem;
+    contents.config.d_model = kWidth;
+    for (Parameter& p : params) contents.params.push_back(&p);
+    contents.exp_avg = &exp_avg;
+    contents.exp_avg_sq = &exp_avg_sq;
+    contents.caches = &caches;
+    contents.training.batch_size = kBatch;
+    contents.step = 42;
+  }
+
+  static Tensor make(const std::vector<int64_t>& g, int id, bool fill, bool junk) {
+    Tensor x = Tensor::zeros({static_cast<int64_t>(g.size())}, DType::f32);
+    for (size_t k = 0; k < g.size() && fill; ++k)
+      x.data<float>()[k] = static_cast<float>(junk ? -777.0 : expected(id, g[k]));
+    return x;
+  }
+
+  // Counts the elements that differ from the expected values.
+  int mismatches(const Topology& t) const {
+    int bad = 0;
+    auto check = [&](const Tensor& x, const Hyperslab& s, int id) {
+      const std::vector<int64_t> g = global_indices(s);
+      for (size_t k = 0; k < g.size(); ++k)
+        if (x.data<float>()[k] != static_cast<float>(expected(id, g[k]))) ++bad;
+    };
+    for (size_t i = 0; i < params.size(); ++i) {
+      check(params[i].value, parameter_slab(params[i]), static_cast<int>(i));
+      check(exp_avg[i], parameter_slab(params[i]), 10 + static_cast<int>(i));
+      check(exp_avg_sq[i], parameter_slab(params[i]), 20 + static_cast<int>(i));
+    }
+    for (int l = 0; l < 2; ++l)
+      check(caches[static_cast<size_t>(l)],
+            cache_slab(caches[static_cast<size_t>(l)], t, kBatch, kMem), 30 + l);
+    return bad;
+  }
+};
+
+TEST(CheckpointLayouts, EveryLayoutLoadsWhatEveryLayoutSaved) {
+  auto ops = make_cpu_ops();
+  SharedDir dir;
+  for (const Layout& from : layouts_of_world()) {
+    Topology saver = make_mpi_topology(from.tp, from.sp);
+    HandModel saved(saver, true, true);
+    const std::string path = dir.file("from_" + std::to_string(from.tp) + std::to_string(from.sp));
+    save_checkpoint(path, saved.contents, saver, *ops);
+    if (saver.world_rank == 0) {  // whole tensors, read serially
+      Hdf5Reader file(path);
+      std::vector<double> col = file.read_doubles("/model/col.weight");
+      for (size_t g = 0; g < col.size(); ++g) ASSERT_EQ(col[g], expected(0, g));
+      EXPECT_EQ(file.int_attribute("/", "tp"), from.tp);
+    }
+    for (const Layout& to : layouts_of_world()) {
+      SCOPED_TRACE("saved from " + describe(from) + ", loaded into " + describe(to));
+      Topology loader = make_mpi_topology(to.tp, to.sp);
+      HandModel loaded(loader, false, false);
+      loaded.contents.step = 0;
+      CheckpointInfo info = load_checkpoint(path, loaded.contents, loader, *ops);
+      EXPECT_EQ(loaded.contents.step, 42);
+      EXPECT_EQ(info.layout.tp, from.tp);
+      EXPECT_EQ(info.layout.dp, from.dp);
+      EXPECT_EQ(loaded.mismatches(loader), 0) << "on world rank " << loader.world_rank;
+    }
+  }
+}
+
+TEST(CheckpointLayouts, ARefusalOnOneRankIsARefusalOnAll) {
+  auto ops = make_cpu_ops();
+  SharedDir dir;
+  Topology t = make_mpi_topology(1, 1);
+  HandModel saved(t, true, false);
+  save_checkpoint(dir.file("c.h5"), saved.contents, t, *ops);
+  HandModel loaded(t, false, false);
+  if (t.world_rank == 1) loaded.params[0].value = Tensor::zeros({7}, DType::f32);  // wrong size
+  std::string message;
+  try {
+    load_checkpoint(dir.file("c.h5"), loaded.contents, t, *ops);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("rank 1: checkpoint '" + dir.file("c.h5") + "': dataset '/model/col.weight'"),
+            std::string::npos)
+      << message;
+}
+
+// Training resumed in another layout continues with the same losses.
+TEST(CheckpointLayouts, TrainingResumesInAnotherLayout) {
+  auto ops = make_cpu_ops();
+  SharedDir dir;
+  ModelConfig cfg;
+  cfg.n_layer = 2;
+  cfg.d_model = 32;
+  cfg.n_head = 4;
+  cfg.d_inner = 48;
+  cfg.tokens_per_sample = cfg.mem_len = 32;
+  cfg.window_len = 8;
+  cfg.chunk_size = 4;
+  cfg.chunk_rank = 2;
+  cfg.dropout = 0.1;
+  TrainSettings settings;
+  settings.batch_size = 4;
+  settings.seed = 3;
+  settings.optimizer.lr = 3e-3;
+  settings.optimizer.warmup_updates = 2;
+  settings.optimizer.clip_norm = 0.5;
+  ByteCorpus corpus(std::string(TLS_TEST_DATA_DIR) + "/english.txt", settings.batch_size,
+                    cfg.tokens_per_sample);
+  const std::vector<Layout> layouts = layouts_of_world();
+  int changes = 0;
+  for (size_t i = 0; i < layouts.size(); ++i) {
+    const Layout& from = layouts[i];
+    const Layout& to = layouts[(i + 1) % layouts.size()];
+    Topology t_from = make_mpi_topology(from.tp, from.sp);
+    TransformerLSModel straight(*ops, cfg, DType::f32, t_from);
+    initialize_parameters(*ops, straight, 7);
+    Trainer trainer(*ops, straight, corpus, settings);
+    std::vector<double> losses;
+    const std::string path = dir.file("resume_" + std::to_string(i) + ".h5");
+    for (int step = 1; step <= 6; ++step) {
+      losses.push_back(trainer.train_step().loss);
+      if (step == 3)
+        save_checkpoint(path, checkpoint_contents(straight, &trainer.optimizer(), &trainer.state(),
+                                                  trainer.update(), settings),
+                        t_from, *ops);
+    }
+    SCOPED_TRACE("saved in " + describe(from) + ", resumed in " + describe(to));
+    Topology t_to = make_mpi_topology(to.tp, to.sp);
+    TransformerLSModel resumed(*ops, cfg, DType::f32, t_to);
+    Trainer second(*ops, resumed, corpus, settings);
+    CheckpointContents c = checkpoint_contents(resumed, &second.optimizer(), &second.state(), 0,
+                                               settings);
+    load_checkpoint(path, c, t_to, *ops);
+    second.set_update(c.step);
+    for (int step = 4; step <= 6; ++step) {
+      const double loss = second.train_step().loss, want = losses[static_cast<size_t>(step - 1)];
+      EXPECT_NEAR(loss, want, 1e-5 * want) << "update " << step;
+    }
+    if (from.tp != to.tp || from.sp != to.sp) ++changes;
+  }
+  EXPECT_GE(changes, 3);
+}
+
+}  // namespace
+}  // namespace tls
