@@ -1,5 +1,7 @@
 #include "parallel/halo_exchange.h"
 
+#include "parallel/fault_injection.h"
+
 namespace tls {
 namespace {
 
@@ -25,6 +27,7 @@ HaloExchange HaloExchange::start_forward(Ops& ops, const Topology& topo, const T
     ops.copy(halo_values, tail_values);
     return h;
   }
+  maybe_inject_fault("halo", topo.world_rank);
   exchange(topo, tail_keys, tail_values, halo_keys, halo_values, (s + 1) % n, (s + n - 1) % n,
            tag, h.requests_);
   return h;

@@ -4,6 +4,7 @@
 
 #include "parallel/gradient_reduction.h"
 #include "runtime/error.h"
+#include "parallel/fault_injection.h"
 
 namespace tls {
 
@@ -49,6 +50,7 @@ StepMetrics Trainer::train_step() {
   // tp ranks hold the same tokens: the loss is summed over dp x sp only.
   const double nll = topo.dp_sp->allreduce_sum(model_.forward(tokens, target_tensor, state_, saved, ctx));
   const double n = topo.dp_sp->allreduce_sum(static_cast<double>(saved.n_targets));
+  maybe_inject_fault("step", topo.world_rank);
   model_.backward(saved, 1.0 / n, ctx);
   saved = ModelSaved();  // free the activations before the optimizer's pass
   reduce_gradients(ops_, topo, model_.parameters());

@@ -1,0 +1,27 @@
+#include "parallel/fault_injection.h"
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+
+namespace tls {
+
+int fault_rank(const char* point) {
+  const char* value = std::getenv(kFaultInjectVariable);
+  const std::string prefix = std::string(point) + "_abort_rank";
+  if (value == nullptr || std::string(value).rfind(prefix, 0) != 0) return -1;
+  return std::atoi(value + prefix.size());
+}
+
+void maybe_inject_fault(const char* point, int world_rank) {
+  if (fault_rank(point) != world_rank) return;
+  static std::map<std::string, int> visits;
+  if (++visits[point] < 3) return;
+  std::fprintf(stderr, "%s: rank %d dies at %s\n", kFaultInjectVariable, world_rank, point);
+  std::fflush(stderr);
+  std::raise(SIGKILL);
+}
+
+}  // namespace tls

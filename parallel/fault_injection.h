@@ -1,0 +1,16 @@
+// Fault injection for tests (off unless TLS_FAULT_INJECT is set): TLS_FAULT_INJECT=<point>_abort_rank<R>
+// makes world rank R die by SIGKILL the third time it reaches the named point, as a node
+// failure would. Points: "step" (between a training step's forward and backward), "halo" (inside
+// a halo exchange), "save" (halfway through writing a checkpoint, checkpoint/checkpoint_writer).
+#pragma once
+
+namespace tls {
+
+inline constexpr const char* kFaultInjectVariable = "TLS_FAULT_INJECT";
+
+// The world rank told to die at `point`, or -1.
+int fault_rank(const char* point);
+// Kills this process if TLS_FAULT_INJECT names `point` and this world rank (on the third visit).
+void maybe_inject_fault(const char* point, int world_rank);
+
+}  // namespace tls
