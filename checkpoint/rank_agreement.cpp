@@ -15,6 +15,7 @@ void throw_if_any_rank_failed(Comm& comm, const std::string& error) {
   // The lowest failing rank r contributes n - r, the largest contribution.
   const double top = comm.allreduce_max(error.empty() ? 0.0 : static_cast<double>(n - comm.rank()));
   if (top == 0.0) return;
+  const bool everyone = comm.allreduce_sum(error.empty() ? 0.0 : 1.0) == n;
   const int root = n - static_cast<int>(top);
   Tensor length = Tensor::empty({1}, DType::i32);
   length.data<int32_t>()[0] = static_cast<int32_t>(error.size());
@@ -26,7 +27,8 @@ void throw_if_any_rank_failed(Comm& comm, const std::string& error) {
   comm.broadcast(text, root);
   std::string message;
   for (int32_t i = 0; i < size; ++i) message += static_cast<char>(text.data<int32_t>()[i]);
-  throw CollectiveError("rank " + std::to_string(root) + ": " + message);
+  // A problem every rank found (a bad option) needs no rank in its message.
+  throw CollectiveError(everyone ? message : "rank " + std::to_string(root) + ": " + message);
 }
 
 }  // namespace tls

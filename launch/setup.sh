@@ -3,8 +3,9 @@
 #
 #   bash launch/setup.sh deps            install missing Debian packages (apt-get, once)
 #   bash launch/setup.sh build [preset]  configure + build a CMake preset (default: cpu)
-#   bash launch/setup.sh test            deps + build the cpu preset + run its tests
-#   bash launch/setup.sh demo            deps + build + run the demo training job
+#   bash launch/setup.sh test            deps + corpus + build the cpu preset + run its tests
+#   bash launch/setup.sh demo            deps + corpus + build + train, evaluate and sample the
+#                                        tiny demo model under mpirun (2 ranks, a few minutes)
 #
 # Runs from any directory; works as root (containers) and as a user with sudo.
 set -euo pipefail
@@ -48,17 +49,16 @@ build() {
 
 run_tests() {
   deps
+  bash launch/prepare_corpus.sh data/kernel-docs
   build cpu
   ctest --preset cpu --output-on-failure
 }
 
 demo() {
   deps
+  bash launch/prepare_corpus.sh data/kernel-docs
   build cpu
-  # TODO(issue 5): run the tiny demo training job on tests/data/english.txt with mpirun once the
-  # tls_dist program exists (launch/ configs, eval, generate). The lead fills this in.
-  echo "the tls_dist program lands with issue 5"
-  exit 0
+  bash launch/train_demo.sh build/cpu/tls_dist data/kernel-docs runs/demo
 }
 
 case "${1:-}" in

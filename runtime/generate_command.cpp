@@ -14,7 +14,7 @@ int run_generate(const RunOptions& o) {
   ModelConfig cfg = info.config;
   cfg.dropout = cfg.emb_dropout = 0;
   cfg.validate();
-  const int64_t max_prompt = 1 << 20;
+  const int64_t max_prompt = 1 << 16;
   if (static_cast<int64_t>(o.prompt.size()) > max_prompt)
     throw Error("--prompt is " + std::to_string(o.prompt.size()) + " bytes; at most " +
                 std::to_string(max_prompt) + " are allowed");

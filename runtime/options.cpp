@@ -150,6 +150,30 @@ void validate_train(const RunOptions& o) {
   if (o.finetune_from.empty()) o.model.validate();
 }
 
+// Later flags override earlier ones (as in fairseq): keeps the last occurrence of each --flag
+// with the values that follow it.
+std::vector<std::string> last_occurrences(int argc, const char* const* argv) {
+  std::vector<std::vector<std::string>> groups;
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--", 0) == 0 || groups.empty())
+      groups.push_back({arg});
+    else
+      groups.back().push_back(arg);
+  }
+  auto name_of = [](const std::string& a) { return a.substr(0, a.find('=')); };
+  std::vector<std::string> out;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const std::string& head = groups[g].front();
+    bool overridden = false;
+    if (head.rfind("--", 0) == 0)
+      for (size_t later = g + 1; later < groups.size(); ++later)
+        overridden |= name_of(groups[later].front()) == name_of(head);
+    if (!overridden) out.insert(out.end(), groups[g].begin(), groups[g].end());
+  }
+  return out;
+}
+
 }  // namespace
 
 RunOptions parse_options(int argc, const char* const* argv) {
@@ -186,12 +210,16 @@ RunOptions parse_options(int argc, const char* const* argv) {
   if (o.command == Command::inspect) positional.add("checkpoint", 1);
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(argc - 1, argv + 1).options(all).positional(positional).run(), vm);
+    po::store(po::command_line_parser(last_occurrences(argc, argv)).options(all).positional(positional).run(), vm);
     if (vm.count("config")) {
       const std::string path = vm["config"].as<std::string>();
       std::ifstream file(path);
       if (!file) throw Error("--config " + path + ": cannot open the file");
-      po::store(po::parse_config_file(file, all, false), vm);  // command line stored first wins
+      try {
+        po::store(po::parse_config_file(file, all, false), vm);  // the command line, stored first, wins
+      } catch (const po::error& e) {
+        throw Error("--config " + path + ": " + e.what());
+      }
     }
     po::notify(vm);
   } catch (const po::error& e) {

@@ -1,0 +1,206 @@
+// The tls_dist program end to end (DESIGN.md section 6): training under mpirun on the default
+// corpus with the loss and validation BPC falling, eval's output contract, generate, inspect,
+// SIGTERM with resume, a dying rank ending the job, and bad input refused with one line, a
+// non-zero exit and no checkpoint touched.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+
+#include "support/process.h"
+
+namespace tls::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string corpus(const std::string& split) { return source_path("data/kernel-docs/" + split + ".txt"); }
+
+std::string tiny_flags() {
+  return " --config " + source_path("launch/configs/tiny_demo.ini") +
+         " --validate-interval 0 --save-interval 0 --log-interval 1 --valid-max-bytes 0";
+}
+
+double unigram_entropy_bits(const std::string& bytes) {
+  std::map<unsigned char, double> counts;
+  for (unsigned char c : bytes) counts[c] += 1;
+  double h = 0;
+  for (auto& [c, n] : counts) h -= n / bytes.size() * std::log2(n / bytes.size());
+  return h;
+}
+
+std::vector<double> logged(const std::string& metrics, const std::string& key, bool valid) {
+  std::vector<double> values;
+  std::istringstream in(metrics);
+  std::string line;
+  const std::regex field("\"" + key + "\": ([-0-9.eE+]+)");
+  while (std::getline(in, line)) {
+    if ((line.find("\"split\": \"valid\"") != std::string::npos) != valid) continue;
+    std::smatch m;
+    if (std::regex_search(line, m, field)) values.push_back(std::stod(m[1]));
+  }
+  return values;
+}
+
+int count_lines_starting(const std::string& text, const std::string& prefix) {
+  std::istringstream in(text);
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) n += line.rfind(prefix, 0) == 0;
+  return n;
+}
+
+void write_file(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+
+class Program : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(fs::exists(corpus("train"))) << "the default corpus is missing: run launch/prepare_corpus.sh data/kernel-docs";
+  }
+};
+
+TEST_F(Program, TrainsEvaluatesGeneratesAndInspectsUnderMpirun) {
+  const std::string dir = scratch_dir("e2e");
+  const std::string valid = dir + "/valid.txt";
+  write_file(valid, read_file(corpus("valid")).substr(0, 30000));
+  ProcessResult train = run_command("mpirun -n 2 " + tls_dist_binary() + " train" + tiny_flags() +
+                                    " --sp 2 --max-update 150 --log-interval 10 --train-data " +
+                                    corpus("train") + " --valid-data " + valid + " --save-dir " + dir + "/run");
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  const std::string metrics = read_file(dir + "/run/metrics.jsonl");
+  const std::vector<double> loss = logged(metrics, "loss", false), bpc = logged(metrics, "bpc", true);
+  ASSERT_GE(loss.size(), 10u) << metrics;
+  EXPECT_LT(loss.back(), loss.front() - 1.0) << "the training loss did not fall";
+  ASSERT_EQ(bpc.size(), 1u) << metrics;
+  const double unigram = unigram_entropy_bits(read_file(valid));
+  EXPECT_LT(bpc.back(), unigram) << "validation BPC not below the corpus's unigram entropy";
+  ASSERT_TRUE(fs::exists(dir + "/run/checkpoint_150.h5"));
+  ASSERT_TRUE(fs::exists(dir + "/run/checkpoint_last.h5"));
+
+  // eval on another layout; the last line is the contract scripts parse.
+  ProcessResult eval = run_command("mpirun -n 2 " + tls_dist_binary() + " eval --tp 2 --checkpoint " +
+                                   dir + "/run/checkpoint_last.h5 --data " + valid);
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  std::smatch m;
+  const std::string last = last_line(eval.output);
+  ASSERT_TRUE(std::regex_match(last, m, std::regex("bpc ([0-9]\\.[0-9]{9,}) tokens ([0-9]+)"))) << last;
+  EXPECT_EQ(std::stoll(m[2]), 30000 - 1);
+  EXPECT_NEAR(std::stod(m[1]), bpc.back(), 1e-3) << "eval and the run's validation disagree";
+
+  ProcessResult gen = run_command(tls_dist_binary() + " generate --checkpoint " + dir +
+                                  "/run/checkpoint_last.h5 --prompt 'The kernel ' --max-new-bytes 40 --top-k 5");
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  EXPECT_EQ(gen.output.rfind("The kernel ", 0), 0u) << gen.output;
+  EXPECT_GE(gen.output.size(), std::string("The kernel ").size() + 40);
+
+  ProcessResult inspect = run_command(tls_dist_binary() + " inspect " + dir + "/run/checkpoint_last.h5");
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
+  EXPECT_NE(inspect.output.find("step 150"), std::string::npos) << inspect.output;
+  EXPECT_NE(inspect.output.find("layers.1.attn.r_r_bias"), std::string::npos) << inspect.output;
+}
+
+TEST_F(Program, SigtermSavesThenTheNextStartResumes) {
+  const std::string dir = scratch_dir("sigterm");
+  const std::string run = dir + "/run";
+  const std::string cmd = tls_dist_binary() + " train" + tiny_flags() + " --max-update 100000 --train-data " +
+                          corpus("train") + " --save-dir " + run;
+  ProcessResult first = run_command(cmd + " & pid=$!; for i in $(seq 600); do "
+                                    "[ $(cat " + run + "/metrics.jsonl 2>/dev/null | wc -l) -ge 3 ] && break; sleep 0.1; done; "
+                                    "kill -TERM $pid; wait $pid");
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("stopping on signal 15"), std::string::npos) << first.output;
+  const std::vector<double> steps = logged(read_file(run + "/metrics.jsonl"), "step", false);
+  ASSERT_FALSE(steps.empty());
+  const int64_t stopped = static_cast<int64_t>(steps.back());
+  ASSERT_TRUE(fs::exists(run + "/checkpoint_" + std::to_string(stopped) + ".h5")) << first.output;
+
+  ProcessResult second = run_command(tls_dist_binary() + " train" + tiny_flags() + " --max-update " +
+                                     std::to_string(stopped + 3) + " --train-data " + corpus("train") +
+                                     " --save-dir " + run);
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("at update " + std::to_string(stopped)), std::string::npos) << second.output;
+  const std::vector<double> after = logged(read_file(run + "/metrics.jsonl"), "step", false);
+  ASSERT_EQ(after.size(), steps.size() + 3);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(after[steps.size() + i], stopped + 1 + i);
+}
+
+TEST_F(Program, ADyingRankEndsTheJobAndNamesIt) {
+  for (const std::string point : {"step", "halo"}) {
+    const std::string dir = scratch_dir("death_" + point);
+    ProcessResult r = run_command("TLS_FAULT_INJECT=" + point + "_abort_rank1 mpirun -n 2 " + tls_dist_binary() +
+                                  " train" + tiny_flags() + " --sp 2 --max-update 50 --train-data " +
+                                  corpus("train") + " --save-dir " + dir, 60);
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.exit_code, 124) << "the job hung after rank 1 died at " << point;
+    EXPECT_LT(r.seconds, 30) << point;
+    EXPECT_NE(r.output.find("rank 1"), std::string::npos) << r.output;
+  }
+}
+
+struct BadInput {
+  std::string name, command, expected;  // command: arguments after the binary
+};
+
+TEST_F(Program, BadInputIsRefusedWithOneLineAndNothingTouched) {
+  const std::string dir = scratch_dir("bad");
+  const std::string run = dir + "/run";
+  const std::string train = " train" + tiny_flags() + " --train-data " + corpus("train") + " --save-dir " + run;
+  ProcessResult seed = run_command(tls_dist_binary() + train + " --max-update 2");
+  ASSERT_EQ(seed.exit_code, 0) << seed.output;
+  const std::string checkpoint = run + "/checkpoint_2.h5";
+  const std::string before = read_file(checkpoint);
+  write_file(dir + "/empty.txt", "");
+  write_file(dir + "/short.txt", std::string(100, 'a'));
+  write_file(dir + "/bad.ini", "n-layer = 2\nthis is not an option line\n");
+  write_file(dir + "/damaged.h5", before.substr(0, before.size() / 2));
+  const std::string other = " train" + tiny_flags() + " --save-dir " + dir + "/other --train-data ";
+  const std::vector<BadInput> cases = {
+      {"unknown flag", train + " --bogus 3", "bogus"},
+      {"malformed value", train + " --lr fast", "lr"},
+      {"missing data file", other + dir + "/absent.txt", "absent.txt"},
+      {"empty data file", other + dir + "/empty.txt", "empty.txt"},
+      {"corpus shorter than a block per row", other + dir + "/short.txt", "--batch-size"},
+      {"config that does not parse", " train --config " + dir + "/bad.ini --train-data x --save-dir y", "bad.ini"},
+      {"contradicting options", other + corpus("train") + " --validate-interval 5", "--valid-data"},
+      {"model flag against the resumed checkpoint", train + " --d-model 64", "--d-model"},
+      {"eval on a missing checkpoint", " eval --checkpoint " + dir + "/none.h5 --data " + corpus("valid"), "none.h5"},
+      {"eval on a damaged checkpoint", " eval --checkpoint " + dir + "/damaged.h5 --data " + corpus("valid"), "damaged.h5"},
+      {"generate with an overlong prompt", " generate --checkpoint " + checkpoint + " --prompt " + std::string(70000, 'x'), "--prompt"},
+  };
+  for (const BadInput& c : cases) {
+    ProcessResult r = run_command(tls_dist_binary() + c.command, 120);
+    EXPECT_NE(r.exit_code, 0) << c.name << ": " << r.output;
+    EXPECT_NE(r.exit_code, 124) << c.name << " hung";
+    EXPECT_NE(r.output.find("error"), std::string::npos) << c.name << ": " << r.output;
+    EXPECT_NE(r.output.find(c.expected), std::string::npos) << c.name << ": " << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << c.name << ": " << r.output;
+    EXPECT_TRUE(read_file(checkpoint) == before) << c.name << " changed " << checkpoint;
+  }
+}
+
+TEST_F(Program, LayoutsThatDoNotDivideAreRefusedOnEveryRank) {
+  const std::string dir = scratch_dir("layout");
+  const std::string base = " train" + tiny_flags() + " --train-data " + corpus("train") + " --save-dir " + dir;
+  const std::vector<BadInput> cases = {
+      {"world not a multiple of tp x sp", "mpirun -n 3 " + tls_dist_binary() + base + " --tp 2", "--tp 2"},
+      {"heads not divisible by tp", "mpirun -n 3 " + tls_dist_binary() + base + " --tp 3", "--tp 3"},
+      {"slice shorter than the window", "mpirun -n 4 " + tls_dist_binary() + base + " --sp 4 --window-len 64", "--window-len"},
+      {"sp with mem-len != tokens-per-sample", "mpirun -n 2 " + tls_dist_binary() + base + " --sp 2 --mem-len 256", "--mem-len"},
+      {"batch not divisible by dp", "mpirun -n 3 " + tls_dist_binary() + base, "--batch-size"},
+  };
+  for (const BadInput& c : cases) {
+    ProcessResult r = run_command(c.command, 60);
+    EXPECT_NE(r.exit_code, 0) << c.name << ": " << r.output;
+    EXPECT_NE(r.exit_code, 124) << c.name << " hung";
+    EXPECT_NE(r.output.find(c.expected), std::string::npos) << c.name << ": " << r.output;
+    // One line from tls_dist, however many ranks found the problem (mpirun adds its own banner).
+    EXPECT_EQ(count_lines_starting(r.output, "tls_dist: error"), 1) << c.name << ": " << r.output;
+  }
+}
+
+}  // namespace
+}  // namespace tls::testing
