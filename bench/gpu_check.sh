@@ -16,12 +16,13 @@ if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
   cuda_flags+=(-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
 fi
 
+mkdir -p "$build"
 echo "== configure ($build)"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTLS_WITH_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES=90 -DTLS_BUILD_TESTS=ON -DTLS_BUILD_BENCH=ON "${cuda_flags[@]}" >"$build.configure.log" 2>&1 \
-  || { cat "$build.configure.log"; exit 1; }
-if ! grep -q "CUDA backend ON" "$build.configure.log"; then
-  grep "tls_dist:" "$build.configure.log" || true
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DTLS_BUILD_TESTS=ON -DTLS_BUILD_BENCH=ON "${cuda_flags[@]}" >"$build/gpu_check_configure.log" 2>&1 \
+  || { cat "$build/gpu_check_configure.log"; exit 1; }
+if ! grep -q "CUDA backend ON" "$build/gpu_check_configure.log"; then
+  grep "tls_dist:" "$build/gpu_check_configure.log" || true
   echo "gpu_check: the CUDA backend was not enabled (nvcc, cuBLAS, NCCL or cuDNN missing)"
   exit 1
 fi

@@ -122,7 +122,7 @@ void write_contents(Hdf5Writer& w, const CheckpointContents& c, const Topology& 
     }
     const Parameter& p = *c.params[i];
     write_tensor(w, ops, "/model/" + p.name, file_type, parameter_slab(p), p.value,
-                 true);
+                 t.writes_parameter(p.tp_sharded()));
   }
   if (c.has_optimizer()) {
     w.group("/optimizer");
@@ -134,7 +134,7 @@ void write_contents(Hdf5Writer& w, const CheckpointContents& c, const Topology& 
       for (size_t i = 0; i < c.params.size(); ++i) {
         const Parameter& p = *c.params[i];
         write_tensor(w, ops, group + "/" + p.name, file_type, parameter_slab(p), moments[i],
-                     true);
+                     t.writes_parameter(p.tp_sharded()));
       }
     }
   }

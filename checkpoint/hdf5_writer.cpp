@@ -19,18 +19,20 @@ hid_t hdf5_type(DType t, bool in_file) {
   return H5T_NATIVE_DOUBLE;
 }
 
-// Chunk dimensions of about `bytes`: leading dimensions shrink first, so a chunk is a run of
-// whole trailing rows where possible.
-std::vector<hsize_t> chunk_dims(const std::vector<int64_t>& shape, size_t element, size_t bytes) {
-  std::vector<hsize_t> chunk(shape.size());
+// Chunk dimensions of at most about `bytes` that divide `block` exactly (so the chunk grid
+// lines up with the blocks of every rank): leading dimensions shrink first, so a chunk is a run
+// of whole trailing rows where possible.
+std::vector<hsize_t> chunk_dims(const std::vector<int64_t>& block, size_t element, size_t bytes) {
+  std::vector<hsize_t> chunk(block.size());
   int64_t budget = std::max<int64_t>(1, static_cast<int64_t>(bytes / element));
-  for (size_t i = 0; i < shape.size(); ++i) {
+  for (size_t i = 0; i < block.size(); ++i) {
     int64_t rest = 1;
-    for (size_t j = i + 1; j < shape.size(); ++j) rest *= std::max<int64_t>(1, shape[j]);
-    const int64_t n = std::clamp<int64_t>(budget / rest, 1, std::max<int64_t>(1, shape[i]));
+    for (size_t j = i + 1; j < block.size(); ++j) rest *= std::max<int64_t>(1, block[j]);
+    const int64_t dim = std::max<int64_t>(1, block[i]);
+    int64_t n = std::clamp<int64_t>(budget / rest, 1, dim);
+    while (dim % n != 0) --n;  // the largest divisor of dim that fits
     chunk[i] = static_cast<hsize_t>(n);
-    if (n < shape[i]) budget = rest;  // later dimensions may still be cut to fit
-    else budget /= n;
+    budget = n < dim ? rest : budget / n;  // a cut dimension leaves one row's budget
   }
   return chunk;
 }
@@ -110,7 +112,9 @@ void Hdf5Writer::write(const std::string& path, DType file_type, const std::vect
   int64_t total = 1;
   for (int64_t d : shape) total *= d;
   if (rank > 0 && total > 0) {
-    std::vector<hsize_t> chunk = chunk_dims(shape, dtype_size(file_type), chunk_bytes_);
+    // Chunks are cut inside one rank's block (every rank passes a block of the same shape), so
+    // no filtered chunk is shared between ranks and none has to be gathered before writing.
+    std::vector<hsize_t> chunk = chunk_dims(count, dtype_size(file_type), chunk_bytes_);
     check(H5Pset_chunk(dcpl.get(), rank, chunk.data()), what + " (chunking)");
     check(H5Pset_fletcher32(dcpl.get()), what + " (checksum)");
     check(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), what + " (fill)");

@@ -4,7 +4,8 @@
 // method in the same order with the same names, shapes and attribute values, and a rank with
 // nothing to write passes no data (it still takes part). Without one it is plain serial HDF5.
 //
-// Every dataset is chunked (about 1 MiB per chunk) and carries HDF5's Fletcher32 checksum, so a
+// Every dataset is chunked (about 1 MiB per chunk, cut inside one rank's block, so every rank
+// must pass a block `count` of the same shape) and carries HDF5's Fletcher32 checksum, so a
 // damaged chunk is refused when read. Parallel HDF5 1.10 writes filtered datasets only with
 // collective transfers, which is what this uses.
 #pragma once
