@@ -8,6 +8,7 @@
 #include <cstdlib>
 
 #include "checkpoint/durable_files.h"
+#include "parallel/fault_injection.h"
 #include "checkpoint/golden.h"
 #include "checkpoint/hdf5_writer.h"
 #include "checkpoint/rank_agreement.h"
@@ -20,14 +21,6 @@ namespace {
 MPI_Comm world_handle(const Topology& t) {
   auto* mpi = dynamic_cast<MpiComm*>(t.world.get());
   return mpi != nullptr ? mpi->handle() : MPI_COMM_NULL;
-}
-
-// The world rank told to abort by TLS_FAULT_INJECT, or -1.
-int fault_abort_rank() {
-  const char* value = std::getenv(kFaultInjectEnv);
-  const std::string prefix = kSaveAbortRank;
-  if (value == nullptr || std::string(value).rfind(prefix, 0) != 0) return -1;
-  return std::atoi(value + prefix.size());
 }
 
 // A name shared by every rank: rank 0's process id.
@@ -111,12 +104,12 @@ void write_attributes(Hdf5Writer& w, const CheckpointContents& c, const Topology
 
 void write_contents(Hdf5Writer& w, const CheckpointContents& c, const Topology& t, Ops& ops) {
   const DType file_type = c.dtype == DType::f64 ? DType::f64 : DType::f32;
-  const int abort_rank = fault_abort_rank();
+  const int abort_rank = fault_rank("save");
   write_attributes(w, c, t);
   w.group("/model");
   for (size_t i = 0; i < c.params.size(); ++i) {
     if (i == c.params.size() / 2 && abort_rank == t.world_rank) {
-      std::fprintf(stderr, "%s: rank %d aborts halfway through the save\n", kFaultInjectEnv,
+      std::fprintf(stderr, "%s: rank %d aborts halfway through the save\n", kFaultInjectVariable,
                    t.world_rank);
       std::abort();
     }

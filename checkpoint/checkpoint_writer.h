@@ -22,8 +22,5 @@ namespace tls {
 void save_checkpoint(const std::string& path, const CheckpointContents& contents,
                      const Topology& t, Ops& ops);
 
-// The environment variable and value prefix of the fault-injection switch.
-inline constexpr const char* kFaultInjectEnv = "TLS_FAULT_INJECT";
-inline constexpr const char* kSaveAbortRank = "save_abort_rank";
 
 }  // namespace tls

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Plot training loss and validation BPC against the update from <save-dir>/metrics.jsonl.
 
 usage: launch/plot_metrics.py RUN_DIR/metrics.jsonl OUT.png   (Debian: python3-matplotlib)

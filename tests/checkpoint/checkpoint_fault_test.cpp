@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "parallel/fault_injection.h"
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/checkpoint_reader.h"
 #include "checkpoint/checkpoint_test_util.h"
@@ -23,7 +24,7 @@ namespace fs = std::filesystem;
 int run_helper(const std::string& dir, int64_t step, const std::string& fault, double& seconds) {
   const std::string command =
       "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 " +
-      std::string(fault.empty() ? "" : std::string(kFaultInjectEnv) + "=" + fault + " ") +
+      std::string(fault.empty() ? "" : std::string(kFaultInjectVariable) + "=" + fault + " ") +
       "timeout 60 " + TLS_MPIEXEC + " -n 2 --oversubscribe --bind-to none " +
       TLS_TEST_HELPER_DIR + "/checkpoint_fault_helper " + dir + " " + std::to_string(step) +
       " > " + dir + "/helper_" + std::to_string(step) + ".log 2>&1";
@@ -70,7 +71,7 @@ TEST(FaultInjection, AKilledSaveLeavesThePreviousCheckpointLoadable) {
     const int64_t step = 2 + rank;  // 2, then 3
     SCOPED_TRACE("rank " + std::to_string(rank) + " dies saving step " + std::to_string(step));
     const std::string before = testing::file_bytes(dir.file("checkpoint_1.h5"));
-    const int status = run_helper(dir.path(), step, kSaveAbortRank + std::to_string(rank), seconds);
+    const int status = run_helper(dir.path(), step, std::string("save_abort_rank") + std::to_string(rank), seconds);
     const std::string log = testing::file_bytes(dir.file("helper_" + std::to_string(step) + ".log"));
     EXPECT_NE(status, 0) << log;
     EXPECT_LT(seconds, 30.0) << log;
