@@ -3,6 +3,7 @@
 // and the peak resident memory. Usage:
 //   train_step_bench [--layers L] [--d-model D] [--heads H] [--d-inner F] [--chunk C] [--rank R]
 //                    [--window W] [--tokens T] [--mem M] [--batch B] [--steps N] [--fp64]
+//                    [--activation-checkpointing]
 #include <cblas.h>
 #include <sys/resource.h>
 
@@ -59,6 +60,7 @@ int main(int argc, char** argv) {
   cfg.mem_len = 2048;
   int64_t batch = 1, steps = 3;
   DType dtype = DType::f32;
+  bool checkpointing = false;
   for (int i = 1; i < argc; ++i) {
     auto next = [&]() -> int64_t {
       if (i + 1 >= argc) {
@@ -80,6 +82,7 @@ int main(int argc, char** argv) {
     else if (a == "--batch") batch = next();
     else if (a == "--steps") steps = next();
     else if (a == "--fp64") dtype = DType::f64;
+    else if (a == "--activation-checkpointing") checkpointing = true;
     else {
       std::fprintf(stderr, "train_step_bench: unknown option %s\n", argv[i]);
       return 2;
@@ -99,6 +102,7 @@ int main(int argc, char** argv) {
     ops->from_host(tokens, tok);
     PassContext ctx;
     ctx.training = true;
+    ctx.activation_checkpointing = checkpointing;
     auto one_step = [&](int64_t u) {
       model.zero_grad();
       ModelSaved saved;
@@ -116,7 +120,8 @@ int main(int argc, char** argv) {
     const double flops = 3 * bench::forward_flops(cfg, batch);
     const double gemm = sgemm_rate(2048, 3);
     const char* threads = std::getenv("OMP_NUM_THREADS");
-    std::printf("# train_step_bench: %s, %s\n", describe(cfg).c_str(), dtype_name(dtype));
+    std::printf("# train_step_bench: %s, %s%s\n", describe(cfg).c_str(), dtype_name(dtype),
+                checkpointing ? ", activation checkpointing" : "");
     std::printf("# model FLOPs: %s\n", bench::flops_formula());
     std::printf("| threads | B | step (s) | tokens/s | model GFLOP/s | sgemm 2048^3 GFLOP/s | ratio | peak RSS (GiB) | loss |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|\n");

@@ -121,6 +121,13 @@ double TransformerLSModel::forward(const Tensor& tokens, const Tensor& targets, 
     ops_.copy_rows(next, M - from_block, h, T - from_block, from_block);
     Tensor out;
     layers[l].forward(ops_, h, cache, sv.pos, out, sv.layers[l], ctx);
+    if (ctx.activation_checkpointing) {
+      // Keep only what recomputing the layer needs: its input and the cache it attended to.
+      TransformerLayerSaved inputs;
+      inputs.x = sv.layers[l].x;
+      inputs.cache = sv.layers[l].cache;
+      sv.layers[l] = std::move(inputs);
+    }
     cache = next;
     h = out;
   }
@@ -154,7 +161,16 @@ void TransformerLSModel::backward(const ModelSaved& sv, double loss_scale,
     ops_.dropout_apply(dh, ctx.emb_dropout, ctx.key(kFinalDropoutId, T));
   for (size_t l = layers.size(); l-- > 0;) {
     Tensor dx = ops_.zeros({B, T, d}, dtype_);
-    layers[l].backward(ops_, dh, sv.pos, sv.layers[l], dx, ctx);
+    if (ctx.activation_checkpointing) {
+      // Recompute the layer's activations (same dropout keys, so the same function), use them
+      // for its backward, and free them before the next layer's.
+      TransformerLayerSaved recomputed;
+      Tensor out;
+      layers[l].forward(ops_, sv.layers[l].x, sv.layers[l].cache, sv.pos, out, recomputed, ctx);
+      layers[l].backward(ops_, dh, sv.pos, recomputed, dx, ctx);
+    } else {
+      layers[l].backward(ops_, dh, sv.pos, sv.layers[l], dx, ctx);
+    }
     dh = dx;
   }
   if (ctx.training && ctx.emb_dropout > 0)

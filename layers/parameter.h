@@ -48,6 +48,8 @@ std::vector<double> shard_of(const Parameter& p, const std::vector<double>& full
 // Context of one forward/backward pass: whether dropout is active and which key draws it.
 struct PassContext {
   bool training = false;
+  // Keep only each layer's input in the forward and recompute its activations in the backward.
+  bool activation_checkpointing = false;
   uint64_t seed = 0;
   uint64_t step = 0;
   double dropout = 0.0;

@@ -32,7 +32,7 @@ po::options_description parallel_options(RunOptions& o) {
   po::options_description d("Parallel layout (world = dp x sp x tp; dp is what remains)");
   d.add_options()("tp", po::value<int>(&o.tp)->default_value(1), "tensor-parallel ranks (heads split)")(
       "sp", po::value<int>(&o.sp)->default_value(1), "sequence-parallel ranks (block cut in slices)")(
-      "activation-checkpointing", po::bool_switch(&o.activation_checkpointing),
+      "activation-checkpointing", po::bool_switch(&o.training.activation_checkpointing),
       "recompute activations in the backward to save memory");
   return d;
 }

@@ -39,7 +39,6 @@ struct RunOptions {
   int tp = 1, sp = 1;
   std::string device = "cpu";
   std::string precision = "fp32";
-  bool activation_checkpointing = false;
 
   // eval / generate / inspect.
   std::string checkpoint;

@@ -44,6 +44,7 @@ StepMetrics Trainer::train_step() {
   ctx.step = static_cast<uint64_t>(update_ + 1);
   ctx.dropout = cfg.dropout;
   ctx.emb_dropout = cfg.emb_dropout;
+  ctx.activation_checkpointing = settings_.activation_checkpointing;
 
   model_.zero_grad();
   ModelSaved saved;

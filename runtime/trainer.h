@@ -17,6 +17,7 @@ namespace tls {
 struct TrainSettings {
   int64_t batch_size = 1;  // B_global: rows of the corpus (split over the dp groups)
   uint64_t seed = 1;
+  bool activation_checkpointing = false;
   OptimizerSettings optimizer;
 };
 
