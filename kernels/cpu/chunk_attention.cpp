@@ -8,12 +8,14 @@
 //   s[t, j] = q_t . (khat[j] + pos[id(t, j)])
 // As in window_attention.cpp, the forward returns this part's own normalised output and lse,
 // the backward takes the merged lse and delta, recomputes the scores and accumulates. Memory is
-// one row of scores per thread; threads split the heads so gradient writes never race.
+// one query chunk's scores per thread (c x slots); the backward's threads split the heads so
+// gradient writes never race.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/blas_tiles.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "runtime/error.h"
 
@@ -42,49 +44,66 @@ inline int64_t visible_slots(const AttentionShape& s, int64_t t, int64_t n_slots
   return std::clamp<int64_t>(g_q * s.chunk_rank, 0, n_slots);
 }
 
+// Every query of one query chunk sees the same slots j < g_q r with the same relative ids
+// g_q r - 1 - j, so a chunk's c queries share one key matrix K_eff[j] = khat[j] + pos[id(j)]
+// and its scores are one small GEMM; the weighted sum is another.
+template <class T>
+void build_effective_keys(T* keys, const T* khat, const T* pos, int64_t b, int64_t ho, int64_t g_q,
+                          int64_t nv, int64_t n_slots, int64_t n_pos, int64_t dl, int64_t dh,
+                          int64_t r) {
+  for (int64_t j = 0; j < nv; ++j) {
+    const T* k = khat + (b * n_slots + j) * dl + ho;
+    const T* p = pos + std::min(g_q * r - 1 - j, n_pos - 1) * dl + ho;
+    for (int64_t e = 0; e < dh; ++e) keys[j * dh + e] = k[e] + p[e];
+  }
+}
+
 template <class T>
 void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, const T* pos,
                    int64_t n_slots, int64_t n_pos, const AttentionShape& s) {
   const int64_t B = s.batch, Tn = s.tokens, H = s.n_head, dh = s.d_head, dl = H * dh;
+  const int64_t c = s.chunk_size, r = s.chunk_rank, n_chunks = Tn / c;
+  cpu::SingleThreadedBlas one_thread;
 #pragma omp parallel
   {
-    std::vector<double> score(static_cast<size_t>(n_slots));
-    std::vector<double> acc(static_cast<size_t>(dh));
-#pragma omp for collapse(2) schedule(static)
+    std::vector<T> keys(static_cast<size_t>(n_slots * dh)), scores(static_cast<size_t>(c * n_slots));
+#pragma omp for collapse(3) schedule(dynamic)
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t ho = h * dh;
-        for (int64_t t = 0; t < Tn; ++t) {
-          const T* qt = q + (b * Tn + t) * dl + ho;
-          T* o = out + (b * Tn + t) * dl + ho;
-          const int64_t nv = visible_slots(s, t, n_slots);
-          const int64_t g_q = s.first_query_chunk + t / s.chunk_size;
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t qc = 0; qc < n_chunks; ++qc) {
+          const int64_t ho = h * dh, t0 = qc * c;
+          const int64_t g_q = s.first_query_chunk + qc;
+          const int64_t nv = visible_slots(s, t0, n_slots);
+          T* o = out + (b * Tn + t0) * dl + ho;
           if (nv == 0) {
-            std::fill(o, o + dh, T(0));
-            lse[(b * H + h) * Tn + t] = -std::numeric_limits<T>::infinity();
+            for (int64_t i = 0; i < c; ++i) {
+              std::fill(o + i * dl, o + i * dl + dh, T(0));
+              lse[(b * H + h) * Tn + t0 + i] = -std::numeric_limits<T>::infinity();
+            }
             continue;
           }
-          double mx = -std::numeric_limits<double>::infinity();
-          for (int64_t j = 0; j < nv; ++j) {
-            const T* k = khat + (b * n_slots + j) * dl + ho;
-            const T* p = pos + std::min(g_q * s.chunk_rank - 1 - j, n_pos - 1) * dl + ho;
-            T sc = 0;
-            for (int64_t e = 0; e < dh; ++e) sc += qt[e] * (k[e] + p[e]);
-            score[j] = sc;
-            mx = std::max(mx, score[j]);
+          build_effective_keys(keys.data(), khat, pos, b, ho, g_q, nv, n_slots, n_pos, dl, dh, r);
+          const T* qt = q + (b * Tn + t0) * dl + ho;
+          cpu::gemm_tile(false, true, static_cast<int>(c), static_cast<int>(nv), static_cast<int>(dh), T(1), qt,
+                         static_cast<int>(dl), keys.data(), static_cast<int>(dh), T(0), scores.data(),
+                         static_cast<int>(nv));
+          for (int64_t i = 0; i < c; ++i) {
+            T* row = scores.data() + i * nv;
+            const double mx = *std::max_element(row, row + nv);
+            double total = 0;
+            for (int64_t j = 0; j < nv; ++j) {
+              const double p = std::exp(static_cast<double>(row[j]) - mx);
+              row[j] = static_cast<T>(p);
+              total += p;
+            }
+            const T inv = static_cast<T>(1.0 / total);
+            for (int64_t j = 0; j < nv; ++j) row[j] *= inv;
+            lse[(b * H + h) * Tn + t0 + i] = static_cast<T>(mx + std::log(total));
           }
-          double total = 0;
-          std::fill(acc.begin(), acc.end(), 0.0);
-          for (int64_t j = 0; j < nv; ++j) {
-            const double p = std::exp(score[j] - mx);
-            total += p;
-            const T* v = vhat + (b * n_slots + j) * dl + ho;
-            for (int64_t e = 0; e < dh; ++e) acc[e] += p * v[e];
-          }
-          for (int64_t e = 0; e < dh; ++e) o[e] = static_cast<T>(acc[e] / total);
-          lse[(b * H + h) * Tn + t] = static_cast<T>(mx + std::log(total));
+          cpu::gemm_tile(false, false, static_cast<int>(c), static_cast<int>(dh), static_cast<int>(nv), T(1),
+                         scores.data(), static_cast<int>(nv), vhat + b * n_slots * dl + ho,
+                         static_cast<int>(dl), T(0), o, static_cast<int>(dl));
         }
-      }
   }
 }
 
@@ -93,40 +112,58 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
                     const T* delta, const T* q, const T* khat, const T* vhat, const T* pos,
                     int64_t n_slots, int64_t n_pos, const AttentionShape& s) {
   const int64_t B = s.batch, Tn = s.tokens, H = s.n_head, dh = s.d_head, dl = H * dh;
-#pragma omp parallel for schedule(static)
-  for (int64_t h = 0; h < H; ++h) {
-    const int64_t ho = h * dh;
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = 0; t < Tn; ++t) {
-        const int64_t nv = visible_slots(s, t, n_slots);
-        if (nv == 0) continue;
-        const int64_t g_q = s.first_query_chunk + t / s.chunk_size;
-        const T* qt = q + (b * Tn + t) * dl + ho;
-        const T* go = dout + (b * Tn + t) * dl + ho;
-        T* gq = dq ? dq + (b * Tn + t) * dl + ho : nullptr;
-        const double l = lse[(b * H + h) * Tn + t];
-        const double dlt = delta[(b * H + h) * Tn + t];
-        for (int64_t j = 0; j < nv; ++j) {
-          const int64_t id = std::min(g_q * s.chunk_rank - 1 - j, n_pos - 1);
-          const int64_t slot = (b * n_slots + j) * dl + ho;
-          const T* k = khat + slot;
-          const T* v = vhat + slot;
-          const T* p = pos + id * dl + ho;
-          T sc = 0, dp = 0;
-          for (int64_t e = 0; e < dh; ++e) {
-            sc += qt[e] * (k[e] + p[e]);
-            dp += go[e] * v[e];
+  const int64_t c = s.chunk_size, r = s.chunk_rank, n_chunks = Tn / c;
+  cpu::SingleThreadedBlas one_thread;
+  // Threads own heads: every slot's and position's gradient of head h has one writer.
+#pragma omp parallel
+  {
+    std::vector<T> keys(static_cast<size_t>(n_slots * dh)), dkeys(static_cast<size_t>(n_slots * dh));
+    std::vector<T> probs(static_cast<size_t>(c * n_slots)), dprobs(static_cast<size_t>(c * n_slots));
+    std::vector<T> dq_tile(static_cast<size_t>(c * dh));
+#pragma omp for schedule(dynamic)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t qc = 0; qc < n_chunks; ++qc) {
+          const int64_t ho = h * dh, t0 = qc * c;
+          const int64_t g_q = s.first_query_chunk + qc;
+          const int64_t nv = visible_slots(s, t0, n_slots);
+          if (nv == 0) continue;
+          const int ic = static_cast<int>(c), inv_ = static_cast<int>(nv), idh = static_cast<int>(dh),
+                    idl = static_cast<int>(dl);
+          build_effective_keys(keys.data(), khat, pos, b, ho, g_q, nv, n_slots, n_pos, dl, dh, r);
+          const T* qt = q + (b * Tn + t0) * dl + ho;
+          const T* go = dout + (b * Tn + t0) * dl + ho;
+          const T* vb = vhat + b * n_slots * dl + ho;
+          cpu::gemm_tile(false, true, ic, inv_, idh, T(1), qt, idl, keys.data(), idh, T(0), probs.data(), inv_);
+          cpu::gemm_tile(false, true, ic, inv_, idh, T(1), go, idl, vb, idl, T(0), dprobs.data(), inv_);
+          for (int64_t i = 0; i < c; ++i) {
+            const double l = lse[(b * H + h) * Tn + t0 + i], dlt = delta[(b * H + h) * Tn + t0 + i];
+            T* p = probs.data() + i * nv;
+            T* dp = dprobs.data() + i * nv;
+            for (int64_t j = 0; j < nv; ++j) {
+              const double prob = std::exp(static_cast<double>(p[j]) - l);
+              p[j] = static_cast<T>(prob);
+              dp[j] = static_cast<T>(prob * (static_cast<double>(dp[j]) - dlt));  // ds
+            }
           }
-          const T prob = static_cast<T>(std::exp(static_cast<double>(sc) - l));
-          const T ds = static_cast<T>(prob * (static_cast<double>(dp) - dlt));
-          for (int64_t e = 0; e < dh; ++e) {
-            if (gq) gq[e] += ds * (k[e] + p[e]);
-            if (dkhat) dkhat[slot + e] += ds * qt[e];
-            if (dpos) dpos[id * dl + ho + e] += ds * qt[e];
-            if (dvhat) dvhat[slot + e] += prob * go[e];
+          if (dq) cpu::gemm_tile(false, false, ic, idh, inv_, T(1), dprobs.data(), inv_, keys.data(), idh, T(1),
+                                 dq + (b * Tn + t0) * dl + ho, idl);
+          if (dvhat) cpu::gemm_tile(true, false, inv_, idh, ic, T(1), probs.data(), inv_, go, idl, T(1),
+                                    dvhat + b * n_slots * dl + ho, idl);
+          if (!dkhat && !dpos) continue;
+          cpu::gemm_tile(true, false, inv_, idh, ic, T(1), dprobs.data(), inv_, qt, idl, T(0), dkeys.data(), idh);
+          for (int64_t j = 0; j < nv; ++j) {
+            const T* g = dkeys.data() + j * dh;
+            if (dkhat) {
+              T* dk = dkhat + (b * n_slots + j) * dl + ho;
+              for (int64_t e = 0; e < dh; ++e) dk[e] += g[e];
+            }
+            if (dpos) {
+              T* dp = dpos + std::min(g_q * r - 1 - j, n_pos - 1) * dl + ho;
+              for (int64_t e = 0; e < dh; ++e) dp[e] += g[e];
+            }
           }
         }
-      }
   }
 }
 

@@ -6,13 +6,14 @@
 // compressed part is formed by attention_merge. The backward takes the merged lse and
 // delta = rowsum(dout * out), so p = exp(s - lse) is the joint probability and
 //   ds = p * (dout . V - delta).
-// No T x T matrix exists: each query's w scores live in a small per-thread buffer, and the
-// backward recomputes them. Threads split the heads, so every gradient write is race-free.
+// No T x T matrix exists: a tile of queries keeps its L x (L + w - 1) band of scores in a
+// per-thread buffer, and the backward recomputes them.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/blas_tiles.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "runtime/error.h"
 
@@ -35,43 +36,98 @@ void check_window_shapes(const Tensor& q, const Tensor& keys, const Tensor& valu
   expect(rel, {s.window, dl}, "rel");
 }
 
+// Queries are processed in tiles of L rows: the tile's keys are the band of L + w - 1 rows
+// before and at its queries, so the content scores of a tile are one GEMM against the band
+// (the entries outside each query's w keys are ignored) and the positional scores one GEMM
+// against R. L ~ w/2 keeps the band's wasted work small and the GEMMs large enough.
+struct WindowTiling {
+  int64_t tile;  // L
+  explicit WindowTiling(int64_t w, int64_t tokens) : tile(std::clamp<int64_t>(w / 2, 16, 128)) {
+    tile = std::min(tile, tokens);
+  }
+};
+
+template <class T>
+struct WindowTile {
+  int64_t t0, len, band;  // first query, queries in the tile, band rows (first band row t0 + 1)
+  std::vector<T> qw, qr, content, positional, probs, band_probs;
+  WindowTile(int64_t max_len, int64_t w, int64_t dh)
+      : qw(static_cast<size_t>(max_len * dh)), qr(qw.size()),
+        content(static_cast<size_t>(max_len * (max_len + w - 1))), positional(static_cast<size_t>(max_len * w)),
+        probs(positional.size()), band_probs(content.size()) {}
+};
+
+// Scores s[i][delta] of a tile into tile.probs (unnormalised logits), using q + biases.
+template <class T>
+void window_tile_scores(WindowTile<T>& tile, const T* q, const T* keys, const T* rel, const T* rw,
+                        const T* rr, int64_t b, int64_t ho, const AttentionShape& s) {
+  const int64_t Tn = s.tokens, dh = s.d_head, w = s.window, dl = s.n_head * dh;
+  const int64_t L = tile.len, nb = L + w - 1;
+  tile.band = nb;
+  for (int64_t i = 0; i < L; ++i) {
+    const T* qt = q + (b * Tn + tile.t0 + i) * dl + ho;
+    for (int64_t e = 0; e < dh; ++e) {
+      tile.qw[i * dh + e] = qt[e] + rw[ho + e];
+      tile.qr[i * dh + e] = qt[e] + rr[ho + e];
+    }
+  }
+  const T* band = keys + (b * (w + Tn) + tile.t0 + 1) * dl + ho;
+  const int iL = static_cast<int>(L), inb = static_cast<int>(nb), idh = static_cast<int>(dh),
+            idl = static_cast<int>(dl), iw = static_cast<int>(w);
+  cpu::gemm_tile(false, true, iL, inb, idh, T(1), tile.qw.data(), idh, band, idl, T(0), tile.content.data(), inb);
+  cpu::gemm_tile(false, true, iL, iw, idh, T(1), tile.qr.data(), idh, rel + ho, idl, T(0), tile.positional.data(), iw);
+  for (int64_t i = 0; i < L; ++i)
+    for (int64_t d = 0; d < w; ++d)
+      tile.probs[i * w + d] = tile.content[i * nb + i + w - 1 - d] + tile.positional[i * w + d];
+}
+
+// Spreads per-query values v[i][delta] onto the band layout (zero outside each query's keys).
+template <class T>
+void to_band(std::vector<T>& band, const std::vector<T>& v, int64_t L, int64_t w) {
+  const int64_t nb = L + w - 1;
+  std::fill(band.begin(), band.begin() + L * nb, T(0));
+  for (int64_t i = 0; i < L; ++i)
+    for (int64_t d = 0; d < w; ++d) band[i * nb + i + w - 1 - d] = v[i * w + d];
+}
+
 template <class T>
 void window_forward(T* out, T* lse, const T* q, const T* keys, const T* values, const T* rel,
                     const T* rw, const T* rr, const AttentionShape& s) {
   const int64_t B = s.batch, Tn = s.tokens, H = s.n_head, dh = s.d_head, w = s.window;
   const int64_t dl = H * dh;
+  const WindowTiling tiling(w, Tn);
+  const int64_t n_tiles = (Tn + tiling.tile - 1) / tiling.tile;
+  cpu::SingleThreadedBlas one_thread;
 #pragma omp parallel
   {
-    std::vector<double> score(static_cast<size_t>(w));
-    std::vector<double> acc(static_cast<size_t>(dh));
-#pragma omp for collapse(2) schedule(static)
+    WindowTile<T> tile(tiling.tile, w, dh);
+#pragma omp for collapse(3) schedule(dynamic)
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t ho = h * dh;
-        for (int64_t t = 0; t < Tn; ++t) {
-          const T* qt = q + (b * Tn + t) * dl + ho;
-          double mx = -std::numeric_limits<double>::infinity();
-          for (int64_t d = 0; d < w; ++d) {
-            const T* k = keys + (b * (w + Tn) + t + w - d) * dl + ho;
-            const T* r = rel + d * dl + ho;
-            T sc = 0;
-            for (int64_t e = 0; e < dh; ++e) sc += (qt[e] + rw[ho + e]) * k[e] + (qt[e] + rr[ho + e]) * r[e];
-            score[d] = sc;
-            mx = std::max(mx, score[d]);
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t k = 0; k < n_tiles; ++k) {
+          const int64_t ho = h * dh;
+          tile.t0 = k * tiling.tile;
+          tile.len = std::min(tiling.tile, Tn - tile.t0);
+          window_tile_scores(tile, q, keys, rel, rw, rr, b, ho, s);
+          for (int64_t i = 0; i < tile.len; ++i) {
+            T* row = tile.probs.data() + i * w;
+            const double mx = *std::max_element(row, row + w);
+            double total = 0;
+            for (int64_t d = 0; d < w; ++d) {
+              const double p = std::exp(static_cast<double>(row[d]) - mx);
+              row[d] = static_cast<T>(p);
+              total += p;
+            }
+            const T inv = static_cast<T>(1.0 / total);
+            for (int64_t d = 0; d < w; ++d) row[d] *= inv;
+            lse[(b * H + h) * Tn + tile.t0 + i] = static_cast<T>(mx + std::log(total));
           }
-          double total = 0;
-          std::fill(acc.begin(), acc.end(), 0.0);
-          for (int64_t d = 0; d < w; ++d) {
-            double p = std::exp(score[d] - mx);
-            total += p;
-            const T* v = values + (b * (w + Tn) + t + w - d) * dl + ho;
-            for (int64_t e = 0; e < dh; ++e) acc[e] += p * v[e];
-          }
-          T* o = out + (b * Tn + t) * dl + ho;
-          for (int64_t e = 0; e < dh; ++e) o[e] = static_cast<T>(acc[e] / total);
-          lse[(b * H + h) * Tn + t] = static_cast<T>(mx + std::log(total));
+          to_band(tile.band_probs, tile.probs, tile.len, w);
+          const T* vband = values + (b * (w + Tn) + tile.t0 + 1) * dl + ho;
+          cpu::gemm_tile(false, false, static_cast<int>(tile.len), static_cast<int>(dh), static_cast<int>(tile.band),
+                         T(1), tile.band_probs.data(), static_cast<int>(tile.band), vband, static_cast<int>(dl), T(0),
+                         out + (b * Tn + tile.t0) * dl + ho, static_cast<int>(dl));
         }
-      }
   }
 }
 
@@ -81,39 +137,70 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
                      const T* rel, const T* rw, const T* rr, const AttentionShape& s) {
   const int64_t B = s.batch, Tn = s.tokens, H = s.n_head, dh = s.d_head, w = s.window;
   const int64_t dl = H * dh;
-  // Threads own heads: dkeys/dvalues/drel/biases of head h are written by one thread only.
-#pragma omp parallel for schedule(static)
-  for (int64_t h = 0; h < H; ++h) {
-    const int64_t ho = h * dh;
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = 0; t < Tn; ++t) {
-        const T* qt = q + (b * Tn + t) * dl + ho;
-        const T* go = dout + (b * Tn + t) * dl + ho;
-        T* gq = dq ? dq + (b * Tn + t) * dl + ho : nullptr;
-        const double l = lse[(b * H + h) * Tn + t];
-        const double dlt = delta[(b * H + h) * Tn + t];
-        for (int64_t d = 0; d < w; ++d) {
-          const int64_t row = b * (w + Tn) + t + w - d;
-          const T* k = keys + row * dl + ho;
-          const T* v = values + row * dl + ho;
-          const T* r = rel + d * dl + ho;
-          T sc = 0, dp = 0;
-          for (int64_t e = 0; e < dh; ++e) {
-            sc += (qt[e] + rw[ho + e]) * k[e] + (qt[e] + rr[ho + e]) * r[e];
-            dp += go[e] * v[e];
+  const WindowTiling tiling(w, Tn);
+  const int64_t n_tiles = (Tn + tiling.tile - 1) / tiling.tile;
+  cpu::SingleThreadedBlas one_thread;
+  // Threads own heads: the band rows of neighbouring tiles overlap, and rel / the biases are
+  // shared by every query of a head, so one thread writes all of a head's gradients.
+#pragma omp parallel
+  {
+    WindowTile<T> tile(tiling.tile, w, dh);
+    std::vector<T> dband(tile.content.size()), dscores(tile.positional.size()), dpos_band(tile.content.size());
+    std::vector<T> dq_part(static_cast<size_t>(tiling.tile * dh));
+#pragma omp for schedule(dynamic)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t k = 0; k < n_tiles; ++k) {
+          const int64_t ho = h * dh;
+          tile.t0 = k * tiling.tile;
+          tile.len = std::min(tiling.tile, Tn - tile.t0);
+          const int64_t L = tile.len;
+          window_tile_scores(tile, q, keys, rel, rw, rr, b, ho, s);
+          const int64_t nb = tile.band;
+          const int iL = static_cast<int>(L), inb = static_cast<int>(nb), idh = static_cast<int>(dh),
+                    idl = static_cast<int>(dl), iw = static_cast<int>(w);
+          const int64_t band_row = b * (w + Tn) + tile.t0 + 1;
+          const T* kband = keys + band_row * dl + ho;
+          const T* vband = values + band_row * dl + ho;
+          const T* go = dout + (b * Tn + tile.t0) * dl + ho;
+          // dp over the band: dout . V for every band row, then picked per (i, delta).
+          cpu::gemm_tile(false, true, iL, inb, idh, T(1), go, idl, vband, idl, T(0), dpos_band.data(), inb);
+          for (int64_t i = 0; i < L; ++i) {
+            const double l = lse[(b * H + h) * Tn + tile.t0 + i], dlt = delta[(b * H + h) * Tn + tile.t0 + i];
+            for (int64_t d = 0; d < w; ++d) {
+              const double p = std::exp(static_cast<double>(tile.probs[i * w + d]) - l);
+              const double dp = dpos_band[i * nb + i + w - 1 - d];
+              tile.probs[i * w + d] = static_cast<T>(p);
+              dscores[i * w + d] = static_cast<T>(p * (dp - dlt));
+            }
           }
-          const T p = static_cast<T>(std::exp(static_cast<double>(sc) - l));
-          const T ds = static_cast<T>(p * (static_cast<double>(dp) - dlt));
-          for (int64_t e = 0; e < dh; ++e) {
-            if (gq) gq[e] += ds * (k[e] + r[e]);
-            if (dkeys) dkeys[row * dl + ho + e] += ds * (qt[e] + rw[ho + e]);
-            if (dvalues) dvalues[row * dl + ho + e] += p * go[e];
-            if (drel) drel[d * dl + ho + e] += ds * (qt[e] + rr[ho + e]);
-            if (drw) drw[ho + e] += ds * k[e];
-            if (drr) drr[ho + e] += ds * r[e];
+          to_band(tile.band_probs, tile.probs, L, w);
+          to_band(dband, dscores, L, w);
+          if (dvalues)
+            cpu::gemm_tile(true, false, inb, idh, iL, T(1), tile.band_probs.data(), inb, go, idl, T(1),
+                           dvalues + band_row * dl + ho, idl);
+          if (dkeys)
+            cpu::gemm_tile(true, false, inb, idh, iL, T(1), dband.data(), inb, tile.qw.data(), idh, T(1),
+                           dkeys + band_row * dl + ho, idl);
+          if (drel)
+            cpu::gemm_tile(true, false, iw, idh, iL, T(1), dscores.data(), iw, tile.qr.data(), idh, T(1),
+                           drel + ho, idl);
+          // dq (and the biases, which enter like q): content part against the band, positional
+          // part against R.
+          for (int pass = 0; pass < 2; ++pass) {
+            if (pass == 0)
+              cpu::gemm_tile(false, false, iL, idh, inb, T(1), dband.data(), inb, kband, idl, T(0), dq_part.data(), idh);
+            else
+              cpu::gemm_tile(false, false, iL, idh, iw, T(1), dscores.data(), iw, rel + ho, idl, T(0), dq_part.data(), idh);
+            T* dbias = pass == 0 ? drw : drr;
+            for (int64_t i = 0; i < L; ++i)
+              for (int64_t e = 0; e < dh; ++e) {
+                const T g = dq_part[i * dh + e];
+                if (dq) dq[(b * Tn + tile.t0 + i) * dl + ho + e] += g;
+                if (dbias) dbias[ho + e] += g;
+              }
           }
         }
-      }
   }
 }
 

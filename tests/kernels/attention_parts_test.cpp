@@ -139,6 +139,8 @@ std::vector<Case> cases() {
       {"rank2_clamped_pos", shape(12, 6, 3, 2, 3), 14, 4},
       {"query_chunk_zero_sees_only_window", shape(8, 4, 4, 1, 0), 2, 2},
       {"single_chunk", shape(4, 4, 4, 3, 1), 6, 6},
+      {"partial_window_tile", shape(40, 8, 4, 1, 2), 12, 12},
+      {"long_window_several_tiles", shape(96, 64, 8, 2, 0), 24, 24},
   };
 }
 
