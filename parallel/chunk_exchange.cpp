@@ -1,5 +1,7 @@
 #include "parallel/chunk_exchange.h"
 
+#include "parallel/traffic.h"
+
 namespace tls {
 namespace {
 
@@ -29,6 +31,7 @@ Tensor gather_chunks(Ops& ops, const Topology& topo, const Tensor& local, int64_
   const int64_t B = local.dim(0), slots = local.dim(1), dl = local.dim(2);
   Tensor buffer = ops.empty({n, B, slots, dl}, local.dtype());
   topo.sp->allgather(buffer, local);
+  traffic().chunks += static_cast<int64_t>(local.bytes()) * (n - 1);
   Tensor global = ops.empty({B, n * slots, dl}, local.dtype());
   reorder(ops, buffer, global, n, cache_slots, slots - cache_slots, true);
   return global;
@@ -44,6 +47,7 @@ Tensor reduce_scatter_chunks(Ops& ops, const Topology& topo, const Tensor& dglob
   reorder(ops, buffer, global, n, cache_slots, block_slots, false);
   Tensor mine = ops.empty({B, local, dl}, dglobal.dtype());
   topo.sp->reduce_scatter_sum(mine, buffer);
+  traffic().chunks += static_cast<int64_t>(mine.bytes()) * (n - 1);
   return mine;
 }
 

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "parallel/traffic.h"
+
 namespace tls {
 
 void reduce_gradients(Ops& ops, const Topology& topo, const std::vector<Parameter*>& params) {
@@ -17,6 +19,7 @@ void reduce_gradients(Ops& ops, const Topology& topo, const std::vector<Paramete
     ops.copy(slot, p->grad);
     at += p->grad.numel();
   }
+  traffic().gradients += ring_allreduce_bytes(static_cast<int64_t>(flat.bytes()), topo.dp_sp->size());
   topo.dp_sp->allreduce_sum(flat);
   at = 0;
   for (Parameter* p : params) {

@@ -1,6 +1,7 @@
 #include "parallel/halo_exchange.h"
 
 #include "parallel/fault_injection.h"
+#include "parallel/traffic.h"
 
 namespace tls {
 namespace {
@@ -13,6 +14,7 @@ void exchange(const Topology& topo, const Tensor& send_keys, const Tensor& send_
   out.push_back(sp.irecv(recv_values, recv_from, 2 * tag + 1));
   out.push_back(sp.isend(send_keys, send_to, 2 * tag));
   out.push_back(sp.isend(send_values, send_to, 2 * tag + 1));
+  traffic().halo += static_cast<int64_t>(send_keys.bytes() + send_values.bytes());
 }
 
 }  // namespace

@@ -8,15 +8,22 @@
 #pragma once
 
 #include "parallel/topology.h"
+#include "parallel/traffic.h"
 
 namespace tls {
 
-inline void copy_to_tp_forward(const Topology&, const Tensor&) {}
-inline void copy_to_tp_backward(const Topology& t, Tensor& grad) { t.tp->allreduce_sum(grad); }
+// The one tp all-reduce behind the mappings below.
+inline void tp_allreduce(const Topology& t, Tensor& x) {
+  traffic().tensor += ring_allreduce_bytes(static_cast<int64_t>(x.bytes()), t.tp->size());
+  t.tp->allreduce_sum(x);
+}
 
-inline void reduce_from_tp_forward(const Topology& t, Tensor& x) { t.tp->allreduce_sum(x); }
+inline void copy_to_tp_forward(const Topology&, const Tensor&) {}
+inline void copy_to_tp_backward(const Topology& t, Tensor& grad) { tp_allreduce(t, grad); }
+
+inline void reduce_from_tp_forward(const Topology& t, Tensor& x) { tp_allreduce(t, x); }
 inline void reduce_from_tp_backward(const Topology&, Tensor&) {}
 
-inline void gather_columns_from_tp(const Topology& t, Tensor& x) { t.tp->allreduce_sum(x); }
+inline void gather_columns_from_tp(const Topology& t, Tensor& x) { tp_allreduce(t, x); }
 
 }  // namespace tls

@@ -1,0 +1,109 @@
+// Sequence and tensor parallel scaling of one training step on a long block (issue 3's table):
+// step time, per-rank peak memory, and the bytes each rank sends per step next to what the
+// design predicts (halo: 2 w d/tp per layer per direction, in K and V; chunks: the block's
+// compressed vectors, T/c r d/tp per layer for K and V, gathered forward and scattered back).
+// Launch with mpirun; the layout comes from --tp/--sp, dp = world / (tp sp).
+//   mpirun -n 4 bench/parallel_bench --sp 4 [--tp 1] [--tokens 16384] [--d-model 256] [--layers 4]
+#include <mpi.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "layers/init.h"
+#include "parallel/gradient_reduction.h"
+#include "parallel/mpi_comm.h"
+#include "parallel/traffic.h"
+#include "runtime/optimizer.h"
+
+using namespace tls;
+
+int main(int argc, char** argv) {
+  mpi_initialize(&argc, &argv);
+  int tp = 1, sp = 1, steps = 1;
+  bool checkpointing = false;
+  ModelConfig cfg;
+  cfg.n_layer = 4;
+  cfg.d_model = 256;
+  cfg.n_head = 4;
+  cfg.d_inner = 1024;
+  cfg.chunk_size = 16;
+  cfg.chunk_rank = 1;
+  cfg.window_len = 256;
+  cfg.tokens_per_sample = 16384;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&] { return i + 1 < argc ? std::atoll(argv[++i]) : 0LL; };
+    if (a == "--tp") tp = static_cast<int>(next());
+    else if (a == "--sp") sp = static_cast<int>(next());
+    else if (a == "--tokens") cfg.tokens_per_sample = next();
+    else if (a == "--d-model") cfg.d_model = next(), cfg.d_inner = 4 * cfg.d_model;
+    else if (a == "--layers") cfg.n_layer = next();
+    else if (a == "--steps") steps = static_cast<int>(next());
+    else if (a == "--activation-checkpointing") checkpointing = true;
+    else {
+      std::fprintf(stderr, "parallel_bench: unknown option %s\n", a.c_str());
+      return 2;
+    }
+  }
+  cfg.mem_len = cfg.tokens_per_sample;
+  try {
+    cfg.validate();
+    cfg.validate_layout(tp, sp);
+    Topology topo = make_mpi_topology(tp, sp);
+    auto ops = make_cpu_ops();
+    TransformerLSModel model(*ops, cfg, DType::f32, topo);
+    initialize_parameters(*ops, model, 1);
+    AdamW adam(*ops, model.parameters(), OptimizerSettings());
+    const int64_t T = model.local_tokens();
+    ModelState state = model.initial_state(1);
+    std::vector<double> tok(static_cast<size_t>(T));
+    for (int64_t i = 0; i < T; ++i) tok[static_cast<size_t>(i)] = static_cast<double>((i * 131 + topo.sp_rank * 7) % 256);
+    Tensor tokens = ops->empty({1, T}, DType::i32);
+    ops->from_host(tokens, tok);
+    PassContext ctx;
+    ctx.training = true;
+    ctx.activation_checkpointing = checkpointing;
+    auto step = [&](int64_t u) {
+      model.zero_grad();
+      ModelSaved saved;
+      model.forward(tokens, tokens, state, saved, ctx);
+      model.backward(saved, 1.0 / static_cast<double>(cfg.tokens_per_sample), ctx);
+      saved = ModelSaved();
+      reduce_gradients(*ops, topo, model.parameters());
+      adam.step(u);
+    };
+    step(1);  // warm-up, and a full cache for the measured steps
+    topo.world->barrier();
+    traffic() = TrafficCounters();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int s = 0; s < steps; ++s) step(2 + s);
+    topo.world->barrier();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    const double rss = static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
+    const double max_rss = topo.world->allreduce_max(rss);
+    const TrafficCounters& t = traffic();
+    // Predictions per rank per step, float32 (DESIGN.md section 3).
+    const double dl = static_cast<double>(cfg.d_model) / tp, L = static_cast<double>(cfg.n_layer);
+    const double halo_pred = sp > 1 ? 2 * 2 * cfg.window_len * dl * 4 * L : 0;  // K and V, forward + backward
+    const double local_slots = static_cast<double>(cfg.mem_len + cfg.tokens_per_sample) / sp / cfg.chunk_size * cfg.chunk_rank;
+    const double chunk_pred = sp > 1 ? 2 * 2 * local_slots * dl * 4 * (sp - 1) * L : 0;  // K, V; gather + scatter
+    if (topo.world_rank == 0) {
+      std::printf("| T | tp | sp | dp | step (s) | peak RSS max rank (GiB) | halo MB sent (pred.) | chunks MB sent (pred.) | tp all-reduce MB | grad MB |\n");
+      std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+      std::printf("| %lld | %d | %d | %d | %.2f | %.3f | %.3f (%.3f) | %.3f (%.3f) | %.2f | %.2f |\n",
+                  static_cast<long long>(cfg.tokens_per_sample), tp, sp, topo.layout.dp, seconds, max_rss,
+                  t.halo / steps / 1e6, halo_pred / 1e6, t.chunks / steps / 1e6, chunk_pred / 1e6,
+                  t.tensor / steps / 1e6, t.gradients / steps / 1e6);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "parallel_bench: %s\n", e.what());
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  return 0;
+}
