@@ -19,7 +19,10 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
 
 PACKAGES=(cmake g++ make libopenmpi-dev openmpi-bin libhdf5-openmpi-dev
-  libboost-program-options-dev libopenblas-dev libgtest-dev hdf5-tools)
+  libboost-program-options-dev libopenblas-dev libgtest-dev hdf5-tools
+  # Slurm for tests/launch/slurm_test.cpp and launch/slurm/train.sbatch. Slurm's mpi/pmix plugin
+  # (slurm-wlm-basic-plugins) dlopens libpmix.so, which only libpmix-dev provides.
+  slurmctld slurmd slurm-client munge libpmix-dev)
 JOBS="${TLS_BUILD_JOBS:-2}"
 
 log() { echo "[setup] $*" >&2; }
@@ -52,6 +55,15 @@ run_tests() {
   bash launch/prepare_corpus.sh data/kernel-docs
   build cpu
   ctest --preset cpu --output-on-failure
+  # The CUDA backend must compile and link for sm_80 and sm_90 wherever nvcc is; its tests skip,
+  # naming the reason, when the machine has no GPU.
+  if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+    export PATH="$PATH:/usr/local/cuda/bin"
+    build cuda
+    ctest --preset cuda --output-on-failure -R '[Cc]uda'
+  else
+    log "nvcc not found: the CUDA backend was not built"
+  fi
 }
 
 demo() {

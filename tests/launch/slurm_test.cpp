@@ -1,0 +1,373 @@
+// launch/slurm/train.sbatch on a real Slurm (issue 5): the test starts a single-node cluster of its
+// own (munged, slurmctld and slurmd from Debian, as root, with every file in a temporary folder
+// and free ports, so a system-wide /etc/slurm or a running Slurm is never touched), submits the
+// script with the tiny config under `srun --mpi=pmix`, checks that the job trains, checkpoints and
+// exits 0, that a second submission with the same --save-dir resumes from that checkpoint, and
+// that SIGUSR1 to the batch shell (what --signal=B:USR1@120 sends before the time limit) makes
+// the job checkpoint, requeue itself and resume. The daemons are stopped by their PIDs afterwards,
+// whatever happened.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <regex>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "support/process.h"
+
+namespace tls::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// A daemon's full path: PATH, then the sbin folders (slurmctld, slurmd and munged live in
+// /usr/sbin, which a user's PATH may lack). Empty when not installed.
+std::string find_program(const std::string& name) {
+  std::vector<std::string> dirs;
+  if (const char* path = std::getenv("PATH")) {
+    std::stringstream in(path);
+    for (std::string d; std::getline(in, d, ':');) dirs.push_back(d);
+  }
+  for (const char* d : {"/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"}) dirs.push_back(d);
+  for (const std::string& d : dirs)
+    if (!d.empty() && access((d + "/" + name).c_str(), X_OK) == 0) return d + "/" + name;
+  return "";
+}
+
+// Two TCP ports nobody listens on now (held open together so they differ).
+std::vector<int> free_ports(int count) {
+  std::vector<int> fds, ports;
+  for (int i = 0; i < count; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_ANY);
+    a.sin_port = 0;
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      break;
+    fds.push_back(fd);
+    ports.push_back(ntohs(a.sin_port));
+  }
+  for (int fd : fds) close(fd);
+  return ports;
+}
+
+std::string short_hostname() {
+  char buf[256] = {};
+  gethostname(buf, sizeof buf - 1);
+  std::string h(buf);
+  return h.substr(0, h.find('.'));
+}
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string tail(const std::string& text, size_t bytes = 3000) {
+  return text.size() <= bytes ? text : "..." + text.substr(text.size() - bytes);
+}
+
+void write_file(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+
+bool wait_until(int seconds, const std::function<bool()>& done) {
+  const auto end = Clock::now() + std::chrono::seconds(seconds);
+  while (Clock::now() < end) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  return done();
+}
+
+struct Daemon {
+  std::string name, log;
+  pid_t pid = -1;
+};
+
+class Slurm : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::vector<std::string> missing;
+    for (const char* p : {"munged", "slurmctld", "slurmd", "sbatch", "srun", "sinfo", "scontrol", "scancel", "squeue"}) {
+      programs_[p] = find_program(p);
+      if (programs_[p].empty()) missing.push_back(p);
+    }
+    std::string names;
+    for (const std::string& m : missing) names += " " + m;
+    ASSERT_TRUE(missing.empty()) << "Slurm is not installed (missing:" << names
+                                 << "): run `bash launch/setup.sh deps` (Debian's slurmctld, slurmd, "
+                                    "slurm-client, munge and libpmix-dev)";
+    ASSERT_EQ(geteuid(), 0u) << "this test runs munged, slurmctld and slurmd as root (SlurmUser=root): run it as root";
+    ASSERT_TRUE(fs::exists(corpus())) << "the default corpus is missing: run launch/prepare_corpus.sh data/kernel-docs";
+    ASSERT_TRUE(fs::exists(tls_dist_binary())) << tls_dist_binary();
+
+    // A short path in /tmp: Unix sockets (munge's, slurmd's step sockets, PMIx's) allow 107 bytes.
+    std::string templ = (fs::temp_directory_path() / "tls_slurm.XXXXXX").string();
+    ASSERT_NE(mkdtemp(templ.data()), nullptr) << templ;
+    dir_ = templ;
+    fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                              fs::perms::others_read | fs::perms::others_exec);
+    for (const char* d : {"munge", "state", "spool"}) fs::create_directories(dir_ + "/" + d);
+    fs::permissions(dir_ + "/munge", fs::perms::owner_all);
+    conf_ = dir_ + "/slurm.conf";
+    node_ = short_hostname();
+    ASSERT_FALSE(node_.empty());
+
+    StartMunge();
+    if (HasFatalFailure()) return;
+    WriteConfig();
+    if (HasFatalFailure()) return;
+    StartSlurm();
+  }
+
+  void TearDown() override {
+    // Jobs first (so that no slurmstepd or rank outlives the cluster), then the daemons, by PID.
+    if (Alive("slurmctld")) {
+      Client("scancel --full --user=root", 20);
+      wait_until(20, [&] { return Client("squeue -h", 10).output.empty(); });
+    }
+    for (const char* name : {"slurmd", "slurmctld", "munged"}) Stop(name);
+    if (!dir_.empty()) {
+      if (HasFailure()) {
+        std::cout << "[slurm] logs kept in " << dir_ << "\n";
+      } else {
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+      }
+    }
+  }
+
+  static std::string corpus() { return source_path("data/kernel-docs/train.txt"); }
+
+  // A Slurm client command (or any shell command) pointed at this test's cluster only.
+  ProcessResult Client(const std::string& command, int timeout_seconds) {
+    return run_command("cd " + quote(dir_) + " && export SLURM_CONF=" + quote(conf_) + " && " + command,
+                       timeout_seconds);
+  }
+
+  void Spawn(const std::string& name, const std::vector<std::string>& argv) {
+    Daemon d{name, dir_ + "/" + name + ".stdout"};
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0) << "fork failed";
+    if (pid == 0) {
+      const int fd = open(d.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      const int null = open("/dev/null", O_RDONLY);
+      if (fd >= 0) dup2(fd, 1), dup2(fd, 2);
+      if (null >= 0) dup2(null, 0);
+      setenv("SLURM_CONF", conf_.c_str(), 1);
+      std::vector<char*> args;
+      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    d.pid = pid;
+    daemons_.push_back(d);
+  }
+
+  Daemon* Find(const std::string& name) {
+    for (Daemon& d : daemons_)
+      if (d.name == name) return &d;
+    return nullptr;
+  }
+
+  bool Alive(const std::string& name) {
+    Daemon* d = Find(name);
+    if (!d || d->pid <= 0) return false;
+    int status = 0;
+    if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+      d->pid = -1;
+      return false;
+    }
+    return true;
+  }
+
+  void Stop(const std::string& name) {
+    if (!Alive(name)) return;
+    Daemon* d = Find(name);
+    kill(d->pid, SIGTERM);
+    if (!wait_until(15, [&] { return !Alive(name); })) {
+      kill(d->pid, SIGKILL);
+      waitpid(d->pid, nullptr, 0);
+      d->pid = -1;
+    }
+  }
+
+  // What a daemon wrote, for failure messages.
+  std::string Logs(const std::string& name) {
+    return "--- " + name + " stdout/stderr:\n" + tail(read_file(dir_ + "/" + name + ".stdout")) + "\n--- " +
+           name + ".log:\n" + tail(read_file(dir_ + "/" + name + ".log"));
+  }
+
+  void StartMunge() {
+    const std::string key = dir_ + "/munge/munge.key";
+    {
+      std::ifstream random("/dev/urandom", std::ios::binary);
+      std::string bytes(1024, '\0');
+      random.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+      ASSERT_TRUE(random) << "cannot read /dev/urandom";
+      write_file(key, bytes);
+    }
+    fs::permissions(key, fs::perms::owner_read);
+    socket_ = dir_ + "/munge/munge.socket";
+    Spawn("munged", {programs_["munged"], "--foreground", "--socket=" + socket_, "--key-file=" + key,
+                     "--pid-file=" + dir_ + "/munge/munged.pid", "--log-file=" + dir_ + "/munged.log",
+                     "--seed-file=" + dir_ + "/munge/munged.seed"});
+    const bool up = wait_until(20, [&] {
+      return !Alive("munged") ||
+             run_command("munge -n -S " + quote(socket_) + " | unmunge -S " + quote(socket_), 10).exit_code == 0;
+    });
+    ASSERT_TRUE(up && Alive("munged")) << "munged did not start\n" << Logs("munged");
+  }
+
+  void WriteConfig() {
+    // The node's hardware as slurmd sees it (CPUs, sockets, cores, threads, memory).
+    ProcessResult hw = run_command(quote(programs_["slurmd"]) + " -C", 30);
+    ASSERT_EQ(hw.exit_code, 0) << hw.output;
+    std::string node_line = "NodeName=" + node_ + " NodeAddr=127.0.0.1";
+    for (const char* field : {"CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore", "RealMemory"}) {
+      std::smatch m;
+      if (std::regex_search(hw.output, m, std::regex(std::string("\\b") + field + "=([0-9]+)")))
+        node_line += std::string(" ") + field + "=" + m[1].str();
+    }
+    ASSERT_NE(node_line.find("CPUs="), std::string::npos) << "slurmd -C: " << hw.output;
+    const std::vector<int> ports = free_ports(2);
+    ASSERT_EQ(ports.size(), 2u);
+    write_file(dir_ + "/plugstack.conf", "");
+    std::ostringstream c;
+    c << "# A single-node cluster for tests/launch/slurm_test.cpp; every path in " << dir_ << "\n"
+      << "ClusterName=tlstest\n"
+      << "SlurmctldHost=" << node_ << "(127.0.0.1)\n"
+      << "SlurmctldPort=" << ports[0] << "\nSlurmdPort=" << ports[1] << "\n"
+      << "SlurmUser=root\nSlurmdUser=root\n"
+      << "AuthType=auth/munge\nCredType=cred/munge\nAuthInfo=socket=" << socket_ << "\n"
+      << "StateSaveLocation=" << dir_ << "/state\nSlurmdSpoolDir=" << dir_ << "/spool\n"
+      << "SlurmctldPidFile=" << dir_ << "/slurmctld.pid\nSlurmdPidFile=" << dir_ << "/slurmd.pid\n"
+      << "SlurmctldLogFile=" << dir_ << "/slurmctld.log\nSlurmdLogFile=" << dir_ << "/slurmd.log\n"
+      << "SlurmctldDebug=info\nSlurmdDebug=info\n"
+      << "PlugStackConfig=" << dir_ << "/plugstack.conf\n"
+      << "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n"
+      << "JobAcctGatherType=jobacct_gather/none\nAccountingStorageType=accounting_storage/none\n"
+      << "JobCompType=jobcomp/none\n"
+      << "SelectType=select/cons_tres\nSelectTypeParameters=CR_CPU\n"
+      << "SchedulerType=sched/builtin\nMpiDefault=none\n"
+      << "SlurmdParameters=config_overrides\nReturnToService=2\n"
+      << "MailProg=/bin/true\nKillWait=5\nMinJobAge=600\nInactiveLimit=0\n"
+      << node_line << " State=UNKNOWN\n"
+      << "PartitionName=test Nodes=" << node_ << " Default=YES MaxTime=INFINITE State=UP\n";
+    write_file(conf_, c.str());
+  }
+
+  void StartSlurm() {
+    Spawn("slurmctld", {programs_["slurmctld"], "-D", "-f", conf_});
+    const bool ctld = wait_until(30, [&] {
+      return !Alive("slurmctld") || Client("scontrol ping", 10).output.find("UP") != std::string::npos;
+    });
+    ASSERT_TRUE(ctld && Alive("slurmctld")) << "slurmctld did not come up\n" << Logs("slurmctld");
+    Spawn("slurmd", {programs_["slurmd"], "-D", "-f", conf_, "-N", node_});
+    std::string state;
+    const bool idle = wait_until(40, [&] {
+      state = Client("sinfo -h -N -o %t", 10).output;
+      return !Alive("slurmd") || state.find("idle") != std::string::npos;
+    });
+    ASSERT_TRUE(idle && Alive("slurmd")) << "the node is not idle: " << state << "\n" << Logs("slurmd") << "\n"
+                                         << Logs("slurmctld");
+    ProcessResult mpi = Client("srun --mpi=list", 30);
+    ASSERT_NE(mpi.output.find("pmix"), std::string::npos)
+        << "Slurm has no PMIx plugin (slurm-wlm-basic-plugins's mpi_pmix needs libpmix.so from libpmix-dev):\n"
+        << mpi.output;
+  }
+
+  // sbatch of the training script with the tiny config; returns the job id (-1 on failure).
+  std::string Sbatch(const std::string& options, const std::string& train_args) {
+    return "TLS_DIST=" + quote(tls_dist_binary()) + " sbatch --parsable " + options + " -n 2 --ntasks-per-node=2 " +
+           quote(source_path("launch/slurm/train.sbatch")) + " --config " +
+           quote(source_path("launch/configs/tiny_demo.ini")) +
+           " --validate-interval 0 --log-interval 5 --save-interval 10 --train-data " + quote(corpus()) +
+           " --save-dir " + quote(run_dir()) + train_args;
+  }
+
+  std::string run_dir() const { return dir_ + "/run"; }
+  std::string job_output(const std::string& id) { return read_file(dir_ + "/tls_dist-" + id + ".out"); }
+  static std::string job_id(const std::string& sbatch_output) {
+    std::smatch m;
+    return std::regex_search(sbatch_output, m, std::regex("(^|\\n)([0-9]+)")) ? m[2].str() : "";
+  }
+  std::string Diagnostics() { return Logs("slurmd") + "\n" + Logs("slurmctld"); }
+
+  std::map<std::string, std::string> programs_;
+  std::vector<Daemon> daemons_;
+  std::string dir_, conf_, socket_, node_;
+};
+
+TEST_F(Slurm, TrainSbatchTrainsCheckpointsResumesAndRequeuesOnTheTimeLimitSignal) {
+  // 1. A fresh run: 20 updates, checkpoints at 10 and 20.
+  ProcessResult first = Client(Sbatch("--wait", " --max-update 20"), 150);
+  const std::string id1 = job_id(first.output);
+  ASSERT_FALSE(id1.empty()) << first.output << Diagnostics();
+  const std::string out1 = job_output(id1);
+  ASSERT_EQ(first.exit_code, 0) << first.output << "\n--- job output:\n" << out1 << Diagnostics();
+  EXPECT_NE(out1.find("tls_dist train: "), std::string::npos) << out1;
+  EXPECT_NE(out1.find("dp=2"), std::string::npos) << "the two srun tasks did not form one MPI world:\n" << out1;
+  EXPECT_NE(out1.find("saved " + run_dir() + "/checkpoint_20.h5"), std::string::npos) << out1;
+  ASSERT_TRUE(fs::exists(run_dir() + "/checkpoint_20.h5")) << out1;
+  ASSERT_TRUE(fs::exists(run_dir() + "/checkpoint_last.h5")) << out1;
+  EXPECT_NE(read_file(run_dir() + "/metrics.jsonl").find("\"step\": 20"), std::string::npos);
+
+  // 2. The same --save-dir again: it resumes from update 20 and goes on to 30.
+  ProcessResult second = Client(Sbatch("--wait", " --max-update 30"), 150);
+  const std::string id2 = job_id(second.output);
+  ASSERT_FALSE(id2.empty()) << second.output << Diagnostics();
+  const std::string out2 = job_output(id2);
+  ASSERT_EQ(second.exit_code, 0) << second.output << "\n--- job output:\n" << out2 << Diagnostics();
+  EXPECT_TRUE(std::regex_search(out2, std::regex("resumed from \\S+ at update 20"))) << out2;
+  ASSERT_TRUE(fs::exists(run_dir() + "/checkpoint_30.h5")) << out2;
+
+  // 3. What --signal=B:USR1@120 does before the time limit, sent now: SIGUSR1 to the batch shell.
+  // Every rank checkpoints and stops, the job requeues itself and its next start resumes.
+  ProcessResult third = Client(Sbatch("", " --max-update 60 --log-interval 1"), 60);
+  const std::string id3 = job_id(third.output);
+  ASSERT_EQ(third.exit_code, 0) << third.output << Diagnostics();
+  ASSERT_FALSE(id3.empty()) << third.output;
+  const bool training = wait_until(60, [&] { return job_output(id3).find("\"step\": 33") != std::string::npos ||
+                                                    read_file(run_dir() + "/metrics.jsonl").find("\"step\": 33") != std::string::npos; });
+  ASSERT_TRUE(training) << job_output(id3) << Diagnostics();
+  ProcessResult signal = Client("scancel --batch --signal=USR1 " + id3, 20);
+  ASSERT_EQ(signal.exit_code, 0) << signal.output;
+  std::string state;
+  const bool done = wait_until(120, [&] {
+    state = Client("scontrol show job " + id3, 10).output;
+    return state.find("JobState=COMPLETED") != std::string::npos || state.find("JobState=FAILED") != std::string::npos ||
+           state.find("JobState=CANCELLED") != std::string::npos;
+  });
+  const std::string out3 = job_output(id3);
+  ASSERT_TRUE(done) << state << "\n--- job output:\n" << out3 << Diagnostics();
+  EXPECT_NE(state.find("JobState=COMPLETED"), std::string::npos) << state << out3;
+  EXPECT_NE(state.find("Restarts=1"), std::string::npos) << state << out3;
+  std::smatch stop;
+  ASSERT_TRUE(std::regex_search(out3, stop, std::regex("stopping on signal 10 at update ([0-9]+)"))) << out3;
+  const std::string stopped = stop[1].str();
+  EXPECT_TRUE(fs::exists(run_dir() + "/checkpoint_" + stopped + ".h5")) << out3;
+  EXPECT_TRUE(std::regex_search(out3, std::regex("resumed from \\S+ at update " + stopped))) << out3;
+  EXPECT_TRUE(fs::exists(run_dir() + "/checkpoint_60.h5")) << out3;
+}
+
+}  // namespace
+}  // namespace tls::testing
