@@ -44,7 +44,7 @@ void LSAttention::init(Ops& ops, const std::string& name, const ModelConfig& cfg
   }
 }
 
-AttentionShape LSAttention::shape(int64_t batch, int64_t tokens) const {
+AttentionShape LSAttention::shape(int64_t batch, int64_t tokens, int64_t mem) const {
   AttentionShape s;
   s.batch = batch;
   s.tokens = tokens;
@@ -53,6 +53,9 @@ AttentionShape LSAttention::shape(int64_t batch, int64_t tokens) const {
   s.window = cfg_.window_len;
   s.chunk_size = cfg_.chunk_size;
   s.chunk_rank = cfg_.chunk_rank;
+  // Global chunk index of this slice's first query: after every cache chunk and the earlier
+  // slices' block chunks (M_global = M_local * sp; sp > 1 requires M = T).
+  s.first_query_chunk = mem * topo_->layout.sp / cfg_.chunk_size + topo_->sp_rank * tokens / cfg_.chunk_size;
   return s;
 }
 
@@ -62,10 +65,7 @@ void LSAttention::forward(Ops& ops, const Tensor& h, const Tensor& cache, const 
   const int64_t B = h.dim(0), T = h.dim(1), M = cache.dim(1), d = cfg_.d_model, dl = d_local_;
   const int64_t w = cfg_.window_len, c = cfg_.chunk_size, r = cfg_.chunk_rank, H = cfg_.n_head;
   const int64_t cache_slots = M / c * r, block_slots = T / c * r;
-  AttentionShape s = shape(B, T);
-  // Global chunk index of this slice's first query: after every cache chunk and the earlier
-  // slices' block chunks (M_global = M_local * sp; sp > 1 requires M = T).
-  s.first_query_chunk = M * topo_->layout.sp / c + topo_->sp_rank * T / c;
+  const AttentionShape s = shape(B, T, M);
 
   sv = LSAttentionSaved();
   copy_to_tp_forward(*topo_, h);
@@ -156,8 +156,7 @@ void LSAttention::backward(Ops& ops, const Tensor& dout, const Tensor& h, const 
   const int64_t B = h.dim(0), T = h.dim(1), M = cache.dim(1), d = cfg_.d_model, dl = d_local_;
   const int64_t w = cfg_.window_len, c = cfg_.chunk_size, r = cfg_.chunk_rank, H = cfg_.n_head;
   const int64_t cache_slots = M / c * r, block_slots = T / c * r;
-  AttentionShape s = shape(B, T);
-  s.first_query_chunk = M * topo_->layout.sp / c + topo_->sp_rank * T / c;
+  const AttentionShape s = shape(B, T, M);
   // Gradients through this rank's heads only are partial over tp; they are summed once at the
   // end (copy_to_tp's backward). The compression weights' paths are assembled earlier.
   Tensor dh_partial = ops.zeros({B, T, d}, dt);

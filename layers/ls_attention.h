@@ -65,7 +65,8 @@ class LSAttention {
   LayerNorm dual_ln_win, dual_ln_dproj;
 
  private:
-  AttentionShape shape(int64_t batch, int64_t tokens) const;
+  // One call's geometry: local batch, block slice and cache slice lengths.
+  AttentionShape shape(int64_t batch, int64_t tokens, int64_t mem) const;
   bool holds_cache_tail() const { return topo_->sp_rank == topo_->layout.sp - 1; }
 
   ModelConfig cfg_;

@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -125,7 +126,9 @@ class Slurm : public ::testing::Test {
     fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                               fs::perms::others_read | fs::perms::others_exec);
     for (const char* d : {"munge", "state", "spool"}) fs::create_directories(dir_ + "/" + d);
-    fs::permissions(dir_ + "/munge", fs::perms::owner_all);
+    // munged: its socket folder must be searchable by all and writable by its owner only.
+    fs::permissions(dir_ + "/munge", fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                         fs::perms::others_read | fs::perms::others_exec);
     conf_ = dir_ + "/slurm.conf";
     node_ = short_hostname();
     ASSERT_FALSE(node_.empty());
