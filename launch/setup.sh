@@ -3,7 +3,9 @@
 #
 #   bash launch/setup.sh deps            install missing Debian packages (apt-get, once)
 #   bash launch/setup.sh build [preset]  configure + build a CMake preset (default: cpu)
-#   bash launch/setup.sh test            deps + corpus + build the cpu preset + run its tests
+#   bash launch/setup.sh test            deps + corpus + build and run the tests (cpu preset), again
+#                                        under ASan + UBSan, and build the CUDA backend (its tests
+#                                        skip without a GPU)
 #   bash launch/setup.sh demo            deps + corpus + build + train, evaluate and sample the
 #                                        tiny demo model under mpirun (2 ranks, a few minutes)
 #
@@ -55,6 +57,10 @@ run_tests() {
   bash launch/prepare_corpus.sh data/kernel-docs
   build cpu
   ctest --preset cpu --output-on-failure
+  # The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer (any report fails
+  # the test), multi-rank suites included; Slurm's daemons are left to the first run.
+  build asan
+  ctest --preset asan --output-on-failure -E 'Slurm|[Cc]uda'
   # The CUDA backend must compile and link for sm_80 and sm_90 wherever nvcc is; its tests skip,
   # naming the reason, when the machine has no GPU.
   if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
