@@ -151,6 +151,7 @@ CheckpointInfo read_checkpoint_info(const Hdf5Reader& file) {
     s.optimizer.eps = file.double_attribute("/", "adam_eps");
   }
   info.data_bytes = int_or("data_bytes", -1);
+  info.data_digest = int_or("data_digest", 0);
   return info;
 }
 

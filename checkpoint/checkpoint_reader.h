@@ -32,6 +32,7 @@ struct CheckpointInfo {
   bool has_training = false;
   TrainSettings training;    // the run's settings, when has_training
   int64_t data_bytes = -1;
+  int64_t data_digest = 0;
 };
 
 CheckpointInfo read_checkpoint_info(const std::string& path);

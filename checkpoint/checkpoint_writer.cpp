@@ -100,6 +100,7 @@ void write_attributes(Hdf5Writer& w, const CheckpointContents& c, const Topology
   w.attribute("/", "adam_beta2", s.optimizer.beta2);
   w.attribute("/", "adam_eps", s.optimizer.eps);
   w.attribute("/", "data_bytes", c.data_bytes);
+  w.attribute("/", "data_digest", c.data_digest);
 }
 
 void write_contents(Hdf5Writer& w, const CheckpointContents& c, const Topology& t, Ops& ops) {

@@ -15,6 +15,13 @@ int fault_rank(const char* point) {
   return std::atoi(value + prefix.size());
 }
 
+int nonfinite_loss_from() {
+  const char* value = std::getenv(kFaultInjectVariable);
+  const std::string prefix = "nonfinite_loss_from";
+  if (value == nullptr || std::string(value).rfind(prefix, 0) != 0) return -1;
+  return std::atoi(value + prefix.size());
+}
+
 void maybe_inject_fault(const char* point, int world_rank) {
   if (fault_rank(point) != world_rank) return;
   static std::map<std::string, int> visits;

@@ -2,11 +2,16 @@
 // makes world rank R die by SIGKILL the third time it reaches the named point, as a node
 // failure would. Points: "step" (between a training step's forward and backward), "halo" (inside
 // a halo exchange), "save" (halfway through writing a checkpoint, checkpoint/checkpoint_writer).
+// TLS_FAULT_INJECT=nonfinite_loss_from<N> poisons the loss instead (see below).
 #pragma once
 
 namespace tls {
 
 inline constexpr const char* kFaultInjectVariable = "TLS_FAULT_INJECT";
+
+// TLS_FAULT_INJECT=nonfinite_loss_from<N>: every training update from N on gets a NaN loss
+// (to test skipping and --max-bad-steps); returns N, or -1 when not set.
+int nonfinite_loss_from();
 
 // The world rank told to die at `point`, or -1.
 int fault_rank(const char* point);

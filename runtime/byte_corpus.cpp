@@ -113,4 +113,11 @@ int64_t ByteStream::block(int64_t i, std::vector<int32_t>& inputs,
   return length;
 }
 
+int64_t ByteCorpus::digest() const {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  const unsigned char* p = file_.data();
+  for (int64_t i = 0; i < file_.size(); ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return static_cast<int64_t>(h);
+}
+
 }  // namespace tls

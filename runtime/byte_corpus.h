@@ -48,6 +48,9 @@ class ByteCorpus {
   int64_t row_len() const { return row_len_; }           // n
   int64_t tokens_per_sample() const { return tokens_; }  // T
   int64_t updates_per_epoch() const { return (row_len_ - 1) / tokens_; }
+  // FNV-1a over every byte of the file (as an int64 bit pattern): a resumed run checks that its
+  // corpus is the one the checkpoint was trained on.
+  int64_t digest() const;
 
   // Rows [row_begin, row_begin + row_count) of update `update_in_epoch`, block positions
   // [t_begin, t_begin + t_count) (a sequence-parallel slice, or the whole block). Fills

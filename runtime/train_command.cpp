@@ -56,6 +56,13 @@ void prepare(const RunOptions& o, TrainSetup& s) {
   s.config.validate_layout(s.topo.layout.tp, s.topo.layout.sp);
   validate_batch(o.training.batch_size, s.topo.layout.dp);
   s.corpus = std::make_unique<ByteCorpus>(o.train_data, o.training.batch_size, s.config.tokens_per_sample);
+  // A corpus changed under a run would silently shift every row stream: refuse to resume on it.
+  if (!s.resume_from.empty() && s.info.data_bytes >= 0 &&
+      (s.info.data_bytes != s.corpus->size() || s.info.data_digest != s.corpus->digest()))
+    throw Error("--train-data " + o.train_data + " is not the corpus " + s.resume_from +
+                " was trained on (" + std::to_string(s.info.data_bytes) + " bytes then, " +
+                std::to_string(s.corpus->size()) + " now" +
+                (s.info.data_bytes == s.corpus->size() ? ", different contents" : "") + ")");
   for (const std::string& f : {o.valid_data, o.test_data})
     if (!f.empty()) ByteStream check(f, s.config.tokens_per_sample);
   std::error_code ec;
@@ -78,11 +85,13 @@ int run_train(const RunOptions& o) {
 
   TransformerLSModel model(ops, s.config, s.dtype, topo);
   TrainSettings settings = o.training;
+  const int64_t data_digest = s.corpus->digest();
   Trainer trainer(ops, model, *s.corpus, settings);
   auto contents = [&] {
     CheckpointContents c = checkpoint_contents(model, &trainer.optimizer(), &trainer.state(),
                                                trainer.update(), settings);
     c.data_bytes = s.corpus->size();
+    c.data_digest = data_digest;
     return c;
   };
   MetricsLog log(o.save_dir + "/metrics.jsonl", rank0);

@@ -53,12 +53,14 @@ StepMetrics Trainer::train_step() {
   const double n = topo.dp_sp->allreduce_sum(static_cast<double>(saved.n_targets));
   maybe_inject_fault("step", topo.world_rank);
   model_.backward(saved, 1.0 / n, ctx);
+  const int poison_from = nonfinite_loss_from();
+  const double loss = poison_from >= 0 && update_ + 1 >= poison_from ? std::nan("") : nll / n;
   saved = ModelSaved();  // free the activations before the optimizer's pass
   reduce_gradients(ops_, topo, model_.parameters());
 
   StepMetrics m;
   m.step = ++update_;
-  m.loss = nll / n;
+  m.loss = loss;
   m.bpc = m.loss / std::log(2.0);
   m.grad_norm = global_gradient_norm(ops_, topo, model_.parameters());
   m.lr = learning_rate(settings_.optimizer, update_);

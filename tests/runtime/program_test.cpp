@@ -141,6 +141,39 @@ TEST_F(Program, ADyingRankEndsTheJobAndNamesIt) {
   }
 }
 
+TEST_F(Program, NonFiniteStepsAreSkippedThenTheRunStopsWithTheLastGoodState) {
+  const std::string dir = scratch_dir("nonfinite");
+  ProcessResult r = run_command("TLS_FAULT_INJECT=nonfinite_loss_from4 " + tls_dist_binary() + " train" +
+                                tiny_flags() + " --max-update 50 --max-bad-steps 3 --train-data " +
+                                corpus("train") + " --save-dir " + dir);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("update 4 has a non-finite loss or gradient; skipped"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("3 consecutive updates had a non-finite loss"), std::string::npos) << r.output;
+  // Updates 4-6 were skipped: the saved weights are those after update 3, the last good one.
+  ASSERT_TRUE(fs::exists(dir + "/checkpoint_6.h5")) << r.output;
+  ProcessResult resumed = run_command(tls_dist_binary() + " train" + tiny_flags() + " --max-update 8 --train-data " +
+                                      corpus("train") + " --save-dir " + dir);
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("at update 6"), std::string::npos) << resumed.output;
+}
+
+TEST_F(Program, ResumingOnAChangedCorpusIsRefused) {
+  const std::string dir = scratch_dir("changed_corpus");
+  const std::string data = dir + "/train.txt";
+  write_file(data, read_file(corpus("train")).substr(0, 200000));
+  ProcessResult first = run_command(tls_dist_binary() + " train" + tiny_flags() + " --max-update 2 --train-data " +
+                                    data + " --save-dir " + dir + "/run");
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  std::string text = read_file(data);
+  text[1000] = text[1000] == 'x' ? 'y' : 'x';  // same size, one byte changed
+  write_file(data, text);
+  ProcessResult second = run_command(tls_dist_binary() + " train" + tiny_flags() + " --max-update 4 --train-data " +
+                                     data + " --save-dir " + dir + "/run");
+  EXPECT_NE(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("is not the corpus"), std::string::npos) << second.output;
+  EXPECT_NE(second.output.find("different contents"), std::string::npos) << second.output;
+}
+
 struct BadInput {
   std::string name, command, expected;  // command: arguments after the binary
 };
