@@ -17,7 +17,7 @@ int run_eval(const RunOptions& o) {
   std::unique_ptr<Ops> ops;
   ModelConfig cfg;
   DType dtype = DType::f32;
-  throw_if_any_rank_failed(world, error_message_of([&] { topo = make_mpi_topology(o.tp, o.sp); }));
+  throw_if_any_rank_failed(world, error_message_of([&] { topo = make_run_topology(o); }));
   throw_if_any_rank_failed(*topo.world, error_message_of([&] {
     ops = make_backend(o);
     dtype = dtype_of_precision(o.precision);

@@ -5,6 +5,8 @@
 #include <algorithm>
 
 #include "kernels/device.h"
+#include "parallel/device_topology.h"
+#include "parallel/mpi_comm.h"
 #include "runtime/error.h"
 
 namespace tls {
@@ -29,6 +31,14 @@ std::unique_ptr<Ops> make_backend(const RunOptions& o) {
   const int count = cuda_device_count();
   if (count == 0) throw Error("--device cuda: " + cuda_unavailable_reason());
   return make_ops(Device::cuda, local_rank() % count);
+}
+
+Topology make_run_topology(const RunOptions& o) {
+  Topology topo = make_mpi_topology(o.tp, o.sp);
+  if (o.device == "cpu") return topo;
+  const int count = cuda_device_count();
+  if (count == 0) throw Error("--device cuda: " + cuda_unavailable_reason());
+  return with_device_comms(std::move(topo), Device::cuda, local_rank() % count);
 }
 
 ModelConfig reconcile_with_checkpoint(const RunOptions& o, const CheckpointInfo& info,

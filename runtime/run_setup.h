@@ -16,6 +16,8 @@ DType dtype_of_precision(const std::string& precision);
 // The node-local rank, for choosing a GPU.
 int local_rank();
 std::unique_ptr<Ops> make_backend(const RunOptions& o);
+// The grid of --tp/--sp over MPI, with NCCL for the groups' device tensors under --device cuda.
+Topology make_run_topology(const RunOptions& o);
 
 // The model of a run that starts from checkpoint `info`: its hyperparameters, except
 // tokens_per_sample and mem_len when allow_length_change and the user gave them, and dropout

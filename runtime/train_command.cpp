@@ -77,7 +77,7 @@ int run_train(const RunOptions& o) {
   install_stop_handlers();
   MpiComm world(MPI_COMM_WORLD, "world");
   TrainSetup s;
-  throw_if_any_rank_failed(world, error_message_of([&] { s.topo = make_mpi_topology(o.tp, o.sp); }));
+  throw_if_any_rank_failed(world, error_message_of([&] { s.topo = make_run_topology(o); }));
   throw_if_any_rank_failed(*s.topo.world, error_message_of([&] { prepare(o, s); }));
   Ops& ops = *s.ops;
   const Topology& topo = s.topo;
