@@ -306,7 +306,8 @@ class Slurm : public ::testing::Test {
 
   // sbatch of the training script with the tiny config; returns the job id (-1 on failure).
   std::string Sbatch(const std::string& options, const std::string& train_args) {
-    return "TLS_DIST=" + quote(tls_dist_binary()) + " sbatch --parsable " + options + " -n 2 --ntasks-per-node=2 " +
+    // Single-copy (CMA) shared-memory transfers crashed once inside a container; plain copies are safe.
+    return "OMPI_MCA_btl_vader_single_copy_mechanism=none TLS_DIST=" + quote(tls_dist_binary()) + " sbatch --parsable " + options + " -n 2 --ntasks-per-node=2 " +
            quote(source_path("launch/slurm/train.sbatch")) + " --config " +
            quote(source_path("launch/configs/tiny_demo.ini")) +
            " --validate-interval 0 --log-interval 5 --save-interval 10 --train-data " + quote(corpus()) +
