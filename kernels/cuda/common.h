@@ -12,14 +12,14 @@
 #include <memory>
 #include <string>
 
-#include "runtime/error.h"
-#include "runtime/tensor.h"
+#include "kernels/op_checks.h"
 
 namespace tls::cuda {
 
-[[noreturn]] inline void fail(const char* op, const std::string& message) {
-  throw Error(std::string(op) + ": " + message);
-}
+using op_checks::describe;
+using op_checks::dispatch_float;
+using op_checks::fail;
+using op_checks::check_numel;
 
 inline void check(cudaError_t status, const char* call) {
   if (status != cudaSuccess)
@@ -33,59 +33,20 @@ inline void check_cublas(cublasStatus_t status, const char* call) {
                 " (" + cublasGetStatusString(status) + ")");
 }
 
-// "name [2, 3] float32", for error messages.
-inline std::string describe(const char* name, const Tensor& t) {
-  if (!t.defined()) return std::string(name) + " (undefined)";
-  return std::string(name) + " " + t.shape_string() + " " + dtype_name(t.dtype());
-}
-
 inline void check_dev(const char* op, const char* name, const Tensor& t) {
-  if (!t.defined()) fail(op, std::string(name) + " is an undefined tensor");
-  if (t.device() != Device::cuda) fail(op, std::string(name) + " is not a CUDA device tensor");
+  op_checks::check_on<Device::cuda>(op, name, t);
 }
-
 inline void check_float(const char* op, const char* name, const Tensor& t) {
-  check_dev(op, name, t);
-  if (t.dtype() != DType::f32 && t.dtype() != DType::f64)
-    fail(op, "expected a float32 or float64 tensor, got " + describe(name, t));
+  op_checks::check_float<Device::cuda>(op, name, t);
 }
-
 inline void check_i32(const char* op, const char* name, const Tensor& t) {
-  check_dev(op, name, t);
-  if (t.dtype() != DType::i32) fail(op, "expected an int32 tensor, got " + describe(name, t));
+  op_checks::check_i32<Device::cuda>(op, name, t);
 }
-
-// b is a device tensor with a's dtype.
-inline void check_like(const char* op, const char* an, const Tensor& a, const char* bn,
-                       const Tensor& b) {
-  check_dev(op, bn, b);
-  if (a.dtype() != b.dtype())
-    fail(op, "dtype mismatch: " + describe(an, a) + " vs " + describe(bn, b));
+inline void check_like(const char* op, const char* an, const Tensor& a, const char* bn, const Tensor& b) {
+  op_checks::check_like<Device::cuda>(op, an, a, bn, b);
 }
-
-inline void check_same(const char* op, const char* an, const Tensor& a, const char* bn,
-                       const Tensor& b) {
-  check_like(op, an, a, bn, b);
-  if (!a.same_shape(b)) fail(op, "shape mismatch: " + describe(an, a) + " vs " + describe(bn, b));
-}
-
-inline void check_numel(const char* op, const char* name, const Tensor& t, int64_t n) {
-  if (t.numel() != n)
-    fail(op, "expected " + std::to_string(n) + " elements in " + describe(name, t));
-}
-
-// Calls f(T{}) with T = float or double according to dtype.
-template <class F>
-decltype(auto) dispatch_float(const char* op, DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::f32:
-      return f(float{});
-    case DType::f64:
-      return f(double{});
-    default:
-      break;
-  }
-  fail(op, std::string("unsupported dtype ") + dtype_name(dtype));
+inline void check_same(const char* op, const char* an, const Tensor& a, const char* bn, const Tensor& b) {
+  op_checks::check_same<Device::cuda>(op, an, a, bn, b);
 }
 
 template <class T> T* ptr_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }

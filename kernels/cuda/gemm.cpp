@@ -3,36 +3,17 @@
 // transpose, so the row-major product C = op(A) op(B) is computed as the column-major
 // C^T = op(B)^T op(A)^T: swap the operands and their transposition flags, m <-> n.
 // float32 uses TF32 tensor cores only when CudaOps::set_allow_tf32(true) was called.
-#include <climits>
-
 #include "kernels/cuda/common.h"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace tls {
-
-namespace {
-
-std::string matrix_string(const char* name, const Tensor& t, bool trans) {
-  return std::string(name) + (trans ? "^T" : "") + " [" + std::to_string(t.matrix_rows()) + " x " +
-         std::to_string(t.matrix_cols()) + "] (shape " + t.shape_string() + ")";
-}
-
-}  // namespace
 
 void CudaOps::gemm(bool trans_a, bool trans_b, double alpha, const Tensor& a, const Tensor& b,
                    double beta, Tensor& c) {
   cuda::check_float("gemm", "c", c);
   cuda::check_like("gemm", "c", c, "a", a);
   cuda::check_like("gemm", "c", c, "b", b);
-  const int64_t m = trans_a ? a.matrix_cols() : a.matrix_rows();
-  const int64_t k = trans_a ? a.matrix_rows() : a.matrix_cols();
-  const int64_t kb = trans_b ? b.matrix_cols() : b.matrix_rows();
-  const int64_t n = trans_b ? b.matrix_rows() : b.matrix_cols();
-  if (k != kb || c.matrix_rows() != m || c.matrix_cols() != n)
-    cuda::fail("gemm", "shape mismatch: " + matrix_string("A", a, trans_a) + " times " +
-                           matrix_string("B", b, trans_b) + " into " + matrix_string("C", c, false));
-  for (int64_t v : {m, n, k, a.matrix_cols(), b.matrix_cols()})
-    if (v > INT_MAX) cuda::fail("gemm", "a matrix dimension exceeds the cuBLAS int range");
+  const auto [m, n, k] = op_checks::gemm_dims(trans_a, trans_b, a, b, c);
   if (m == 0 || n == 0) return;
   activate();
   if (k == 0) {  // op(A) op(B) is empty: C = beta * C (beta = 0 clears, even NaN)
