@@ -3,6 +3,7 @@
 // named), and every identifier is closed by an Hdf5Handle.
 #include "checkpoint/hdf5_reader.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -27,6 +28,27 @@ int64_t element_count(const std::vector<int64_t>& shape) {
   for (int64_t d : shape) n *= d;
   return n;
 }
+
+// The numeric types our files hold (and HDF5 converts without surprises): two's-complement or
+// unsigned integers of 1, 2, 4 or 8 bytes using all their bits, and IEEE 754 binary32 or
+// binary64 in either byte order. Damaged type messages (odd sizes, precisions, offsets or float
+// fields) are refused before HDF5 is asked to convert from them.
+bool standard_integer(hid_t type) {
+  if (H5Tget_class(type) != H5T_INTEGER) return false;
+  const size_t size = H5Tget_size(type);
+  return (size == 1 || size == 2 || size == 4 || size == 8) && H5Tget_precision(type) == 8 * size &&
+         H5Tget_offset(type) == 0;
+}
+
+bool standard_float(hid_t type) {
+  if (H5Tget_class(type) != H5T_FLOAT) return false;
+  for (hid_t ieee : {H5T_IEEE_F32LE, H5T_IEEE_F32BE, H5T_IEEE_F64LE, H5T_IEEE_F64BE})
+    if (H5Tequal(type, ieee) > 0) return true;
+  return false;
+}
+
+// Fixed-size string attributes longer than this are refused (ours are a few bytes).
+constexpr size_t kMaxStringAttribute = 1 << 16;
 
 herr_t innermost_error(unsigned, const H5E_error2_t* error, void* out) {
   if (error->desc != nullptr) *static_cast<std::string*>(out) = error->desc;
@@ -120,7 +142,7 @@ Hdf5Handle Hdf5Reader::open_attribute(const std::string& object_path,
 int64_t Hdf5Reader::int_attribute(const std::string& object_path, const std::string& name) const {
   Hdf5Handle attr = open_attribute(object_path, name);
   Hdf5Handle type(H5Aget_type(attr.get()), H5Tclose);
-  if (H5Tget_class(type.get()) != H5T_INTEGER) {
+  if (!standard_integer(type.get())) {
     throw Error(where("attribute '" + name + "' on '" + object_path + "' is not an integer"));
   }
   int64_t value = 0;
@@ -133,8 +155,7 @@ int64_t Hdf5Reader::int_attribute(const std::string& object_path, const std::str
 double Hdf5Reader::double_attribute(const std::string& object_path, const std::string& name) const {
   Hdf5Handle attr = open_attribute(object_path, name);
   Hdf5Handle type(H5Aget_type(attr.get()), H5Tclose);
-  H5T_class_t cls = H5Tget_class(type.get());
-  if (cls != H5T_INTEGER && cls != H5T_FLOAT) {
+  if (!standard_integer(type.get()) && !standard_float(type.get())) {
     throw Error(where("attribute '" + name + "' on '" + object_path + "' is not a number"));
   }
   double value = 0;
@@ -163,6 +184,10 @@ std::string Hdf5Reader::string_attribute(const std::string& object_path,
     H5free_memory(text);
   } else {
     size_t size = H5Tget_size(type.get());
+    if (size == 0 || size > kMaxStringAttribute) {
+      throw Error(where("attribute '" + name + "' on '" + object_path + "' has a string size of " +
+                        std::to_string(size) + " bytes"));
+    }
     H5Tset_size(mem.get(), size);
     H5Tset_strpad(mem.get(), H5T_STR_NULLPAD);
     std::string buffer(size, '\0');
@@ -202,6 +227,7 @@ void Hdf5Reader::read_dataset(const std::string& path, hid_t mem_type, bool inte
                       (cls == H5T_FLOAT ? "floating-point numbers" : "non-numeric data") +
                       ", expected " + (integers_only ? "integers" : "numbers")));
   }
+  check_numeric_storage(path, dataset.get(), type.get());
   if (elements == 0) return;
   QuietHdf5 quiet;
   if (H5Dread(dataset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
@@ -237,6 +263,7 @@ void Hdf5Reader::read_block(const std::string& path, const std::vector<int64_t>&
   if (cls != H5T_INTEGER && cls != H5T_FLOAT) {
     throw Error(where("dataset '" + path + "' holds non-numeric data"));
   }
+  check_numeric_storage(path, dataset.get(), type.get());
   Hdf5Handle file_space(H5Dget_space(dataset.get()), H5Sclose);
   if (static_cast<size_t>(H5Sget_simple_extent_ndims(file_space.get())) != start.size() ||
       start.size() != count.size()) {
@@ -276,6 +303,50 @@ size_t Hdf5Reader::float_size(const std::string& path) const {
   Hdf5Handle dataset = open_dataset(path);
   Hdf5Handle type(H5Dget_type(dataset.get()), H5Tclose);
   return H5Tget_class(type.get()) == H5T_FLOAT ? H5Tget_size(type.get()) : 0;
+}
+
+void Hdf5Reader::check_numeric_storage(const std::string& path, hid_t dataset, hid_t type) const {
+  const std::string what = "dataset '" + path + "'";
+  if (!standard_integer(type) && !standard_float(type)) {
+    throw Error(where(what + " holds numbers of an unsupported type (not a 1/2/4/8-byte integer "
+                             "or an IEEE float32/float64)"));
+  }
+  Hdf5Handle space(H5Dget_space(dataset), H5Sclose);
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  if (rank < 0) throw Error(where("cannot read the shape of " + what));
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  // Elements times element size must fit in memory's address range (and in a size_t).
+  const hsize_t element_size = H5Tget_size(type);
+  hsize_t bytes = element_size;
+  for (hsize_t d : dims) {
+    if (d != 0 && bytes > (hsize_t{1} << 62) / d) throw Error(where(what + " is impossibly large"));
+    bytes *= d;
+  }
+  Hdf5Handle dcpl(H5Dget_create_plist(dataset), H5Pclose);
+  if (!dcpl.valid()) throw Error(where("cannot read the storage properties of " + what));
+  if (H5Pget_layout(dcpl.get()) == H5D_CHUNKED) {
+    // A chunk larger than the dataset (HDF5 allocates whole chunks) means damaged metadata.
+    std::vector<hsize_t> chunk(static_cast<size_t>(rank));
+    if (H5Pget_chunk(dcpl.get(), rank, chunk.data()) != rank)
+      throw Error(where("cannot read the chunk shape of " + what));
+    for (size_t i = 0; i < chunk.size(); ++i)
+      if (chunk[i] == 0 || chunk[i] > std::max<hsize_t>(dims[i], 1))
+        throw Error(where(what + " has a chunk shape larger than the dataset (damaged metadata)"));
+  }
+  // Only the filters our writer (Fletcher32) or common tools (deflate, shuffle) use.
+  const int n = H5Pget_nfilters(dcpl.get());
+  if (n < 0) throw Error(where("cannot read the filters of " + what));
+  for (int i = 0; i < n; ++i) {
+    unsigned flags = 0;
+    size_t n_values = 0;
+    const H5Z_filter_t filter = H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags,
+                                               &n_values, nullptr, 0, nullptr, nullptr);
+    if (filter != H5Z_FILTER_FLETCHER32 && filter != H5Z_FILTER_DEFLATE &&
+        filter != H5Z_FILTER_SHUFFLE)
+      throw Error(where(what + " uses HDF5 filter " + std::to_string(filter) +
+                        " (only Fletcher32, deflate and shuffle are read)"));
+  }
 }
 
 std::vector<std::string> Hdf5Reader::list(const std::string& group_path) const {

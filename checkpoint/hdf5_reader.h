@@ -97,6 +97,10 @@ class Hdf5Reader {
   bool exists(const std::string& path, Kind kind) const;
   Hdf5Handle open_dataset(const std::string& path) const;
   Hdf5Handle open_attribute(const std::string& object_path, const std::string& name) const;
+  // Refuses, before any data is read, a dataset whose element type is not a standard integer or
+  // IEEE float, whose size overflows, whose chunks exceed its shape, or whose filter pipeline
+  // holds a filter other than Fletcher32, deflate or shuffle (damaged or foreign metadata).
+  void check_numeric_storage(const std::string& path, hid_t dataset, hid_t type) const;
   void read_dataset(const std::string& path, hid_t mem_type, bool integers_only, void* out,
                     size_t elements) const;
   std::string where(const std::string& what) const;

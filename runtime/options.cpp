@@ -116,6 +116,18 @@ void parse_betas(const std::string& text, OptimizerSettings& a) {
   a.beta2 = b2;
 }
 
+// Boost.Program_options (1.74) builds an error message by replacing placeholders such as
+// %canonical_option% with the user's text, in a loop that never ends when that text itself holds
+// the placeholder (found by tests/fuzz/options_fuzz: `--x%canonical_option%` hung tls_dist).
+// No option of tls_dist needs such text, so it is refused before Boost sees it.
+void refuse_boost_placeholders(const std::string& text, const std::string& where) {
+  for (const char* p : {"%option%", "%value%", "%original_token%", "%prefix_option%",
+                        "%canonical_option%"}) {
+    if (text.find(p) != std::string::npos)
+      throw Error(where + " contains '" + p + "', which tls_dist does not accept");
+  }
+}
+
 void require(bool ok, const std::string& message) {
   if (!ok) throw Error(message);
 }
@@ -206,6 +218,8 @@ RunOptions parse_options(int argc, const char* const* argv) {
     throw Error("unknown command '" + command + "': expected train, eval, generate or inspect");
   }
 
+  for (int i = 2; i < argc; ++i)
+    refuse_boost_placeholders(argv[i], "argument '" + std::string(argv[i]) + "'");
   po::positional_options_description positional;
   if (o.command == Command::inspect) positional.add("checkpoint", 1);
   po::variables_map vm;
@@ -215,8 +229,12 @@ RunOptions parse_options(int argc, const char* const* argv) {
       const std::string path = vm["config"].as<std::string>();
       std::ifstream file(path);
       if (!file) throw Error("--config " + path + ": cannot open the file");
+      std::ostringstream text;
+      text << file.rdbuf();
+      refuse_boost_placeholders(text.str(), "--config " + path);
+      std::istringstream in(text.str());
       try {
-        po::store(po::parse_config_file(file, all, false), vm);  // the command line, stored first, wins
+        po::store(po::parse_config_file(in, all, false), vm);  // the command line, stored first, wins
       } catch (const po::error& e) {
         throw Error("--config " + path + ": " + e.what());
       }
