@@ -76,6 +76,53 @@ decltype(auto) dispatch_float(const char* op, DType dtype, F&& f) {
   fail(op, std::string("unsupported dtype ") + dtype_name(dtype));
 }
 
+// LayerNorm's per-row statistics and per-feature parameters beside x: [rows] and [cols].
+// Undefined optional gradients are skipped.
+template <Device D>
+void check_layernorm(const char* op, const Tensor& x, const Tensor& mean, const Tensor& rstd,
+                     const Tensor& gamma, const Tensor& beta_or_dgamma, const Tensor& dbeta = Tensor()) {
+  check_float<D>(op, "x", x);
+  const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
+  auto need = [&](const char* name, const Tensor& t, int64_t n) {
+    if (!t.defined()) return;
+    check_like<D>(op, "x", x, name, t);
+    check_numel(op, name, t, n);
+  };
+  need("mean", mean, rows);
+  need("rstd", rstd, rows);
+  need("gamma", gamma, cols);
+  need("beta / dgamma", beta_or_dgamma, cols);
+  need("dbeta", dbeta, cols);
+}
+
+// Geometry of compress_chunks (kernels/ops.h): x [B, G c, H dh], weights [B, G c, H_all r],
+// out [B, G r, H dh], this call's heads h0 .. h0 + H - 1 of H_all.
+struct CompressDims {
+  int64_t batch, groups, c, r, heads, dh, cols, wcols, h0;
+};
+
+template <Device D>
+CompressDims compress_dims(const char* op, const Tensor& out, const char* on, const Tensor& x,
+                           const Tensor& w, int64_t c, int64_t r, int64_t heads, int64_t h0) {
+  check_float<D>(op, "x", x);
+  check_like<D>(op, "x", x, "weights", w);
+  check_like<D>(op, "x", x, on, out);
+  auto bad = [&](const std::string& why) {
+    fail(op, why + ": " + describe("x", x) + ", " + describe("weights", w) + ", " + describe(on, out) +
+                 ", chunk_size " + std::to_string(c) + ", chunk_rank " + std::to_string(r) +
+                 ", n_head " + std::to_string(heads) + ", head_offset " + std::to_string(h0));
+  };
+  if (c <= 0 || r <= 0 || heads <= 0 || h0 < 0) bad("bad geometry");
+  if (x.rank() != 3 || w.rank() != 3 || out.rank() != 3) bad("expected 3-D tensors");
+  const CompressDims d{x.dim(0), x.dim(1) / c, c, r, heads, x.dim(2) / heads, x.dim(2), w.dim(2), h0};
+  if (x.dim(1) % c != 0 || x.dim(2) % heads != 0) bad("x is not [B, G*c, H*dh]");
+  if (w.dim(0) != d.batch || w.dim(1) != x.dim(1) || d.wcols % r != 0 || (h0 + heads) * r > d.wcols)
+    bad("weights are not [B, G*c, H_all*r] with H_all >= head_offset + n_head");
+  if (out.dim(0) != d.batch || out.dim(1) != d.groups * r || out.dim(2) != d.cols)
+    bad("out is not [B, G*r, H*dh]");
+  return d;
+}
+
 // C = op(A) op(B) on 2-D views: op(A) is [m, k], op(B) is [k, n], C is [m, n]. Throws on a
 // mismatch or a dimension beyond the int range of BLAS libraries.
 struct GemmDims {

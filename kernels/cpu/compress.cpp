@@ -10,42 +10,13 @@
 
 namespace tls {
 
-namespace {
-
-struct CompressDims {
-  int64_t batch, groups, c, r, heads, dh, cols, wcols, h0;
-};
-
-CompressDims check_compress(const char* op, const Tensor& out, const char* on, const Tensor& x,
-                            const char* xn, const Tensor& w, const char* wn, int64_t c, int64_t r,
-                            int64_t heads, int64_t h0) {
-  cpu::check_float(op, xn, x);
-  cpu::check_like(op, xn, x, wn, w);
-  cpu::check_like(op, xn, x, on, out);
-  auto bad = [&](const std::string& why) {
-    cpu::fail(op, why + ": " + cpu::describe(xn, x) + ", " + cpu::describe(wn, w) + ", " +
-                      cpu::describe(on, out) + ", chunk_size " + std::to_string(c) +
-                      ", chunk_rank " + std::to_string(r) + ", n_head " + std::to_string(heads) +
-                      ", head_offset " + std::to_string(h0));
-  };
-  if (c <= 0 || r <= 0 || heads <= 0 || h0 < 0) bad("bad geometry");
-  if (x.rank() != 3 || w.rank() != 3 || out.rank() != 3) bad("expected 3-D tensors");
-  CompressDims d{x.dim(0), x.dim(1) / c, c, r, heads, x.dim(2) / heads, x.dim(2), w.dim(2), h0};
-  if (x.dim(1) % c != 0 || x.dim(2) % heads != 0) bad("x is not [B, G*c, H*dh]");
-  if (w.dim(0) != d.batch || w.dim(1) != x.dim(1) || d.wcols % r != 0 || (h0 + heads) * r > d.wcols)
-    bad("weights are not [B, G*c, H_all*r] with H_all >= head_offset + n_head");
-  if (out.dim(0) != d.batch || out.dim(1) != d.groups * r || out.dim(2) != d.cols)
-    bad("out is not [B, G*r, H*dh]");
-  return d;
-}
-
-}  // namespace
+using op_checks::CompressDims;
 
 void CpuOps::compress_chunks_forward(Tensor& out, const Tensor& x, const Tensor& weights,
                                      int64_t chunk_size, int64_t chunk_rank, int64_t n_head,
                                      int64_t head_offset) {
-  const CompressDims d = check_compress("compress_chunks_forward", out, "out", x, "x", weights,
-                                        "weights", chunk_size, chunk_rank, n_head, head_offset);
+  const CompressDims d = op_checks::compress_dims<Device::cpu>(
+      "compress_chunks_forward", out, "out", x, weights, chunk_size, chunk_rank, n_head, head_offset);
   cpu::dispatch_float("compress_chunks_forward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
@@ -80,8 +51,8 @@ void CpuOps::compress_chunks_backward(Tensor& dx, Tensor& dweights, const Tensor
                                       const Tensor& x, const Tensor& weights, int64_t chunk_size,
                                       int64_t chunk_rank, int64_t n_head, int64_t head_offset) {
   const char* op = "compress_chunks_backward";
-  const CompressDims d = check_compress(op, dout, "dout", x, "x", weights, "weights", chunk_size,
-                                        chunk_rank, n_head, head_offset);
+  const CompressDims d = op_checks::compress_dims<Device::cpu>(op, dout, "dout", x, weights, chunk_size,
+                                                               chunk_rank, n_head, head_offset);
   if (dx.defined()) cpu::check_same(op, "x", x, "dx", dx);
   if (dweights.defined()) cpu::check_same(op, "weights", weights, "dweights", dweights);
   if (!dx.defined() && !dweights.defined()) return;

@@ -18,17 +18,9 @@ using cpu::kParallelMin;
 void CpuOps::layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& x,
                                const Tensor& gamma, const Tensor& beta, double eps) {
   const char* op = "layernorm_forward";
-  cpu::check_float(op, "x", x);
   cpu::check_same(op, "x", x, "out", out);
+  op_checks::check_layernorm<Device::cpu>(op, x, mean, rstd, gamma, beta);
   const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
-  auto need = [&](const char* name, const Tensor& t, int64_t n) {
-    check_like(op, "x", x, name, t);
-    check_numel(op, name, t, n);
-  };
-  need("mean", mean, rows);
-  need("rstd", rstd, rows);
-  need("gamma", gamma, cols);
-  need("beta", beta, cols);
   if (cols == 0) cpu::fail(op, "rows of " + cpu::describe("x", x) + " are empty");
   cpu::dispatch_float(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -65,19 +57,10 @@ void CpuOps::layernorm_backward(Tensor& dx, Tensor& dgamma, Tensor& dbeta, const
                                 const Tensor& x, const Tensor& gamma, const Tensor& mean,
                                 const Tensor& rstd) {
   const char* op = "layernorm_backward";
-  cpu::check_float(op, "x", x);
+  op_checks::check_layernorm<Device::cpu>(op, x, mean, rstd, gamma, dgamma, dbeta);
   cpu::check_same(op, "x", x, "dout", dout);
   if (dx.defined()) cpu::check_same(op, "x", x, "dx", dx);
   const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
-  auto need = [&](const char* name, const Tensor& t, int64_t n) {
-    check_like(op, "x", x, name, t);
-    check_numel(op, name, t, n);
-  };
-  need("mean", mean, rows);
-  need("rstd", rstd, rows);
-  need("gamma", gamma, cols);
-  if (dgamma.defined()) need("dgamma", dgamma, cols);
-  if (dbeta.defined()) need("dbeta", dbeta, cols);
   cpu::dispatch_float(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = x.data<T>();

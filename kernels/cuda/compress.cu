@@ -11,9 +11,7 @@ namespace tls {
 
 namespace {
 
-struct Dims {
-  int64_t batch, groups, c, r, heads, dh, cols, wcols, h0;
-};
+using Dims = op_checks::CompressDims;
 
 template <class T>
 __global__ void compress_forward_kernel(T* out, const T* x, const T* w, Dims d) {
@@ -63,35 +61,14 @@ __global__ void compress_dw_kernel(T* dw, const T* gout, const T* x, Dims d) {
   }
 }
 
-Dims check_compress(const char* op, const Tensor& out, const char* on, const Tensor& x,
-                    const Tensor& w, int64_t c, int64_t r, int64_t heads, int64_t h0) {
-  cuda::check_float(op, "x", x);
-  cuda::check_like(op, "x", x, "weights", w);
-  cuda::check_like(op, "x", x, on, out);
-  auto bad = [&](const std::string& why) {
-    cuda::fail(op, why + ": " + cuda::describe("x", x) + ", " + cuda::describe("weights", w) + ", " +
-                       cuda::describe(on, out) + ", chunk_size " + std::to_string(c) +
-                       ", chunk_rank " + std::to_string(r) + ", n_head " + std::to_string(heads) +
-                       ", head_offset " + std::to_string(h0));
-  };
-  if (c <= 0 || r <= 0 || heads <= 0 || h0 < 0) bad("bad geometry");
-  if (x.rank() != 3 || w.rank() != 3 || out.rank() != 3) bad("expected 3-D tensors");
-  Dims d{x.dim(0), x.dim(1) / c, c, r, heads, x.dim(2) / heads, x.dim(2), w.dim(2), h0};
-  if (x.dim(1) % c != 0 || x.dim(2) % heads != 0) bad("x is not [B, G*c, H*dh]");
-  if (w.dim(0) != d.batch || w.dim(1) != x.dim(1) || d.wcols % r != 0 || (h0 + heads) * r > d.wcols)
-    bad("weights are not [B, G*c, H_all*r] with H_all >= head_offset + n_head");
-  if (out.dim(0) != d.batch || out.dim(1) != d.groups * r || out.dim(2) != d.cols)
-    bad("out is not [B, G*r, H*dh]");
-  return d;
-}
-
 }  // namespace
 
 void CudaOps::compress_chunks_forward(Tensor& out, const Tensor& x, const Tensor& weights,
                                       int64_t chunk_size, int64_t chunk_rank, int64_t n_head,
                                       int64_t head_offset) {
   const char* op = "compress_chunks_forward";
-  const Dims d = check_compress(op, out, "out", x, weights, chunk_size, chunk_rank, n_head, head_offset);
+  const Dims d = op_checks::compress_dims<Device::cuda>(op, out, "out", x, weights, chunk_size,
+                                                        chunk_rank, n_head, head_offset);
   const int64_t n = out.numel();
   if (n == 0) return;
   activate();
@@ -107,7 +84,8 @@ void CudaOps::compress_chunks_backward(Tensor& dx, Tensor& dweights, const Tenso
                                        const Tensor& x, const Tensor& weights, int64_t chunk_size,
                                        int64_t chunk_rank, int64_t n_head, int64_t head_offset) {
   const char* op = "compress_chunks_backward";
-  const Dims d = check_compress(op, dout, "dout", x, weights, chunk_size, chunk_rank, n_head, head_offset);
+  const Dims d = op_checks::compress_dims<Device::cuda>(op, dout, "dout", x, weights, chunk_size,
+                                                        chunk_rank, n_head, head_offset);
   if (dx.defined()) cuda::check_same(op, "x", x, "dx", dx);
   if (dweights.defined()) cuda::check_same(op, "weights", weights, "dweights", dweights);
   activate();

@@ -128,17 +128,9 @@ struct DBeta {
 void CudaOps::layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& x,
                                 const Tensor& gamma, const Tensor& beta, double eps) {
   const char* op = "layernorm_forward";
-  cuda::check_float(op, "x", x);
   cuda::check_same(op, "x", x, "out", out);
+  op_checks::check_layernorm<Device::cuda>(op, x, mean, rstd, gamma, beta);
   const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
-  auto need = [&](const char* name, const Tensor& t, int64_t n) {
-    check_like(op, "x", x, name, t);
-    check_numel(op, name, t, n);
-  };
-  need("mean", mean, rows);
-  need("rstd", rstd, rows);
-  need("gamma", gamma, cols);
-  need("beta", beta, cols);
   if (cols == 0) cuda::fail(op, "rows of " + cuda::describe("x", x) + " are empty");
   if (rows == 0) return;
   activate();
@@ -155,19 +147,10 @@ void CudaOps::layernorm_backward(Tensor& dx, Tensor& dgamma, Tensor& dbeta, cons
                                  const Tensor& x, const Tensor& gamma, const Tensor& mean,
                                  const Tensor& rstd) {
   const char* op = "layernorm_backward";
-  cuda::check_float(op, "x", x);
+  op_checks::check_layernorm<Device::cuda>(op, x, mean, rstd, gamma, dgamma, dbeta);
   cuda::check_same(op, "x", x, "dout", dout);
   if (dx.defined()) cuda::check_same(op, "x", x, "dx", dx);
   const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
-  auto need = [&](const char* name, const Tensor& t, int64_t n) {
-    check_like(op, "x", x, name, t);
-    check_numel(op, name, t, n);
-  };
-  need("mean", mean, rows);
-  need("rstd", rstd, rows);
-  need("gamma", gamma, cols);
-  if (dgamma.defined()) need("dgamma", dgamma, cols);
-  if (dbeta.defined()) need("dbeta", dbeta, cols);
   if (rows == 0) return;
   activate();
   Tensor partial;
