@@ -6,12 +6,14 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 
 #include "checkpoint/durable_files.h"
-#include "parallel/fault_injection.h"
 #include "checkpoint/golden.h"
 #include "checkpoint/hdf5_writer.h"
 #include "checkpoint/rank_agreement.h"
+#include "parallel/fault_injection.h"
 #include "parallel/mpi_comm.h"
 #include "runtime/error.h"
 
@@ -48,9 +50,10 @@ std::string check_contents(const CheckpointContents& c, const Topology& t) {
       bool ok = p.value.numel() == want;
       if (c.has_optimizer())
         ok = ok && (*c.exp_avg)[i].numel() == want && (*c.exp_avg_sq)[i].numel() == want;
-      if (!ok) throw Error("checkpoint: parameter '" + p.name + "' holds " +
-                           std::to_string(p.value.numel()) + " values, its block has " +
-                           std::to_string(want));
+      if (!ok)
+        throw Error("checkpoint: parameter '" + p.name + "' holds " +
+                    std::to_string(p.value.numel()) + " values, its block has " +
+                    std::to_string(want));
     }
     if (c.caches == nullptr) return;
     if (static_cast<int64_t>(c.caches->size()) != c.config.n_layer)
@@ -81,7 +84,8 @@ void write_tensor(Hdf5Writer& w, Ops& ops, const std::string& path, DType file_t
 void write_attributes(Hdf5Writer& w, const CheckpointContents& c, const Topology& t) {
   w.attribute("/", "format", std::string(kCheckpointFormat));
   w.attribute("/", "format_version", kCheckpointFormatVersion);
-  for (const auto& [name, value] : hyperparameter_attributes(c.config)) w.attribute("/", name, value);
+  for (const auto& [name, value] : hyperparameter_attributes(c.config))
+    w.attribute("/", name, value);
   w.attribute("/", "dropout", c.config.dropout);
   w.attribute("/", "emb_dropout", c.config.emb_dropout);
   w.attribute("/", "precision", c.precision());
@@ -122,8 +126,8 @@ void write_contents(Hdf5Writer& w, const CheckpointContents& c, const Topology& 
     w.group("/optimizer");
     for (const char* which : {"exp_avg", "exp_avg_sq"}) {
       const std::string group = std::string("/optimizer/") + which;
-      const std::vector<Tensor>& moments = which == std::string("exp_avg") ? *c.exp_avg
-                                                                           : *c.exp_avg_sq;
+      const std::vector<Tensor>& moments =
+          which == std::string("exp_avg") ? *c.exp_avg : *c.exp_avg_sq;
       w.group(group);
       for (size_t i = 0; i < c.params.size(); ++i) {
         const Parameter& p = *c.params[i];
@@ -144,20 +148,61 @@ void write_contents(Hdf5Writer& w, const CheckpointContents& c, const Topology& 
   }
 }
 
+std::string megabytes(int64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f MB", static_cast<double>(bytes) / 1e6);
+  return text;
+}
+
+// Rank 0's verdict on whether the file fits where it goes ("" when it does or cannot be told).
+std::string space_problem(const std::string& path, int64_t needed) {
+  const char* fault = std::getenv(kFaultInjectVariable);
+  if (fault != nullptr && std::strcmp(fault, "save_no_space_check") == 0) return "";
+  const int64_t free = free_bytes(directory_of(path));
+  if (free < 0 || free >= needed) return "";
+  return "not enough space to save checkpoint '" + path + "': it needs about " + megabytes(needed) +
+         " and the file system holding '" + directory_of(path) + "' has " + megabytes(free) +
+         " free";
+}
+
 }  // namespace
 
-void save_checkpoint(const std::string& path, const CheckpointContents& contents,
-                     const Topology& t, Ops& ops) {
+int64_t checkpoint_file_bytes(const CheckpointContents& c, const Topology& t) {
+  const int64_t element = c.dtype == DType::f64 ? 8 : 4;
+  int64_t bytes = int64_t{1} << 16, datasets = 0;  // superblock, groups and attributes
+  const int64_t copies = c.has_optimizer() ? 3 : 1;
+  for (const Parameter* p : c.params) {
+    bytes += copies * element * numel(parameter_slab(*p).shape);
+    datasets += copies;
+  }
+  if (c.caches != nullptr) {
+    for (const Tensor& cache : *c.caches) {
+      bytes += element * numel(cache_slab(cache, t, c.training.batch_size, c.config.mem_len).shape);
+      ++datasets;
+    }
+  }
+  // Per dataset: an object header, a chunk index and a 4-byte checksum per (>= 4 KiB) chunk.
+  return bytes + datasets * 4096 + bytes / 1024;
+}
+
+void save_checkpoint(const std::string& path, const CheckpointContents& contents, const Topology& t,
+                     Ops& ops) {
   throw_if_any_rank_failed(*t.world, check_contents(contents, t));
   const MPI_Comm comm = world_handle(t);
   const std::string temporary = temporary_path(path, comm);
-  // HDF5 calls are collective: a failure on one rank is, in practice, a failure on all (a full
-  // disk, a missing directory), so each rank reports its own and the agreement below follows.
-  std::string error = error_message_of([&] {
+  std::string error;
+  if (t.world_rank == 0) error = space_problem(path, checkpoint_file_bytes(contents, t));
+  throw_if_any_rank_failed(*t.world, error);
+  // Hdf5Writer agrees on failure after every collective call, so every rank leaves together.
+  error = error_message_of([&] {
     Hdf5Writer writer(temporary, comm);
     write_contents(writer, contents, t, ops);
     writer.close();
   });
+  if (!error.empty() && t.world_rank == 0) {
+    std::error_code ignored;
+    std::filesystem::remove(temporary, ignored);  // half-written: never to be taken for a save
+  }
   throw_if_any_rank_failed(*t.world, error);
   if (t.world_rank == 0) {
     error = error_message_of([&] {

@@ -2,6 +2,7 @@
 #include "checkpoint/durable_files.h"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,8 +17,9 @@ namespace {
 
 void fsync_path(const std::string& path, int flags, const char* what) {
   const int fd = ::open(path.c_str(), flags);
-  if (fd < 0) throw Error(std::string("cannot open ") + what + " '" + path + "' to sync it: " +
-                          std::strerror(errno));
+  if (fd < 0)
+    throw Error(std::string("cannot open ") + what + " '" + path +
+                "' to sync it: " + std::strerror(errno));
   const int status = ::fsync(fd);
   const int saved = errno;
   ::close(fd);
@@ -36,6 +38,12 @@ void fsync_directory(const std::string& dir) {
 std::string directory_of(const std::string& path) {
   std::string dir = std::filesystem::path(path).parent_path().string();
   return dir.empty() ? "." : dir;
+}
+
+int64_t free_bytes(const std::string& dir) {
+  struct statvfs s {};
+  if (::statvfs(dir.c_str(), &s) != 0) return -1;
+  return static_cast<int64_t>(s.f_bavail) * static_cast<int64_t>(s.f_frsize);
 }
 
 void durable_rename(const std::string& from, const std::string& to) {

@@ -4,6 +4,7 @@
 // Every failure is a tls::Error naming the path and the system's reason.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace tls {
@@ -14,5 +15,8 @@ void fsync_directory(const std::string& dir);
 void durable_rename(const std::string& from, const std::string& to);
 // The directory part of a path ("." for a bare file name).
 std::string directory_of(const std::string& path);
+// Bytes an unprivileged writer may still use on the file system holding `dir` (statvfs's
+// f_bavail), or -1 when the system cannot say.
+int64_t free_bytes(const std::string& dir);
 
 }  // namespace tls

@@ -3,8 +3,14 @@
 // fill values (every element is written by some rank).
 #include "checkpoint/hdf5_writer.h"
 
-#include <algorithm>
+#include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "checkpoint/durable_files.h"
 #include "runtime/error.h"
 
 namespace tls {
@@ -12,9 +18,12 @@ namespace {
 
 hid_t hdf5_type(DType t, bool in_file) {
   switch (t) {
-    case DType::f32: return in_file ? H5T_IEEE_F32LE : H5T_NATIVE_FLOAT;
-    case DType::f64: return in_file ? H5T_IEEE_F64LE : H5T_NATIVE_DOUBLE;
-    case DType::i32: return in_file ? H5T_STD_I32LE : H5T_NATIVE_INT32;
+    case DType::f32:
+      return in_file ? H5T_IEEE_F32LE : H5T_NATIVE_FLOAT;
+    case DType::f64:
+      return in_file ? H5T_IEEE_F64LE : H5T_NATIVE_DOUBLE;
+    case DType::i32:
+      return in_file ? H5T_STD_I32LE : H5T_NATIVE_INT32;
   }
   return H5T_NATIVE_DOUBLE;
 }
@@ -40,36 +49,129 @@ std::vector<hsize_t> chunk_dims(const std::vector<int64_t>& block, size_t elemen
 }  // namespace
 
 Hdf5Writer::Hdf5Writer(std::string path, MPI_Comm comm, size_t chunk_bytes)
-    : path_(std::move(path)), parallel_(comm != MPI_COMM_NULL), chunk_bytes_(chunk_bytes) {
-  QuietHdf5 quiet;
-  Hdf5Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-  check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V18), "set the file format");
-  if (parallel_) {
-    check(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL), "use MPI-IO");
-    check(H5Pset_coll_metadata_write(fapl.get(), true), "use collective metadata writes");
+    : path_(std::move(path)),
+      comm_(comm),
+      parallel_(comm != MPI_COMM_NULL),
+      chunk_bytes_(chunk_bytes) {
+  collective_step([&] {
+    QuietHdf5 quiet;
+    Hdf5Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+    check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V18), "set the file format");
+    if (parallel_) {
+      check(H5Pset_fapl_mpio(fapl.get(), comm_, MPI_INFO_NULL), "use MPI-IO");
+      check(H5Pset_coll_metadata_write(fapl.get(), true), "use collective metadata writes");
+    }
+    file_ = Hdf5Handle(H5Fcreate(path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose);
+    if (!file_.valid()) {
+      throw Error("cannot create checkpoint file '" + path_ + "' (" + hdf5_error_detail() + ")");
+    }
+  });
+}
+
+Hdf5Writer::~Hdf5Writer() {
+  if (!file_.valid()) return;
+  // Reached after a failure on some rank (every rank agreed on it) or an exception outside the
+  // writer. Emptying the file first frees what a full disk needs for the metadata flush.
+  int rank = 0;
+  if (parallel_) MPI_Comm_rank(comm_, &rank);
+  if (rank == 0 && ::truncate(path_.c_str(), 0) != 0) { /* the close reports what matters */
   }
-  file_ = Hdf5Handle(H5Fcreate(path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose);
-  if (!file_.valid()) {
-    throw Error("cannot create checkpoint file '" + path_ + "' (" + hdf5_error_detail() + ")");
+  if (parallel_) MPI_Barrier(comm_);
+  QuietHdf5 quiet;
+  file_.reset();
+}
+
+template <class F>
+void Hdf5Writer::collective_step(F&& f) {
+  if (failed_) throw Error("checkpoint file '" + path_ + "': written after a failure");
+  std::string error;
+  try {
+    f();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  agree(error);
+}
+
+void Hdf5Writer::agree(const std::string& local_error) {
+  if (!parallel_) {
+    if (local_error.empty()) return;
+    failed_ = true;
+    throw Error(local_error);
+  }
+  int rank = 0, size = 1;
+  MPI_Comm_rank(comm_, &rank);
+  MPI_Comm_size(comm_, &size);
+  int lowest = local_error.empty() ? size : rank;
+  MPI_Request request;
+  MPI_Iallreduce(MPI_IN_PLACE, &lowest, 1, MPI_INT, MPI_MIN, comm_, &request);
+  if (local_error.empty()) {
+    MPI_Wait(&request, MPI_STATUS_IGNORE);
+  } else {
+    wait_or_end_the_job(request, local_error);
+  }
+  if (lowest == size) return;
+  failed_ = true;
+  std::string message = local_error;
+  int length = static_cast<int>(message.size());
+  MPI_Bcast(&length, 1, MPI_INT, lowest, comm_);
+  message.resize(static_cast<size_t>(length));
+  MPI_Bcast(message.data(), length, MPI_CHAR, lowest, comm_);
+  throw Error(lowest == rank ? message : "rank " + std::to_string(lowest) + ": " + message);
+}
+
+void Hdf5Writer::wait_or_end_the_job(MPI_Request& request, const std::string& error) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point deadline = Clock::now() + std::chrono::seconds(kAgreementSeconds);
+  int done = 0;
+  while (MPI_Test(&request, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done == 0) {
+    if (Clock::now() > deadline) {
+      // HDF5's collectives do not survive a failure on one rank: the others wait inside the
+      // library for this one. Nothing can be completed; delete the file and end the job.
+      int rank = 0;
+      MPI_Comm_rank(comm_, &rank);
+      std::fprintf(stderr,
+                   "tls_dist: error: rank %d: %s (the other ranks are blocked inside "
+                   "HDF5's collective write; ending the job)\n",
+                   rank, error.c_str());
+      std::fflush(stderr);
+      ::unlink(path_.c_str());
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }
 
 void Hdf5Writer::check(herr_t status, const std::string& what) const {
   if (status >= 0) return;
   std::string detail = hdf5_error_detail();
+  // HDF5 says only "file write failed"; a full file system is the usual reason, so say so.
+  const std::string dir = directory_of(path_);
+  const int64_t free = free_bytes(dir);
+  const bool full = free >= 0 && free < (int64_t{1} << 20);
   throw Error("checkpoint file '" + path_ + "': cannot " + what +
-              (detail.empty() ? "" : " (" + detail + ")"));
+              (detail.empty() ? "" : " (" + detail + ")") +
+              (full ? "; the file system holding '" + dir + "' is full (" +
+                          std::to_string(free / 1024) + " KiB free)"
+                    : ""));
 }
 
 void Hdf5Writer::group(const std::string& path) {
-  QuietHdf5 quiet;
-  Hdf5Handle g(H5Gcreate2(file_.get(), path.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-               H5Gclose);
-  check(g.valid() ? 0 : -1, "create group '" + path + "'");
+  collective_step([&] {
+    QuietHdf5 quiet;
+    Hdf5Handle g(H5Gcreate2(file_.get(), path.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                 H5Gclose);
+    check(g.valid() ? 0 : -1, "create group '" + path + "'");
+  });
 }
 
 void Hdf5Writer::write_attribute(const std::string& object, const std::string& name,
                                  hid_t file_type, hid_t mem_type, const void* value) {
+  collective_step([&] { write_attribute_here(object, name, file_type, mem_type, value); });
+}
+
+void Hdf5Writer::write_attribute_here(const std::string& object, const std::string& name,
+                                      hid_t file_type, hid_t mem_type, const void* value) {
   QuietHdf5 quiet;
   Hdf5Handle space(H5Screate(H5S_SCALAR), H5Sclose);
   Hdf5Handle attr(H5Acreate_by_name(file_.get(), object.c_str(), name.c_str(), file_type,
@@ -102,6 +204,12 @@ void Hdf5Writer::attribute(const std::string& object, const std::string& name,
 void Hdf5Writer::write(const std::string& path, DType file_type, const std::vector<int64_t>& shape,
                        const std::vector<int64_t>& start, const std::vector<int64_t>& count,
                        DType mem_type, const void* data) {
+  collective_step([&] { write_here(path, file_type, shape, start, count, mem_type, data); });
+}
+
+void Hdf5Writer::write_here(const std::string& path, DType file_type,
+                            const std::vector<int64_t>& shape, const std::vector<int64_t>& start,
+                            const std::vector<int64_t>& count, DType mem_type, const void* data) {
   QuietHdf5 quiet;
   const std::string what = "write dataset '" + path + "'";
   const std::vector<hsize_t> dims(shape.begin(), shape.end());
@@ -130,9 +238,9 @@ void Hdf5Writer::write(const std::string& path, DType file_type, const std::vect
   Hdf5Handle mem_space(H5Screate_simple(1, std::vector<hsize_t>{1}.data(), nullptr), H5Sclose);
   if (mine > 0 && rank > 0) {
     mem_space = Hdf5Handle(H5Screate_simple(rank, n.data(), nullptr), H5Sclose);
-    check(H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, first.data(), nullptr, n.data(),
-                              nullptr),
-          what + " (block " + std::to_string(start.size()) + "-d outside the shape)");
+    check(
+        H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, first.data(), nullptr, n.data(), nullptr),
+        what + " (block " + std::to_string(start.size()) + "-d outside the shape)");
   } else if (mine == 0) {
     check(H5Sselect_none(space.get()), what);
     check(H5Sselect_none(mem_space.get()), what);
@@ -145,9 +253,16 @@ void Hdf5Writer::write(const std::string& path, DType file_type, const std::vect
 }
 
 void Hdf5Writer::close() {
-  QuietHdf5 quiet;
-  check(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL), "flush");
-  check(H5Fclose(file_.release()), "close");
+  collective_step([&] {
+    QuietHdf5 quiet;
+    check(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL), "flush");
+  });
+  // Every rank flushed. A failed H5Fclose may leave the identifier half torn down, so it is
+  // never retried.
+  collective_step([&] {
+    QuietHdf5 quiet;
+    check(H5Fclose(file_.release()), "close");
+  });
 }
 
 }  // namespace tls

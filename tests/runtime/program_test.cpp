@@ -4,6 +4,7 @@
 // non-zero exit and no checkpoint touched.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -172,6 +173,68 @@ TEST_F(Program, ResumingOnAChangedCorpusIsRefused) {
   EXPECT_NE(second.exit_code, 0) << second.output;
   EXPECT_NE(second.output.find("is not the corpus"), std::string::npos) << second.output;
   EXPECT_NE(second.output.find("different contents"), std::string::npos) << second.output;
+}
+
+// Mounts a tmpfs of `megabytes` at `dir` for the test's lifetime (root only).
+class SmallDisk {
+ public:
+  SmallDisk(const std::string& dir, int megabytes) : dir_(dir) {
+    fs::create_directories(dir);
+    mounted_ = run_command("mount -t tmpfs -o size=" + std::to_string(megabytes) + "m tmpfs " + dir, 30).exit_code == 0;
+  }
+  ~SmallDisk() {
+    if (mounted_) run_command("umount " + dir_, 30);
+  }
+  bool mounted() const { return mounted_; }
+  bool resize(int megabytes) {
+    return run_command("mount -o remount,size=" + std::to_string(megabytes) + "m " + dir_, 30).exit_code == 0;
+  }
+
+ private:
+  std::string dir_;
+  bool mounted_ = false;
+};
+
+// The disk filling up during a save: on a 9 MiB tmpfs one checkpoint of the tiny model (7.4 MB)
+// fits and the next does not. Either the space check refuses the save before writing, or (with
+// the check switched off) the write itself hits ENOSPC inside parallel HDF5. Both end the job
+// within 30 s with one error line that says the disk is full, leave no temporary file and no
+// checkpoint_6.h5, keep checkpoint_last pointing at checkpoint_3.h5, which loads, and with
+// space freed the same command resumes from update 3.
+TEST_F(Program, AFullDiskFailsTheSaveAndKeepsThePreviousCheckpoint) {
+  for (const std::string fault : {"", "save_no_space_check"}) {
+    SCOPED_TRACE(fault.empty() ? "space check" : "ENOSPC during the write");
+    const std::string dir = scratch_dir(fault.empty() ? "disk_full_check" : "disk_full_write");
+    SmallDisk disk(dir + "/disk", 9);
+    if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (needs root): the disk-full case is untested";
+    const std::string run = dir + "/disk/run";
+    const std::string train = "mpirun -n 2 " + tls_dist_binary() + " train" + tiny_flags() +
+                              " --sp 2 --save-interval 3 --max-update 6 --train-data " + corpus("train") +
+                              " --save-dir " + run;
+    ProcessResult r = run_command((fault.empty() ? "" : "TLS_FAULT_INJECT=" + fault + " ") + train, 60);
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.exit_code, 124) << "the job hung on a full disk";
+    EXPECT_LT(r.seconds, 30) << r.output;
+    EXPECT_EQ(count_lines_starting(r.output, "tls_dist: error"), 1) << r.output;
+    EXPECT_NE(r.output.find(fault.empty() ? "not enough space to save checkpoint" : "is full"), std::string::npos)
+        << r.output;
+    std::vector<std::string> names;
+    for (const fs::directory_entry& e : fs::directory_iterator(run)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    EXPECT_EQ(names, (std::vector<std::string>{"checkpoint_3.h5", "checkpoint_last.h5", "metrics.jsonl"}));
+    EXPECT_EQ(fs::read_symlink(run + "/checkpoint_last.h5").string(), "checkpoint_3.h5");
+
+    const std::string text = dir + "/text.txt";
+    write_file(text, read_file(corpus("valid")).substr(0, 5000));
+    ProcessResult eval = run_command(tls_dist_binary() + " eval --checkpoint " + run + "/checkpoint_last.h5 --data " + text);
+    EXPECT_EQ(eval.exit_code, 0) << eval.output;
+
+    ASSERT_TRUE(disk.resize(32));
+    ProcessResult resumed = run_command(train, 120);
+    EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
+    EXPECT_NE(resumed.output.find("at update 3"), std::string::npos) << resumed.output;
+    EXPECT_TRUE(fs::exists(run + "/checkpoint_6.h5")) << resumed.output;
+  }
 }
 
 struct BadInput {
