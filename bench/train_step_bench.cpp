@@ -14,7 +14,10 @@
 #include <string>
 #include <vector>
 
+#include <omp.h>
+
 #include "bench/model_flops.h"
+#include "kernels/cpu/blas_tiles.h"
 #include "layers/init.h"
 #include "layers/model.h"
 #include "runtime/optimizer.h"
@@ -27,7 +30,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// OpenBLAS's own multithreaded sgemm, with as many threads as the backend uses.
 double sgemm_rate(int n, int reps) {
+  cpu::BlasThreads threads(omp_get_max_threads());
   std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(a.size(), 0.25f), c(a.size(), 0.0f);
   for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>((i * 7919) % 1000) / 1000.0f;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,

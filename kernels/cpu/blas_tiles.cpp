@@ -7,12 +7,14 @@ void openblas_set_num_threads(int);
 
 namespace tls::cpu {
 
-SingleThreadedBlas::SingleThreadedBlas() : previous_(openblas_get_num_threads()) {
-  if (previous_ != 1) openblas_set_num_threads(1);
+void use_calling_thread_blas() {
+  if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
-SingleThreadedBlas::~SingleThreadedBlas() {
-  if (previous_ != 1) openblas_set_num_threads(previous_);
+BlasThreads::BlasThreads(int threads) : previous_(openblas_get_num_threads()) {
+  openblas_set_num_threads(threads);
 }
+
+BlasThreads::~BlasThreads() { openblas_set_num_threads(previous_); }
 
 }  // namespace tls::cpu

@@ -1,6 +1,11 @@
 // Small strided GEMMs inside the attention kernels (one head's slice of a [rows, dl] tensor has
-// leading dimension dl), and the guard that keeps OpenBLAS on the calling thread while OpenMP
-// threads each run their own tiles.
+// leading dimension dl), and the CPU backend's threading rule for OpenBLAS.
+//
+// One thread pool: OpenBLAS always computes on the calling thread, and the CPU backend spreads
+// work over OpenMP's threads itself (the attention kernels by tiles, CpuOps::gemm by blocks of
+// the output). OpenBLAS's own pthreads and OpenMP's threads on the same cores fight: OpenMP's
+// threads spin-wait after each parallel region while OpenBLAS's run, which cost a quarter of the
+// training step at 2 threads (bench/train_step_bench, see the README's performance section).
 #pragma once
 
 #include <cblas.h>
@@ -19,14 +24,18 @@ inline void gemm_tile(bool ta, bool tb, int m, int n, int k, double alpha, const
               k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-// While alive, OpenBLAS computes on the calling thread only (the OpenMP threads already split
-// the tiles between them); restores the previous thread count afterwards.
-class SingleThreadedBlas {
+// Makes OpenBLAS compute on the calling thread from now on (process-wide; the CpuOps
+// constructor calls it).
+void use_calling_thread_blas();
+
+// While alive, OpenBLAS uses `threads` threads of its own (for measuring its own sgemm rate next
+// to the backend, as bench/train_step_bench does); restores the previous count afterwards.
+class BlasThreads {
  public:
-  SingleThreadedBlas();
-  ~SingleThreadedBlas();
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+  explicit BlasThreads(int threads);
+  ~BlasThreads();
+  BlasThreads(const BlasThreads&) = delete;
+  BlasThreads& operator=(const BlasThreads&) = delete;
 
  private:
   int previous_;

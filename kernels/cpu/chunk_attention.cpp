@@ -63,7 +63,6 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
                    int64_t n_slots, int64_t n_pos, const AttentionShape& s) {
   const int64_t B = s.batch, Tn = s.tokens, H = s.n_head, dh = s.d_head, dl = H * dh;
   const int64_t c = s.chunk_size, r = s.chunk_rank, n_chunks = Tn / c;
-  cpu::SingleThreadedBlas one_thread;
 #pragma omp parallel
   {
     std::vector<T> keys(static_cast<size_t>(n_slots * dh)), scores(static_cast<size_t>(c * n_slots));
@@ -113,7 +112,6 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
                     int64_t n_slots, int64_t n_pos, const AttentionShape& s) {
   const int64_t B = s.batch, Tn = s.tokens, H = s.n_head, dh = s.d_head, dl = H * dh;
   const int64_t c = s.chunk_size, r = s.chunk_rank, n_chunks = Tn / c;
-  cpu::SingleThreadedBlas one_thread;
   // Threads own heads: every slot's and position's gradient of head h has one writer.
 #pragma omp parallel
   {

@@ -9,6 +9,7 @@ namespace tls {
 
 class CpuOps final : public Ops {
  public:
+  CpuOps();  // makes OpenBLAS compute on the calling thread (kernels/cpu/blas_tiles.h)
   Device device() const override;
   Tensor empty(const std::vector<int64_t>& shape, DType dtype) override;
   Tensor zeros(const std::vector<int64_t>& shape, DType dtype) override;

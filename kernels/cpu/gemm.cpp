@@ -1,12 +1,61 @@
 // GEMM of the CPU backend: C = alpha * op(A) op(B) + beta * C with op(X) = X or X^T, through
 // OpenBLAS cblas_sgemm / cblas_dgemm in row-major order. A, B and C are seen as 2-D matrices
 // [matrix_rows, matrix_cols]; op(A) is [M, K], op(B) is [K, N] and C is [M, N].
-#include <cblas.h>
+//
+// OpenBLAS runs on the calling thread (kernels/cpu/blas_tiles.h); a large product is cut into
+// one block of C per OpenMP thread, along its longer side, each block a GEMM of its own.
+#include <omp.h>
 
+#include <algorithm>
+
+#include "kernels/cpu/blas_tiles.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/dispatch.h"
 
 namespace tls {
+namespace {
+
+// Below this many multiply-adds a GEMM is not worth a parallel region.
+constexpr int64_t kParallelGemmMin = int64_t{1} << 21;
+// Blocks narrower than this lose OpenBLAS's register blocking.
+constexpr int64_t kMinBlock = 32;
+
+template <class T>
+void blocked_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+                  int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  const bool split_rows = m >= n;
+  const int64_t side = split_rows ? m : n;
+  int parts = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (m * n * k < kParallelGemmMin) parts = 1;
+  parts = static_cast<int>(std::clamp<int64_t>(side / kMinBlock, 1, parts));
+#pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
+  for (int p = 0; p < parts; ++p) {
+    // Block boundaries on multiples of 16 keep every block's start vector-aligned.
+    const int64_t lo = side * p / parts / 16 * 16;
+    const int64_t hi = p + 1 == parts ? side : side * (p + 1) / parts / 16 * 16;
+    if (hi <= lo) continue;
+    const T* a_block = a;
+    const T* b_block = b;
+    T* c_block = c;
+    int64_t rows = m, cols = n;
+    if (split_rows) {  // rows lo..hi of op(A) and of C
+      a_block = ta ? a + lo : a + lo * lda;
+      c_block = c + lo * ldc;
+      rows = hi - lo;
+    } else {  // columns lo..hi of op(B) and of C
+      b_block = tb ? b + lo * ldb : b + lo;
+      c_block = c + lo;
+      cols = hi - lo;
+    }
+    cpu::gemm_tile(ta, tb, static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(k),
+                   alpha, a_block, static_cast<int>(lda), b_block, static_cast<int>(ldb), beta,
+                   c_block, static_cast<int>(ldc));
+  }
+}
+
+}  // namespace
+
+CpuOps::CpuOps() { cpu::use_calling_thread_blas(); }
 
 void CpuOps::gemm(bool trans_a, bool trans_b, double alpha, const Tensor& a, const Tensor& b,
                   double beta, Tensor& c) {
@@ -22,17 +71,13 @@ void CpuOps::gemm(bool trans_a, bool trans_b, double alpha, const Tensor& a, con
       scale(c, beta);
     return;
   }
-  const auto ta = trans_a ? CblasTrans : CblasNoTrans;
-  const auto tb = trans_b ? CblasTrans : CblasNoTrans;
-  const int lda = static_cast<int>(a.matrix_cols()), ldb = static_cast<int>(b.matrix_cols());
-  const int ldc = static_cast<int>(n);
-  const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
+  const int64_t lda = a.matrix_cols(), ldb = b.matrix_cols(), ldc = n;
   if (c.dtype() == DType::f32) {
-    cblas_sgemm(CblasRowMajor, ta, tb, mi, ni, ki, static_cast<float>(alpha), a.data<float>(), lda,
-                b.data<float>(), ldb, static_cast<float>(beta), c.data<float>(), ldc);
+    blocked_gemm(trans_a, trans_b, m, n, k, static_cast<float>(alpha), a.data<float>(), lda,
+                 b.data<float>(), ldb, static_cast<float>(beta), c.data<float>(), ldc);
   } else {
-    cblas_dgemm(CblasRowMajor, ta, tb, mi, ni, ki, alpha, a.data<double>(), lda, b.data<double>(),
-                ldb, beta, c.data<double>(), ldc);
+    blocked_gemm(trans_a, trans_b, m, n, k, alpha, a.data<double>(), lda, b.data<double>(), ldb,
+                 beta, c.data<double>(), ldc);
   }
 }
 

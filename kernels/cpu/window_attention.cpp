@@ -97,7 +97,6 @@ void window_forward(T* out, T* lse, const T* q, const T* keys, const T* values, 
   const int64_t dl = H * dh;
   const WindowTiling tiling(w, Tn);
   const int64_t n_tiles = (Tn + tiling.tile - 1) / tiling.tile;
-  cpu::SingleThreadedBlas one_thread;
 #pragma omp parallel
   {
     WindowTile<T> tile(tiling.tile, w, dh);
@@ -139,7 +138,6 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
   const int64_t dl = H * dh;
   const WindowTiling tiling(w, Tn);
   const int64_t n_tiles = (Tn + tiling.tile - 1) / tiling.tile;
-  cpu::SingleThreadedBlas one_thread;
   // Threads own heads: the band rows of neighbouring tiles overlap, and rel / the biases are
   // shared by every query of a head, so one thread writes all of a head's gradients.
 #pragma omp parallel

@@ -46,6 +46,13 @@ TYPED_TEST(CpuGemmTest, AllTransposes) {
   check_gemm(this, 6, 1, 1, 0.3, 0.0);
 }
 
+// Products large enough to be cut into one block of C per OpenMP thread, along the rows (m > n)
+// and along the columns (n > m), with sides that are not multiples of the block alignment.
+TYPED_TEST(CpuGemmTest, LargeProductsSplitAcrossThreads) {
+  check_gemm(this, 301, 70, 123, 0.9, 0.4);
+  check_gemm(this, 67, 333, 111, -1.1, 0.0);
+}
+
 TYPED_TEST(CpuGemmTest, BetaZeroIgnoresGarbage) {
   Tensor a = this->rand({4, 3}, 1), b = this->rand({3, 2}, 2);
   Tensor c = this->ops->empty({4, 2}, this->dt);
