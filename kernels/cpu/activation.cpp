@@ -25,7 +25,7 @@ void unary(const char* op, Tensor& out, const Tensor& x, F&& f) {
     T* yp = out.data<T>();
     const int64_t n = x.numel();
 #pragma omp parallel for if (n >= cpu::kParallelMin)
-    for (int64_t i = 0; i < n; ++i) yp[i] = static_cast<T>(f(static_cast<double>(xp[i])));
+    for (int64_t i = 0; i < n; ++i) yp[i] = static_cast<T>(f(xp[i]));
   });
 }
 
@@ -42,19 +42,25 @@ void unary_backward(const char* op, Tensor& dx, const Tensor& dout, const Tensor
     const int64_t n = x.numel();
 #pragma omp parallel for if (n >= cpu::kParallelMin)
     for (int64_t i = 0; i < n; ++i)
-      dp[i] += static_cast<T>(static_cast<double>(gp[i]) * df(static_cast<double>(xp[i])));
+      dp[i] += static_cast<T>(gp[i] * df(xp[i]));
   });
 }
 
 }  // namespace
 
 void CpuOps::gelu_forward(Tensor& out, const Tensor& x) {
-  unary("gelu_forward", out, x, [](double v) { return 0.5 * v * (1.0 + std::erf(v * kInvSqrt2)); });
+  // Generic lambdas: erf and exp run in the tensor's type (erff / expf for float).
+  unary("gelu_forward", out, x, [](auto v) {
+    using V = decltype(v);
+    return V(0.5) * v * (V(1) + std::erf(v * V(kInvSqrt2)));
+  });
 }
 
 void CpuOps::gelu_backward(Tensor& dx, const Tensor& dout, const Tensor& x) {
-  unary_backward("gelu_backward", dx, dout, x, [](double v) {
-    return 0.5 * (1.0 + std::erf(v * kInvSqrt2)) + v * std::exp(-0.5 * v * v) * kInvSqrt2Pi;
+  unary_backward("gelu_backward", dx, dout, x, [](auto v) {
+    using V = decltype(v);
+    return V(0.5) * (V(1) + std::erf(v * V(kInvSqrt2))) +
+           v * std::exp(V(-0.5) * v * v) * V(kInvSqrt2Pi);
   });
 }
 

@@ -88,11 +88,11 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
                          static_cast<int>(nv));
           for (int64_t i = 0; i < c; ++i) {
             T* row = scores.data() + i * nv;
-            const double mx = *std::max_element(row, row + nv);
-            double total = 0;
+            const T mx = *std::max_element(row, row + nv);
+            double total = 0;  // exp in T (expf for float), the sum in double
             for (int64_t j = 0; j < nv; ++j) {
-              const double p = std::exp(static_cast<double>(row[j]) - mx);
-              row[j] = static_cast<T>(p);
+              const T p = std::exp(row[j] - mx);
+              row[j] = p;
               total += p;
             }
             const T inv = static_cast<T>(1.0 / total);
@@ -139,7 +139,7 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
             T* p = probs.data() + i * nv;
             T* dp = dprobs.data() + i * nv;
             for (int64_t j = 0; j < nv; ++j) {
-              const double prob = std::exp(static_cast<double>(p[j]) - l);
+              const double prob = std::exp(p[j] - static_cast<T>(l));
               p[j] = static_cast<T>(prob);
               dp[j] = static_cast<T>(prob * (static_cast<double>(dp[j]) - dlt));  // ds
             }

@@ -110,11 +110,11 @@ void window_forward(T* out, T* lse, const T* q, const T* keys, const T* values, 
           window_tile_scores(tile, q, keys, rel, rw, rr, b, ho, s);
           for (int64_t i = 0; i < tile.len; ++i) {
             T* row = tile.probs.data() + i * w;
-            const double mx = *std::max_element(row, row + w);
-            double total = 0;
+            const T mx = *std::max_element(row, row + w);
+            double total = 0;  // exp in T (expf for float), the sum in double
             for (int64_t d = 0; d < w; ++d) {
-              const double p = std::exp(static_cast<double>(row[d]) - mx);
-              row[d] = static_cast<T>(p);
+              const T p = std::exp(row[d] - mx);
+              row[d] = p;
               total += p;
             }
             const T inv = static_cast<T>(1.0 / total);
@@ -166,7 +166,7 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
           for (int64_t i = 0; i < L; ++i) {
             const double l = lse[(b * H + h) * Tn + tile.t0 + i], dlt = delta[(b * H + h) * Tn + tile.t0 + i];
             for (int64_t d = 0; d < w; ++d) {
-              const double p = std::exp(static_cast<double>(tile.probs[i * w + d]) - l);
+              const double p = std::exp(tile.probs[i * w + d] - static_cast<T>(l));
               const double dp = dpos_band[i * nb + i + w - 1 - d];
               tile.probs[i * w + d] = static_cast<T>(p);
               dscores[i * w + d] = static_cast<T>(p * (dp - dlt));
