@@ -5,7 +5,7 @@
 //                    [--window W] [--tokens T] [--mem M] [--batch B] [--steps N] [--fp64]
 //                    [--activation-checkpointing]
 #include <cblas.h>
-#include <sys/resource.h>
+#include <omp.h>
 
 #include <chrono>
 #include <cstdio>
@@ -14,21 +14,13 @@
 #include <string>
 #include <vector>
 
-#include <omp.h>
-
 #include "bench/model_flops.h"
+#include "bench/training_step.h"
 #include "kernels/cpu/blas_tiles.h"
-#include "layers/init.h"
-#include "layers/model.h"
-#include "runtime/optimizer.h"
 
 using namespace tls;
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // OpenBLAS's own multithreaded sgemm, with as many threads as the backend uses.
 double sgemm_rate(int n, int reps) {
@@ -41,13 +33,7 @@ double sgemm_rate(int n, int reps) {
   for (int i = 0; i < reps; ++i)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(),
                 n, 0.0f, c.data(), n);
-  return 2.0 * n * n * static_cast<double>(n) * reps / seconds_since(t0);
-}
-
-double peak_rss_gib() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
+  return 2.0 * n * n * static_cast<double>(n) * reps / bench::seconds_since(t0);
 }
 
 }  // namespace
@@ -96,44 +82,22 @@ int main(int argc, char** argv) {
   try {
     cfg.validate();
     auto ops = make_cpu_ops();
-    TransformerLSModel model(*ops, cfg, dtype);
-    initialize_parameters(*ops, model, 1);
-    OptimizerSettings opt;
-    AdamW adam(*ops, model.parameters(), opt);
-    ModelState state = model.initial_state(batch);
-    std::vector<double> tok(static_cast<size_t>(batch * cfg.tokens_per_sample));
-    for (size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<double>((i * 131 + 7) % 256);
-    Tensor tokens = ops->empty({batch, cfg.tokens_per_sample}, DType::i32);
-    ops->from_host(tokens, tok);
-    PassContext ctx;
-    ctx.training = true;
-    ctx.activation_checkpointing = checkpointing;
-    auto one_step = [&](int64_t u) {
-      model.zero_grad();
-      ModelSaved saved;
-      const double nll = model.forward(tokens, tokens, state, saved, ctx);
-      model.backward(saved, 1.0 / static_cast<double>(saved.n_targets), ctx);
-      saved = ModelSaved();
-      adam.step(u);
-      return nll / static_cast<double>(batch * cfg.tokens_per_sample);
-    };
-    one_step(1);  // warm-up (and a non-zero cache)
-    auto t0 = std::chrono::steady_clock::now();
+    bench::TrainingStep step(*ops, cfg, dtype, batch, checkpointing);
     double loss = 0;
-    for (int64_t s = 0; s < steps; ++s) loss = one_step(s + 2);
-    const double step_s = seconds_since(t0) / static_cast<double>(steps);
+    const double step_s = step.time(steps, &loss);
     const double flops = 3 * bench::forward_flops(cfg, batch);
     const double gemm = sgemm_rate(2048, 3);
     const char* threads = std::getenv("OMP_NUM_THREADS");
     std::printf("# train_step_bench: %s, %s%s\n", describe(cfg).c_str(), dtype_name(dtype),
                 checkpointing ? ", activation checkpointing" : "");
     std::printf("# model FLOPs: %s\n", bench::flops_formula());
-    std::printf("| threads | B | step (s) | tokens/s | model GFLOP/s | sgemm 2048^3 GFLOP/s | ratio | peak RSS (GiB) | loss |\n");
-    std::printf("|---|---|---|---|---|---|---|---|---|\n");
-    std::printf("| %s | %lld | %.3f | %.0f | %.2f | %.2f | %.3f | %.2f | %.4f |\n",
+    std::printf("| threads | B | step (s) | tokens/s | model GFLOP/s | sgemm 2048^3 GFLOP/s | ratio | peak RSS (GiB) | peak tensors (GiB) | loss |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    std::printf("| %s | %lld | %.3f | %.0f | %.2f | %.2f | %.3f | %.2f | %.2f | %.4f |\n",
                 threads ? threads : "default", static_cast<long long>(batch), step_s,
                 static_cast<double>(batch * cfg.tokens_per_sample) / step_s, flops / step_s / 1e9,
-                gemm / 1e9, flops / step_s / gemm, peak_rss_gib(), loss);
+                gemm / 1e9, flops / step_s / gemm, bench::peak_rss_gib(),
+                static_cast<double>(host_tensor_memory().peak) / (1 << 30), loss);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "train_step_bench: %s\n", e.what());
     return 1;

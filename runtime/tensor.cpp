@@ -1,5 +1,6 @@
 #include "runtime/tensor.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -27,8 +28,24 @@ const char* dtype_name(DType dtype) {
   return "?";
 }
 
+namespace {
+std::atomic<int64_t> live_host_bytes{0}, peak_host_bytes{0};
+
+void count_host_bytes(int64_t delta) {
+  const int64_t now = live_host_bytes.fetch_add(delta) + delta;
+  int64_t peak = peak_host_bytes.load();
+  while (now > peak && !peak_host_bytes.compare_exchange_weak(peak, now)) {
+  }
+}
+}  // namespace
+
+HostTensorMemory host_tensor_memory() { return {live_host_bytes.load(), peak_host_bytes.load()}; }
+
+void reset_host_tensor_peak() { peak_host_bytes.store(live_host_bytes.load()); }
+
 Storage::~Storage() {
   if (ptr && free_fn) free_fn(ptr);
+  if (counted_bytes > 0) count_host_bytes(-static_cast<int64_t>(counted_bytes));
 }
 
 static int64_t product(const std::vector<int64_t>& shape) {
@@ -47,6 +64,8 @@ Tensor Tensor::empty(std::vector<int64_t> shape, DType dtype) {
   storage->ptr = std::aligned_alloc(64, alloc);
   if (!storage->ptr) throw std::bad_alloc();
   storage->free_fn = std::free;
+  storage->counted_bytes = alloc;
+  count_host_bytes(static_cast<int64_t>(alloc));
   return wrap(std::move(storage), std::move(shape), dtype);
 }
 

@@ -29,8 +29,18 @@ struct Storage {
   size_t bytes = 0;
   Device device = Device::cpu;
   void (*free_fn)(void*) = nullptr;
+  size_t counted_bytes = 0;  // what Tensor::empty added to the host tensor memory count
   ~Storage();
 };
+
+// Bytes held by host tensors from Tensor::empty (not wrapped or device memory): now, and the
+// most at any time since the last reset. The benches read it to show memory per token exactly,
+// without the allocator's and the libraries' share that the resident set size includes.
+struct HostTensorMemory {
+  int64_t live = 0, peak = 0;
+};
+HostTensorMemory host_tensor_memory();
+void reset_host_tensor_peak();  // peak = live
 
 class Tensor {
  public:

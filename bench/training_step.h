@@ -1,0 +1,76 @@
+// One single-process training step (forward, backward, AdamW) of a config on the CPU backend,
+// timed, for the benches that compare it with the machine's GEMM rate or across lengths.
+#pragma once
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "layers/init.h"
+#include "layers/model.h"
+#include "runtime/optimizer.h"
+
+namespace tls::bench {
+
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The process's resident high-water mark (it never goes down).
+inline double peak_rss_gib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
+}
+
+class TrainingStep {
+ public:
+  TrainingStep(Ops& ops, const ModelConfig& cfg, DType dtype, int64_t batch, bool checkpointing)
+      : ops_(ops), cfg_(cfg), batch_(batch), model_(ops, cfg, dtype) {
+    initialize_parameters(ops, model_, 1);
+    adam_ = std::make_unique<AdamW>(ops, model_.parameters(), OptimizerSettings());
+    state_ = model_.initial_state(batch);
+    std::vector<double> tok(static_cast<size_t>(batch * cfg.tokens_per_sample));
+    for (size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<double>((i * 131 + 7) % 256);
+    tokens_ = ops.empty({batch, cfg.tokens_per_sample}, DType::i32);
+    ops.from_host(tokens_, tok);
+    ctx_.training = true;
+    ctx_.activation_checkpointing = checkpointing;
+  }
+
+  // One update; returns the mean loss per token.
+  double run() {
+    model_.zero_grad();
+    ModelSaved saved;
+    const double nll = model_.forward(tokens_, tokens_, state_, saved, ctx_);
+    model_.backward(saved, 1.0 / static_cast<double>(saved.n_targets), ctx_);
+    saved = ModelSaved();
+    adam_->step(++update_);
+    return nll / static_cast<double>(batch_ * cfg_.tokens_per_sample);
+  }
+
+  // Seconds per step over `steps` steps after one warm-up step (which also fills the caches).
+  double time(int64_t steps, double* last_loss = nullptr) {
+    run();
+    const auto t0 = std::chrono::steady_clock::now();
+    double loss = 0;
+    for (int64_t s = 0; s < steps; ++s) loss = run();
+    if (last_loss) *last_loss = loss;
+    return seconds_since(t0) / static_cast<double>(steps);
+  }
+
+ private:
+  Ops& ops_;
+  ModelConfig cfg_;
+  int64_t batch_;
+  TransformerLSModel model_;
+  std::unique_ptr<AdamW> adam_;
+  ModelState state_;
+  Tensor tokens_;
+  PassContext ctx_;
+  int64_t update_ = 0;
+};
+
+}  // namespace tls::bench
