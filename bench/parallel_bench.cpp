@@ -4,12 +4,15 @@
 // compressed vectors, T/c r d/tp per layer for K and V, gathered forward and scattered back).
 // Launch with mpirun; the layout comes from --tp/--sp, dp = world / (tp sp).
 //   mpirun -n 4 bench/parallel_bench --sp 4 [--tp 1] [--tokens 16384] [--d-model 256] [--layers 4]
+//                                    [--steps 1] [--activation-checkpointing] [--no-exchange]
 #include <mpi.h>
 #include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,10 +24,52 @@
 
 using namespace tls;
 
+namespace {
+
+// --no-exchange: stands in for the sp and dp x sp groups with the same rank and size but moves
+// no data (gathers copy this rank's part into every slot, received halos are zeros), so every
+// rank does exactly the same computation without communicating or waiting for its peers. The
+// step time with the real groups minus this one is what the exchanges cost on top of compute
+// (what overlap does not hide, plus waiting for the slowest slice).
+class NoExchangeComm final : public Comm {
+ public:
+  explicit NoExchangeComm(const Comm& real) : rank_(real.rank()), size_(real.size()) {}
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return "no-exchange stand-in"; }
+  void allreduce_sum(Tensor&) override {}
+  double allreduce_sum(double x) override { return x; }
+  double allreduce_max(double x) override { return x; }
+  void allgather(Tensor& out, const Tensor& in) override {
+    for (int r = 0; r < size_; ++r)
+      std::memcpy(static_cast<char*>(out.raw()) + r * in.bytes(), in.raw(), in.bytes());
+  }
+  void reduce_scatter_sum(Tensor& out, const Tensor& in) override {
+    std::memcpy(out.raw(), static_cast<const char*>(in.raw()) + rank_ * out.bytes(), out.bytes());
+  }
+  void broadcast(Tensor&, int) override {}
+  void barrier() override {}
+  std::unique_ptr<Request> isend(const Tensor&, int, int) override {
+    return std::make_unique<Done>();
+  }
+  std::unique_ptr<Request> irecv(Tensor& x, int, int) override {
+    std::memset(x.raw(), 0, x.bytes());
+    return std::make_unique<Done>();
+  }
+
+ private:
+  struct Done final : Request {
+    void wait() override {}
+  };
+  int rank_, size_;
+};
+
+}  // namespace
+
 int main(int argc, char** argv) {
   mpi_initialize(&argc, &argv);
   int tp = 1, sp = 1, steps = 1;
-  bool checkpointing = false;
+  bool checkpointing = false, no_exchange = false;
   ModelConfig cfg;
   cfg.n_layer = 4;
   cfg.d_model = 256;
@@ -44,6 +89,7 @@ int main(int argc, char** argv) {
     else if (a == "--layers") cfg.n_layer = next();
     else if (a == "--steps") steps = static_cast<int>(next());
     else if (a == "--activation-checkpointing") checkpointing = true;
+    else if (a == "--no-exchange") no_exchange = true;
     else {
       std::fprintf(stderr, "parallel_bench: unknown option %s\n", a.c_str());
       return 2;
@@ -54,6 +100,10 @@ int main(int argc, char** argv) {
     cfg.validate();
     cfg.validate_layout(tp, sp);
     Topology topo = make_mpi_topology(tp, sp);
+    if (no_exchange) {
+      topo.sp = std::make_shared<NoExchangeComm>(*topo.sp);
+      topo.dp_sp = std::make_shared<NoExchangeComm>(*topo.dp_sp);
+    }
     auto ops = make_cpu_ops();
     TransformerLSModel model(*ops, cfg, DType::f32, topo);
     initialize_parameters(*ops, model, 1);
@@ -94,6 +144,7 @@ int main(int argc, char** argv) {
     const double local_slots = static_cast<double>(cfg.mem_len + cfg.tokens_per_sample) / sp / cfg.chunk_size * cfg.chunk_rank;
     const double chunk_pred = sp > 1 ? 2 * 2 * local_slots * dl * 4 * (sp - 1) * L : 0;  // K, V; gather + scatter
     if (topo.world_rank == 0) {
+      if (no_exchange) std::printf("# --no-exchange: the sp groups move no data (same computation)\n");
       std::printf("| T | tp | sp | dp | step (s) | peak RSS max rank (GiB) | halo MB sent (pred.) | chunks MB sent (pred.) | tp all-reduce MB | grad MB |\n");
       std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
       std::printf("| %lld | %d | %d | %d | %.2f | %.3f | %.3f (%.3f) | %.3f (%.3f) | %.2f | %.2f |\n",
