@@ -137,6 +137,10 @@ int main(int argc, char** argv) {
     getrusage(RUSAGE_SELF, &u);
     const double rss = static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
     const double max_rss = topo.world->allreduce_max(rss);
+    // Every rank's peak, in world rank order.
+    Tensor mine = Tensor::empty({1}, DType::f64), every = Tensor::empty({topo.world->size()}, DType::f64);
+    mine.data<double>()[0] = rss;
+    topo.world->allgather(every, mine);
     const TrafficCounters& t = traffic();
     // Predictions per rank per step, float32 (DESIGN.md section 3).
     const double dl = static_cast<double>(cfg.d_model) / tp, L = static_cast<double>(cfg.n_layer);
@@ -151,6 +155,9 @@ int main(int argc, char** argv) {
                   static_cast<long long>(cfg.tokens_per_sample), tp, sp, topo.layout.dp, seconds, max_rss,
                   t.halo / steps / 1e6, halo_pred / 1e6, t.chunks / steps / 1e6, chunk_pred / 1e6,
                   t.tensor / steps / 1e6, t.gradients / steps / 1e6);
+      std::printf("# peak RSS per rank (GiB):");
+      for (int r = 0; r < topo.world->size(); ++r) std::printf(" %.3f", every.data<double>()[r]);
+      std::printf("\n");
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "parallel_bench: %s\n", e.what());

@@ -8,8 +8,8 @@
 //   s[t, j] = q_t . (khat[j] + pos[id(t, j)])
 // As in window_attention.cpp, the forward returns this part's own normalised output and lse,
 // the backward takes the merged lse and delta, recomputes the scores and accumulates. Memory is
-// one query chunk's scores per thread (c x slots); the backward's threads split the heads so
-// gradient writes never race.
+// one query tile's scores per thread (about 128 x slots); the backward's threads split the heads
+// so gradient writes never race.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -44,17 +44,68 @@ inline int64_t visible_slots(const AttentionShape& s, int64_t t, int64_t n_slots
   return std::clamp<int64_t>(g_q * s.chunk_rank, 0, n_slots);
 }
 
-// Every query of one query chunk sees the same slots j < g_q r with the same relative ids
-// g_q r - 1 - j, so a chunk's c queries share one key matrix K_eff[j] = khat[j] + pos[id(j)]
-// and its scores are one small GEMM; the weighted sum is another.
+// Query tiles: G consecutive query chunks (about kTileRows query rows) are scored together. The
+// content scores q . khat[j] of the whole tile are one GEMM against the slots visible to its last
+// chunk, and the positional scores q . pos[id] another against the ids the tile uses; the
+// relative id g_q r - 1 - j of each (row, slot) then picks its positional score (the chunked
+// relative shift, applied to scores instead of building a key matrix per chunk). Slots a row
+// cannot see (j >= g_q r, for the tile's earlier chunks) get probability 0. The weighted sum is
+// a third GEMM. Every GEMM has about kTileRows rows, which OpenBLAS runs near its full rate.
+constexpr int64_t kTileRows = 128;
+
+struct ChunkTiling {
+  int64_t chunks_per_tile, n_tiles, max_rows;
+  explicit ChunkTiling(const AttentionShape& s) {
+    const int64_t n_chunks = s.tokens / s.chunk_size;
+    chunks_per_tile = std::max<int64_t>(1, kTileRows / s.chunk_size);
+    n_tiles = (n_chunks + chunks_per_tile - 1) / chunks_per_tile;
+    max_rows = chunks_per_tile * s.chunk_size;
+  }
+};
+
+// One tile's geometry: rows t0 .. t0 + rows of the block, its chunks' visible slot counts.
+struct ChunkTileGeometry {
+  int64_t t0 = 0, rows = 0;
+  int64_t nv_max = 0;   // slots visible to the tile's last chunk (the GEMMs' width)
+  int64_t ids = 0;      // positional ids the tile may use: 0 .. ids-1
+  ChunkTileGeometry(const AttentionShape& s, const ChunkTiling& tiling, int64_t tile,
+                    int64_t n_slots, int64_t n_pos) {
+    const int64_t c = s.chunk_size, n_chunks = s.tokens / c;
+    const int64_t first = tile * tiling.chunks_per_tile;
+    const int64_t last = std::min(n_chunks, first + tiling.chunks_per_tile) - 1;
+    t0 = first * c;
+    rows = (last - first + 1) * c;
+    nv_max = visible_slots(s, last * c, n_slots);
+    // Row i's ids are g_q r - 1 - j <= g_q r - 1, clamped to n_pos - 1.
+    ids = std::clamp<int64_t>((s.first_query_chunk + last) * s.chunk_rank, 0, n_pos);
+  }
+  // Global query chunk of tile row i.
+  int64_t g_q(const AttentionShape& s, int64_t i) const {
+    return s.first_query_chunk + (t0 + i) / s.chunk_size;
+  }
+};
+
+// scores[i, j] = q_i . khat[j] + q_i . pos[id(i, j)] for j < nv(i) (GEMMs into `scores` and
+// `qpos`, then the shift). Returns nothing for j >= nv(i); callers mask those.
 template <class T>
-void build_effective_keys(T* keys, const T* khat, const T* pos, int64_t b, int64_t ho, int64_t g_q,
-                          int64_t nv, int64_t n_slots, int64_t n_pos, int64_t dl, int64_t dh,
-                          int64_t r) {
-  for (int64_t j = 0; j < nv; ++j) {
-    const T* k = khat + (b * n_slots + j) * dl + ho;
-    const T* p = pos + std::min(g_q * r - 1 - j, n_pos - 1) * dl + ho;
-    for (int64_t e = 0; e < dh; ++e) keys[j * dh + e] = k[e] + p[e];
+void chunk_tile_scores(T* scores, T* qpos, const T* q, const T* khat, const T* pos,
+                       const ChunkTileGeometry& g, int64_t b, int64_t ho, int64_t n_slots,
+                       int64_t n_pos, const AttentionShape& s) {
+  const int64_t dl = s.n_head * s.d_head, dh = s.d_head, Tn = s.tokens, r = s.chunk_rank;
+  const T* qt = q + (b * Tn + g.t0) * dl + ho;
+  const int rows = static_cast<int>(g.rows), nv = static_cast<int>(g.nv_max),
+            ids = static_cast<int>(g.ids), idh = static_cast<int>(dh), idl = static_cast<int>(dl);
+  cpu::gemm_tile(false, true, rows, nv, idh, T(1), qt, idl, khat + b * n_slots * dl + ho, idl,
+                 T(0), scores, nv);
+  cpu::gemm_tile(false, true, rows, ids, idh, T(1), qt, idl, pos + ho, idl, T(0), qpos, ids);
+  for (int64_t i = 0; i < g.rows; ++i) {
+    const int64_t top = g.g_q(s, i) * r - 1;  // id of slot 0
+    const int64_t nv_i = std::min(top + 1, g.nv_max);
+    T* row = scores + i * g.nv_max;
+    const T* qp = qpos + i * g.ids;
+    const int64_t unclamped_from = std::max<int64_t>(0, top - (n_pos - 1));  // id <= n_pos-1 from here
+    for (int64_t j = 0; j < std::min(unclamped_from, nv_i); ++j) row[j] += qp[n_pos - 1];
+    for (int64_t j = unclamped_from; j < nv_i; ++j) row[j] += qp[top - j];
   }
 }
 
@@ -62,45 +113,50 @@ template <class T>
 void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, const T* pos,
                    int64_t n_slots, int64_t n_pos, const AttentionShape& s) {
   const int64_t B = s.batch, Tn = s.tokens, H = s.n_head, dh = s.d_head, dl = H * dh;
-  const int64_t c = s.chunk_size, r = s.chunk_rank, n_chunks = Tn / c;
+  const int64_t r = s.chunk_rank;
+  const ChunkTiling tiling(s);
 #pragma omp parallel
   {
-    std::vector<T> keys(static_cast<size_t>(n_slots * dh)), scores(static_cast<size_t>(c * n_slots));
+    std::vector<T> scores(static_cast<size_t>(tiling.max_rows * n_slots));
+    std::vector<T> qpos(static_cast<size_t>(tiling.max_rows * std::max<int64_t>(n_pos, 1)));
 #pragma omp for collapse(3) schedule(dynamic)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h)
-        for (int64_t qc = 0; qc < n_chunks; ++qc) {
-          const int64_t ho = h * dh, t0 = qc * c;
-          const int64_t g_q = s.first_query_chunk + qc;
-          const int64_t nv = visible_slots(s, t0, n_slots);
-          T* o = out + (b * Tn + t0) * dl + ho;
-          if (nv == 0) {
-            for (int64_t i = 0; i < c; ++i) {
+        for (int64_t k = 0; k < tiling.n_tiles; ++k) {
+          const int64_t ho = h * dh;
+          const ChunkTileGeometry g(s, tiling, k, n_slots, n_pos);
+          T* o = out + (b * Tn + g.t0) * dl + ho;
+          T* l = lse + (b * H + h) * Tn + g.t0;
+          if (g.nv_max == 0) {  // no row of the tile sees a slot
+            for (int64_t i = 0; i < g.rows; ++i) {
               std::fill(o + i * dl, o + i * dl + dh, T(0));
-              lse[(b * H + h) * Tn + t0 + i] = -std::numeric_limits<T>::infinity();
+              l[i] = -std::numeric_limits<T>::infinity();
             }
             continue;
           }
-          build_effective_keys(keys.data(), khat, pos, b, ho, g_q, nv, n_slots, n_pos, dl, dh, r);
-          const T* qt = q + (b * Tn + t0) * dl + ho;
-          cpu::gemm_tile(false, true, static_cast<int>(c), static_cast<int>(nv), static_cast<int>(dh), T(1), qt,
-                         static_cast<int>(dl), keys.data(), static_cast<int>(dh), T(0), scores.data(),
-                         static_cast<int>(nv));
-          for (int64_t i = 0; i < c; ++i) {
-            T* row = scores.data() + i * nv;
-            const T mx = *std::max_element(row, row + nv);
+          chunk_tile_scores(scores.data(), qpos.data(), q, khat, pos, g, b, ho, n_slots, n_pos, s);
+          for (int64_t i = 0; i < g.rows; ++i) {
+            T* row = scores.data() + i * g.nv_max;
+            const int64_t nv_i = std::clamp<int64_t>(g.g_q(s, i) * r, 0, g.nv_max);
+            std::fill(row + nv_i, row + g.nv_max, T(0));
+            if (nv_i == 0) {
+              l[i] = -std::numeric_limits<T>::infinity();
+              continue;
+            }
+            const T mx = *std::max_element(row, row + nv_i);
             double total = 0;  // exp in T (expf for float), the sum in double
-            for (int64_t j = 0; j < nv; ++j) {
+            for (int64_t j = 0; j < nv_i; ++j) {
               const T p = std::exp(row[j] - mx);
               row[j] = p;
               total += p;
             }
             const T inv = static_cast<T>(1.0 / total);
-            for (int64_t j = 0; j < nv; ++j) row[j] *= inv;
-            lse[(b * H + h) * Tn + t0 + i] = static_cast<T>(mx + std::log(total));
+            for (int64_t j = 0; j < nv_i; ++j) row[j] *= inv;
+            l[i] = static_cast<T>(mx + std::log(total));
           }
-          cpu::gemm_tile(false, false, static_cast<int>(c), static_cast<int>(dh), static_cast<int>(nv), T(1),
-                         scores.data(), static_cast<int>(nv), vhat + b * n_slots * dl + ho,
+          cpu::gemm_tile(false, false, static_cast<int>(g.rows), static_cast<int>(dh),
+                         static_cast<int>(g.nv_max), T(1), scores.data(),
+                         static_cast<int>(g.nv_max), vhat + b * n_slots * dl + ho,
                          static_cast<int>(dl), T(0), o, static_cast<int>(dl));
         }
   }
@@ -111,56 +167,64 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
                     const T* delta, const T* q, const T* khat, const T* vhat, const T* pos,
                     int64_t n_slots, int64_t n_pos, const AttentionShape& s) {
   const int64_t B = s.batch, Tn = s.tokens, H = s.n_head, dh = s.d_head, dl = H * dh;
-  const int64_t c = s.chunk_size, r = s.chunk_rank, n_chunks = Tn / c;
+  const int64_t r = s.chunk_rank;
+  const ChunkTiling tiling(s);
+  const int idh = static_cast<int>(dh), idl = static_cast<int>(dl);
   // Threads own heads: every slot's and position's gradient of head h has one writer.
 #pragma omp parallel
   {
-    std::vector<T> keys(static_cast<size_t>(n_slots * dh)), dkeys(static_cast<size_t>(n_slots * dh));
-    std::vector<T> probs(static_cast<size_t>(c * n_slots)), dprobs(static_cast<size_t>(c * n_slots));
-    std::vector<T> dq_tile(static_cast<size_t>(c * dh));
+    std::vector<T> probs(static_cast<size_t>(tiling.max_rows * n_slots));
+    std::vector<T> dprobs(probs.size());
+    std::vector<T> qpos(static_cast<size_t>(tiling.max_rows * std::max<int64_t>(n_pos, 1)));
+    std::vector<T> dqpos(qpos.size());
 #pragma omp for schedule(dynamic)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t b = 0; b < B; ++b)
-        for (int64_t qc = 0; qc < n_chunks; ++qc) {
-          const int64_t ho = h * dh, t0 = qc * c;
-          const int64_t g_q = s.first_query_chunk + qc;
-          const int64_t nv = visible_slots(s, t0, n_slots);
-          if (nv == 0) continue;
-          const int ic = static_cast<int>(c), inv_ = static_cast<int>(nv), idh = static_cast<int>(dh),
-                    idl = static_cast<int>(dl);
-          build_effective_keys(keys.data(), khat, pos, b, ho, g_q, nv, n_slots, n_pos, dl, dh, r);
-          const T* qt = q + (b * Tn + t0) * dl + ho;
-          const T* go = dout + (b * Tn + t0) * dl + ho;
+        for (int64_t k = 0; k < tiling.n_tiles; ++k) {
+          const int64_t ho = h * dh;
+          const ChunkTileGeometry g(s, tiling, k, n_slots, n_pos);
+          if (g.nv_max == 0) continue;
+          const int rows = static_cast<int>(g.rows), nv = static_cast<int>(g.nv_max),
+                    ids = static_cast<int>(g.ids);
+          const T* qt = q + (b * Tn + g.t0) * dl + ho;
+          const T* go = dout + (b * Tn + g.t0) * dl + ho;
+          const T* kb = khat + b * n_slots * dl + ho;
           const T* vb = vhat + b * n_slots * dl + ho;
-          cpu::gemm_tile(false, true, ic, inv_, idh, T(1), qt, idl, keys.data(), idh, T(0), probs.data(), inv_);
-          cpu::gemm_tile(false, true, ic, inv_, idh, T(1), go, idl, vb, idl, T(0), dprobs.data(), inv_);
-          for (int64_t i = 0; i < c; ++i) {
-            const double l = lse[(b * H + h) * Tn + t0 + i], dlt = delta[(b * H + h) * Tn + t0 + i];
-            T* p = probs.data() + i * nv;
-            T* dp = dprobs.data() + i * nv;
-            for (int64_t j = 0; j < nv; ++j) {
-              const double prob = std::exp(p[j] - static_cast<T>(l));
-              p[j] = static_cast<T>(prob);
+          chunk_tile_scores(probs.data(), qpos.data(), q, khat, pos, g, b, ho, n_slots, n_pos, s);
+          cpu::gemm_tile(false, true, rows, nv, idh, T(1), go, idl, vb, idl, T(0), dprobs.data(), nv);
+          std::fill(dqpos.begin(), dqpos.begin() + g.rows * g.ids, T(0));
+          for (int64_t i = 0; i < g.rows; ++i) {
+            const int64_t li = (b * H + h) * Tn + g.t0 + i;
+            const T l = static_cast<T>(lse[li]);
+            const double dlt = delta[li];
+            const int64_t top = g.g_q(s, i) * r - 1;
+            const int64_t nv_i = std::clamp<int64_t>(top + 1, 0, g.nv_max);
+            T* p = probs.data() + i * g.nv_max;
+            T* dp = dprobs.data() + i * g.nv_max;
+            T* dqp = dqpos.data() + i * g.ids;
+            for (int64_t j = 0; j < nv_i; ++j) {
+              const T prob = std::exp(p[j] - l);
+              p[j] = prob;
               dp[j] = static_cast<T>(prob * (static_cast<double>(dp[j]) - dlt));  // ds
+              dqp[std::min(top - j, n_pos - 1)] += dp[j];
             }
+            std::fill(p + nv_i, p + g.nv_max, T(0));
+            std::fill(dp + nv_i, dp + g.nv_max, T(0));
           }
-          if (dq) cpu::gemm_tile(false, false, ic, idh, inv_, T(1), dprobs.data(), inv_, keys.data(), idh, T(1),
-                                 dq + (b * Tn + t0) * dl + ho, idl);
-          if (dvhat) cpu::gemm_tile(true, false, inv_, idh, ic, T(1), probs.data(), inv_, go, idl, T(1),
-                                    dvhat + b * n_slots * dl + ho, idl);
-          if (!dkhat && !dpos) continue;
-          cpu::gemm_tile(true, false, inv_, idh, ic, T(1), dprobs.data(), inv_, qt, idl, T(0), dkeys.data(), idh);
-          for (int64_t j = 0; j < nv; ++j) {
-            const T* g = dkeys.data() + j * dh;
-            if (dkhat) {
-              T* dk = dkhat + (b * n_slots + j) * dl + ho;
-              for (int64_t e = 0; e < dh; ++e) dk[e] += g[e];
-            }
-            if (dpos) {
-              T* dp = dpos + std::min(g_q * r - 1 - j, n_pos - 1) * dl + ho;
-              for (int64_t e = 0; e < dh; ++e) dp[e] += g[e];
-            }
+          T* dqt = dq ? dq + (b * Tn + g.t0) * dl + ho : nullptr;
+          if (dqt) {
+            cpu::gemm_tile(false, false, rows, idh, nv, T(1), dprobs.data(), nv, kb, idl, T(1), dqt, idl);
+            cpu::gemm_tile(false, false, rows, idh, ids, T(1), dqpos.data(), ids, pos + ho, idl, T(1), dqt, idl);
           }
+          if (dvhat)
+            cpu::gemm_tile(true, false, nv, idh, rows, T(1), probs.data(), nv, go, idl, T(1),
+                           dvhat + b * n_slots * dl + ho, idl);
+          if (dkhat)
+            cpu::gemm_tile(true, false, nv, idh, rows, T(1), dprobs.data(), nv, qt, idl, T(1),
+                           dkhat + b * n_slots * dl + ho, idl);
+          if (dpos)
+            cpu::gemm_tile(true, false, ids, idh, rows, T(1), dqpos.data(), ids, qt, idl, T(1),
+                           dpos + ho, idl);
         }
   }
 }
