@@ -120,14 +120,10 @@ double TransformerLSModel::forward(const Tensor& tokens, const Tensor& targets, 
     const int64_t from_block = std::min(M, T);
     ops_.copy_rows(next, M - from_block, h, T - from_block, from_block);
     Tensor out;
-    layers[l].forward(ops_, h, cache, sv.pos, out, sv.layers[l], ctx);
-    if (ctx.activation_checkpointing) {
-      // Keep only what recomputing the layer needs: its input and the cache it attended to.
-      TransformerLayerSaved inputs;
-      inputs.x = sv.layers[l].x;
-      inputs.cache = sv.layers[l].cache;
-      sv.layers[l] = std::move(inputs);
-    }
+    if (ctx.activation_checkpointing)
+      layers[l].forward_keeping_inputs(ops_, h, cache, sv.pos, out, sv.layers[l], ctx);
+    else
+      layers[l].forward(ops_, h, cache, sv.pos, out, sv.layers[l], ctx);
     cache = next;
     h = out;
   }
@@ -151,23 +147,20 @@ void TransformerLSModel::backward(const ModelSaved& sv, double loss_scale,
                                   const PassContext& global_ctx) {
   const int64_t B = sv.tokens.dim(0), T = sv.tokens.dim(1), d = cfg_.d_model;
   const PassContext ctx = with_layout(global_ctx, B);
-  Tensor dlogits = ops_.zeros(sv.logprobs.shape(), dtype_);
-  ops_.log_softmax_nll_backward(dlogits, sv.logprobs, sv.targets, loss_scale);
-  ops_.sum_rows(dlogits, out_bias.grad);
-  ops_.gemm(true, false, 1.0, dlogits, sv.final_hidden, 1.0, in_emb.grad);
   Tensor dh = ops_.zeros({B, T, d}, dtype_);
-  ops_.gemm(false, false, 1.0, dlogits, in_emb.value, 0.0, dh);
+  {  // dlogits is freed before the layers' backward
+    Tensor dlogits = ops_.zeros(sv.logprobs.shape(), dtype_);
+    ops_.log_softmax_nll_backward(dlogits, sv.logprobs, sv.targets, loss_scale);
+    ops_.sum_rows(dlogits, out_bias.grad);
+    ops_.gemm(true, false, 1.0, dlogits, sv.final_hidden, 1.0, in_emb.grad);
+    ops_.gemm(false, false, 1.0, dlogits, in_emb.value, 0.0, dh);
+  }
   if (ctx.training && ctx.emb_dropout > 0)
     ops_.dropout_apply(dh, ctx.emb_dropout, ctx.key(kFinalDropoutId, T));
   for (size_t l = layers.size(); l-- > 0;) {
     Tensor dx = ops_.zeros({B, T, d}, dtype_);
     if (ctx.activation_checkpointing) {
-      // Recompute the layer's activations (same dropout keys, so the same function), use them
-      // for its backward, and free them before the next layer's.
-      TransformerLayerSaved recomputed;
-      Tensor out;
-      layers[l].forward(ops_, sv.layers[l].x, sv.layers[l].cache, sv.pos, out, recomputed, ctx);
-      layers[l].backward(ops_, dh, sv.pos, recomputed, dx, ctx);
+      layers[l].backward_recomputing(ops_, dh, sv.pos, sv.layers[l], dx, ctx);
     } else {
       layers[l].backward(ops_, dh, sv.pos, sv.layers[l], dx, ctx);
     }

@@ -29,16 +29,16 @@ std::vector<Parameter*> TransformerLayer::parameters() {
   return out;
 }
 
-void TransformerLayer::forward(Ops& ops, const Tensor& x, const Tensor& cache,
-                               const PositionTables& pos, Tensor& out, TransformerLayerSaved& sv,
-                               const PassContext& ctx) const {
+void TransformerLayer::attention_half(Ops& ops, const Tensor& x, const Tensor& cache,
+                                      const PositionTables& pos, TransformerLayerSaved& sv,
+                                      const PassContext& ctx) const {
   const int64_t tokens = x.dim(1);
   const bool drop = ctx.training && ctx.dropout > 0;
-  sv = TransformerLayerSaved();
   sv.x = x;
   sv.cache = cache;
   Tensor a;
   if (cfg_.pre_ln) {
+    // h1 = LN1(x), C' = LN1(C); h2 = h1 + drop(attn(h1, C'))
     norm1.forward(ops, x, sv.h1, sv.ln1);
     norm1.forward(ops, cache, sv.cache_normed, sv.ln1_cache);
     attn.forward(ops, sv.h1, sv.cache_normed, pos, a, sv.attn);
@@ -46,16 +46,26 @@ void TransformerLayer::forward(Ops& ops, const Tensor& x, const Tensor& cache,
     sv.h2 = ops.empty(x.shape(), x.dtype());
     ops.copy(sv.h2, sv.h1);
     ops.axpy(1.0, a, sv.h2);
+  } else {
+    // h1 = x + drop(attn(x, C)); h2 = LN1(h1)
+    attn.forward(ops, x, cache, pos, a, sv.attn);
+    if (drop) ops.dropout_apply(a, ctx.dropout, ctx.key(dropout_id(0), tokens));
+    sv.h1 = ops.empty(x.shape(), x.dtype());
+    ops.copy(sv.h1, x);
+    ops.axpy(1.0, a, sv.h1);
+    norm1.forward(ops, sv.h1, sv.h2, sv.ln1);
+  }
+}
+
+void TransformerLayer::ffn_half(Ops& ops, Tensor& out, TransformerLayerSaved& sv,
+                                const PassContext& ctx) const {
+  if (cfg_.pre_ln) {
+    // h3 = LN2(h2); out = h3 + ffn(h3)
     norm2.forward(ops, sv.h2, sv.h3, sv.ln2);
     ff.forward(ops, sv.h3, out, sv.ffn, ctx, dropout_id(1));
     ops.axpy(1.0, sv.h3, out);
   } else {
-    attn.forward(ops, x, cache, pos, a, sv.attn);
-    if (drop) ops.dropout_apply(a, ctx.dropout, ctx.key(dropout_id(0), tokens));
-    sv.h1 = ops.empty(x.shape(), x.dtype());  // x + a, LN1's input
-    ops.copy(sv.h1, x);
-    ops.axpy(1.0, a, sv.h1);
-    norm1.forward(ops, sv.h1, sv.h2, sv.ln1);
+    // out = LN2(h2 + ffn(h2))
     Tensor f;
     ff.forward(ops, sv.h2, f, sv.ffn, ctx, dropout_id(1));
     sv.post_ffn_in = f;
@@ -64,22 +74,34 @@ void TransformerLayer::forward(Ops& ops, const Tensor& x, const Tensor& cache,
   }
 }
 
-void TransformerLayer::backward(Ops& ops, const Tensor& dout, const PositionTables& pos,
-                                const TransformerLayerSaved& sv, Tensor& dx,
-                                const PassContext& ctx) {
+Tensor TransformerLayer::ffn_half_backward(Ops& ops, const Tensor& dout,
+                                           const TransformerLayerSaved& sv,
+                                           const PassContext& ctx) {
   const DType dt = dout.dtype();
-  const int64_t tokens = dout.dim(1);
-  const bool drop = ctx.training && ctx.dropout > 0;
-  Tensor no_grad;
+  Tensor dh2 = ops.zeros(dout.shape(), dt);
   if (cfg_.pre_ln) {
-    // out = h3 + ffn(h3)
     Tensor dh3 = ops.empty(dout.shape(), dt);
     ops.copy(dh3, dout);
     ff.backward(ops, dout, sv.h3, sv.ffn, dh3, ctx, dropout_id(1));
-    Tensor dh2 = ops.zeros(dout.shape(), dt);
     norm2.backward(ops, dh3, sv.h2, sv.ln2, dh2);
-    // h2 = h1 + drop(attn(h1, C'))
-    Tensor dh1 = ops.empty(dout.shape(), dt);
+  } else {
+    Tensor dpost = ops.zeros(dout.shape(), dt);
+    norm2.backward(ops, dout, sv.post_ffn_in, sv.ln2, dpost);
+    ops.copy(dh2, dpost);
+    ff.backward(ops, dpost, sv.h2, sv.ffn, dh2, ctx, dropout_id(1));
+  }
+  return dh2;
+}
+
+void TransformerLayer::attention_half_backward(Ops& ops, Tensor& dh2, const PositionTables& pos,
+                                               const TransformerLayerSaved& sv, Tensor& dx,
+                                               const PassContext& ctx) {
+  const DType dt = dh2.dtype();
+  const int64_t tokens = dh2.dim(1);
+  const bool drop = ctx.training && ctx.dropout > 0;
+  Tensor no_grad;
+  if (cfg_.pre_ln) {
+    Tensor dh1 = ops.empty(dh2.shape(), dt);
     ops.copy(dh1, dh2);
     if (drop) ops.dropout_apply(dh2, ctx.dropout, ctx.key(dropout_id(0), tokens));
     Tensor dcache = ops.zeros(sv.cache.shape(), dt);
@@ -87,17 +109,60 @@ void TransformerLayer::backward(Ops& ops, const Tensor& dout, const PositionTabl
     norm1.backward(ops, dh1, sv.x, sv.ln1, dx);
     norm1.backward(ops, dcache, sv.cache, sv.ln1_cache, no_grad);
   } else {
-    Tensor dpost = ops.zeros(dout.shape(), dt);
-    norm2.backward(ops, dout, sv.post_ffn_in, sv.ln2, dpost);
-    Tensor dh2 = ops.empty(dout.shape(), dt);
-    ops.copy(dh2, dpost);
-    ff.backward(ops, dpost, sv.h2, sv.ffn, dh2, ctx, dropout_id(1));
-    Tensor dh1 = ops.zeros(dout.shape(), dt);
+    Tensor dh1 = ops.zeros(dh2.shape(), dt);
     norm1.backward(ops, dh2, sv.h1, sv.ln1, dh1);
     ops.axpy(1.0, dh1, dx);
     if (drop) ops.dropout_apply(dh1, ctx.dropout, ctx.key(dropout_id(0), tokens));
     attn.backward(ops, dh1, sv.x, sv.cache, pos, sv.attn, dx, no_grad);
   }
+}
+
+void TransformerLayer::forward(Ops& ops, const Tensor& x, const Tensor& cache,
+                               const PositionTables& pos, Tensor& out, TransformerLayerSaved& sv,
+                               const PassContext& ctx) const {
+  sv = TransformerLayerSaved();
+  attention_half(ops, x, cache, pos, sv, ctx);
+  ffn_half(ops, out, sv, ctx);
+}
+
+void TransformerLayer::backward(Ops& ops, const Tensor& dout, const PositionTables& pos,
+                                const TransformerLayerSaved& sv, Tensor& dx,
+                                const PassContext& ctx) {
+  Tensor dh2 = ffn_half_backward(ops, dout, sv, ctx);
+  attention_half_backward(ops, dh2, pos, sv, dx, ctx);
+}
+
+void TransformerLayer::forward_keeping_inputs(Ops& ops, const Tensor& x, const Tensor& cache,
+                                              const PositionTables& pos, Tensor& out,
+                                              TransformerLayerSaved& sv,
+                                              const PassContext& ctx) const {
+  TransformerLayerSaved half;
+  attention_half(ops, x, cache, pos, half, ctx);
+  sv = TransformerLayerSaved();
+  sv.x = x;
+  sv.cache = cache;
+  sv.h2 = half.h2;
+  half = TransformerLayerSaved();  // the attention half's activations go before the next half's
+  half.h2 = sv.h2;
+  ffn_half(ops, out, half, ctx);
+}
+
+void TransformerLayer::backward_recomputing(Ops& ops, const Tensor& dout,
+                                            const PositionTables& pos,
+                                            const TransformerLayerSaved& inputs, Tensor& dx,
+                                            const PassContext& ctx) {
+  Tensor dh2;
+  {
+    TransformerLayerSaved half;
+    half.h2 = inputs.h2;
+    Tensor out;
+    ffn_half(ops, out, half, ctx);
+    out = Tensor();
+    dh2 = ffn_half_backward(ops, dout, half, ctx);
+  }
+  TransformerLayerSaved half;
+  attention_half(ops, inputs.x, inputs.cache, pos, half, ctx);
+  attention_half_backward(ops, dh2, pos, half, dx, ctx);
 }
 
 }  // namespace tls

@@ -23,6 +23,10 @@ struct TransformerLayerSaved {
   FeedForwardSaved ffn;
 };
 
+// The layer runs as two halves with one tensor between them, h2 (the feed-forward half's input
+// in both orders): the attention half maps (x, C) to h2, the feed-forward half maps h2 to out.
+// Activation checkpointing keeps only x, C and h2 per layer, and its backward recomputes one half
+// at a time, so a layer's attention and feed-forward activations never coexist.
 class TransformerLayer {
  public:
   void init(Ops& ops, int64_t index, const ModelConfig& cfg, DType dtype, const Topology& topo);
@@ -31,6 +35,16 @@ class TransformerLayer {
   // dx accumulates the gradient of the layer's input.
   void backward(Ops& ops, const Tensor& dout, const PositionTables& pos,
                 const TransformerLayerSaved& saved, Tensor& dx, const PassContext& ctx);
+
+  // Activation checkpointing: the forward keeps x, cache and h2 only; the backward recomputes
+  // the feed-forward half from h2, runs its backward, frees it, then does the same for the
+  // attention half. Same arithmetic as forward/backward (same dropout keys).
+  void forward_keeping_inputs(Ops& ops, const Tensor& x, const Tensor& cache,
+                              const PositionTables& pos, Tensor& out, TransformerLayerSaved& saved,
+                              const PassContext& ctx) const;
+  void backward_recomputing(Ops& ops, const Tensor& dout, const PositionTables& pos,
+                            const TransformerLayerSaved& inputs, Tensor& dx,
+                            const PassContext& ctx);
   std::vector<Parameter*> parameters();
 
   LSAttention attn;
@@ -39,6 +53,18 @@ class TransformerLayer {
 
  private:
   uint64_t dropout_id(int site) const { return 16 + static_cast<uint64_t>(index_) * 8 + site; }
+  // (x, C) -> sv.h2, filling the attention half's saved tensors.
+  void attention_half(Ops& ops, const Tensor& x, const Tensor& cache, const PositionTables& pos,
+                      TransformerLayerSaved& sv, const PassContext& ctx) const;
+  // sv.h2 -> out, filling the feed-forward half's saved tensors.
+  void ffn_half(Ops& ops, Tensor& out, TransformerLayerSaved& sv, const PassContext& ctx) const;
+  // dout -> dh2 (returned), and dh2 -> dx (accumulated; dh2 is used up: the attention
+  // dropout's mask is applied to it in place).
+  Tensor ffn_half_backward(Ops& ops, const Tensor& dout, const TransformerLayerSaved& sv,
+                           const PassContext& ctx);
+  void attention_half_backward(Ops& ops, Tensor& dh2, const PositionTables& pos,
+                               const TransformerLayerSaved& sv, Tensor& dx,
+                               const PassContext& ctx);
   int64_t index_ = 0;
   ModelConfig cfg_;
 };

@@ -1,5 +1,7 @@
-// Activation checkpointing recomputes each layer in the backward from its saved input with the
-// same dropout keys, so the loss and every gradient are bitwise those of the plain pass.
+// Activation checkpointing recomputes each layer in the backward, one half at a time (the
+// feed-forward half from the saved h2, then the attention half from the saved input and cache),
+// with the same dropout keys, so the loss and every gradient are bitwise those of the plain
+// pass, in both layer orders.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -10,8 +12,11 @@
 namespace tls {
 namespace {
 
-TEST(ActivationCheckpointing, GradientsAreBitwiseTheSame) {
+class ActivationCheckpointing : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ActivationCheckpointing, GradientsAreBitwiseTheSame) {
   ModelConfig cfg;
+  cfg.pre_ln = GetParam();
   cfg.n_layer = 3;
   cfg.d_model = 16;
   cfg.n_head = 2;
@@ -55,6 +60,11 @@ TEST(ActivationCheckpointing, GradientsAreBitwiseTheSame) {
   for (size_t i = 0; i < plain.second.size(); ++i)
     EXPECT_TRUE(plain.second[i] == recomputed.second[i]) << model.parameters()[i]->name;
 }
+
+INSTANTIATE_TEST_SUITE_P(LayerOrders, ActivationCheckpointing, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "PreLN" : "PostLN";
+                         });
 
 }  // namespace
 }  // namespace tls

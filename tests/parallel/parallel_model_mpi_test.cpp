@@ -26,6 +26,7 @@ struct Scenario {
   int64_t batch = 2, n_blocks = 2;
   std::vector<int32_t> tokens;  // [batch, n_blocks * T + 1]
   std::string golden;           // weights from this golden file, else random init
+  bool checkpointing = false;   // --activation-checkpointing (recompute in the backward)
 };
 
 Scenario golden_scenario(const std::string& file) {
@@ -102,6 +103,7 @@ Run run(const Scenario& s, DType dtype, Topology topo, const std::map<std::strin
   ctx.dropout = s.cfg.dropout;
   ctx.emb_dropout = s.cfg.emb_dropout;
   ctx.seed = 5;
+  ctx.activation_checkpointing = s.checkpointing;
   Run out;
   auto step = [&](int64_t block, ModelState& state) {
     auto [tokens, targets] = slice(*ops, s, block, b0, B, t0, T);
@@ -223,6 +225,14 @@ TEST(ParallelModel, GoldenTpReadyFloat64) { compare(golden_scenario("tp_ready.h5
 TEST(ParallelModel, GoldenSp4ReadyFloat64) { compare(golden_scenario("sp4_ready.h5"), DType::f64, 1e-10); }
 TEST(ParallelModel, RandomPreLnFloat64) { compare(random_scenario(false, 0.0), DType::f64, 1e-10); }
 TEST(ParallelModel, RandomPostLnDropoutFloat64) { compare(random_scenario(true, 0.1), DType::f64, 1e-10); }
+// Recomputation in the backward repeats the halo exchanges, chunk gathers and tp all-reduces of
+// the forward in the same order on every rank.
+TEST(ParallelModel, RandomPostLnDropoutCheckpointedFloat64) {
+  Scenario s = random_scenario(true, 0.1);
+  s.name += " checkpointed";
+  s.checkpointing = true;
+  compare(s, DType::f64, 1e-10);
+}
 TEST(ParallelModel, RandomPreLnDropoutFloat32) { compare(random_scenario(false, 0.1), DType::f32, 1e-5); }
 
 }  // namespace
