@@ -70,11 +70,16 @@ int main(int argc, char** argv) {
   int reps = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
-    if (flag == "--dir") dir = argv[i + 1];
-    else if (flag == "--layers") cfg.n_layer = std::atoll(argv[i + 1]);
-    else if (flag == "--d-model") cfg.d_model = std::atoll(argv[i + 1]);
-    else if (flag == "--d-inner") cfg.d_inner = std::atoll(argv[i + 1]);
-    else if (flag == "--reps") reps = std::atoi(argv[i + 1]);
+    if (flag == "--dir")
+      dir = argv[i + 1];
+    else if (flag == "--layers")
+      cfg.n_layer = std::atoll(argv[i + 1]);
+    else if (flag == "--d-model")
+      cfg.d_model = std::atoll(argv[i + 1]);
+    else if (flag == "--d-inner")
+      cfg.d_inner = std::atoll(argv[i + 1]);
+    else if (flag == "--reps")
+      reps = std::atoi(argv[i + 1]);
   }
   try {
     int world = 1;
@@ -83,7 +88,8 @@ int main(int argc, char** argv) {
     Topology t = make_mpi_topology(tp, 1);
     auto ops = make_cpu_ops();
     TransformerLSModel model(*ops, cfg, DType::f32, t);
-    for (Parameter* p : model.parameters()) ops->fill(p->value, 0.001 * static_cast<double>(p->name.size()));
+    for (Parameter* p : model.parameters())
+      ops->fill(p->value, 0.001 * static_cast<double>(p->name.size()));
     TrainSettings settings;
     CheckpointContents saved = checkpoint_contents(model, nullptr, nullptr, 1, settings);
     double stored = 0, mine = 0;  // bytes in the file; bytes this rank writes
@@ -106,22 +112,28 @@ int main(int argc, char** argv) {
       CheckpointContents into = checkpoint_contents(model, nullptr, nullptr, 0, settings);
       LoadOptions weights;
       weights.weights_only = true;
-      best_read = std::min(best_read, timed(t, [&] { load_checkpoint(path, into, t, *ops, weights); }));
+      best_read =
+          std::min(best_read, timed(t, [&] { load_checkpoint(path, into, t, *ops, weights); }));
     }
     const double plain_bytes = t.world->allreduce_sum(mine);
     if (t.world_rank == 0) {
       const double mb = stored / 1e6;
-      std::printf("\ncheckpoint of %.1f MB (float32 parameters; %d layers, d_model %lld, d_inner "
-                  "%lld), %d rank(s), layout tp %d sp 1 dp %d, best of %d\n\n",
-                  mb, static_cast<int>(cfg.n_layer), static_cast<long long>(cfg.d_model),
-                  static_cast<long long>(cfg.d_inner), world, t.layout.tp, t.layout.dp, reps);
+      std::printf(
+          "\ncheckpoint of %.1f MB (float32 parameters; %d layers, d_model %lld, d_inner "
+          "%lld), %d rank(s), layout tp %d sp 1 dp %d, best of %d\n\n",
+          mb, static_cast<int>(cfg.n_layer), static_cast<long long>(cfg.d_model),
+          static_cast<long long>(cfg.d_inner), world, t.layout.tp, t.layout.dp, reps);
       std::printf("| ranks | operation | seconds | MB/s |\n|---|---|---|---|\n");
-      std::printf("| %d | checkpoint write (parallel HDF5, Fletcher32, fsync, rename) | %.3f | %.0f |\n",
-                  world, best_write, mb / best_write);
-      std::printf("| %d | checkpoint read (each rank its hyperslabs, checksums verified) | %.3f | %.0f |\n",
-                  world, best_read, mb / best_read);
-      std::printf("| %d | plain write() + fsync of the same bytes (%.1f MB, a file per rank) | %.3f | %.0f |\n",
-                  world, plain_bytes / 1e6, best_plain, plain_bytes / 1e6 / best_plain);
+      std::printf(
+          "| %d | checkpoint write (parallel HDF5, Fletcher32, fsync, rename) | %.3f | %.0f |\n",
+          world, best_write, mb / best_write);
+      std::printf(
+          "| %d | checkpoint read (each rank its hyperslabs, checksums verified) | %.3f | %.0f |\n",
+          world, best_read, mb / best_read);
+      std::printf(
+          "| %d | plain write() + fsync of the same bytes (%.1f MB, a file per rank) | %.3f | %.0f "
+          "|\n",
+          world, plain_bytes / 1e6, best_plain, plain_bytes / 1e6 / best_plain);
     }
     std::filesystem::remove(plain);
     t.world->barrier();

@@ -88,9 +88,10 @@ double gemm_rate(cublasHandle_t h, int n, cudaDataType_t type, cublasComputeType
   const bool dbl = compute == CUBLAS_COMPUTE_64F;
   const cudaDataType_t ctype = type == CUDA_R_16BF ? CUDA_R_32F : type;
   const double s = time_it(5, [&] {
-    TLS_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, dbl ? static_cast<const void*>(&one) : &onef,
-                                  a, type, n, b, type, n, dbl ? static_cast<const void*>(&zero) : &zerof,
-                                  c, ctype, n, compute, CUBLAS_GEMM_DEFAULT));
+    TLS_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n,
+                                  dbl ? static_cast<const void*>(&one) : &onef, a, type, n, b, type,
+                                  n, dbl ? static_cast<const void*>(&zero) : &zerof, c, ctype, n,
+                                  compute, CUBLAS_GEMM_DEFAULT));
   });
   TLS_CUDA_CHECK(cudaFree(a));
   TLS_CUDA_CHECK(cudaFree(b));
@@ -126,8 +127,12 @@ Tensor random_tensor(Ops& ops, std::vector<int64_t> shape, uint64_t seed) {
 }
 
 void attention_table(CudaOps& ops) {
-  std::printf("\n### Fused attention kernels (float32, B 1, d 512, 8 heads, w 512, c 16, r 1, mem_len = T)\n\n");
-  std::printf("| T | part | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s | peak GiB |\n|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "\n### Fused attention kernels (float32, B 1, d 512, 8 heads, w 512, c 16, r 1, mem_len = "
+      "T)\n\n");
+  std::printf(
+      "| T | part | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s | peak GiB "
+      "|\n|---|---|---|---|---|---|---|\n");
   for (int64_t T : {8192, 32768, 131072}) {
     AttentionShape s;
     s.batch = 1;
@@ -143,7 +148,8 @@ void attention_table(CudaOps& ops) {
     Tensor q = random_tensor(ops, {1, T, dl}, 1), keys = random_tensor(ops, {1, 512 + T, dl}, 2);
     Tensor values = random_tensor(ops, {1, 512 + T, dl}, 3), rel = random_tensor(ops, {512, dl}, 4);
     Tensor rw = random_tensor(ops, {dl}, 5), rr = random_tensor(ops, {dl}, 6);
-    Tensor khat = random_tensor(ops, {1, slots, dl}, 7), vhat = random_tensor(ops, {1, slots, dl}, 8);
+    Tensor khat = random_tensor(ops, {1, slots, dl}, 7),
+           vhat = random_tensor(ops, {1, slots, dl}, 8);
     Tensor pos = random_tensor(ops, {slots, dl}, 9), dout = random_tensor(ops, {1, T, dl}, 10);
     Tensor ow = ops.empty({1, T, dl}, DType::f32), oc = ops.empty({1, T, dl}, DType::f32);
     Tensor out = ops.empty({1, T, dl}, DType::f32);
@@ -155,12 +161,15 @@ void attention_table(CudaOps& ops) {
     Tensor dkh = ops.zeros({1, slots, dl}, DType::f32), dvh = ops.zeros({1, slots, dl}, DType::f32);
     Tensor dpos = ops.zeros({slots, dl}, DType::f32);
     const int reps = T >= 131072 ? 1 : 3;
-    const double wf = time_it(reps, [&] { ops.window_attention_forward(ow, lw, q, keys, values, rel, rw, rr, s); });
-    const double cf = time_it(reps, [&] { ops.chunk_attention_forward(oc, lc, q, khat, vhat, pos, s); });
+    const double wf = time_it(
+        reps, [&] { ops.window_attention_forward(ow, lw, q, keys, values, rel, rw, rr, s); });
+    const double cf =
+        time_it(reps, [&] { ops.chunk_attention_forward(oc, lc, q, khat, vhat, pos, s); });
     ops.attention_merge(out, lse, ow, lw, oc, lc, s);
     ops.attention_delta(delta, dout, out, s);
     const double wb = time_it(reps, [&] {
-      ops.window_attention_backward(dq, dk, dv, drel, drw, drr, dout, lse, delta, q, keys, values, rel, rw, rr, s);
+      ops.window_attention_backward(dq, dk, dv, drel, drw, drr, dout, lse, delta, q, keys, values,
+                                    rel, rw, rr, s);
     });
     const double cb = time_it(reps, [&] {
       ops.chunk_attention_backward(dq, dkh, dvh, dpos, dout, lse, delta, q, khat, vhat, pos, s);
@@ -171,16 +180,22 @@ void attention_table(CudaOps& ops) {
     chunk_pairs *= H;
     const double peak = peak_gib();
     std::printf("| %lld | window | %.2f | %.2f | %.2f | %.2f | %.2f |\n", static_cast<long long>(T),
-                wf * 1e3, 6 * 64 * win_pairs / wf / 1e12, wb * 1e3, 16 * 64 * win_pairs / wb / 1e12, peak);
-    std::printf("| %lld | compressed | %.2f | %.2f | %.2f | %.2f | %.2f |\n", static_cast<long long>(T),
-                cf * 1e3, 4 * 64 * chunk_pairs / cf / 1e12, cb * 1e3, 14 * 64 * chunk_pairs / cb / 1e12, peak);
+                wf * 1e3, 6 * 64 * win_pairs / wf / 1e12, wb * 1e3, 16 * 64 * win_pairs / wb / 1e12,
+                peak);
+    std::printf("| %lld | compressed | %.2f | %.2f | %.2f | %.2f | %.2f |\n",
+                static_cast<long long>(T), cf * 1e3, 4 * 64 * chunk_pairs / cf / 1e12, cb * 1e3,
+                14 * 64 * chunk_pairs / cb / 1e12, peak);
     std::fflush(stdout);
   }
 }
 
 void training_table(CudaOps& ops, const GemmRates& g) {
-  std::printf("\n### Training step (float32, 2 layers, d 512, 8 heads, d_inner 2048, w 512, c 16, r 1, mem_len = T, B 1)\n\n");
-  std::printf("| T | step ms | tokens/s | model TFLOP/s | / bf16 GEMM | / fp32 GEMM | peak GiB | loss |\n|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "\n### Training step (float32, 2 layers, d 512, 8 heads, d_inner 2048, w 512, c 16, r 1, "
+      "mem_len = T, B 1)\n\n");
+  std::printf(
+      "| T | step ms | tokens/s | model TFLOP/s | / bf16 GEMM | / fp32 GEMM | peak GiB | loss "
+      "|\n|---|---|---|---|---|---|---|---|\n");
   for (int64_t T : {8192, 32768, 131072}) {
     ModelConfig cfg;
     cfg.n_layer = 2;
@@ -217,9 +232,9 @@ void training_table(CudaOps& ops, const GemmRates& g) {
         adam.step(++u);
       });
       const double flops = 3 * bench::forward_flops(cfg, 1) / step;
-      std::printf("| %lld | %.1f | %.0f | %.2f | %.3f | %.3f | %.2f | %.4f |\n", static_cast<long long>(T),
-                  step * 1e3, static_cast<double>(T) / step, flops / 1e12, flops / g.bf16, flops / g.f32,
-                  peak_gib(), loss);
+      std::printf("| %lld | %.1f | %.0f | %.2f | %.3f | %.3f | %.2f | %.4f |\n",
+                  static_cast<long long>(T), step * 1e3, static_cast<double>(T) / step,
+                  flops / 1e12, flops / g.bf16, flops / g.f32, peak_gib(), loss);
     } catch (const std::exception& e) {
       std::printf("| %lld | failed: %s | | | | | | |\n", static_cast<long long>(T), e.what());
     }
@@ -240,8 +255,10 @@ int main() {
     std::printf("## gpu_bench on %s (sm_%d%d, %.0f GiB)\n\n", prop.name, prop.major, prop.minor,
                 static_cast<double>(prop.totalGlobalMem) / (1 << 30));
     const GemmRates g = measure_gemms();
-    std::printf("| cuBLAS 4096^3 | FP32 | TF32 | FP64 | BF16 (FP32 accumulate) |\n|---|---|---|---|---|\n");
-    std::printf("| TFLOP/s | %.1f | %.1f | %.1f | %.1f |\n", g.f32 / 1e12, g.tf32 / 1e12, g.f64 / 1e12, g.bf16 / 1e12);
+    std::printf(
+        "| cuBLAS 4096^3 | FP32 | TF32 | FP64 | BF16 (FP32 accumulate) |\n|---|---|---|---|---|\n");
+    std::printf("| TFLOP/s | %.1f | %.1f | %.1f | %.1f |\n", g.f32 / 1e12, g.tf32 / 1e12,
+                g.f64 / 1e12, g.bf16 / 1e12);
     std::fflush(stdout);
     CudaOps ops(0);
     attention_table(ops);

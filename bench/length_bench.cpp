@@ -34,15 +34,24 @@ int main(int argc, char** argv) {
       }
       return std::atoll(argv[++i]);
     };
-    if (a == "--from") from = next();
-    else if (a == "--to") to = next();
-    else if (a == "--d-model") cfg.d_model = next(), cfg.d_inner = 4 * cfg.d_model;
-    else if (a == "--heads") cfg.n_head = next();
-    else if (a == "--layers") cfg.n_layer = next();
-    else if (a == "--window") cfg.window_len = next();
-    else if (a == "--chunk") cfg.chunk_size = next();
-    else if (a == "--steps") steps = next();
-    else if (a == "--activation-checkpointing") checkpointing = true;
+    if (a == "--from")
+      from = next();
+    else if (a == "--to")
+      to = next();
+    else if (a == "--d-model")
+      cfg.d_model = next(), cfg.d_inner = 4 * cfg.d_model;
+    else if (a == "--heads")
+      cfg.n_head = next();
+    else if (a == "--layers")
+      cfg.n_layer = next();
+    else if (a == "--window")
+      cfg.window_len = next();
+    else if (a == "--chunk")
+      cfg.chunk_size = next();
+    else if (a == "--steps")
+      steps = next();
+    else if (a == "--activation-checkpointing")
+      checkpointing = true;
     else {
       std::fprintf(stderr, "length_bench: unknown option %s\n", a.c_str());
       return 2;
@@ -51,15 +60,17 @@ int main(int argc, char** argv) {
   try {
     auto ops = make_cpu_ops();
     double first_time = 0, first_flops = 0;
-    std::printf("# length_bench: d_model %lld, n_head %lld, n_layer %lld, d_inner %lld, window %lld, "
-                "chunk %lld, rank 1, M = T, B = 1, float32%s\n",
-                static_cast<long long>(cfg.d_model), static_cast<long long>(cfg.n_head),
-                static_cast<long long>(cfg.n_layer), static_cast<long long>(cfg.d_inner),
-                static_cast<long long>(cfg.window_len), static_cast<long long>(cfg.chunk_size),
-                checkpointing ? ", activation checkpointing" : "");
+    std::printf(
+        "# length_bench: d_model %lld, n_head %lld, n_layer %lld, d_inner %lld, window %lld, "
+        "chunk %lld, rank 1, M = T, B = 1, float32%s\n",
+        static_cast<long long>(cfg.d_model), static_cast<long long>(cfg.n_head),
+        static_cast<long long>(cfg.n_layer), static_cast<long long>(cfg.d_inner),
+        static_cast<long long>(cfg.window_len), static_cast<long long>(cfg.chunk_size),
+        checkpointing ? ", activation checkpointing" : "");
     std::printf("# model FLOPs: %s\n", bench::flops_formula());
-    std::printf("| T | step (s) | us/token | time/token ratio | model MFLOP/token | FLOPs/token ratio "
-                "| peak tensors (MiB) | peak tensor KiB/token |\n");
+    std::printf(
+        "| T | step (s) | us/token | time/token ratio | model MFLOP/token | FLOPs/token ratio "
+        "| peak tensors (MiB) | peak tensor KiB/token |\n");
     std::printf("|---|---|---|---|---|---|---|---|\n");
     for (int64_t T = from; T <= to; T *= 2) {
       cfg.tokens_per_sample = cfg.mem_len = T;

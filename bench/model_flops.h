@@ -19,15 +19,15 @@ inline double forward_flops(const ModelConfig& c, int64_t batch) {
   for (int64_t t = 0; t < c.tokens_per_sample; ++t)
     visible += (static_cast<double>(c.mem_len / c.chunk_size + t / c.chunk_size)) * r;
   double layer = 0;
-  layer += 4 * 2 * T * d * d;               // proj_query/key/val/out on the block
-  layer += 2 * 2 * w * d * d;               // key/val of the cache rows the window reaches
-  layer += 2 * 2 * mem_slots * d * d;       // key/val of the compressed cache
-  layer += 2 * (T + M) * d * H * r;         // dconv_1 scores
-  layer += 2 * (M + 2 * T) * d * r;         // compressing the cache and the block's keys/values
+  layer += 4 * 2 * T * d * d;                  // proj_query/key/val/out on the block
+  layer += 2 * 2 * w * d * d;                  // key/val of the cache rows the window reaches
+  layer += 2 * 2 * mem_slots * d * d;          // key/val of the compressed cache
+  layer += 2 * (T + M) * d * H * r;            // dconv_1 scores
+  layer += 2 * (M + 2 * T) * d * r;            // compressing the cache and the block's keys/values
   layer += 2 * w * d * d + 2 * slots * d * d;  // r_net, r_net_chunk
-  layer += 6 * T * w * d;                   // window: content + position scores, weighted sum
-  layer += 4 * visible * d;                 // compressed: scores, weighted sum
-  layer += 2 * 2 * T * d * c.d_inner;       // fc1, fc2
+  layer += 6 * T * w * d;                      // window: content + position scores, weighted sum
+  layer += 4 * visible * d;                    // compressed: scores, weighted sum
+  layer += 2 * 2 * T * d * c.d_inner;          // fc1, fc2
   const double head = 2 * T * d * c.vocab_size;  // tied output layer
   return batch * (c.n_layer * layer + head);
 }

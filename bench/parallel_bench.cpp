@@ -82,14 +82,22 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::atoll(argv[++i]) : 0LL; };
-    if (a == "--tp") tp = static_cast<int>(next());
-    else if (a == "--sp") sp = static_cast<int>(next());
-    else if (a == "--tokens") cfg.tokens_per_sample = next();
-    else if (a == "--d-model") cfg.d_model = next(), cfg.d_inner = 4 * cfg.d_model;
-    else if (a == "--layers") cfg.n_layer = next();
-    else if (a == "--steps") steps = static_cast<int>(next());
-    else if (a == "--activation-checkpointing") checkpointing = true;
-    else if (a == "--no-exchange") no_exchange = true;
+    if (a == "--tp")
+      tp = static_cast<int>(next());
+    else if (a == "--sp")
+      sp = static_cast<int>(next());
+    else if (a == "--tokens")
+      cfg.tokens_per_sample = next();
+    else if (a == "--d-model")
+      cfg.d_model = next(), cfg.d_inner = 4 * cfg.d_model;
+    else if (a == "--layers")
+      cfg.n_layer = next();
+    else if (a == "--steps")
+      steps = static_cast<int>(next());
+    else if (a == "--activation-checkpointing")
+      checkpointing = true;
+    else if (a == "--no-exchange")
+      no_exchange = true;
     else {
       std::fprintf(stderr, "parallel_bench: unknown option %s\n", a.c_str());
       return 2;
@@ -111,7 +119,8 @@ int main(int argc, char** argv) {
     const int64_t T = model.local_tokens();
     ModelState state = model.initial_state(1);
     std::vector<double> tok(static_cast<size_t>(T));
-    for (int64_t i = 0; i < T; ++i) tok[static_cast<size_t>(i)] = static_cast<double>((i * 131 + topo.sp_rank * 7) % 256);
+    for (int64_t i = 0; i < T; ++i)
+      tok[static_cast<size_t>(i)] = static_cast<double>((i * 131 + topo.sp_rank * 7) % 256);
     Tensor tokens = ops->empty({1, T}, DType::i32);
     ops->from_host(tokens, tok);
     PassContext ctx;
@@ -132,29 +141,38 @@ int main(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     for (int s = 0; s < steps; ++s) step(2 + s);
     topo.world->barrier();
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
     rusage u{};
     getrusage(RUSAGE_SELF, &u);
     const double rss = static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);
     const double max_rss = topo.world->allreduce_max(rss);
     // Every rank's peak, in world rank order.
-    Tensor mine = Tensor::empty({1}, DType::f64), every = Tensor::empty({topo.world->size()}, DType::f64);
+    Tensor mine = Tensor::empty({1}, DType::f64),
+           every = Tensor::empty({topo.world->size()}, DType::f64);
     mine.data<double>()[0] = rss;
     topo.world->allgather(every, mine);
     const TrafficCounters& t = traffic();
     // Predictions per rank per step, float32 (DESIGN.md section 3).
     const double dl = static_cast<double>(cfg.d_model) / tp, L = static_cast<double>(cfg.n_layer);
-    const double halo_pred = sp > 1 ? 2 * 2 * cfg.window_len * dl * 4 * L : 0;  // K and V, forward + backward
-    const double local_slots = static_cast<double>(cfg.mem_len + cfg.tokens_per_sample) / sp / cfg.chunk_size * cfg.chunk_rank;
-    const double chunk_pred = sp > 1 ? 2 * 2 * local_slots * dl * 4 * (sp - 1) * L : 0;  // K, V; gather + scatter
+    const double halo_pred =
+        sp > 1 ? 2 * 2 * cfg.window_len * dl * 4 * L : 0;  // K and V, forward + backward
+    const double local_slots = static_cast<double>(cfg.mem_len + cfg.tokens_per_sample) / sp /
+                               cfg.chunk_size * cfg.chunk_rank;
+    const double chunk_pred =
+        sp > 1 ? 2 * 2 * local_slots * dl * 4 * (sp - 1) * L : 0;  // K, V; gather + scatter
     if (topo.world_rank == 0) {
-      if (no_exchange) std::printf("# --no-exchange: the sp groups move no data (same computation)\n");
-      std::printf("| T | tp | sp | dp | step (s) | peak RSS max rank (GiB) | halo MB sent (pred.) | chunks MB sent (pred.) | tp all-reduce MB | grad MB |\n");
+      if (no_exchange)
+        std::printf("# --no-exchange: the sp groups move no data (same computation)\n");
+      std::printf(
+          "| T | tp | sp | dp | step (s) | peak RSS max rank (GiB) | halo MB sent (pred.) | chunks "
+          "MB sent (pred.) | tp all-reduce MB | grad MB |\n");
       std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
-      std::printf("| %lld | %d | %d | %d | %.2f | %.3f | %.3f (%.3f) | %.3f (%.3f) | %.2f | %.2f |\n",
-                  static_cast<long long>(cfg.tokens_per_sample), tp, sp, topo.layout.dp, seconds, max_rss,
-                  t.halo / steps / 1e6, halo_pred / 1e6, t.chunks / steps / 1e6, chunk_pred / 1e6,
-                  t.tensor / steps / 1e6, t.gradients / steps / 1e6);
+      std::printf(
+          "| %lld | %d | %d | %d | %.2f | %.3f | %.3f (%.3f) | %.3f (%.3f) | %.2f | %.2f |\n",
+          static_cast<long long>(cfg.tokens_per_sample), tp, sp, topo.layout.dp, seconds, max_rss,
+          t.halo / steps / 1e6, halo_pred / 1e6, t.chunks / steps / 1e6, chunk_pred / 1e6,
+          t.tensor / steps / 1e6, t.gradients / steps / 1e6);
       std::printf("# peak RSS per rank (GiB):");
       for (int r = 0; r < topo.world->size(); ++r) std::printf(" %.3f", every.data<double>()[r]);
       std::printf("\n");

@@ -31,8 +31,8 @@ double sgemm_rate(int n, int reps) {
               0.0f, c.data(), n);  // warm-up
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < reps; ++i)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(),
-                n, 0.0f, c.data(), n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
   return 2.0 * n * n * static_cast<double>(n) * reps / bench::seconds_since(t0);
 }
 
@@ -61,19 +61,32 @@ int main(int argc, char** argv) {
       return std::atoll(argv[++i]);
     };
     const std::string a = argv[i];
-    if (a == "--layers") cfg.n_layer = next();
-    else if (a == "--d-model") cfg.d_model = next();
-    else if (a == "--heads") cfg.n_head = next();
-    else if (a == "--d-inner") cfg.d_inner = next();
-    else if (a == "--chunk") cfg.chunk_size = next();
-    else if (a == "--rank") cfg.chunk_rank = next();
-    else if (a == "--window") cfg.window_len = next();
-    else if (a == "--tokens") cfg.tokens_per_sample = next();
-    else if (a == "--mem") cfg.mem_len = next();
-    else if (a == "--batch") batch = next();
-    else if (a == "--steps") steps = next();
-    else if (a == "--fp64") dtype = DType::f64;
-    else if (a == "--activation-checkpointing") checkpointing = true;
+    if (a == "--layers")
+      cfg.n_layer = next();
+    else if (a == "--d-model")
+      cfg.d_model = next();
+    else if (a == "--heads")
+      cfg.n_head = next();
+    else if (a == "--d-inner")
+      cfg.d_inner = next();
+    else if (a == "--chunk")
+      cfg.chunk_size = next();
+    else if (a == "--rank")
+      cfg.chunk_rank = next();
+    else if (a == "--window")
+      cfg.window_len = next();
+    else if (a == "--tokens")
+      cfg.tokens_per_sample = next();
+    else if (a == "--mem")
+      cfg.mem_len = next();
+    else if (a == "--batch")
+      batch = next();
+    else if (a == "--steps")
+      steps = next();
+    else if (a == "--fp64")
+      dtype = DType::f64;
+    else if (a == "--activation-checkpointing")
+      checkpointing = true;
     else {
       std::fprintf(stderr, "train_step_bench: unknown option %s\n", argv[i]);
       return 2;
@@ -91,7 +104,9 @@ int main(int argc, char** argv) {
     std::printf("# train_step_bench: %s, %s%s\n", describe(cfg).c_str(), dtype_name(dtype),
                 checkpointing ? ", activation checkpointing" : "");
     std::printf("# model FLOPs: %s\n", bench::flops_formula());
-    std::printf("| threads | B | step (s) | tokens/s | model GFLOP/s | sgemm 2048^3 GFLOP/s | ratio | peak RSS (GiB) | peak tensors (GiB) | loss |\n");
+    std::printf(
+        "| threads | B | step (s) | tokens/s | model GFLOP/s | sgemm 2048^3 GFLOP/s | ratio | peak "
+        "RSS (GiB) | peak tensors (GiB) | loss |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
     std::printf("| %s | %lld | %.3f | %.0f | %.2f | %.2f | %.3f | %.2f | %.2f | %.4f |\n",
                 threads ? threads : "default", static_cast<long long>(batch), step_s,

@@ -24,13 +24,13 @@ struct CheckpointContents {
   ModelConfig config;
   DType dtype = DType::f32;  // the run's precision: float64 runs store float64, others float32
   std::vector<Parameter*> params;
-  std::vector<Tensor>* exp_avg = nullptr;     // aligned with params; null: no optimizer state
+  std::vector<Tensor>* exp_avg = nullptr;  // aligned with params; null: no optimizer state
   std::vector<Tensor>* exp_avg_sq = nullptr;
-  std::vector<Tensor>* caches = nullptr;      // one [B_local, M_local, d] per layer; null: none
-  int64_t step = 0;                           // updates done
-  TrainSettings training;                     // batch_size is B_global
-  int64_t data_bytes = -1;                    // size of the training corpus (-1: unknown)
-  int64_t data_digest = 0;                    // its FNV-1a digest (runtime/byte_corpus.h)
+  std::vector<Tensor>* caches = nullptr;  // one [B_local, M_local, d] per layer; null: none
+  int64_t step = 0;                       // updates done
+  TrainSettings training;                 // batch_size is B_global
+  int64_t data_bytes = -1;                // size of the training corpus (-1: unknown)
+  int64_t data_digest = 0;                // its FNV-1a digest (runtime/byte_corpus.h)
 
   bool has_optimizer() const { return exp_avg != nullptr && exp_avg_sq != nullptr; }
   // "fp64" or "fp32", the root attribute `precision`.

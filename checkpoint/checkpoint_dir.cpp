@@ -38,8 +38,8 @@ std::vector<int64_t> checkpoint_steps(const std::string& dir) {
 
 void point_last_at(const std::string& dir, const std::string& file_name) {
   const fs::path link = fs::path(dir) / kLastCheckpointName;
-  const fs::path temporary = fs::path(dir) / (std::string(kLastCheckpointName) + ".tmp-" +
-                                              std::to_string(::getpid()));
+  const fs::path temporary =
+      fs::path(dir) / (std::string(kLastCheckpointName) + ".tmp-" + std::to_string(::getpid()));
   std::error_code ec;
   fs::remove(temporary, ec);
   fs::create_symlink(file_name, temporary, ec);  // relative: the directory may move

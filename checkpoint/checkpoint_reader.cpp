@@ -58,9 +58,9 @@ void check_hyperparameters(const CheckpointInfo& info, const ModelConfig& run,
                 std::to_string(wanted[i].second) + " in this run");
   }
   if (options.weights_only) return;
-  const std::pair<const char*, double> rates[] = {{"dropout", info.config.dropout - run.dropout},
-                                                  {"emb_dropout",
-                                                   info.config.emb_dropout - run.emb_dropout}};
+  const std::pair<const char*, double> rates[] = {
+      {"dropout", info.config.dropout - run.dropout},
+      {"emb_dropout", info.config.emb_dropout - run.emb_dropout}};
   for (const auto& [name, difference] : rates) {
     if (difference == 0.0) continue;
     const bool emb = std::string(name) == "emb_dropout";
@@ -74,7 +74,8 @@ void check_hyperparameters(const CheckpointInfo& info, const ModelConfig& run,
 std::vector<PlannedRead> plan_reads(const CheckpointInfo& info, CheckpointContents& c,
                                     const Topology& t, const LoadOptions& options) {
   std::vector<PlannedRead> reads;
-  for (Parameter* p : c.params) reads.push_back({"/model/" + p->name, parameter_slab(*p), &p->value});
+  for (Parameter* p : c.params)
+    reads.push_back({"/model/" + p->name, parameter_slab(*p), &p->value});
   if (options.weights_only) return reads;
   if (c.has_optimizer()) {
     for (size_t i = 0; i < c.params.size(); ++i) {

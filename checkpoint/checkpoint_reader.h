@@ -28,9 +28,9 @@ struct CheckpointInfo {
   std::string precision;     // "fp32" or "fp64"; "" when not recorded (the golden files)
   bool checksummed = false;  // every dataset carries a Fletcher32 checksum
   bool has_optimizer = false, has_state = false;
-  int64_t step = 0;          // updates done (0 without /state)
+  int64_t step = 0;  // updates done (0 without /state)
   bool has_training = false;
-  TrainSettings training;    // the run's settings, when has_training
+  TrainSettings training;  // the run's settings, when has_training
   int64_t data_bytes = -1;
   int64_t data_digest = 0;
 };

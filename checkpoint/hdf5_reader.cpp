@@ -291,8 +291,8 @@ bool Hdf5Reader::has_checksum(const std::string& path) const {
   for (int i = 0; i < n; ++i) {
     unsigned flags = 0;
     size_t n_values = 0;
-    if (H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &n_values, nullptr, 0,
-                       nullptr, nullptr) == H5Z_FILTER_FLETCHER32) {
+    if (H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &n_values, nullptr, 0, nullptr,
+                       nullptr) == H5Z_FILTER_FLETCHER32) {
       return true;
     }
   }

@@ -26,7 +26,8 @@ int probe(std::string* reason) {
                 cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")";
     return 0;
   }
-  if (count == 0 && reason) *reason = "no CUDA device is available: cudaGetDeviceCount found 0 devices";
+  if (count == 0 && reason)
+    *reason = "no CUDA device is available: cudaGetDeviceCount found 0 devices";
   return count;
 #else
   if (reason) *reason = "no CUDA device is available: tls_dist was built without the CUDA backend";

@@ -27,7 +27,8 @@ template <Device D>
 void check_on(const char* op, const char* name, const Tensor& t) {
   if (!t.defined()) fail(op, std::string(name) + " is an undefined tensor");
   if (t.device() != D)
-    fail(op, std::string(name) + (D == Device::cpu ? " is not a host tensor" : " is not a CUDA device tensor"));
+    fail(op, std::string(name) +
+                 (D == Device::cpu ? " is not a host tensor" : " is not a CUDA device tensor"));
 }
 
 // Defined, on device D, float32 or float64.
@@ -48,7 +49,8 @@ void check_i32(const char* op, const char* name, const Tensor& t) {
 template <Device D>
 void check_like(const char* op, const char* an, const Tensor& a, const char* bn, const Tensor& b) {
   check_on<D>(op, bn, b);
-  if (a.dtype() != b.dtype()) fail(op, "dtype mismatch: " + describe(an, a) + " vs " + describe(bn, b));
+  if (a.dtype() != b.dtype())
+    fail(op, "dtype mismatch: " + describe(an, a) + " vs " + describe(bn, b));
 }
 
 // b has a's dtype and exactly a's shape.
@@ -59,7 +61,8 @@ void check_same(const char* op, const char* an, const Tensor& a, const char* bn,
 }
 
 inline void check_numel(const char* op, const char* name, const Tensor& t, int64_t n) {
-  if (t.numel() != n) fail(op, "expected " + std::to_string(n) + " elements in " + describe(name, t));
+  if (t.numel() != n)
+    fail(op, "expected " + std::to_string(n) + " elements in " + describe(name, t));
 }
 
 // Calls f(T{}) with T = float or double according to dtype.
@@ -80,7 +83,8 @@ decltype(auto) dispatch_float(const char* op, DType dtype, F&& f) {
 // Undefined optional gradients are skipped.
 template <Device D>
 void check_layernorm(const char* op, const Tensor& x, const Tensor& mean, const Tensor& rstd,
-                     const Tensor& gamma, const Tensor& beta_or_dgamma, const Tensor& dbeta = Tensor()) {
+                     const Tensor& gamma, const Tensor& beta_or_dgamma,
+                     const Tensor& dbeta = Tensor()) {
   check_float<D>(op, "x", x);
   const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
   auto need = [&](const char* name, const Tensor& t, int64_t n) {
@@ -108,13 +112,15 @@ CompressDims compress_dims(const char* op, const Tensor& out, const char* on, co
   check_like<D>(op, "x", x, "weights", w);
   check_like<D>(op, "x", x, on, out);
   auto bad = [&](const std::string& why) {
-    fail(op, why + ": " + describe("x", x) + ", " + describe("weights", w) + ", " + describe(on, out) +
-                 ", chunk_size " + std::to_string(c) + ", chunk_rank " + std::to_string(r) +
-                 ", n_head " + std::to_string(heads) + ", head_offset " + std::to_string(h0));
+    fail(op, why + ": " + describe("x", x) + ", " + describe("weights", w) + ", " +
+                 describe(on, out) + ", chunk_size " + std::to_string(c) + ", chunk_rank " +
+                 std::to_string(r) + ", n_head " + std::to_string(heads) + ", head_offset " +
+                 std::to_string(h0));
   };
   if (c <= 0 || r <= 0 || heads <= 0 || h0 < 0) bad("bad geometry");
   if (x.rank() != 3 || w.rank() != 3 || out.rank() != 3) bad("expected 3-D tensors");
-  const CompressDims d{x.dim(0), x.dim(1) / c, c, r, heads, x.dim(2) / heads, x.dim(2), w.dim(2), h0};
+  const CompressDims d{x.dim(0),         x.dim(1) / c, c,        r, heads,
+                       x.dim(2) / heads, x.dim(2),     w.dim(2), h0};
   if (x.dim(1) % c != 0 || x.dim(2) % heads != 0) bad("x is not [B, G*c, H*dh]");
   if (w.dim(0) != d.batch || w.dim(1) != x.dim(1) || d.wcols % r != 0 || (h0 + heads) * r > d.wcols)
     bad("weights are not [B, G*c, H_all*r] with H_all >= head_offset + n_head");
@@ -129,17 +135,19 @@ struct GemmDims {
   int64_t m, n, k;
 };
 
-inline GemmDims gemm_dims(bool trans_a, bool trans_b, const Tensor& a, const Tensor& b, const Tensor& c) {
+inline GemmDims gemm_dims(bool trans_a, bool trans_b, const Tensor& a, const Tensor& b,
+                          const Tensor& c) {
   auto matrix = [](const char* name, const Tensor& t, bool trans) {
-    return std::string(name) + (trans ? "^T" : "") + " [" + std::to_string(t.matrix_rows()) + " x " +
-           std::to_string(t.matrix_cols()) + "] (shape " + t.shape_string() + ")";
+    return std::string(name) + (trans ? "^T" : "") + " [" + std::to_string(t.matrix_rows()) +
+           " x " + std::to_string(t.matrix_cols()) + "] (shape " + t.shape_string() + ")";
   };
-  const GemmDims g{trans_a ? a.matrix_cols() : a.matrix_rows(), trans_b ? b.matrix_rows() : b.matrix_cols(),
+  const GemmDims g{trans_a ? a.matrix_cols() : a.matrix_rows(),
+                   trans_b ? b.matrix_rows() : b.matrix_cols(),
                    trans_a ? a.matrix_rows() : a.matrix_cols()};
   const int64_t kb = trans_b ? b.matrix_cols() : b.matrix_rows();
   if (g.k != kb || c.matrix_rows() != g.m || c.matrix_cols() != g.n)
-    fail("gemm", "shape mismatch: " + matrix("A", a, trans_a) + " times " + matrix("B", b, trans_b) +
-                     " into " + matrix("C", c, false));
+    fail("gemm", "shape mismatch: " + matrix("A", a, trans_a) + " times " +
+                     matrix("B", b, trans_b) + " into " + matrix("C", c, false));
   for (int64_t v : {g.m, g.n, g.k, a.matrix_cols(), b.matrix_cols()})
     if (v > INT_MAX) fail("gemm", "a matrix dimension exceeds the BLAS int range");
   return g;

@@ -27,10 +27,10 @@ struct DropoutKey {
   uint64_t seed = 0;
   uint64_t step = 0;
   uint64_t tensor_id = 0;
-  int64_t t_local = 1;   // rows per batch row held locally
-  int64_t t_global = 1;  // rows per batch row in the whole sequence
-  int64_t t_offset = 0;  // first local row's position in the whole sequence
-  int64_t b_offset = 0;  // first local batch row's global index
+  int64_t t_local = 1;      // rows per batch row held locally
+  int64_t t_global = 1;     // rows per batch row in the whole sequence
+  int64_t t_offset = 0;     // first local row's position in the whole sequence
+  int64_t b_offset = 0;     // first local batch row's global index
   int64_t cols_global = 0;  // 0: the local column count
   int64_t col_offset = 0;
 };
@@ -39,12 +39,12 @@ struct DropoutKey {
 // dl = n_head * d_head (the heads this rank holds); per-head statistics are [B, n_head, T].
 struct AttentionShape {
   int64_t batch = 0;
-  int64_t tokens = 0;   // T: query rows
-  int64_t n_head = 0;   // local heads
+  int64_t tokens = 0;  // T: query rows
+  int64_t n_head = 0;  // local heads
   int64_t d_head = 0;
-  int64_t window = 0;   // w: a query sees the w keys t-w+1 .. t
-  int64_t chunk_size = 0;   // c
-  int64_t chunk_rank = 0;   // r
+  int64_t window = 0;             // w: a query sees the w keys t-w+1 .. t
+  int64_t chunk_size = 0;         // c
+  int64_t chunk_rank = 0;         // r
   int64_t first_query_chunk = 0;  // global chunk index of query row 0 (M/c for one process)
 };
 
@@ -69,12 +69,12 @@ class Ops {
   virtual void from_host(Tensor& x, const std::vector<double>& values) = 0;
 
   // ---- elementwise and reductions -----------------------------------------------------------
-  virtual void scale(Tensor& x, double alpha) = 0;                    // x *= alpha
-  virtual void axpy(double alpha, const Tensor& x, Tensor& y) = 0;    // y += alpha * x
-  virtual void add_bias(Tensor& y, const Tensor& bias) = 0;           // y[i, :] += bias
-  virtual void sum_rows(const Tensor& dy, Tensor& dbias) = 0;         // dbias += sum_i dy[i, :]
-  virtual double sum_squares(const Tensor& x) = 0;                    // in double
-  virtual double sum(const Tensor& x) = 0;                            // in double
+  virtual void scale(Tensor& x, double alpha) = 0;                  // x *= alpha
+  virtual void axpy(double alpha, const Tensor& x, Tensor& y) = 0;  // y += alpha * x
+  virtual void add_bias(Tensor& y, const Tensor& bias) = 0;         // y[i, :] += bias
+  virtual void sum_rows(const Tensor& dy, Tensor& dbias) = 0;       // dbias += sum_i dy[i, :]
+  virtual double sum_squares(const Tensor& x) = 0;                  // in double
+  virtual double sum(const Tensor& x) = 0;                          // in double
   virtual bool all_finite(const Tensor& x) = 0;
 
   // ---- GEMM: C = alpha * op(A) op(B) + beta * C on 2-D views (matrix_rows x matrix_cols) -----
@@ -106,8 +106,8 @@ class Ops {
   // dx += rstd (g - sums0 / n - xhat sums1 / n); dgamma += sum_i dout xhat; dbeta += sum_i dout.
   virtual void layernorm_backward_apply(Tensor& dx, Tensor& dgamma, Tensor& dbeta,
                                         const Tensor& dout, const Tensor& x, const Tensor& gamma,
-                                        const Tensor& mean, const Tensor& rstd,
-                                        const Tensor& sums, int64_t n_features) = 0;
+                                        const Tensor& mean, const Tensor& rstd, const Tensor& sums,
+                                        int64_t n_features) = 0;
   virtual void gelu_forward(Tensor& out, const Tensor& x) = 0;  // erf form
   virtual void gelu_backward(Tensor& dx, const Tensor& dout, const Tensor& x) = 0;
   virtual void relu_forward(Tensor& out, const Tensor& x) = 0;
@@ -145,16 +145,16 @@ class Ops {
   virtual void sinusoid_forward(Tensor& out, const std::vector<double>& positions) = 0;
 
   // ---- dynamic-projection compression -------------------------------------------------------
-  // out[b, g*r + k, h*dh + e] = sum_{i<c} weights[b, g*c + i, (h0 + h)*r + k] * x[b, g*c + i, h*dh + e]
-  // x: [B, G*c, H*dh], weights: [B, G*c, H_all*r] (every head's columns; h0 = head_offset),
+  // out[b, g*r + k, h*dh + e] = sum_{i<c} weights[b, g*c + i, (h0 + h)*r + k] * x[b, g*c + i, h*dh
+  // + e] x: [B, G*c, H*dh], weights: [B, G*c, H_all*r] (every head's columns; h0 = head_offset),
   // out: [B, G*r, H*dh].
   virtual void compress_chunks_forward(Tensor& out, const Tensor& x, const Tensor& weights,
                                        int64_t chunk_size, int64_t chunk_rank, int64_t n_head,
                                        int64_t head_offset) = 0;
   // dx and dweights accumulate; either may be undefined when not wanted.
   virtual void compress_chunks_backward(Tensor& dx, Tensor& dweights, const Tensor& dout,
-                                        const Tensor& x, const Tensor& weights,
-                                        int64_t chunk_size, int64_t chunk_rank, int64_t n_head,
+                                        const Tensor& x, const Tensor& weights, int64_t chunk_size,
+                                        int64_t chunk_rank, int64_t n_head,
                                         int64_t head_offset) = 0;
 
   // ---- the two attention parts --------------------------------------------------------------
@@ -169,9 +169,9 @@ class Ops {
   // [dl]. Score of query t for the key delta back:
   //   (q_t + r_w_bias) . keys[t + w - delta] + (q_t + r_r_bias) . rel[delta].
   virtual void window_attention_forward(Tensor& out, Tensor& lse, const Tensor& q,
-                                        const Tensor& keys, const Tensor& values,
-                                        const Tensor& rel, const Tensor& r_w_bias,
-                                        const Tensor& r_r_bias, const AttentionShape& s) = 0;
+                                        const Tensor& keys, const Tensor& values, const Tensor& rel,
+                                        const Tensor& r_w_bias, const Tensor& r_r_bias,
+                                        const AttentionShape& s) = 0;
   virtual void window_attention_backward(Tensor& dq, Tensor& dkeys, Tensor& dvalues, Tensor& drel,
                                          Tensor& dr_w_bias, Tensor& dr_r_bias, const Tensor& dout,
                                          const Tensor& lse, const Tensor& delta, const Tensor& q,
@@ -187,10 +187,9 @@ class Ops {
                                        const Tensor& khat, const Tensor& vhat, const Tensor& pos,
                                        const AttentionShape& s) = 0;
   virtual void chunk_attention_backward(Tensor& dq, Tensor& dkhat, Tensor& dvhat, Tensor& dpos,
-                                        const Tensor& dout, const Tensor& lse,
-                                        const Tensor& delta, const Tensor& q, const Tensor& khat,
-                                        const Tensor& vhat, const Tensor& pos,
-                                        const AttentionShape& s) = 0;
+                                        const Tensor& dout, const Tensor& lse, const Tensor& delta,
+                                        const Tensor& q, const Tensor& khat, const Tensor& vhat,
+                                        const Tensor& pos, const AttentionShape& s) = 0;
   // out = out_a * exp(lse_a - lse) + out_b * exp(lse_b - lse), lse = logaddexp(lse_a, lse_b).
   // out*: [B, T, dl]; lse*: [B, H, T].
   virtual void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_a, const Tensor& lse_a,

@@ -30,7 +30,8 @@ void FeedForward::forward(Ops& ops, const Tensor& h, Tensor& out, FeedForwardSav
   fc2.forward(ops, saved.act, out);
   reduce_from_tp_forward(*topo_, out);
   fc2.add_bias(ops, out);
-  if (ctx.training && ctx.dropout > 0) ops.dropout_apply(out, ctx.dropout, ctx.key(dropout_id + 1, tokens));
+  if (ctx.training && ctx.dropout > 0)
+    ops.dropout_apply(out, ctx.dropout, ctx.key(dropout_id + 1, tokens));
 }
 
 void FeedForward::backward(Ops& ops, const Tensor& dout, const Tensor& h,

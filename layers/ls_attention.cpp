@@ -17,7 +17,8 @@ void LSAttention::init(Ops& ops, const std::string& name, const ModelConfig& cfg
   const int64_t d = cfg.d_model, H = cfg.n_head, dh = cfg.d_head();
   const int tp = topo.layout.tp;
   if (H % tp != 0)
-    throw Error("--n-head " + std::to_string(H) + " must be divisible by --tp " + std::to_string(tp));
+    throw Error("--n-head " + std::to_string(H) + " must be divisible by --tp " +
+                std::to_string(tp));
   n_head_local_ = H / tp;
   head_offset_ = topo.tp_rank * n_head_local_;
   d_local_ = n_head_local_ * dh;
@@ -37,7 +38,8 @@ void LSAttention::init(Ops& ops, const std::string& name, const ModelConfig& cfg
   }
   if (tp > 1) {
     dual_ln_win.init_split(ops, name + ".dual_ln_win", d, head_offset_ * dh, d_local_, dtype, topo);
-    dual_ln_dproj.init_split(ops, name + ".dual_ln_dproj", d, head_offset_ * dh, d_local_, dtype, topo);
+    dual_ln_dproj.init_split(ops, name + ".dual_ln_dproj", d, head_offset_ * dh, d_local_, dtype,
+                             topo);
   } else {
     dual_ln_win.init(ops, name + ".dual_ln_win", d, dtype);
     dual_ln_dproj.init(ops, name + ".dual_ln_dproj", d, dtype);
@@ -55,7 +57,8 @@ AttentionShape LSAttention::shape(int64_t batch, int64_t tokens, int64_t mem) co
   s.chunk_rank = cfg_.chunk_rank;
   // Global chunk index of this slice's first query: after every cache chunk and the earlier
   // slices' block chunks (M_global = M_local * sp; sp > 1 requires M = T).
-  s.first_query_chunk = mem * topo_->layout.sp / cfg_.chunk_size + topo_->sp_rank * tokens / cfg_.chunk_size;
+  s.first_query_chunk =
+      mem * topo_->layout.sp / cfg_.chunk_size + topo_->sp_rank * tokens / cfg_.chunk_size;
   return s;
 }
 
@@ -110,8 +113,10 @@ void LSAttention::forward(Ops& ops, const Tensor& h, const Tensor& cache, const 
   // Block chunks: project (above), then compress with this rank's heads' weights.
   Tensor keys_chunks = ops.empty({B, block_slots, dl}, dt);
   Tensor values_chunks = ops.empty({B, block_slots, dl}, dt);
-  ops.compress_chunks_forward(keys_chunks, sv.keys_block, sv.block_weights, c, r, n_head_local_, head_offset_);
-  ops.compress_chunks_forward(values_chunks, sv.values_block, sv.block_weights, c, r, n_head_local_, head_offset_);
+  ops.compress_chunks_forward(keys_chunks, sv.keys_block, sv.block_weights, c, r, n_head_local_,
+                              head_offset_);
+  ops.compress_chunks_forward(values_chunks, sv.values_block, sv.block_weights, c, r, n_head_local_,
+                              head_offset_);
   sv.khat_raw = ops.empty({B, cache_slots + block_slots, dl}, dt);
   sv.vhat_raw = ops.empty({B, cache_slots + block_slots, dl}, dt);
   ops.copy_rows(sv.khat_raw, 0, keys_cache, 0, cache_slots);
@@ -200,13 +205,16 @@ void LSAttention::backward(Ops& ops, const Tensor& dout, const Tensor& h, const 
   // Compressed: each slot's gradient back to its owner, then LN_dproj.
   Tensor dkhat_local = reduce_scatter_chunks(ops, *topo_, dkhat, cache_slots, block_slots);
   Tensor dvhat_local = reduce_scatter_chunks(ops, *topo_, dvhat, cache_slots, block_slots);
-  Tensor dkhat_raw = ops.zeros(sv.khat_raw.shape(), dt), dvhat_raw = ops.zeros(sv.vhat_raw.shape(), dt);
+  Tensor dkhat_raw = ops.zeros(sv.khat_raw.shape(), dt),
+         dvhat_raw = ops.zeros(sv.vhat_raw.shape(), dt);
   dual_ln_dproj.backward(ops, dkhat_local, sv.khat_raw, sv.khat_ln, dkhat_raw);
   dual_ln_dproj.backward(ops, dvhat_local, sv.vhat_raw, sv.vhat_ln, dvhat_raw);
-  Tensor dkeys_cache = ops.empty({B, cache_slots, dl}, dt), dvalues_cache = ops.empty({B, cache_slots, dl}, dt);
+  Tensor dkeys_cache = ops.empty({B, cache_slots, dl}, dt),
+         dvalues_cache = ops.empty({B, cache_slots, dl}, dt);
   ops.copy_rows(dkeys_cache, 0, dkhat_raw, 0, cache_slots);
   ops.copy_rows(dvalues_cache, 0, dvhat_raw, 0, cache_slots);
-  Tensor dkeys_chunks = ops.empty({B, block_slots, dl}, dt), dvalues_chunks = ops.empty({B, block_slots, dl}, dt);
+  Tensor dkeys_chunks = ops.empty({B, block_slots, dl}, dt),
+         dvalues_chunks = ops.empty({B, block_slots, dl}, dt);
   ops.copy_rows(dkeys_chunks, 0, dkhat_raw, cache_slots, block_slots);
   ops.copy_rows(dvalues_chunks, 0, dvhat_raw, cache_slots, block_slots);
 
@@ -218,7 +226,8 @@ void LSAttention::backward(Ops& ops, const Tensor& dout, const Tensor& h, const 
   proj_val.backward(ops, dvalues_cache, sv.cache_compressed, dcompressed);
   copy_to_tp_backward(*topo_, dcompressed);
   Tensor dcache_weights = ops.zeros({B, M, H * r}, dt);
-  ops.compress_chunks_backward(dcache, dcache_weights, dcompressed, cache, sv.cache_weights, c, r, H, 0);
+  ops.compress_chunks_backward(dcache, dcache_weights, dcompressed, cache, sv.cache_weights, c, r,
+                               H, 0);
   Tensor dscores = ops.zeros({B, M, H * r}, dt);
   ops.chunk_softmax_backward(dscores, dcache_weights, sv.cache_weights, c);
   dconv_1.backward(ops, dscores, cache, dcache);

@@ -31,19 +31,19 @@ struct PositionTables {
 };
 
 struct LSAttentionSaved {
-  Tensor q, keys_block, values_block;        // [B, T, dl]: scaled queries, h Wk^T, h Wv^T
-  Tensor cache_tail;                         // [B, w, d]: C_{M-w..M-1} (last sp rank only)
-  Tensor keys_raw, values_raw;               // [B, w + T, dl] (halo ; block) before LN_win
-  Tensor keys_win, values_win;               // after LN_win
+  Tensor q, keys_block, values_block;  // [B, T, dl]: scaled queries, h Wk^T, h Wv^T
+  Tensor cache_tail;                   // [B, w, d]: C_{M-w..M-1} (last sp rank only)
+  Tensor keys_raw, values_raw;         // [B, w + T, dl] (halo ; block) before LN_win
+  Tensor keys_win, values_win;         // after LN_win
   LayerNormSaved keys_win_ln, values_win_ln;
-  Tensor cache_weights, block_weights;       // chunk-softmax weights [B, M | T, H r]
-  Tensor cache_compressed;                   // [B, M/c r, d]: sum p C (all heads merged)
-  Tensor khat_raw, vhat_raw;                 // [B, local slots, dl] before LN_dproj
-  Tensor khat_local, vhat_local;             // after LN_dproj
+  Tensor cache_weights, block_weights;  // chunk-softmax weights [B, M | T, H r]
+  Tensor cache_compressed;              // [B, M/c r, d]: sum p C (all heads merged)
+  Tensor khat_raw, vhat_raw;            // [B, local slots, dl] before LN_dproj
+  Tensor khat_local, vhat_local;        // after LN_dproj
   LayerNormSaved khat_ln, vhat_ln;
-  Tensor khat, vhat;                         // [B, S, dl]: every slice's slots (gathered)
-  Tensor rel_window, rel_chunk;              // r_net(PE window), r_net_chunk(PE chunk)
-  Tensor attn, lse;                          // merged output [B, T, dl] and lse [B, H, T]
+  Tensor khat, vhat;             // [B, S, dl]: every slice's slots (gathered)
+  Tensor rel_window, rel_chunk;  // r_net(PE window), r_net_chunk(PE chunk)
+  Tensor attn, lse;              // merged output [B, T, dl] and lse [B, H, T]
 };
 
 class LSAttention {

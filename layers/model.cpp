@@ -10,8 +10,7 @@ namespace {
 constexpr uint64_t kEmbDropoutId = 1, kWindowPosDropoutId = 2, kFinalDropoutId = 3;
 }
 
-TransformerLSModel::TransformerLSModel(Ops& ops, const ModelConfig& cfg, DType dtype,
-                                       Topology topo)
+TransformerLSModel::TransformerLSModel(Ops& ops, const ModelConfig& cfg, DType dtype, Topology topo)
     : ops_(ops), cfg_(cfg), dtype_(dtype), topo_(std::move(topo)) {
   cfg_.validate();
   cfg_.validate_layout(topo_.layout.tp, topo_.layout.sp);
@@ -76,7 +75,8 @@ PositionTables TransformerLSModel::position_tables(const PassContext& ctx) const
   if (ctx.training && ctx.emb_dropout > 0) {
     PassContext table = ctx;  // one table for every batch row and slice
     table.b_offset = table.t_offset = table.t_global = 0;
-    ops_.dropout_apply(pos.window, ctx.emb_dropout, table.key(kWindowPosDropoutId, cfg_.window_len));
+    ops_.dropout_apply(pos.window, ctx.emb_dropout,
+                       table.key(kWindowPosDropoutId, cfg_.window_len));
   }
   // Ids 0 .. S-1 cover every visible slot; with cpos_clamp_len only ids up to the clamp differ.
   int64_t n_pos = (tokens + mem) / cfg_.chunk_size * cfg_.chunk_rank;

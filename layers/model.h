@@ -24,13 +24,13 @@ struct ModelState {
 };
 
 struct ModelSaved {
-  Tensor tokens, targets;                 // int32 [B, T]
-  Tensor embedded;                        // h after the embedding dropout
+  Tensor tokens, targets;  // int32 [B, T]
+  Tensor embedded;         // h after the embedding dropout
   std::vector<TransformerLayerSaved> layers;
-  Tensor final_hidden;                    // the last layer's output after drop_emb
-  Tensor logprobs;                        // [B, T, V]
+  Tensor final_hidden;  // the last layer's output after drop_emb
+  Tensor logprobs;      // [B, T, V]
   PositionTables pos;
-  int64_t n_targets = 0;                  // targets >= 0 (the loss's denominator)
+  int64_t n_targets = 0;  // targets >= 0 (the loss's denominator)
 };
 
 class TransformerLSModel {
@@ -46,7 +46,9 @@ class TransformerLSModel {
   const Topology& topology() const { return topo_; }
   Ops& ops() const { return ops_; }
   int64_t local_tokens() const { return cfg_.tokens_per_sample / topo_.layout.sp; }
-  int64_t local_mem() const { return topo_.layout.sp > 1 ? cfg_.mem_len / topo_.layout.sp : cfg_.mem_len; }
+  int64_t local_mem() const {
+    return topo_.layout.sp > 1 ? cfg_.mem_len / topo_.layout.sp : cfg_.mem_len;
+  }
   std::vector<Parameter*> parameters();
   Parameter* find(const std::string& name);
   int64_t parameter_count();  // of the whole model, whatever this rank holds
@@ -55,8 +57,8 @@ class TransformerLSModel {
   // Runs one block: tokens/targets int32 [B_local, local_tokens()] (a target < 0 is not
   // predicted). Advances state's caches. Returns this rank's SUM of the NLL over its predicted
   // targets (saved.n_targets of them); the logprobs stay in saved.
-  double forward(const Tensor& tokens, const Tensor& targets, ModelState& state,
-                 ModelSaved& saved, const PassContext& ctx);
+  double forward(const Tensor& tokens, const Tensor& targets, ModelState& state, ModelSaved& saved,
+                 const PassContext& ctx);
   // Accumulates d(loss_scale * sum NLL)/d(parameter) into every Parameter::grad.
   void backward(const ModelSaved& saved, double loss_scale, const PassContext& ctx);
   void zero_grad();

@@ -147,8 +147,7 @@ void TransformerLayer::forward_keeping_inputs(Ops& ops, const Tensor& x, const T
   ffn_half(ops, out, half, ctx);
 }
 
-void TransformerLayer::backward_recomputing(Ops& ops, const Tensor& dout,
-                                            const PositionTables& pos,
+void TransformerLayer::backward_recomputing(Ops& ops, const Tensor& dout, const PositionTables& pos,
                                             const TransformerLayerSaved& inputs, Tensor& dx,
                                             const PassContext& ctx) {
   Tensor dh2;

@@ -14,11 +14,11 @@
 namespace tls {
 
 struct TransformerLayerSaved {
-  Tensor x, cache;             // the layer's input and the cache it attended to
-  Tensor h1, cache_normed;     // pre-LN: LN1(x), LN1(C)
+  Tensor x, cache;          // the layer's input and the cache it attended to
+  Tensor h1, cache_normed;  // pre-LN: LN1(x), LN1(C)
   LayerNormSaved ln1, ln1_cache, ln2;
-  Tensor h2, h3;               // pre-LN: h1 + a, LN2(h2); post-LN: x + a, LN1(.)
-  Tensor post_ffn_in;          // post-LN: h2 + f (LN2's input)
+  Tensor h2, h3;       // pre-LN: h1 + a, LN2(h2); post-LN: x + a, LN1(.)
+  Tensor post_ffn_in;  // post-LN: h2 + f (LN2's input)
   LSAttentionSaved attn;
   FeedForwardSaved ffn;
 };
@@ -63,8 +63,7 @@ class TransformerLayer {
   Tensor ffn_half_backward(Ops& ops, const Tensor& dout, const TransformerLayerSaved& sv,
                            const PassContext& ctx);
   void attention_half_backward(Ops& ops, Tensor& dh2, const PositionTables& pos,
-                               const TransformerLayerSaved& sv, Tensor& dx,
-                               const PassContext& ctx);
+                               const TransformerLayerSaved& sv, Tensor& dx, const PassContext& ctx);
   int64_t index_ = 0;
   ModelConfig cfg_;
 };

@@ -1,8 +1,9 @@
-// Fault injection for tests (off unless TLS_FAULT_INJECT is set): TLS_FAULT_INJECT=<point>_abort_rank<R>
-// makes world rank R die by SIGKILL the third time it reaches the named point, as a node
-// failure would. Points: "step" (between a training step's forward and backward), "halo" (inside
-// a halo exchange), "save" (halfway through writing a checkpoint, checkpoint/checkpoint_writer).
-// TLS_FAULT_INJECT=nonfinite_loss_from<N> poisons the loss instead (see below).
+// Fault injection for tests (off unless TLS_FAULT_INJECT is set):
+// TLS_FAULT_INJECT=<point>_abort_rank<R> makes world rank R die by SIGKILL the third time it
+// reaches the named point, as a node failure would. Points: "step" (between a training step's
+// forward and backward), "halo" (inside a halo exchange), "save" (halfway through writing a
+// checkpoint, checkpoint/checkpoint_writer). TLS_FAULT_INJECT=nonfinite_loss_from<N> poisons the
+// loss instead (see below).
 #pragma once
 
 namespace tls {

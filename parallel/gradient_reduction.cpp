@@ -19,7 +19,8 @@ void reduce_gradients(Ops& ops, const Topology& topo, const std::vector<Paramete
     ops.copy(slot, p->grad);
     at += p->grad.numel();
   }
-  traffic().gradients += ring_allreduce_bytes(static_cast<int64_t>(flat.bytes()), topo.dp_sp->size());
+  traffic().gradients +=
+      ring_allreduce_bytes(static_cast<int64_t>(flat.bytes()), topo.dp_sp->size());
   topo.dp_sp->allreduce_sum(flat);
   at = 0;
   for (Parameter* p : params) {
@@ -30,7 +31,8 @@ void reduce_gradients(Ops& ops, const Topology& topo, const std::vector<Paramete
 
 double global_gradient_norm(Ops& ops, const Topology& topo, const std::vector<Parameter*>& params) {
   double sharded = 0, replicated = 0;
-  for (const Parameter* p : params) (p->tp_sharded() ? sharded : replicated) += ops.sum_squares(p->grad);
+  for (const Parameter* p : params)
+    (p->tp_sharded() ? sharded : replicated) += ops.sum_squares(p->grad);
   sharded = topo.tp->allreduce_sum(sharded);
   return std::sqrt(sharded + replicated);
 }

@@ -30,8 +30,8 @@ HaloExchange HaloExchange::start_forward(Ops& ops, const Topology& topo, const T
     return h;
   }
   maybe_inject_fault("halo", topo.world_rank);
-  exchange(topo, tail_keys, tail_values, halo_keys, halo_values, (s + 1) % n, (s + n - 1) % n,
-           tag, h.requests_);
+  exchange(topo, tail_keys, tail_values, halo_keys, halo_values, (s + 1) % n, (s + n - 1) % n, tag,
+           h.requests_);
   return h;
 }
 
@@ -45,8 +45,8 @@ HaloExchange HaloExchange::start_backward(Ops& ops, const Topology& topo, const 
     ops.copy(dtail_values, dhalo_values);
     return h;
   }
-  exchange(topo, dhalo_keys, dhalo_values, dtail_keys, dtail_values, (s + n - 1) % n,
-           (s + 1) % n, tag, h.requests_);
+  exchange(topo, dhalo_keys, dhalo_values, dtail_keys, dtail_values, (s + n - 1) % n, (s + 1) % n,
+           tag, h.requests_);
   return h;
 }
 

@@ -9,9 +9,12 @@ namespace {
 
 MPI_Datatype mpi_type(DType dtype) {
   switch (dtype) {
-    case DType::f32: return MPI_FLOAT;
-    case DType::f64: return MPI_DOUBLE;
-    case DType::i32: return MPI_INT;
+    case DType::f32:
+      return MPI_FLOAT;
+    case DType::f64:
+      return MPI_DOUBLE;
+    case DType::i32:
+      return MPI_INT;
   }
   return MPI_BYTE;
 }
@@ -21,11 +24,13 @@ void check(int code, const std::string& what, const std::string& comm) {
   char text[MPI_MAX_ERROR_STRING];
   int len = 0;
   MPI_Error_string(code, text, &len);
-  throw Error("MPI " + what + " on " + comm + " failed: " + std::string(text, static_cast<size_t>(len)));
+  throw Error("MPI " + what + " on " + comm +
+              " failed: " + std::string(text, static_cast<size_t>(len)));
 }
 
 int count_of(const Tensor& x) {
-  if (x.numel() > INT32_MAX) throw Error("MPI: tensor " + x.shape_string() + " exceeds 2^31 elements");
+  if (x.numel() > INT32_MAX)
+    throw Error("MPI: tensor " + x.shape_string() + " exceeds 2^31 elements");
   return static_cast<int>(x.numel());
 }
 
@@ -104,13 +109,16 @@ void MpiComm::barrier() { check(MPI_Barrier(comm_), "barrier", name_); }
 
 std::unique_ptr<Request> MpiComm::isend(const Tensor& x, int dest, int tag) {
   auto r = std::make_unique<MpiRequest>("send to rank " + std::to_string(dest) + " of " + name_);
-  check(MPI_Isend(x.raw(), count_of(x), mpi_type(x.dtype()), dest, tag, comm_, &r->request_), "isend", name_);
+  check(MPI_Isend(x.raw(), count_of(x), mpi_type(x.dtype()), dest, tag, comm_, &r->request_),
+        "isend", name_);
   return r;
 }
 
 std::unique_ptr<Request> MpiComm::irecv(Tensor& x, int source, int tag) {
-  auto r = std::make_unique<MpiRequest>("receive from rank " + std::to_string(source) + " of " + name_);
-  check(MPI_Irecv(x.raw(), count_of(x), mpi_type(x.dtype()), source, tag, comm_, &r->request_), "irecv", name_);
+  auto r =
+      std::make_unique<MpiRequest>("receive from rank " + std::to_string(source) + " of " + name_);
+  check(MPI_Irecv(x.raw(), count_of(x), mpi_type(x.dtype()), source, tag, comm_, &r->request_),
+        "irecv", name_);
   return r;
 }
 
@@ -139,7 +147,9 @@ Topology make_mpi_topology(int tp, int sp) {
   int world_rank = 0, world_size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &world_size);
-  if (tp < 1 || sp < 1) throw Error("--tp " + std::to_string(tp) + " and --sp " + std::to_string(sp) + " must be at least 1");
+  if (tp < 1 || sp < 1)
+    throw Error("--tp " + std::to_string(tp) + " and --sp " + std::to_string(sp) +
+                " must be at least 1");
   if (world_size % (tp * sp) != 0)
     throw Error("the world size " + std::to_string(world_size) + " is not a multiple of --tp " +
                 std::to_string(tp) + " x --sp " + std::to_string(sp));

@@ -15,10 +15,10 @@ struct ModelConfig {
   int64_t d_model = 64;
   int64_t n_head = 4;
   int64_t d_inner = 256;
-  int64_t chunk_size = 8;       // c
-  int64_t chunk_rank = 1;       // r
-  int64_t window_len = 16;      // w
-  int64_t mem_len = 64;         // M
+  int64_t chunk_size = 8;          // c
+  int64_t chunk_rank = 1;          // r
+  int64_t window_len = 16;         // w
+  int64_t mem_len = 64;            // M
   int64_t tokens_per_sample = 64;  // T
   bool pre_ln = true;
   bool use_gelu = true;
@@ -39,7 +39,6 @@ struct ModelConfig {
   // slice is at least --window-len long and a multiple of --chunk-size. Throws tls::Error
   // naming the option and the rule.
   void validate_layout(int tp, int sp) const;
-
 };
 
 // A one-line summary of the model for logs, e.g. "n_layer 2, d_model 64, n_head 4 (d_head 16),

@@ -38,8 +38,9 @@ int run_eval(const RunOptions& o) {
   load_checkpoint(o.checkpoint, contents, topo, *ops, load);
   const EvalResult r = evaluate(model, o.data);
   if (topo.world_rank == 0) {
-    std::printf("eval %s on %s: T %lld, M %lld, loss %.6f nats\n", o.checkpoint.c_str(), o.data.c_str(),
-                static_cast<long long>(cfg.tokens_per_sample), static_cast<long long>(cfg.mem_len), r.loss());
+    std::printf("eval %s on %s: T %lld, M %lld, loss %.6f nats\n", o.checkpoint.c_str(),
+                o.data.c_str(), static_cast<long long>(cfg.tokens_per_sample),
+                static_cast<long long>(cfg.mem_len), r.loss());
     std::printf("bpc %.12f tokens %lld\n", r.bpc(), static_cast<long long>(r.count));
   }
   return 0;

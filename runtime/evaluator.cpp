@@ -24,19 +24,22 @@ EvalResult evaluate(TransformerLSModel& model, const std::string& path, int64_t 
   for (int64_t i = 0; i < n_blocks; ++i) {
     const int64_t real = stream.block(i, inputs, targets);
     // Right-pad the short last block: padded inputs are byte 0, padded targets are not counted.
-    std::vector<double> in(static_cast<size_t>(T_local), 0.0), tg(static_cast<size_t>(T_local), -1.0);
+    std::vector<double> in(static_cast<size_t>(T_local), 0.0),
+        tg(static_cast<size_t>(T_local), -1.0);
     for (int64_t t = 0; t < T_local; ++t)
       if (t0 + t < real) {
         in[static_cast<size_t>(t)] = inputs[static_cast<size_t>(t0 + t)];
         tg[static_cast<size_t>(t)] = targets[static_cast<size_t>(t0 + t)];
       }
-    Tensor tokens = ops.empty({1, T_local}, DType::i32), target_tensor = ops.empty({1, T_local}, DType::i32);
+    Tensor tokens = ops.empty({1, T_local}, DType::i32),
+           target_tensor = ops.empty({1, T_local}, DType::i32);
     ops.from_host(tokens, in);
     ops.from_host(target_tensor, tg);
     ModelSaved saved;
     const double nll = model.forward(tokens, target_tensor, state, saved, ctx);
     result.nll += topo.sp->allreduce_sum(nll);
-    result.count += static_cast<int64_t>(topo.sp->allreduce_sum(static_cast<double>(saved.n_targets)));
+    result.count +=
+        static_cast<int64_t>(topo.sp->allreduce_sum(static_cast<double>(saved.n_targets)));
   }
   return result;
 }

@@ -35,12 +35,14 @@ int32_t sample(const std::vector<double>& logprobs, const SamplingSettings& s, u
   const int64_t V = static_cast<int64_t>(logprobs.size());
   std::vector<int32_t> order(static_cast<size_t>(V));
   std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logprobs[a] > logprobs[b]; });
+  std::sort(order.begin(), order.end(),
+            [&](int32_t a, int32_t b) { return logprobs[a] > logprobs[b]; });
   if (s.temperature <= 0) return order.front();
   const int64_t k = s.top_k > 0 ? std::min(s.top_k, V) : V;
   std::vector<double> weights(static_cast<size_t>(k));
   for (int64_t i = 0; i < k; ++i)
-    weights[static_cast<size_t>(i)] = std::exp((logprobs[order[i]] - logprobs[order[0]]) / s.temperature);
+    weights[static_cast<size_t>(i)] =
+        std::exp((logprobs[order[i]] - logprobs[order[0]]) / s.temperature);
   const double total = std::accumulate(weights.begin(), weights.end(), 0.0);
   double u = rng::uniform(rng::stream_key(s.seed, draw, rng::name_id("generate")), 0) * total;
   for (int64_t i = 0; i < k; ++i) {

@@ -13,8 +13,9 @@ int run_inspect(const RunOptions& o) {
   const CheckpointInfo info = read_checkpoint_info(file);
   std::printf("checkpoint %s\n", info.path.c_str());
   std::printf("  model: %s\n", describe(info.config).c_str());
-  std::printf("  saved from layout tp=%d sp=%d dp=%d, precision %s, step %lld%s%s\n", info.layout.tp,
-              info.layout.sp, info.layout.dp, info.precision.empty() ? "?" : info.precision.c_str(),
+  std::printf("  saved from layout tp=%d sp=%d dp=%d, precision %s, step %lld%s%s\n",
+              info.layout.tp, info.layout.sp, info.layout.dp,
+              info.precision.empty() ? "?" : info.precision.c_str(),
               static_cast<long long>(info.step), info.has_optimizer ? ", optimizer state" : "",
               info.checksummed ? ", Fletcher32 checksums" : "");
   int64_t total = 0;

@@ -60,11 +60,16 @@ int main(int argc, char** argv) {
   }
   try {
     switch (options.command) {
-      case tls::Command::train: return tls::run_train(options);
-      case tls::Command::eval: return tls::run_eval(options);
-      case tls::Command::generate: return tls::run_generate(options);
-      case tls::Command::inspect: return tls::run_inspect(options);
-      case tls::Command::help: break;
+      case tls::Command::train:
+        return tls::run_train(options);
+      case tls::Command::eval:
+        return tls::run_eval(options);
+      case tls::Command::generate:
+        return tls::run_generate(options);
+      case tls::Command::inspect:
+        return tls::run_inspect(options);
+      case tls::Command::help:
+        break;
     }
   } catch (const tls::CollectiveError& e) {
     if (world_rank() == 0) std::fprintf(stderr, "tls_dist: error: %s\n", e.what());

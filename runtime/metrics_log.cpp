@@ -35,26 +35,31 @@ static std::string eta_text(double s) {
 void MetricsLog::train(const StepMetrics& m, double eta_seconds) {
   if (!writer_) return;
   const double mem = peak_memory_gib();
-  std::printf("step %lld | loss %.4f | bpc %.4f | lr %.3g | gnorm %.3f | tok/s %.0f | mem %.2f GiB | eta %s%s\n",
-              static_cast<long long>(m.step), m.loss, m.bpc, m.lr, m.grad_norm, m.tokens_per_s, mem,
-              eta_text(eta_seconds).c_str(), m.skipped ? " | SKIPPED (non-finite)" : "");
+  std::printf(
+      "step %lld | loss %.4f | bpc %.4f | lr %.3g | gnorm %.3f | tok/s %.0f | mem %.2f GiB | eta "
+      "%s%s\n",
+      static_cast<long long>(m.step), m.loss, m.bpc, m.lr, m.grad_norm, m.tokens_per_s, mem,
+      eta_text(eta_seconds).c_str(), m.skipped ? " | SKIPPED (non-finite)" : "");
   std::fflush(stdout);
-  std::fprintf(file_,
-               "{\"step\": %lld, \"loss\": %.17g, \"bpc\": %.17g, \"lr\": %.17g, \"grad_norm\": %.17g, "
-               "\"tokens_per_s\": %.6g, \"peak_mem_gib\": %.4f, \"eta_s\": %.1f%s}\n",
-               static_cast<long long>(m.step), m.loss, m.bpc, m.lr, m.grad_norm, m.tokens_per_s, mem,
-               std::isfinite(eta_seconds) ? eta_seconds : -1.0, m.skipped ? ", \"skipped\": true" : "");
+  std::fprintf(
+      file_,
+      "{\"step\": %lld, \"loss\": %.17g, \"bpc\": %.17g, \"lr\": %.17g, \"grad_norm\": %.17g, "
+      "\"tokens_per_s\": %.6g, \"peak_mem_gib\": %.4f, \"eta_s\": %.1f%s}\n",
+      static_cast<long long>(m.step), m.loss, m.bpc, m.lr, m.grad_norm, m.tokens_per_s, mem,
+      std::isfinite(eta_seconds) ? eta_seconds : -1.0, m.skipped ? ", \"skipped\": true" : "");
   std::fflush(file_);
 }
 
 void MetricsLog::valid(int64_t step, double loss, int64_t tokens) {
   if (!writer_) return;
   const double bpc = loss / std::log(2.0);
-  std::printf("valid at step %lld | loss %.4f | bpc %.4f | tokens %lld\n", static_cast<long long>(step),
-              loss, bpc, static_cast<long long>(tokens));
+  std::printf("valid at step %lld | loss %.4f | bpc %.4f | tokens %lld\n",
+              static_cast<long long>(step), loss, bpc, static_cast<long long>(tokens));
   std::fflush(stdout);
-  std::fprintf(file_, "{\"step\": %lld, \"split\": \"valid\", \"loss\": %.17g, \"bpc\": %.17g, \"tokens\": %lld}\n",
-               static_cast<long long>(step), loss, bpc, static_cast<long long>(tokens));
+  std::fprintf(
+      file_,
+      "{\"step\": %lld, \"split\": \"valid\", \"loss\": %.17g, \"bpc\": %.17g, \"tokens\": %lld}\n",
+      static_cast<long long>(step), loss, bpc, static_cast<long long>(tokens));
   std::fflush(file_);
 }
 

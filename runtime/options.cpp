@@ -22,16 +22,20 @@ po::options_description common_options(RunOptions& o) {
   po::options_description d("General");
   d.add_options()("help,h", "print this help")(
       "config", po::value<std::string>(), "INI file of options (name = value); flags override it")(
-      "seed", po::value<uint64_t>(&o.seed)->default_value(1), "random seed (init, dropout, sampling)")(
+      "seed", po::value<uint64_t>(&o.seed)->default_value(1),
+      "random seed (init, dropout, sampling)")(
       "device", po::value<std::string>(&o.device)->default_value("cpu"), "cpu | cuda")(
-      "precision", po::value<std::string>(&o.precision)->default_value("fp32"), "fp32 | fp64 | bf16");
+      "precision", po::value<std::string>(&o.precision)->default_value("fp32"),
+      "fp32 | fp64 | bf16");
   return d;
 }
 
 po::options_description parallel_options(RunOptions& o) {
   po::options_description d("Parallel layout (world = dp x sp x tp; dp is what remains)");
-  d.add_options()("tp", po::value<int>(&o.tp)->default_value(1), "tensor-parallel ranks (heads split)")(
-      "sp", po::value<int>(&o.sp)->default_value(1), "sequence-parallel ranks (block cut in slices)")(
+  d.add_options()("tp", po::value<int>(&o.tp)->default_value(1),
+                  "tensor-parallel ranks (heads split)")(
+      "sp", po::value<int>(&o.sp)->default_value(1),
+      "sequence-parallel ranks (block cut in slices)")(
       "activation-checkpointing", po::bool_switch(&o.training.activation_checkpointing),
       "recompute activations in the backward to save memory");
   return d;
@@ -44,43 +48,61 @@ po::options_description model_options(RunOptions& o) {
       "d-model", po::value<int64_t>(&m.d_model)->default_value(m.d_model), "model width d")(
       "n-head", po::value<int64_t>(&m.n_head)->default_value(m.n_head), "attention heads")(
       "d-inner", po::value<int64_t>(&m.d_inner)->default_value(m.d_inner), "feed-forward width")(
-      "chunk-size", po::value<int64_t>(&m.chunk_size)->default_value(m.chunk_size), "c: positions per compressed chunk")(
-      "chunk-rank", po::value<int64_t>(&m.chunk_rank)->default_value(m.chunk_rank), "r: vectors per chunk and head")(
-      "window-len", po::value<int64_t>(&m.window_len)->default_value(m.window_len), "w: sliding window")(
-      "mem-len", po::value<int64_t>(&m.mem_len)->default_value(m.mem_len), "M: cached positions")(
-      "tokens-per-sample", po::value<int64_t>(&m.tokens_per_sample)->default_value(m.tokens_per_sample), "T: block length")(
-      "pre-ln", po::bool_switch(&m.pre_ln), "pre-LayerNorm layers (the paper's runs)")(
+      "chunk-size", po::value<int64_t>(&m.chunk_size)->default_value(m.chunk_size),
+      "c: positions per compressed chunk")(
+      "chunk-rank", po::value<int64_t>(&m.chunk_rank)->default_value(m.chunk_rank),
+      "r: vectors per chunk and head")(
+      "window-len", po::value<int64_t>(&m.window_len)->default_value(m.window_len),
+      "w: sliding window")("mem-len", po::value<int64_t>(&m.mem_len)->default_value(m.mem_len),
+                           "M: cached positions")(
+      "tokens-per-sample",
+      po::value<int64_t>(&m.tokens_per_sample)->default_value(m.tokens_per_sample),
+      "T: block length")("pre-ln", po::bool_switch(&m.pre_ln),
+                         "pre-LayerNorm layers (the paper's runs)")(
       "use-gelu", po::bool_switch(&m.use_gelu), "GELU instead of ReLU")(
       "use-bias", po::bool_switch(&m.use_bias), "biases in the attention projections")(
-      "clamp-len", po::value<int64_t>(&m.clamp_len)->default_value(-1), "clamp window distances (-1: off)")(
-      "cpos-clamp-len", po::value<int64_t>(&m.cpos_clamp_len)->default_value(-1), "clamp chunk ids (-1: off)")(
+      "clamp-len", po::value<int64_t>(&m.clamp_len)->default_value(-1),
+      "clamp window distances (-1: off)")("cpos-clamp-len",
+                                          po::value<int64_t>(&m.cpos_clamp_len)->default_value(-1),
+                                          "clamp chunk ids (-1: off)")(
       "dropout", po::value<double>(&m.dropout)->default_value(0.0), "dropout probability")(
-      "emb-dropout", po::value<double>(&m.emb_dropout)->default_value(0.0), "embedding dropout probability");
+      "emb-dropout", po::value<double>(&m.emb_dropout)->default_value(0.0),
+      "embedding dropout probability");
   return d;
 }
 
 po::options_description training_options(RunOptions& o) {
   OptimizerSettings& a = o.training.optimizer;
   po::options_description d("Training");
-  d.add_options()("train-data", po::value<std::string>(&o.train_data), "training corpus (raw bytes)")(
+  d.add_options()("train-data", po::value<std::string>(&o.train_data),
+                  "training corpus (raw bytes)")(
       "valid-data", po::value<std::string>(&o.valid_data), "validation corpus")(
       "test-data", po::value<std::string>(&o.test_data), "test corpus (evaluated at the end)")(
       "save-dir", po::value<std::string>(&o.save_dir), "checkpoints and metrics.jsonl")(
-      "finetune-from-model", po::value<std::string>(&o.finetune_from), "start from a checkpoint's weights")(
-      "batch-size", po::value<int64_t>(&o.training.batch_size)->default_value(1), "rows of the global batch")(
-      "lr", po::value<double>(&a.lr)->default_value(2.5e-4), "learning rate")(
-      "warmup-updates", po::value<int64_t>(&a.warmup_updates)->default_value(0), "linear warm-up updates")(
+      "finetune-from-model", po::value<std::string>(&o.finetune_from),
+      "start from a checkpoint's weights")(
+      "batch-size", po::value<int64_t>(&o.training.batch_size)->default_value(1),
+      "rows of the global batch")("lr", po::value<double>(&a.lr)->default_value(2.5e-4),
+                                  "learning rate")(
+      "warmup-updates", po::value<int64_t>(&a.warmup_updates)->default_value(0),
+      "linear warm-up updates")(
       "max-update", po::value<int64_t>(&o.max_update)->default_value(1000), "updates to train")(
-      "weight-decay", po::value<double>(&a.weight_decay)->default_value(0.0), "decoupled weight decay")(
-      "clip-norm", po::value<double>(&a.clip_norm)->default_value(0.0), "global-norm clipping (0: off)")(
+      "weight-decay", po::value<double>(&a.weight_decay)->default_value(0.0),
+      "decoupled weight decay")("clip-norm", po::value<double>(&a.clip_norm)->default_value(0.0),
+                                "global-norm clipping (0: off)")(
       "adam-betas", po::value<std::string>()->default_value("(0.9, 0.999)"), "AdamW betas")(
       "adam-eps", po::value<double>(&a.eps)->default_value(1e-8), "AdamW epsilon")(
-      "log-interval", po::value<int64_t>(&o.log_interval)->default_value(10), "log every N updates")(
-      "save-interval", po::value<int64_t>(&o.save_interval)->default_value(0), "checkpoint every N updates (0: at the end)")(
-      "validate-interval", po::value<int64_t>(&o.validate_interval)->default_value(0), "validate every N updates (0: at the end)")(
-      "valid-max-bytes", po::value<int64_t>(&o.valid_max_bytes)->default_value(0), "evaluate at most N validation bytes (0: all)")(
+      "log-interval", po::value<int64_t>(&o.log_interval)->default_value(10),
+      "log every N updates")("save-interval",
+                             po::value<int64_t>(&o.save_interval)->default_value(0),
+                             "checkpoint every N updates (0: at the end)")(
+      "validate-interval", po::value<int64_t>(&o.validate_interval)->default_value(0),
+      "validate every N updates (0: at the end)")(
+      "valid-max-bytes", po::value<int64_t>(&o.valid_max_bytes)->default_value(0),
+      "evaluate at most N validation bytes (0: all)")(
       "keep-last", po::value<int>(&o.keep_last)->default_value(3), "checkpoints to keep (0: all)")(
-      "max-bad-steps", po::value<int64_t>(&o.max_bad_steps)->default_value(5), "consecutive non-finite steps before stopping");
+      "max-bad-steps", po::value<int64_t>(&o.max_bad_steps)->default_value(5),
+      "consecutive non-finite steps before stopping");
   return d;
 }
 
@@ -88,8 +110,10 @@ po::options_description eval_options(RunOptions& o) {
   po::options_description d("Evaluation");
   d.add_options()("checkpoint", po::value<std::string>(&o.checkpoint), "checkpoint file")(
       "data", po::value<std::string>(&o.data), "corpus to evaluate")(
-      "tokens-per-sample", po::value<int64_t>(&o.eval_tokens)->default_value(0), "block length (0: the checkpoint's)")(
-      "mem-len", po::value<int64_t>(&o.eval_mem)->default_value(0), "cache length (0: the checkpoint's)");
+      "tokens-per-sample", po::value<int64_t>(&o.eval_tokens)->default_value(0),
+      "block length (0: the checkpoint's)")("mem-len",
+                                            po::value<int64_t>(&o.eval_mem)->default_value(0),
+                                            "cache length (0: the checkpoint's)");
   return d;
 }
 
@@ -97,9 +121,11 @@ po::options_description generate_options(RunOptions& o) {
   po::options_description d("Generation");
   d.add_options()("checkpoint", po::value<std::string>(&o.checkpoint), "checkpoint file")(
       "prompt", po::value<std::string>(&o.prompt), "text to continue")(
-      "max-new-bytes", po::value<int64_t>(&o.max_new_bytes)->default_value(200), "bytes to generate")(
-      "temperature", po::value<double>(&o.temperature)->default_value(1.0), "sampling temperature (0: greedy)")(
-      "top-k", po::value<int64_t>(&o.top_k)->default_value(0), "sample among the k likeliest bytes (0: all)");
+      "max-new-bytes", po::value<int64_t>(&o.max_new_bytes)->default_value(200),
+      "bytes to generate")("temperature", po::value<double>(&o.temperature)->default_value(1.0),
+                           "sampling temperature (0: greedy)")(
+      "top-k", po::value<int64_t>(&o.top_k)->default_value(0),
+      "sample among the k likeliest bytes (0: all)");
   return d;
 }
 
@@ -121,8 +147,8 @@ void parse_betas(const std::string& text, OptimizerSettings& a) {
 // the placeholder (found by tests/fuzz/options_fuzz: `--x%canonical_option%` hung tls_dist).
 // No option of tls_dist needs such text, so it is refused before Boost sees it.
 void refuse_boost_placeholders(const std::string& text, const std::string& where) {
-  for (const char* p : {"%option%", "%value%", "%original_token%", "%prefix_option%",
-                        "%canonical_option%"}) {
+  for (const char* p :
+       {"%option%", "%value%", "%original_token%", "%prefix_option%", "%canonical_option%"}) {
     if (text.find(p) != std::string::npos)
       throw Error(where + " contains '" + p + "', which tls_dist does not accept");
   }
@@ -133,7 +159,8 @@ void require(bool ok, const std::string& message) {
 }
 
 void validate_common(const RunOptions& o) {
-  require(o.device == "cpu" || o.device == "cuda", "--device '" + o.device + "' must be cpu or cuda");
+  require(o.device == "cpu" || o.device == "cuda",
+          "--device '" + o.device + "' must be cpu or cuda");
   require(o.precision == "fp32" || o.precision == "fp64" || o.precision == "bf16",
           "--precision '" + o.precision + "' must be fp32, fp64 or bf16");
   require(!(o.precision == "bf16" && o.device == "cpu"), "--precision bf16 needs --device cuda");
@@ -145,20 +172,24 @@ void validate_train(const RunOptions& o) {
   const OptimizerSettings& a = o.training.optimizer;
   require(!o.train_data.empty(), "--train-data is required for train");
   require(!o.save_dir.empty(), "--save-dir is required for train");
-  require(o.training.batch_size >= 1, "--batch-size " + std::to_string(o.training.batch_size) + " must be at least 1");
+  require(o.training.batch_size >= 1,
+          "--batch-size " + std::to_string(o.training.batch_size) + " must be at least 1");
   require(std::isfinite(a.lr) && a.lr > 0, "--lr " + std::to_string(a.lr) + " must be positive");
   require(a.warmup_updates >= 0, "--warmup-updates must not be negative");
-  require(o.max_update >= 1, "--max-update " + std::to_string(o.max_update) + " must be at least 1");
+  require(o.max_update >= 1,
+          "--max-update " + std::to_string(o.max_update) + " must be at least 1");
   require(a.weight_decay >= 0, "--weight-decay must not be negative");
   require(a.clip_norm >= 0, "--clip-norm must not be negative (0 turns clipping off)");
-  require(a.beta1 >= 0 && a.beta1 < 1 && a.beta2 >= 0 && a.beta2 < 1, "--adam-betas must lie in [0, 1)");
+  require(a.beta1 >= 0 && a.beta1 < 1 && a.beta2 >= 0 && a.beta2 < 1,
+          "--adam-betas must lie in [0, 1)");
   require(a.eps > 0, "--adam-eps must be positive");
   require(o.log_interval >= 1, "--log-interval must be at least 1");
   require(o.save_interval >= 0, "--save-interval must not be negative");
   require(o.validate_interval >= 0, "--validate-interval must not be negative");
   require(o.keep_last >= 0, "--keep-last must not be negative");
   require(o.max_bad_steps >= 1, "--max-bad-steps must be at least 1");
-  require(o.validate_interval == 0 || !o.valid_data.empty(), "--validate-interval needs --valid-data");
+  require(o.validate_interval == 0 || !o.valid_data.empty(),
+          "--validate-interval needs --valid-data");
   if (o.finetune_from.empty()) o.model.validate();
 }
 
@@ -208,8 +239,11 @@ RunOptions parse_options(int argc, const char* const* argv) {
   } else if (command.empty() || command == "--help" || command == "-h" || command == "help") {
     RunOptions help;
     po::options_description every;
-    every.add(common_options(help)).add(parallel_options(help)).add(model_options(help))
-        .add(training_options(help)).add(eval_options(help));
+    every.add(common_options(help))
+        .add(parallel_options(help))
+        .add(model_options(help))
+        .add(training_options(help))
+        .add(eval_options(help));
     std::ostringstream text;
     text << kUsage << "\n" << every << generate_options(help);
     o.help_text = text.str();
@@ -224,7 +258,11 @@ RunOptions parse_options(int argc, const char* const* argv) {
   if (o.command == Command::inspect) positional.add("checkpoint", 1);
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(last_occurrences(argc, argv)).options(all).positional(positional).run(), vm);
+    po::store(po::command_line_parser(last_occurrences(argc, argv))
+                  .options(all)
+                  .positional(positional)
+                  .run(),
+              vm);
     if (vm.count("config")) {
       const std::string path = vm["config"].as<std::string>();
       std::ifstream file(path);
@@ -234,7 +272,8 @@ RunOptions parse_options(int argc, const char* const* argv) {
       refuse_boost_placeholders(text.str(), "--config " + path);
       std::istringstream in(text.str());
       try {
-        po::store(po::parse_config_file(in, all, false), vm);  // the command line, stored first, wins
+        po::store(po::parse_config_file(in, all, false),
+                  vm);  // the command line, stored first, wins
       } catch (const po::error& e) {
         throw Error("--config " + path + ": " + e.what());
       }
@@ -253,27 +292,35 @@ RunOptions parse_options(int argc, const char* const* argv) {
   for (const char* flag : {"n-layer", "d-model", "n-head", "d-inner", "chunk-size", "chunk-rank",
                            "window-len", "mem-len", "tokens-per-sample", "pre-ln", "use-gelu",
                            "use-bias", "clamp-len", "cpos-clamp-len"})
-    if (vm.count(flag) && !vm[flag].defaulted() && !(vm[flag].value().type() == typeid(bool) && !vm[flag].as<bool>()))
+    if (vm.count(flag) && !vm[flag].defaulted() &&
+        !(vm[flag].value().type() == typeid(bool) && !vm[flag].as<bool>()))
       o.model_flags_given.push_back(flag);
   if (vm.count("adam-betas")) parse_betas(vm["adam-betas"].as<std::string>(), o.training.optimizer);
   o.training.seed = o.seed;
 
   validate_common(o);
   switch (o.command) {
-    case Command::train: validate_train(o); break;
+    case Command::train:
+      validate_train(o);
+      break;
     case Command::eval:
       require(!o.checkpoint.empty(), "--checkpoint is required for eval");
       require(!o.data.empty(), "--data is required for eval");
-      require(o.eval_tokens >= 0 && o.eval_mem >= 0, "--tokens-per-sample and --mem-len must not be negative");
+      require(o.eval_tokens >= 0 && o.eval_mem >= 0,
+              "--tokens-per-sample and --mem-len must not be negative");
       break;
     case Command::generate:
       require(!o.checkpoint.empty(), "--checkpoint is required for generate");
       require(o.max_new_bytes >= 0, "--max-new-bytes must not be negative");
-      require(o.temperature >= 0 && std::isfinite(o.temperature), "--temperature must be a finite number >= 0");
+      require(o.temperature >= 0 && std::isfinite(o.temperature),
+              "--temperature must be a finite number >= 0");
       require(o.top_k >= 0 && o.top_k <= 256, "--top-k must lie in 0..256");
       break;
-    case Command::inspect: require(!o.checkpoint.empty(), "inspect needs a checkpoint path"); break;
-    case Command::help: break;
+    case Command::inspect:
+      require(!o.checkpoint.empty(), "inspect needs a checkpoint path");
+      break;
+    case Command::help:
+      break;
   }
   return o;
 }

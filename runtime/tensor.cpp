@@ -12,18 +12,24 @@ namespace tls {
 
 size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::f32: return 4;
-    case DType::f64: return 8;
-    case DType::i32: return 4;
+    case DType::f32:
+      return 4;
+    case DType::f64:
+      return 8;
+    case DType::i32:
+      return 4;
   }
   return 0;
 }
 
 const char* dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::f32: return "float32";
-    case DType::f64: return "float64";
-    case DType::i32: return "int32";
+    case DType::f32:
+      return "float32";
+    case DType::f64:
+      return "float64";
+    case DType::i32:
+      return "int32";
   }
   return "?";
 }
@@ -87,7 +93,9 @@ Tensor Tensor::wrap(std::shared_ptr<Storage> storage, std::vector<int64_t> shape
 int64_t Tensor::dim(int i) const {
   int n = rank();
   if (i < 0) i += n;
-  if (i < 0 || i >= n) throw Error("tensor: dimension " + std::to_string(i) + " out of range for shape " + shape_string());
+  if (i < 0 || i >= n)
+    throw Error("tensor: dimension " + std::to_string(i) + " out of range for shape " +
+                shape_string());
   return shape_[static_cast<size_t>(i)];
 }
 
@@ -133,7 +141,8 @@ std::string Tensor::shape_string() const {
 
 void Tensor::check_dtype(DType want) const {
   if (want != dtype_)
-    throw Error(std::string("tensor: accessed as ") + dtype_name(want) + " but holds " + dtype_name(dtype_));
+    throw Error(std::string("tensor: accessed as ") + dtype_name(want) + " but holds " +
+                dtype_name(dtype_));
 }
 
 }  // namespace tls

@@ -44,8 +44,8 @@ void prepare(const RunOptions& o, TrainSetup& s) {
     s.config = reconcile_with_checkpoint(o, s.info, false);
     if (s.info.has_training && s.info.training.batch_size != o.training.batch_size)
       throw Error("--batch-size " + std::to_string(o.training.batch_size) + " differs from " +
-                  std::to_string(s.info.training.batch_size) + " of the run being resumed from " + last +
-                  " (the data stream depends on it)");
+                  std::to_string(s.info.training.batch_size) + " of the run being resumed from " +
+                  last + " (the data stream depends on it)");
   } else if (!o.finetune_from.empty()) {
     s.info = read_checkpoint_info(o.finetune_from);
     s.config = reconcile_with_checkpoint(o, s.info, true);
@@ -55,7 +55,8 @@ void prepare(const RunOptions& o, TrainSetup& s) {
   s.config.validate();
   s.config.validate_layout(s.topo.layout.tp, s.topo.layout.sp);
   validate_batch(o.training.batch_size, s.topo.layout.dp);
-  s.corpus = std::make_unique<ByteCorpus>(o.train_data, o.training.batch_size, s.config.tokens_per_sample);
+  s.corpus =
+      std::make_unique<ByteCorpus>(o.train_data, o.training.batch_size, s.config.tokens_per_sample);
   // A corpus changed under a run would silently shift every row stream: refuse to resume on it.
   if (!s.resume_from.empty() && s.info.data_bytes >= 0 &&
       (s.info.data_bytes != s.corpus->size() || s.info.data_digest != s.corpus->digest()))
@@ -110,7 +111,8 @@ int run_train(const RunOptions& o) {
   } else {
     initialize_parameters(ops, model, o.seed);
   }
-  log.note("tls_dist train: " + describe(s.config) + "; layout tp=" + std::to_string(topo.layout.tp) +
+  log.note("tls_dist train: " + describe(s.config) +
+           "; layout tp=" + std::to_string(topo.layout.tp) +
            " sp=" + std::to_string(topo.layout.sp) + " dp=" + std::to_string(topo.layout.dp) +
            "; " + std::to_string(model.parameter_count()) + " parameters");
 
@@ -131,16 +133,21 @@ int run_train(const RunOptions& o) {
   int64_t bad_steps = 0;
   while (trainer.update() < o.max_update) {
     const StepMetrics m = trainer.train_step();
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double eta = elapsed / static_cast<double>(m.step - first) * static_cast<double>(o.max_update - m.step);
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double eta =
+        elapsed / static_cast<double>(m.step - first) * static_cast<double>(o.max_update - m.step);
     if (m.skipped) {
       ++bad_steps;
-      log.note("warning: update " + std::to_string(m.step) + " has a non-finite loss or gradient; skipped (" +
-               std::to_string(bad_steps) + " in a row)");
+      log.note("warning: update " + std::to_string(m.step) +
+               " has a non-finite loss or gradient; skipped (" + std::to_string(bad_steps) +
+               " in a row)");
       if (bad_steps >= o.max_bad_steps) {
         save();  // skipped updates left the weights untouched: this is the last good state
-        throw CollectiveError(std::to_string(bad_steps) + " consecutive updates had a non-finite loss or gradient (--max-bad-steps " +
-                              std::to_string(o.max_bad_steps) + "); the last good state is saved in " + o.save_dir);
+        throw CollectiveError(
+            std::to_string(bad_steps) +
+            " consecutive updates had a non-finite loss or gradient (--max-bad-steps " +
+            std::to_string(o.max_bad_steps) + "); the last good state is saved in " + o.save_dir);
       }
     } else {
       bad_steps = 0;
@@ -150,7 +157,8 @@ int run_train(const RunOptions& o) {
     if (o.save_interval > 0 && m.step % o.save_interval == 0) save();
     if (stop_requested(*topo.world)) {
       if (saved_at != trainer.update()) save();
-      log.note("stopping on signal " + std::to_string(stop_signal()) + " at update " + std::to_string(trainer.update()));
+      log.note("stopping on signal " + std::to_string(stop_signal()) + " at update " +
+               std::to_string(trainer.update()));
       return 0;
     }
   }

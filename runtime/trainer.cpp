@@ -2,9 +2,9 @@
 
 #include <cmath>
 
+#include "parallel/fault_injection.h"
 #include "parallel/gradient_reduction.h"
 #include "runtime/error.h"
-#include "parallel/fault_injection.h"
 
 namespace tls {
 
@@ -20,8 +20,10 @@ Trainer::Trainer(Ops& ops, TransformerLSModel& model, const ByteCorpus& corpus,
   validate_batch(settings.batch_size, topo.layout.dp);
   local_batch_ = settings.batch_size / topo.layout.dp;
   state_ = model.initial_state(local_batch_);
-  if (corpus.rows() != settings.batch_size || corpus.tokens_per_sample() != model.config().tokens_per_sample)
-    throw Error("trainer: corpus " + corpus.path() + " is cut for another batch size or block length");
+  if (corpus.rows() != settings.batch_size ||
+      corpus.tokens_per_sample() != model.config().tokens_per_sample)
+    throw Error("trainer: corpus " + corpus.path() +
+                " is cut for another batch size or block length");
 }
 
 StepMetrics Trainer::train_step() {
@@ -49,7 +51,8 @@ StepMetrics Trainer::train_step() {
   model_.zero_grad();
   ModelSaved saved;
   // tp ranks hold the same tokens: the loss is summed over dp x sp only.
-  const double nll = topo.dp_sp->allreduce_sum(model_.forward(tokens, target_tensor, state_, saved, ctx));
+  const double nll =
+      topo.dp_sp->allreduce_sum(model_.forward(tokens, target_tensor, state_, saved, ctx));
   const double n = topo.dp_sp->allreduce_sum(static_cast<double>(saved.n_targets));
   maybe_inject_fault("step", topo.world_rank);
   model_.backward(saved, 1.0 / n, ctx);

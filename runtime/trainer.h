@@ -22,13 +22,13 @@ struct TrainSettings {
 };
 
 struct StepMetrics {
-  int64_t step = 0;        // the update just made (1-based)
-  double loss = 0;         // mean NLL in nats over the update's targets
-  double bpc = 0;          // loss / ln 2
+  int64_t step = 0;  // the update just made (1-based)
+  double loss = 0;   // mean NLL in nats over the update's targets
+  double bpc = 0;    // loss / ln 2
   double lr = 0;
-  double grad_norm = 0;    // before clipping
+  double grad_norm = 0;  // before clipping
   double tokens_per_s = 0;
-  bool skipped = false;    // a non-finite loss or gradient: the update was not applied
+  bool skipped = false;  // a non-finite loss or gradient: the update was not applied
 };
 
 class Trainer {

@@ -41,8 +41,7 @@ void unary_backward(const char* op, Tensor& dx, const Tensor& dout, const Tensor
     T* dp = dx.data<T>();
     const int64_t n = x.numel();
 #pragma omp parallel for if (n >= cpu::kParallelMin)
-    for (int64_t i = 0; i < n; ++i)
-      dp[i] += static_cast<T>(gp[i] * df(xp[i]));
+    for (int64_t i = 0; i < n; ++i) dp[i] += static_cast<T>(gp[i] * df(xp[i]));
   });
 }
 

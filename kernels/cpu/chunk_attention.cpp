@@ -66,8 +66,8 @@ struct ChunkTiling {
 // One tile's geometry: rows t0 .. t0 + rows of the block, its chunks' visible slot counts.
 struct ChunkTileGeometry {
   int64_t t0 = 0, rows = 0;
-  int64_t nv_max = 0;   // slots visible to the tile's last chunk (the GEMMs' width)
-  int64_t ids = 0;      // positional ids the tile may use: 0 .. ids-1
+  int64_t nv_max = 0;  // slots visible to the tile's last chunk (the GEMMs' width)
+  int64_t ids = 0;     // positional ids the tile may use: 0 .. ids-1
   ChunkTileGeometry(const AttentionShape& s, const ChunkTiling& tiling, int64_t tile,
                     int64_t n_slots, int64_t n_pos) {
     const int64_t c = s.chunk_size, n_chunks = s.tokens / c;
@@ -95,15 +95,16 @@ void chunk_tile_scores(T* scores, T* qpos, const T* q, const T* khat, const T* p
   const T* qt = q + (b * Tn + g.t0) * dl + ho;
   const int rows = static_cast<int>(g.rows), nv = static_cast<int>(g.nv_max),
             ids = static_cast<int>(g.ids), idh = static_cast<int>(dh), idl = static_cast<int>(dl);
-  cpu::gemm_tile(false, true, rows, nv, idh, T(1), qt, idl, khat + b * n_slots * dl + ho, idl,
-                 T(0), scores, nv);
+  cpu::gemm_tile(false, true, rows, nv, idh, T(1), qt, idl, khat + b * n_slots * dl + ho, idl, T(0),
+                 scores, nv);
   cpu::gemm_tile(false, true, rows, ids, idh, T(1), qt, idl, pos + ho, idl, T(0), qpos, ids);
   for (int64_t i = 0; i < g.rows; ++i) {
     const int64_t top = g.g_q(s, i) * r - 1;  // id of slot 0
     const int64_t nv_i = std::min(top + 1, g.nv_max);
     T* row = scores + i * g.nv_max;
     const T* qp = qpos + i * g.ids;
-    const int64_t unclamped_from = std::max<int64_t>(0, top - (n_pos - 1));  // id <= n_pos-1 from here
+    const int64_t unclamped_from =
+        std::max<int64_t>(0, top - (n_pos - 1));  // id <= n_pos-1 from here
     for (int64_t j = 0; j < std::min(unclamped_from, nv_i); ++j) row[j] += qp[n_pos - 1];
     for (int64_t j = unclamped_from; j < nv_i; ++j) row[j] += qp[top - j];
   }
@@ -163,9 +164,9 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
 }
 
 template <class T>
-void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* lse,
-                    const T* delta, const T* q, const T* khat, const T* vhat, const T* pos,
-                    int64_t n_slots, int64_t n_pos, const AttentionShape& s) {
+void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* lse, const T* delta,
+                    const T* q, const T* khat, const T* vhat, const T* pos, int64_t n_slots,
+                    int64_t n_pos, const AttentionShape& s) {
   const int64_t B = s.batch, Tn = s.tokens, H = s.n_head, dh = s.d_head, dl = H * dh;
   const int64_t r = s.chunk_rank;
   const ChunkTiling tiling(s);
@@ -191,7 +192,8 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
           const T* kb = khat + b * n_slots * dl + ho;
           const T* vb = vhat + b * n_slots * dl + ho;
           chunk_tile_scores(probs.data(), qpos.data(), q, khat, pos, g, b, ho, n_slots, n_pos, s);
-          cpu::gemm_tile(false, true, rows, nv, idh, T(1), go, idl, vb, idl, T(0), dprobs.data(), nv);
+          cpu::gemm_tile(false, true, rows, nv, idh, T(1), go, idl, vb, idl, T(0), dprobs.data(),
+                         nv);
           std::fill(dqpos.begin(), dqpos.begin() + g.rows * g.ids, T(0));
           for (int64_t i = 0; i < g.rows; ++i) {
             const int64_t li = (b * H + h) * Tn + g.t0 + i;
@@ -213,8 +215,10 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
           }
           T* dqt = dq ? dq + (b * Tn + g.t0) * dl + ho : nullptr;
           if (dqt) {
-            cpu::gemm_tile(false, false, rows, idh, nv, T(1), dprobs.data(), nv, kb, idl, T(1), dqt, idl);
-            cpu::gemm_tile(false, false, rows, idh, ids, T(1), dqpos.data(), ids, pos + ho, idl, T(1), dqt, idl);
+            cpu::gemm_tile(false, false, rows, idh, nv, T(1), dprobs.data(), nv, kb, idl, T(1), dqt,
+                           idl);
+            cpu::gemm_tile(false, false, rows, idh, ids, T(1), dqpos.data(), ids, pos + ho, idl,
+                           T(1), dqt, idl);
           }
           if (dvhat)
             cpu::gemm_tile(true, false, nv, idh, rows, T(1), probs.data(), nv, go, idl, T(1),
@@ -269,7 +273,10 @@ void delta_rows(T* delta, const T* dout, const T* out, const AttentionShape& s) 
       }
 }
 
-template <class T> T* ptr_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+template <class T>
+T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
 
 }  // namespace
 
@@ -293,10 +300,10 @@ void CpuOps::chunk_attention_backward(Tensor& dq, Tensor& dkhat, Tensor& dvhat, 
   check_chunk_shapes(q, khat, vhat, pos, s);
   const int64_t n_slots = khat.dim(1), n_pos = pos.dim(0);
   if (q.dtype() == DType::f64)
-    chunk_backward(ptr_or_null<double>(dq), ptr_or_null<double>(dkhat),
-                   ptr_or_null<double>(dvhat), ptr_or_null<double>(dpos), dout.data<double>(),
-                   lse.data<double>(), delta.data<double>(), q.data<double>(),
-                   khat.data<double>(), vhat.data<double>(), pos.data<double>(), n_slots, n_pos, s);
+    chunk_backward(ptr_or_null<double>(dq), ptr_or_null<double>(dkhat), ptr_or_null<double>(dvhat),
+                   ptr_or_null<double>(dpos), dout.data<double>(), lse.data<double>(),
+                   delta.data<double>(), q.data<double>(), khat.data<double>(), vhat.data<double>(),
+                   pos.data<double>(), n_slots, n_pos, s);
   else
     chunk_backward(ptr_or_null<float>(dq), ptr_or_null<float>(dkhat), ptr_or_null<float>(dvhat),
                    ptr_or_null<float>(dpos), dout.data<float>(), lse.data<float>(),

@@ -15,8 +15,9 @@ using op_checks::CompressDims;
 void CpuOps::compress_chunks_forward(Tensor& out, const Tensor& x, const Tensor& weights,
                                      int64_t chunk_size, int64_t chunk_rank, int64_t n_head,
                                      int64_t head_offset) {
-  const CompressDims d = op_checks::compress_dims<Device::cpu>(
-      "compress_chunks_forward", out, "out", x, weights, chunk_size, chunk_rank, n_head, head_offset);
+  const CompressDims d =
+      op_checks::compress_dims<Device::cpu>("compress_chunks_forward", out, "out", x, weights,
+                                            chunk_size, chunk_rank, n_head, head_offset);
   cpu::dispatch_float("compress_chunks_forward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
@@ -51,8 +52,8 @@ void CpuOps::compress_chunks_backward(Tensor& dx, Tensor& dweights, const Tensor
                                       const Tensor& x, const Tensor& weights, int64_t chunk_size,
                                       int64_t chunk_rank, int64_t n_head, int64_t head_offset) {
   const char* op = "compress_chunks_backward";
-  const CompressDims d = op_checks::compress_dims<Device::cpu>(op, dout, "dout", x, weights, chunk_size,
-                                                               chunk_rank, n_head, head_offset);
+  const CompressDims d = op_checks::compress_dims<Device::cpu>(
+      op, dout, "dout", x, weights, chunk_size, chunk_rank, n_head, head_offset);
   if (dx.defined()) cpu::check_same(op, "x", x, "dx", dx);
   if (dweights.defined()) cpu::check_same(op, "weights", weights, "dweights", dweights);
   if (!dx.defined() && !dweights.defined()) return;

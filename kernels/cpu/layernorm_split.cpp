@@ -46,7 +46,8 @@ void CpuOps::layernorm_normalize(Tensor& out, Tensor& rstd, const Tensor& x, con
   cpu::check_float(op, "x", x);
   cpu::check_same(op, "x", x, "out", out);
   const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
-  for (const Tensor* t : {static_cast<const Tensor*>(&rstd), &mean, &sq_sum}) cpu::check_numel(op, "row statistic", *t, rows);
+  for (const Tensor* t : {static_cast<const Tensor*>(&rstd), &mean, &sq_sum})
+    cpu::check_numel(op, "row statistic", *t, rows);
   cpu::check_numel(op, "gamma", gamma, cols);
   cpu::check_numel(op, "beta", beta, cols);
   cpu::dispatch_float(op, x.dtype(), [&](auto tag) {
@@ -57,7 +58,8 @@ void CpuOps::layernorm_normalize(Tensor& out, Tensor& rstd, const Tensor& x, con
 #pragma omp parallel for if (rows * cols >= kParallelMin)
     for (int64_t i = 0; i < rows; ++i) {
       const double mu = static_cast<double>(mp[i]);
-      const double r = 1.0 / std::sqrt(static_cast<double>(qp[i]) / static_cast<double>(n_features) + eps);
+      const double r =
+          1.0 / std::sqrt(static_cast<double>(qp[i]) / static_cast<double>(n_features) + eps);
       rp[i] = static_cast<T>(r);
       for (int64_t j = 0; j < cols; ++j)
         op_[i * cols + j] = static_cast<T>((static_cast<double>(xp[i * cols + j]) - mu) * r *
@@ -94,10 +96,9 @@ void CpuOps::layernorm_backward_sums(Tensor& sums, const Tensor& dout, const Ten
   });
 }
 
-void CpuOps::layernorm_backward_apply(Tensor& dx, Tensor& dgamma, Tensor& dbeta,
-                                      const Tensor& dout, const Tensor& x, const Tensor& gamma,
-                                      const Tensor& mean, const Tensor& rstd, const Tensor& sums,
-                                      int64_t n_features) {
+void CpuOps::layernorm_backward_apply(Tensor& dx, Tensor& dgamma, Tensor& dbeta, const Tensor& dout,
+                                      const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                                      const Tensor& rstd, const Tensor& sums, int64_t n_features) {
   const char* op = "layernorm_backward_apply";
   // The parameter gradients need no cross-rank statistics: the whole-row op computes them.
   Tensor no_dx;
@@ -115,7 +116,8 @@ void CpuOps::layernorm_backward_apply(Tensor& dx, Tensor& dgamma, Tensor& dbeta,
 #pragma omp parallel for if (rows * cols >= kParallelMin)
     for (int64_t i = 0; i < rows; ++i) {
       const double mu = static_cast<double>(mp[i]), r = static_cast<double>(rp[i]);
-      const double sg = static_cast<double>(sp[2 * i]) / n, sgx = static_cast<double>(sp[2 * i + 1]) / n;
+      const double sg = static_cast<double>(sp[2 * i]) / n,
+                   sgx = static_cast<double>(sp[2 * i + 1]) / n;
       for (int64_t j = 0; j < cols; ++j) {
         const double g = static_cast<double>(gp[i * cols + j]) * static_cast<double>(gam[j]);
         const double xhat = (static_cast<double>(xp[i * cols + j]) - mu) * r;

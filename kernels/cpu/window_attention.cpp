@@ -28,7 +28,8 @@ void check_window_shapes(const Tensor& q, const Tensor& keys, const Tensor& valu
       throw Error(std::string("window_attention: ") + name + " has shape " + t.shape_string() +
                   ", expected another shape for batch " + std::to_string(s.batch) + ", tokens " +
                   std::to_string(s.tokens) + ", window " + std::to_string(s.window));
-    if (t.dtype() != q.dtype()) throw Error(std::string("window_attention: ") + name + " dtype differs");
+    if (t.dtype() != q.dtype())
+      throw Error(std::string("window_attention: ") + name + " dtype differs");
   };
   expect(q, {s.batch, s.tokens, dl}, "q");
   expect(keys, {s.batch, s.window + s.tokens, dl}, "keys");
@@ -52,9 +53,12 @@ struct WindowTile {
   int64_t t0, len, band;  // first query, queries in the tile, band rows (first band row t0 + 1)
   std::vector<T> qw, qr, content, positional, probs, band_probs;
   WindowTile(int64_t max_len, int64_t w, int64_t dh)
-      : qw(static_cast<size_t>(max_len * dh)), qr(qw.size()),
-        content(static_cast<size_t>(max_len * (max_len + w - 1))), positional(static_cast<size_t>(max_len * w)),
-        probs(positional.size()), band_probs(content.size()) {}
+      : qw(static_cast<size_t>(max_len * dh)),
+        qr(qw.size()),
+        content(static_cast<size_t>(max_len * (max_len + w - 1))),
+        positional(static_cast<size_t>(max_len * w)),
+        probs(positional.size()),
+        band_probs(content.size()) {}
 };
 
 // Scores s[i][delta] of a tile into tile.probs (unnormalised logits), using q + biases.
@@ -74,8 +78,10 @@ void window_tile_scores(WindowTile<T>& tile, const T* q, const T* keys, const T*
   const T* band = keys + (b * (w + Tn) + tile.t0 + 1) * dl + ho;
   const int iL = static_cast<int>(L), inb = static_cast<int>(nb), idh = static_cast<int>(dh),
             idl = static_cast<int>(dl), iw = static_cast<int>(w);
-  cpu::gemm_tile(false, true, iL, inb, idh, T(1), tile.qw.data(), idh, band, idl, T(0), tile.content.data(), inb);
-  cpu::gemm_tile(false, true, iL, iw, idh, T(1), tile.qr.data(), idh, rel + ho, idl, T(0), tile.positional.data(), iw);
+  cpu::gemm_tile(false, true, iL, inb, idh, T(1), tile.qw.data(), idh, band, idl, T(0),
+                 tile.content.data(), inb);
+  cpu::gemm_tile(false, true, iL, iw, idh, T(1), tile.qr.data(), idh, rel + ho, idl, T(0),
+                 tile.positional.data(), iw);
   for (int64_t i = 0; i < L; ++i)
     for (int64_t d = 0; d < w; ++d)
       tile.probs[i * w + d] = tile.content[i * nb + i + w - 1 - d] + tile.positional[i * w + d];
@@ -123,8 +129,9 @@ void window_forward(T* out, T* lse, const T* q, const T* keys, const T* values, 
           }
           to_band(tile.band_probs, tile.probs, tile.len, w);
           const T* vband = values + (b * (w + Tn) + tile.t0 + 1) * dl + ho;
-          cpu::gemm_tile(false, false, static_cast<int>(tile.len), static_cast<int>(dh), static_cast<int>(tile.band),
-                         T(1), tile.band_probs.data(), static_cast<int>(tile.band), vband, static_cast<int>(dl), T(0),
+          cpu::gemm_tile(false, false, static_cast<int>(tile.len), static_cast<int>(dh),
+                         static_cast<int>(tile.band), T(1), tile.band_probs.data(),
+                         static_cast<int>(tile.band), vband, static_cast<int>(dl), T(0),
                          out + (b * Tn + tile.t0) * dl + ho, static_cast<int>(dl));
         }
   }
@@ -143,7 +150,8 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
 #pragma omp parallel
   {
     WindowTile<T> tile(tiling.tile, w, dh);
-    std::vector<T> dband(tile.content.size()), dscores(tile.positional.size()), dpos_band(tile.content.size());
+    std::vector<T> dband(tile.content.size()), dscores(tile.positional.size()),
+        dpos_band(tile.content.size());
     std::vector<T> dq_part(static_cast<size_t>(tiling.tile * dh));
 #pragma omp for schedule(dynamic)
     for (int64_t h = 0; h < H; ++h)
@@ -155,16 +163,19 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
           const int64_t L = tile.len;
           window_tile_scores(tile, q, keys, rel, rw, rr, b, ho, s);
           const int64_t nb = tile.band;
-          const int iL = static_cast<int>(L), inb = static_cast<int>(nb), idh = static_cast<int>(dh),
-                    idl = static_cast<int>(dl), iw = static_cast<int>(w);
+          const int iL = static_cast<int>(L), inb = static_cast<int>(nb),
+                    idh = static_cast<int>(dh), idl = static_cast<int>(dl),
+                    iw = static_cast<int>(w);
           const int64_t band_row = b * (w + Tn) + tile.t0 + 1;
           const T* kband = keys + band_row * dl + ho;
           const T* vband = values + band_row * dl + ho;
           const T* go = dout + (b * Tn + tile.t0) * dl + ho;
           // dp over the band: dout . V for every band row, then picked per (i, delta).
-          cpu::gemm_tile(false, true, iL, inb, idh, T(1), go, idl, vband, idl, T(0), dpos_band.data(), inb);
+          cpu::gemm_tile(false, true, iL, inb, idh, T(1), go, idl, vband, idl, T(0),
+                         dpos_band.data(), inb);
           for (int64_t i = 0; i < L; ++i) {
-            const double l = lse[(b * H + h) * Tn + tile.t0 + i], dlt = delta[(b * H + h) * Tn + tile.t0 + i];
+            const double l = lse[(b * H + h) * Tn + tile.t0 + i],
+                         dlt = delta[(b * H + h) * Tn + tile.t0 + i];
             for (int64_t d = 0; d < w; ++d) {
               const double p = std::exp(tile.probs[i * w + d] - static_cast<T>(l));
               const double dp = dpos_band[i * nb + i + w - 1 - d];
@@ -175,21 +186,23 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
           to_band(tile.band_probs, tile.probs, L, w);
           to_band(dband, dscores, L, w);
           if (dvalues)
-            cpu::gemm_tile(true, false, inb, idh, iL, T(1), tile.band_probs.data(), inb, go, idl, T(1),
-                           dvalues + band_row * dl + ho, idl);
+            cpu::gemm_tile(true, false, inb, idh, iL, T(1), tile.band_probs.data(), inb, go, idl,
+                           T(1), dvalues + band_row * dl + ho, idl);
           if (dkeys)
-            cpu::gemm_tile(true, false, inb, idh, iL, T(1), dband.data(), inb, tile.qw.data(), idh, T(1),
-                           dkeys + band_row * dl + ho, idl);
+            cpu::gemm_tile(true, false, inb, idh, iL, T(1), dband.data(), inb, tile.qw.data(), idh,
+                           T(1), dkeys + band_row * dl + ho, idl);
           if (drel)
-            cpu::gemm_tile(true, false, iw, idh, iL, T(1), dscores.data(), iw, tile.qr.data(), idh, T(1),
-                           drel + ho, idl);
+            cpu::gemm_tile(true, false, iw, idh, iL, T(1), dscores.data(), iw, tile.qr.data(), idh,
+                           T(1), drel + ho, idl);
           // dq (and the biases, which enter like q): content part against the band, positional
           // part against R.
           for (int pass = 0; pass < 2; ++pass) {
             if (pass == 0)
-              cpu::gemm_tile(false, false, iL, idh, inb, T(1), dband.data(), inb, kband, idl, T(0), dq_part.data(), idh);
+              cpu::gemm_tile(false, false, iL, idh, inb, T(1), dband.data(), inb, kband, idl, T(0),
+                             dq_part.data(), idh);
             else
-              cpu::gemm_tile(false, false, iL, idh, iw, T(1), dscores.data(), iw, rel + ho, idl, T(0), dq_part.data(), idh);
+              cpu::gemm_tile(false, false, iL, idh, iw, T(1), dscores.data(), iw, rel + ho, idl,
+                             T(0), dq_part.data(), idh);
             T* dbias = pass == 0 ? drw : drr;
             for (int64_t i = 0; i < L; ++i)
               for (int64_t e = 0; e < dh; ++e) {
@@ -202,7 +215,10 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
   }
 }
 
-template <class T> T* ptr_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+template <class T>
+T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
 
 }  // namespace
 
@@ -232,16 +248,15 @@ void CpuOps::window_attention_backward(Tensor& dq, Tensor& dkeys, Tensor& dvalue
     window_backward(ptr_or_null<double>(dq), ptr_or_null<double>(dkeys),
                     ptr_or_null<double>(dvalues), ptr_or_null<double>(drel),
                     ptr_or_null<double>(dr_w_bias), ptr_or_null<double>(dr_r_bias),
-                    dout.data<double>(), lse.data<double>(), delta.data<double>(),
-                    q.data<double>(), keys.data<double>(), values.data<double>(),
-                    rel.data<double>(), r_w_bias.data<double>(), r_r_bias.data<double>(), s);
+                    dout.data<double>(), lse.data<double>(), delta.data<double>(), q.data<double>(),
+                    keys.data<double>(), values.data<double>(), rel.data<double>(),
+                    r_w_bias.data<double>(), r_r_bias.data<double>(), s);
   else
     window_backward(ptr_or_null<float>(dq), ptr_or_null<float>(dkeys), ptr_or_null<float>(dvalues),
                     ptr_or_null<float>(drel), ptr_or_null<float>(dr_w_bias),
                     ptr_or_null<float>(dr_r_bias), dout.data<float>(), lse.data<float>(),
-                    delta.data<float>(), q.data<float>(), keys.data<float>(),
-                    values.data<float>(), rel.data<float>(), r_w_bias.data<float>(),
-                    r_r_bias.data<float>(), s);
+                    delta.data<float>(), q.data<float>(), keys.data<float>(), values.data<float>(),
+                    rel.data<float>(), r_w_bias.data<float>(), r_r_bias.data<float>(), s);
 }
 
 }  // namespace tls

@@ -46,13 +46,15 @@ void forward(const char* op, Tensor& out, const Tensor& x, cudaStream_t stream) 
   if (n == 0) return;
   cuda::dispatch_float(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    act_forward_kernel<T, A><<<cuda::blocks_for(n), cuda::kThreads, 0, stream>>>(out.data<T>(), x.data<T>(), n);
+    act_forward_kernel<T, A>
+        <<<cuda::blocks_for(n), cuda::kThreads, 0, stream>>>(out.data<T>(), x.data<T>(), n);
     TLS_CUDA_LAUNCHED("act_forward_kernel");
   });
 }
 
 template <Act A>
-void backward(const char* op, Tensor& dx, const Tensor& dout, const Tensor& x, cudaStream_t stream) {
+void backward(const char* op, Tensor& dx, const Tensor& dout, const Tensor& x,
+              cudaStream_t stream) {
   cuda::check_float(op, "x", x);
   cuda::check_same(op, "x", x, "dx", dx);
   cuda::check_same(op, "x", x, "dout", dout);

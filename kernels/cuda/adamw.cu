@@ -42,7 +42,10 @@ void CudaOps::adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Ten
   cuda::check_same(op, "param", param, "exp_avg", exp_avg);
   cuda::check_same(op, "param", param, "exp_avg_sq", exp_avg_sq);
   if (step < 1) cuda::fail(op, "step " + std::to_string(step) + " must be at least 1");
-  const AdamCoeffs a{beta1, beta2, eps, 1.0 - lr * weight_decay,
+  const AdamCoeffs a{beta1,
+                     beta2,
+                     eps,
+                     1.0 - lr * weight_decay,
                      lr / (1.0 - std::pow(beta1, static_cast<double>(step))),
                      std::sqrt(1.0 - std::pow(beta2, static_cast<double>(step)))};
   const int64_t n = param.numel();

@@ -28,7 +28,8 @@ __global__ void merge_kernel(T* out, T* lse, const T* out_a, const T* lse_a, con
       wb = 1.0 - wa;
     }
     if (e == 0) lse[li] = static_cast<T>(l);
-    out[k] = static_cast<T>(wa * static_cast<double>(out_a[k]) + wb * static_cast<double>(out_b[k]));
+    out[k] =
+        static_cast<T>(wa * static_cast<double>(out_a[k]) + wb * static_cast<double>(out_b[k]));
   }
 }
 
@@ -40,7 +41,8 @@ __global__ void delta_kernel(T* delta, const T* dout, const T* out, int64_t B, i
   const T* g = dout + row * dh;
   const T* o = out + row * dh;
   double acc = 0.0;
-  for (int64_t e = lane; e < dh; e += 32) acc += static_cast<double>(g[e]) * static_cast<double>(o[e]);
+  for (int64_t e = lane; e < dh; e += 32)
+    acc += static_cast<double>(g[e]) * static_cast<double>(o[e]);
   acc = cuda::warp_sum(acc);
   if (lane == 0) delta[(b * H + h) * Tn + t] = static_cast<T>(acc);
 }

@@ -37,7 +37,8 @@ struct AttnArgs {
   T *out = nullptr, *lse = nullptr;
   // backward inputs (dout [B, T, dl], merged lse and delta [B, H, T]) and gradients (or null)
   const T *dout = nullptr, *lse_in = nullptr, *delta = nullptr;
-  T *dq = nullptr, *dk = nullptr, *dv = nullptr, *dpos = nullptr, *dbias_a = nullptr, *dbias_b = nullptr;
+  T *dq = nullptr, *dk = nullptr, *dv = nullptr, *dpos = nullptr, *dbias_a = nullptr,
+    *dbias_b = nullptr;
   int64_t tokens = 0, n_head = 0, dh = 0, key_rows = 0;
   int qt = 32, kt = 32, span = 0;  // query / key tile sizes, positional rows per tile
 };
@@ -291,8 +292,9 @@ __global__ void __launch_bounds__(kAttnThreads) attn_backward_kernel(AttnArgs<T>
 // Shared memory (bytes) of one block for tile sizes qt x kt.
 inline size_t attn_smem(bool backward, int qt, int kt, int span, int64_t dh, size_t esize) {
   const int64_t ld = dh + 1;
-  const int64_t n = backward ? 3 * qt * ld + 2 * kt * ld + span * ld + 2 * qt * kt + 2 * qt * dh + 2 * qt
-                             : 2 * qt * ld + 2 * kt * ld + span * ld + qt * kt + qt * dh + 3 * qt;
+  const int64_t n = backward
+                        ? 3 * qt * ld + 2 * kt * ld + span * ld + 2 * qt * kt + 2 * qt * dh + 2 * qt
+                        : 2 * qt * ld + 2 * kt * ld + span * ld + qt * kt + qt * dh + 3 * qt;
   return static_cast<size_t>(n) * esize;
 }
 
@@ -303,7 +305,8 @@ void launch_attention(const char* op, bool backward, AttnArgs<T> a, const P& pol
                       size_t smem_limit, cudaStream_t stream) {
   if (a.tokens == 0 || batch == 0 || a.n_head == 0) return;
   if (batch * a.n_head > 65535) fail(op, "batch x heads exceeds the grid limit of 65535");
-  static const int tiles[][2] = {{32, 32}, {32, 16}, {16, 16}, {16, 8}, {8, 8}, {4, 4}, {2, 2}, {1, 1}};
+  static const int tiles[][2] = {{32, 32}, {32, 16}, {16, 16}, {16, 8},
+                                 {8, 8},   {4, 4},   {2, 2},   {1, 1}};
   size_t bytes = 0;
   bool found = false;
   for (const auto& tk : tiles) {
@@ -319,15 +322,18 @@ void launch_attention(const char* op, bool backward, AttnArgs<T> a, const P& pol
   if (!found)
     fail(op, "d_head " + std::to_string(a.dh) + " needs more shared memory than the device's " +
                  std::to_string(smem_limit) + " bytes per block");
-  const dim3 grid(static_cast<unsigned>((a.tokens + a.qt - 1) / a.qt), static_cast<unsigned>(batch * a.n_head));
+  const dim3 grid(static_cast<unsigned>((a.tokens + a.qt - 1) / a.qt),
+                  static_cast<unsigned>(batch * a.n_head));
   if (backward) {
     TLS_CUDA_CHECK(cudaFuncSetAttribute(attn_backward_kernel<T, P>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(bytes)));
     attn_backward_kernel<T, P><<<grid, kAttnThreads, bytes, stream>>>(a, pol);
     TLS_CUDA_LAUNCHED("attn_backward_kernel");
   } else {
     TLS_CUDA_CHECK(cudaFuncSetAttribute(attn_forward_kernel<T, P>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(bytes)));
     attn_forward_kernel<T, P><<<grid, kAttnThreads, bytes, stream>>>(a, pol);
     TLS_CUDA_LAUNCHED("attn_forward_kernel");
   }

@@ -16,10 +16,10 @@
 
 namespace tls::cuda {
 
+using op_checks::check_numel;
 using op_checks::describe;
 using op_checks::dispatch_float;
 using op_checks::fail;
-using op_checks::check_numel;
 
 inline void check(cudaError_t status, const char* call) {
   if (status != cudaSuccess)
@@ -42,14 +42,19 @@ inline void check_float(const char* op, const char* name, const Tensor& t) {
 inline void check_i32(const char* op, const char* name, const Tensor& t) {
   op_checks::check_i32<Device::cuda>(op, name, t);
 }
-inline void check_like(const char* op, const char* an, const Tensor& a, const char* bn, const Tensor& b) {
+inline void check_like(const char* op, const char* an, const Tensor& a, const char* bn,
+                       const Tensor& b) {
   op_checks::check_like<Device::cuda>(op, an, a, bn, b);
 }
-inline void check_same(const char* op, const char* an, const Tensor& a, const char* bn, const Tensor& b) {
+inline void check_same(const char* op, const char* an, const Tensor& a, const char* bn,
+                       const Tensor& b) {
   op_checks::check_same<Device::cuda>(op, an, a, bn, b);
 }
 
-template <class T> T* ptr_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
+template <class T>
+T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
 
 constexpr int kThreads = 256;
 

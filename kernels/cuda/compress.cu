@@ -37,7 +37,8 @@ __global__ void compress_dx_kernel(T* dx, const T* gout, const T* w, Dims d) {
     const T* wr = w + row * d.wcols + (d.h0 + h) * d.r;
     const T* gg = gout + bg * d.r * d.cols + col;
     double acc = 0.0;
-    for (int64_t k = 0; k < d.r; ++k) acc += static_cast<double>(wr[k]) * static_cast<double>(gg[k * d.cols]);
+    for (int64_t k = 0; k < d.r; ++k)
+      acc += static_cast<double>(wr[k]) * static_cast<double>(gg[k * d.cols]);
     dx[idx] += static_cast<T>(acc);
   }
 }
@@ -55,7 +56,8 @@ __global__ void compress_dw_kernel(T* dw, const T* gout, const T* x, Dims d) {
     const T* xr = x + row * d.cols + h * d.dh;
     const T* gr = gout + (bg * d.r + k) * d.cols + h * d.dh;
     double s = 0.0;
-    for (int64_t e = lane; e < d.dh; e += 32) s += static_cast<double>(gr[e]) * static_cast<double>(xr[e]);
+    for (int64_t e = lane; e < d.dh; e += 32)
+      s += static_cast<double>(gr[e]) * static_cast<double>(xr[e]);
     s = cuda::warp_sum(s);
     if (lane == 0) dw[row * d.wcols + (d.h0 + h) * d.r + k] += static_cast<T>(s);
   }

@@ -12,8 +12,8 @@
 
 namespace tls::cuda {
 
-#define TLS_GRID_LOOP(i, n)                                                                  \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);     \
+#define TLS_GRID_LOOP(i, n)                                                              \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 // Sum of v over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
@@ -37,9 +37,10 @@ inline unsigned row_blocks(int64_t rows) {
   return static_cast<unsigned>(std::max<int64_t>(1, (rows + kRowsPerBlock - 1) / kRowsPerBlock));
 }
 
-#define TLS_WARP_ROW(i, rows)                                                                  \
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * ::tls::cuda::kRowsPerBlock + threadIdx.x / 32; \
-  const int lane = threadIdx.x % 32;                                                           \
+#define TLS_WARP_ROW(i, rows)                                                           \
+  const int64_t i =                                                                     \
+      static_cast<int64_t>(blockIdx.x) * ::tls::cuda::kRowsPerBlock + threadIdx.x / 32; \
+  const int lane = threadIdx.x % 32;                                                    \
   if (i >= (rows)) return;
 
 __device__ inline double warp_sum(double v) {
@@ -78,7 +79,9 @@ __global__ void column_finish_kernel(const double* partial, int64_t n_slabs, int
 }
 
 // out[j] += sum_i f(i, j); partial is a device buffer of at least column_slabs(rows) * cols.
-inline int64_t column_slabs(int64_t rows) { return rows == 0 ? 1 : (rows + kColSlab - 1) / kColSlab; }
+inline int64_t column_slabs(int64_t rows) {
+  return rows == 0 ? 1 : (rows + kColSlab - 1) / kColSlab;
+}
 
 template <class T, class F>
 void column_sum(F f, int64_t rows, int64_t cols, T* out, double* partial, cudaStream_t stream) {

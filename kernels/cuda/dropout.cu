@@ -31,7 +31,8 @@ __global__ void dropout_kernel(T* x, int64_t n, DropoutLayout l, uint64_t key, d
   TLS_GRID_LOOP(k, n) {
     const int64_t i = k / l.cols, j = k % l.cols;
     const int64_t b = i / l.t_local, t = i % l.t_local;
-    const int64_t g = ((b + l.b_offset) * l.t_global + t + l.t_offset) * l.cols_global + l.col_offset + j;
+    const int64_t g =
+        ((b + l.b_offset) * l.t_global + t + l.t_offset) * l.cols_global + l.col_offset + j;
     x[k] = uniform(key, static_cast<uint64_t>(g)) >= p ? x[k] * s : T(0);
   }
 }
@@ -41,7 +42,8 @@ __global__ void dropout_kernel(T* x, int64_t n, DropoutLayout l, uint64_t key, d
 void CudaOps::dropout_apply(Tensor& x, double p, const DropoutKey& key) {
   const char* op = "dropout_apply";
   cuda::check_float(op, "x", x);
-  if (!(p >= 0.0 && p <= 1.0)) cuda::fail(op, "probability " + std::to_string(p) + " not in [0, 1]");
+  if (!(p >= 0.0 && p <= 1.0))
+    cuda::fail(op, "probability " + std::to_string(p) + " not in [0, 1]");
   if (p == 0.0) return;
   const int64_t rows = x.matrix_rows(), cols = x.matrix_cols();
   if (key.t_local <= 0 || rows % key.t_local != 0 || key.t_offset < 0 || key.b_offset < 0 ||
@@ -58,8 +60,10 @@ void CudaOps::dropout_apply(Tensor& x, double p, const DropoutKey& key) {
   const int64_t n = x.numel();
   if (n == 0) return;
   activate();
-  const DropoutLayout layout{cols, key.t_local, key.t_global, key.t_offset, key.b_offset,
-                             key.cols_global > 0 ? key.cols_global : cols, key.col_offset};
+  const DropoutLayout layout{cols,          key.t_local,
+                             key.t_global,  key.t_offset,
+                             key.b_offset,  key.cols_global > 0 ? key.cols_global : cols,
+                             key.col_offset};
   const uint64_t k = rng::stream_key(key.seed, key.step, key.tensor_id);
   cuda::dispatch_float(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);

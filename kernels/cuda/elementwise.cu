@@ -53,7 +53,9 @@ template <class T>
 struct ColumnOf {
   const T* y;
   int64_t cols;
-  __device__ double operator()(int64_t i, int64_t j) const { return static_cast<double>(y[i * cols + j]); }
+  __device__ double operator()(int64_t i, int64_t j) const {
+    return static_cast<double>(y[i * cols + j]);
+  }
 };
 
 }  // namespace
@@ -64,7 +66,8 @@ void CudaOps::scale(Tensor& x, double alpha) {
   dispatch_float("scale", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     if (x.numel() == 0) return;
-    scale_kernel<T><<<cuda::blocks_for(x.numel()), cuda::kThreads, 0, stream_>>>(x.data<T>(), x.numel(), static_cast<T>(alpha));
+    scale_kernel<T><<<cuda::blocks_for(x.numel()), cuda::kThreads, 0, stream_>>>(
+        x.data<T>(), x.numel(), static_cast<T>(alpha));
     TLS_CUDA_LAUNCHED("scale_kernel");
   });
 }
@@ -123,13 +126,15 @@ double reduce(CudaOps& ops, const char* op, const Tensor& x, int mode) {
   const int n_blocks = static_cast<int>(std::min<int64_t>(kReduceBlocks, cuda::blocks_for(n)));
   dispatch_float(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    reduce_partial_kernel<T><<<n_blocks, cuda::kThreads, 0, ops.stream()>>>(x.data<T>(), n, mode, p);
+    reduce_partial_kernel<T>
+        <<<n_blocks, cuda::kThreads, 0, ops.stream()>>>(x.data<T>(), n, mode, p);
     TLS_CUDA_LAUNCHED("reduce_partial_kernel");
   });
   reduce_finish_kernel<<<1, cuda::kThreads, 0, ops.stream()>>>(p, n_blocks, p + kReduceBlocks);
   TLS_CUDA_LAUNCHED("reduce_finish_kernel");
   double out = 0.0;
-  TLS_CUDA_CHECK(cudaMemcpyAsync(&out, p + kReduceBlocks, sizeof(double), cudaMemcpyDeviceToHost, ops.stream()));
+  TLS_CUDA_CHECK(cudaMemcpyAsync(&out, p + kReduceBlocks, sizeof(double), cudaMemcpyDeviceToHost,
+                                 ops.stream()));
   TLS_CUDA_CHECK(cudaStreamSynchronize(ops.stream()));
   return out;
 }

@@ -12,7 +12,8 @@ namespace {
 
 template <class T>
 __global__ void embedding_forward_kernel(T* out, const T* table, const int32_t* tokens,
-                                         int64_t rows, int64_t d, int64_t vocab, T scale, int* flag) {
+                                         int64_t rows, int64_t d, int64_t vocab, T scale,
+                                         int* flag) {
   TLS_GRID_LOOP(k, rows * d) {
     const int64_t i = k / d, j = k % d;
     const int32_t t = tokens[i];
@@ -27,7 +28,8 @@ __global__ void embedding_forward_kernel(T* out, const T* table, const int32_t* 
 
 template <class T>
 __global__ void embedding_backward_kernel(T* dtable, const T* dout, const int32_t* tokens,
-                                          int64_t rows, int64_t d, int64_t vocab, T scale, int* flag) {
+                                          int64_t rows, int64_t d, int64_t vocab, T scale,
+                                          int* flag) {
   TLS_GRID_LOOP(k, rows * d) {
     const int64_t i = k / d, j = k % d;
     const int32_t t = tokens[i];
@@ -44,9 +46,10 @@ void check_embedding(const char* op, const char* tn, const Tensor& table, const 
   cuda::check_float(op, tn, table);
   cuda::check_like(op, tn, table, rn, rows);
   cuda::check_i32(op, "tokens", tokens);
-  if (table.rank() != 2 || rows.matrix_cols() != table.dim(1) || rows.matrix_rows() != tokens.numel())
-    cuda::fail(op, "shape mismatch: " + cuda::describe(tn, table) + ", " + cuda::describe(rn, rows) +
-                       ", " + cuda::describe("tokens", tokens) +
+  if (table.rank() != 2 || rows.matrix_cols() != table.dim(1) ||
+      rows.matrix_rows() != tokens.numel())
+    cuda::fail(op, "shape mismatch: " + cuda::describe(tn, table) + ", " +
+                       cuda::describe(rn, rows) + ", " + cuda::describe("tokens", tokens) +
                        " (want table [V, D], tokens [R], rows [R, D])");
 }
 

@@ -33,8 +33,9 @@ __global__ void ln_forward_kernel(T* out, T* mean, T* rstd, const T* x, const T*
   }
   const double r = 1.0 / sqrt(cuda::warp_sum(ss) / static_cast<double>(cols) + eps);
   for (int64_t j = lane; j < cols; j += 32)
-    out[i * cols + j] = static_cast<T>((static_cast<double>(xr[j]) - mu) * r *
-                                           static_cast<double>(gamma[j]) + static_cast<double>(beta[j]));
+    out[i * cols + j] =
+        static_cast<T>((static_cast<double>(xr[j]) - mu) * r * static_cast<double>(gamma[j]) +
+                       static_cast<double>(beta[j]));
   if (lane == 0) {
     mean[i] = static_cast<T>(mu);
     rstd[i] = static_cast<T>(r);
@@ -45,9 +46,9 @@ __global__ void ln_forward_kernel(T* out, T* mean, T* rstd, const T* x, const T*
 // `sums` is set, dx += rstd (g - sg / n - xhat sgx / n) when `dx` is set and sums_in is null
 // (whole-row LayerNorm) or with sums_in's values (split LayerNorm).
 template <class T>
-__global__ void ln_backward_rows_kernel(T* dx, T* sums, const T* sums_in, const T* dout,
-                                        const T* x, const T* gamma, const T* mean, const T* rstd,
-                                        int64_t rows, int64_t cols, double n) {
+__global__ void ln_backward_rows_kernel(T* dx, T* sums, const T* sums_in, const T* dout, const T* x,
+                                        const T* gamma, const T* mean, const T* rstd, int64_t rows,
+                                        int64_t cols, double n) {
   TLS_WARP_ROW(i, rows)
   const double mu = static_cast<double>(mean[i]), r = static_cast<double>(rstd[i]);
   const T* xr = x + i * cols;
@@ -103,7 +104,8 @@ __global__ void ln_normalize_kernel(T* out, T* rstd, const T* x, const T* mean, 
   if (lane == 0) rstd[i] = static_cast<T>(r);
   for (int64_t j = lane; j < cols; j += 32)
     out[i * cols + j] = static_cast<T>((static_cast<double>(x[i * cols + j]) - mu) * r *
-                                           static_cast<double>(gamma[j]) + static_cast<double>(beta[j]));
+                                           static_cast<double>(gamma[j]) +
+                                       static_cast<double>(beta[j]));
 }
 
 template <class T>
@@ -112,7 +114,8 @@ struct DGamma {
   int64_t cols;
   __device__ double operator()(int64_t i, int64_t j) const {
     return static_cast<double>(dout[i * cols + j]) *
-           (static_cast<double>(x[i * cols + j]) - static_cast<double>(mean[i])) * static_cast<double>(rstd[i]);
+           (static_cast<double>(x[i * cols + j]) - static_cast<double>(mean[i])) *
+           static_cast<double>(rstd[i]);
   }
 };
 
@@ -120,7 +123,9 @@ template <class T>
 struct DBeta {
   const T* dout;
   int64_t cols;
-  __device__ double operator()(int64_t i, int64_t j) const { return static_cast<double>(dout[i * cols + j]); }
+  __device__ double operator()(int64_t i, int64_t j) const {
+    return static_cast<double>(dout[i * cols + j]);
+  }
 };
 
 }  // namespace
@@ -137,8 +142,8 @@ void CudaOps::layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const T
   cuda::dispatch_float(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     ln_forward_kernel<T><<<row_blocks(rows), 32 * kRowsPerBlock, 0, stream_>>>(
-        out.data<T>(), mean.data<T>(), rstd.data<T>(), x.data<T>(), gamma.data<T>(),
-        beta.data<T>(), rows, cols, eps);
+        out.data<T>(), mean.data<T>(), rstd.data<T>(), x.data<T>(), gamma.data<T>(), beta.data<T>(),
+        rows, cols, eps);
     TLS_CUDA_LAUNCHED("ln_forward_kernel");
   });
 }
@@ -203,7 +208,8 @@ void CudaOps::layernorm_normalize(Tensor& out, Tensor& rstd, const Tensor& x, co
   check_like(op, "x", x, "rstd", rstd);
   check_like(op, "x", x, "mean", mean);
   check_like(op, "x", x, "sq_sum", sq_sum);
-  for (const Tensor* t : {static_cast<const Tensor*>(&rstd), &mean, &sq_sum}) check_numel(op, "row statistic", *t, rows);
+  for (const Tensor* t : {static_cast<const Tensor*>(&rstd), &mean, &sq_sum})
+    check_numel(op, "row statistic", *t, rows);
   check_numel(op, "gamma", gamma, cols);
   check_numel(op, "beta", beta, cols);
   if (rows == 0) return;

@@ -17,9 +17,15 @@ namespace {
 template <class F>
 void dispatch_any(const char* op, DType dtype, F&& f) {
   switch (dtype) {
-    case DType::f32: f(float{}); return;
-    case DType::f64: f(double{}); return;
-    case DType::i32: f(int32_t{}); return;
+    case DType::f32:
+      f(float{});
+      return;
+    case DType::f64:
+      f(double{});
+      return;
+    case DType::i32:
+      f(int32_t{});
+      return;
   }
   fail(op, "unknown dtype");
 }
@@ -84,7 +90,8 @@ void CudaOps::fill(Tensor& x, double value) {
     using T = decltype(tag);
     const int64_t n = x.numel();
     if (n == 0) return;
-    fill_kernel<T><<<cuda::blocks_for(n), cuda::kThreads, 0, stream_>>>(x.data<T>(), n, static_cast<T>(value));
+    fill_kernel<T><<<cuda::blocks_for(n), cuda::kThreads, 0, stream_>>>(x.data<T>(), n,
+                                                                        static_cast<T>(value));
     TLS_CUDA_LAUNCHED("fill_kernel");
   });
 }
@@ -99,7 +106,8 @@ void CudaOps::copy(Tensor& dst, const Tensor& src) {
   if (dst.numel() == 0) return;
   if (dst.dtype() == src.dtype()) {
     if (dst.raw() != src.raw())
-      TLS_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), dst.bytes(), cudaMemcpyDeviceToDevice, stream_));
+      TLS_CUDA_CHECK(
+          cudaMemcpyAsync(dst.raw(), src.raw(), dst.bytes(), cudaMemcpyDeviceToDevice, stream_));
     return;
   }
   dispatch_any("copy", dst.dtype(), [&](auto dtag) {
@@ -107,7 +115,8 @@ void CudaOps::copy(Tensor& dst, const Tensor& src) {
     dispatch_any("copy", src.dtype(), [&](auto stag) {
       using S = decltype(stag);
       const int64_t n = dst.numel();
-      convert_kernel<D, S><<<cuda::blocks_for(n), cuda::kThreads, 0, stream_>>>(dst.data<D>(), src.data<S>(), n);
+      convert_kernel<D, S>
+          <<<cuda::blocks_for(n), cuda::kThreads, 0, stream_>>>(dst.data<D>(), src.data<S>(), n);
       TLS_CUDA_LAUNCHED("convert_kernel");
     });
   });
@@ -122,7 +131,8 @@ void CudaOps::copy_rows(Tensor& dst, int64_t dst_row0, const Tensor& src, int64_
   const size_t width = static_cast<size_t>(n_rows * cols) * esize;
   if (width == 0 || batch == 0) return;
   auto* d = static_cast<char*>(dst.raw()) + static_cast<size_t>(dst_row0 * cols) * esize;
-  const auto* s = static_cast<const char*>(src.raw()) + static_cast<size_t>(src_row0 * cols) * esize;
+  const auto* s =
+      static_cast<const char*>(src.raw()) + static_cast<size_t>(src_row0 * cols) * esize;
   // One 2-D copy: batch "rows" of `width` bytes with the two tensors' batch strides.
   TLS_CUDA_CHECK(cudaMemcpy2DAsync(d, static_cast<size_t>(dst.dim(1) * cols) * esize, s,
                                    static_cast<size_t>(src.dim(1) * cols) * esize, width,
@@ -153,7 +163,8 @@ std::vector<double> CudaOps::to_host(const Tensor& x) {
     using T = decltype(tag);
     std::vector<T> buf(out.size());
     if (!buf.empty())
-      TLS_CUDA_CHECK(cudaMemcpyAsync(buf.data(), x.raw(), x.bytes(), cudaMemcpyDeviceToHost, stream_));
+      TLS_CUDA_CHECK(
+          cudaMemcpyAsync(buf.data(), x.raw(), x.bytes(), cudaMemcpyDeviceToHost, stream_));
     TLS_CUDA_CHECK(cudaStreamSynchronize(stream_));
     for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<double>(buf[i]);
   });
@@ -170,7 +181,8 @@ void CudaOps::from_host(Tensor& x, const std::vector<double>& values) {
     std::vector<T> buf(values.size());
     for (size_t i = 0; i < values.size(); ++i) buf[i] = static_cast<T>(values[i]);
     if (!buf.empty())
-      TLS_CUDA_CHECK(cudaMemcpyAsync(x.raw(), buf.data(), x.bytes(), cudaMemcpyHostToDevice, stream_));
+      TLS_CUDA_CHECK(
+          cudaMemcpyAsync(x.raw(), buf.data(), x.bytes(), cudaMemcpyHostToDevice, stream_));
     TLS_CUDA_CHECK(cudaStreamSynchronize(stream_));  // buf dies at the end of this scope
   });
 }

@@ -107,7 +107,8 @@ void CudaOps::synchronize() const { TLS_CUDA_CHECK(cudaStreamSynchronize(stream_
 
 void CudaOps::set_allow_tf32(bool allow) {
   activate();
-  TLS_CUBLAS_CHECK(cublasSetMathMode(cublas_, allow ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  TLS_CUBLAS_CHECK(
+      cublasSetMathMode(cublas_, allow ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   allow_tf32_ = allow;
 }
 

@@ -3,11 +3,11 @@
 // The frequencies are computed on the host with the CPU backend's exact expression and copied
 // over, so the angles pos_i * inv_j are bit-identical to the CPU's (a one-ulp difference in
 // inv_j would move sin at position 1e5 by ~1e-3).
+#include <cmath>
+
 #include "kernels/cuda/common.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/device_util.cuh"
-
-#include <cmath>
 
 namespace tls {
 
@@ -30,8 +30,8 @@ void CudaOps::sinusoid_forward(Tensor& out, const std::vector<double>& positions
   cuda::check_float(op, "out", out);
   const int64_t rows = out.matrix_rows(), d = out.matrix_cols();
   if (rows != static_cast<int64_t>(positions.size()) || d % 2 != 0)
-    cuda::fail(op, std::to_string(positions.size()) + " positions for " + cuda::describe("out", out) +
-                       " (want one row per position, an even width)");
+    cuda::fail(op, std::to_string(positions.size()) + " positions for " +
+                       cuda::describe("out", out) + " (want one row per position, an even width)");
   const int64_t half = d / 2;
   if (rows * half == 0) return;
   activate();
@@ -39,7 +39,8 @@ void CudaOps::sinusoid_forward(Tensor& out, const std::vector<double>& positions
     using T = decltype(tag);
     std::vector<double> inv(static_cast<size_t>(half));
     for (int64_t j = 0; j < half; ++j)
-      inv[j] = static_cast<double>(T(1) / std::pow(T(10000), static_cast<T>(2 * j) / static_cast<T>(d)));
+      inv[j] =
+          static_cast<double>(T(1) / std::pow(T(10000), static_cast<T>(2 * j) / static_cast<T>(d)));
     // Round the positions to T on the host too (from_host converts through T exactly).
     Tensor pos_d = empty({rows}, out.dtype()), inv_d = empty({half}, out.dtype());
     from_host(pos_d, positions);

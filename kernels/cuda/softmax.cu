@@ -35,7 +35,8 @@ __global__ void softmax_rows_kernel(T* y, const T* x, int64_t rows, int64_t cols
 }
 
 template <class T>
-__global__ void softmax_backward_kernel(T* dx, const T* dout, const T* y, int64_t rows, int64_t cols) {
+__global__ void softmax_backward_kernel(T* dx, const T* dout, const T* y, int64_t rows,
+                                        int64_t cols) {
   TLS_WARP_ROW(i, rows)
   double dot = 0.0;
   for (int64_t j = lane; j < cols; j += 32)
@@ -114,7 +115,8 @@ void check_targets(const char* op, const Tensor& logprobs, const Tensor& targets
   cuda::check_numel(op, "targets", targets, logprobs.matrix_rows());
 }
 
-void check_chunks(const char* op, const Tensor& a, const char* bn, const Tensor& b, int64_t chunk_size) {
+void check_chunks(const char* op, const Tensor& a, const char* bn, const Tensor& b,
+                  int64_t chunk_size) {
   cuda::check_float(op, "x", a);
   cuda::check_same(op, "x", a, bn, b);
   if (a.rank() != 3 || chunk_size <= 0 || a.dim(1) % chunk_size != 0)
@@ -131,7 +133,8 @@ void CudaOps::softmax_forward(Tensor& out, const Tensor& x) {
   if (rows == 0) return;
   cuda::dispatch_float("softmax_forward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    softmax_rows_kernel<T><<<row_blocks(rows), 32 * kRowsPerBlock, 0, stream_>>>(out.data<T>(), x.data<T>(), rows, cols, 0);
+    softmax_rows_kernel<T><<<row_blocks(rows), 32 * kRowsPerBlock, 0, stream_>>>(
+        out.data<T>(), x.data<T>(), rows, cols, 0);
     TLS_CUDA_LAUNCHED("softmax_rows_kernel");
   });
 }
@@ -157,7 +160,8 @@ void CudaOps::log_softmax_forward(Tensor& out, const Tensor& x) {
   if (rows == 0) return;
   cuda::dispatch_float("log_softmax_forward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    softmax_rows_kernel<T><<<row_blocks(rows), 32 * kRowsPerBlock, 0, stream_>>>(out.data<T>(), x.data<T>(), rows, cols, 1);
+    softmax_rows_kernel<T><<<row_blocks(rows), 32 * kRowsPerBlock, 0, stream_>>>(
+        out.data<T>(), x.data<T>(), rows, cols, 1);
     TLS_CUDA_LAUNCHED("softmax_rows_kernel");
   });
 }
@@ -193,7 +197,8 @@ void CudaOps::log_softmax_nll_backward(Tensor& dlogits, const Tensor& logprobs,
   cuda::dispatch_float(op, logprobs.dtype(), [&](auto tag) {
     using T = decltype(tag);
     nll_backward_kernel<T><<<cuda::blocks_for(rows * cols), cuda::kThreads, 0, stream_>>>(
-        dlogits.data<T>(), logprobs.data<T>(), targets.data<int32_t>(), rows, cols, scale, index_flag_);
+        dlogits.data<T>(), logprobs.data<T>(), targets.data<int32_t>(), rows, cols, scale,
+        index_flag_);
     TLS_CUDA_LAUNCHED("nll_backward_kernel");
   });
   check_index_flag(op, "a target", cols);
@@ -221,8 +226,9 @@ void CudaOps::chunk_softmax_backward(Tensor& dx, const Tensor& dout, const Tenso
   if (n_chunks * cols == 0) return;
   cuda::dispatch_float("chunk_softmax_backward", out.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    chunk_softmax_backward_kernel<T><<<cuda::blocks_for(n_chunks * cols), cuda::kThreads, 0, stream_>>>(
-        dx.data<T>(), dout.data<T>(), out.data<T>(), n_chunks, chunk_size, cols);
+    chunk_softmax_backward_kernel<T>
+        <<<cuda::blocks_for(n_chunks * cols), cuda::kThreads, 0, stream_>>>(
+            dx.data<T>(), dout.data<T>(), out.data<T>(), n_chunks, chunk_size, cols);
     TLS_CUDA_LAUNCHED("chunk_softmax_backward_kernel");
   });
 }

@@ -32,7 +32,8 @@ void check_window(const Tensor& q, const Tensor& keys, const Tensor& values, con
     if (t.shape() != shape)
       cuda::fail(op, std::string(name) + " has shape " + t.shape_string() +
                          ", expected another shape for batch " + std::to_string(s.batch) +
-                         ", tokens " + std::to_string(s.tokens) + ", window " + std::to_string(s.window));
+                         ", tokens " + std::to_string(s.tokens) + ", window " +
+                         std::to_string(s.window));
   };
   cuda::check_float(op, "q", q);
   expect(q, {s.batch, s.tokens, dl}, "q");
@@ -82,9 +83,9 @@ void CudaOps::window_attention_forward(Tensor& out, Tensor& lse, const Tensor& q
 void CudaOps::window_attention_backward(Tensor& dq, Tensor& dkeys, Tensor& dvalues, Tensor& drel,
                                         Tensor& dr_w_bias, Tensor& dr_r_bias, const Tensor& dout,
                                         const Tensor& lse, const Tensor& delta, const Tensor& q,
-                                        const Tensor& keys, const Tensor& values,
-                                        const Tensor& rel, const Tensor& r_w_bias,
-                                        const Tensor& r_r_bias, const AttentionShape& s) {
+                                        const Tensor& keys, const Tensor& values, const Tensor& rel,
+                                        const Tensor& r_w_bias, const Tensor& r_r_bias,
+                                        const AttentionShape& s) {
   check_window(q, keys, values, rel, r_w_bias, r_r_bias, s);
   const char* op = "window_attention_backward";
   cuda::check_same(op, "q", q, "dout", dout);
@@ -121,7 +122,8 @@ void CudaOps::window_attention_backward(Tensor& dq, Tensor& dkeys, Tensor& dvalu
     a.n_head = s.n_head;
     a.dh = s.d_head;
     a.key_rows = s.window + s.tokens;
-    cuda::launch_attention(op, true, a, WindowPolicy{s.window, s.window}, s.batch, smem_optin_, stream_);
+    cuda::launch_attention(op, true, a, WindowPolicy{s.window, s.window}, s.batch, smem_optin_,
+                           stream_);
   });
 }
 

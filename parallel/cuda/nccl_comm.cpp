@@ -13,8 +13,8 @@ namespace {
 
 void check_nccl(ncclResult_t status, const char* call, const std::string& comm) {
   if (status != ncclSuccess)
-    throw Error(std::string("NCCL call ") + call + " on " + comm + " failed: " +
-                ncclGetErrorString(status));
+    throw Error(std::string("NCCL call ") + call + " on " + comm +
+                " failed: " + ncclGetErrorString(status));
 }
 
 void check_mpi(int code, const char* call, const std::string& comm) {
@@ -22,7 +22,8 @@ void check_mpi(int code, const char* call, const std::string& comm) {
   char text[MPI_MAX_ERROR_STRING];
   int len = 0;
   MPI_Error_string(code, text, &len);
-  throw Error(std::string("MPI call ") + call + " on " + comm + " failed: " + std::string(text, static_cast<size_t>(len)));
+  throw Error(std::string("MPI call ") + call + " on " + comm +
+              " failed: " + std::string(text, static_cast<size_t>(len)));
 }
 
 #define TLS_NCCL(call) check_nccl((call), #call, name_)
@@ -30,17 +31,21 @@ void check_mpi(int code, const char* call, const std::string& comm) {
 
 ncclDataType_t nccl_type(DType dtype) {
   switch (dtype) {
-    case DType::f32: return ncclFloat32;
-    case DType::f64: return ncclFloat64;
-    case DType::i32: return ncclInt32;
+    case DType::f32:
+      return ncclFloat32;
+    case DType::f64:
+      return ncclFloat64;
+    case DType::i32:
+      return ncclInt32;
   }
   return ncclFloat32;
 }
 
 void check_device(const Tensor& x, const std::string& what) {
   if (!x.defined() || x.device() != Device::cuda)
-    throw Error(what + ": NcclComm moves CUDA device tensors only, got " +
-                (x.defined() ? "a host tensor " + x.shape_string() : std::string("an undefined tensor")));
+    throw Error(
+        what + ": NcclComm moves CUDA device tensors only, got " +
+        (x.defined() ? "a host tensor " + x.shape_string() : std::string("an undefined tensor")));
 }
 
 }  // namespace
@@ -160,8 +165,8 @@ void NcclComm::allgather(Tensor& out, const Tensor& in) {
     throw Error("allgather on " + name_ + ": out " + out.shape_string() + " is not " +
                 std::to_string(size_) + " x in " + in.shape_string());
   TLS_CUDA_CHECK(cudaSetDevice(device_));
-  TLS_NCCL(ncclAllGather(in.raw(), out.raw(), static_cast<size_t>(in.numel()), nccl_type(in.dtype()),
-                         coll_, compute_));
+  TLS_NCCL(ncclAllGather(in.raw(), out.raw(), static_cast<size_t>(in.numel()),
+                         nccl_type(in.dtype()), coll_, compute_));
 }
 
 void NcclComm::reduce_scatter_sum(Tensor& out, const Tensor& in) {

@@ -16,9 +16,9 @@
 // does not block the host.
 #pragma once
 
+#include <cuda_runtime.h>
 #include <mpi.h>
 #include <nccl.h>
-#include <cuda_runtime.h>
 
 #include <memory>
 #include <string>
@@ -74,7 +74,7 @@ class NcclComm final : public Comm {
   int device_ = 0, rank_ = 0, size_ = 1;
   std::string name_;
   std::vector<Pending> pending_;
-  cudaEvent_t flushed_ = nullptr;  // recorded on p2p_stream_ after the last flushed group
+  cudaEvent_t flushed_ = nullptr;       // recorded on p2p_stream_ after the last flushed group
   uint64_t posted_ = 0, launched_ = 0;  // op counters: a request flushes if its op is pending
   friend class NcclRequest;
 };

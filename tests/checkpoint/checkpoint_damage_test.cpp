@@ -158,7 +158,8 @@ TEST_F(Damage, WrongShapeIsRefused) {
   H5Sclose(space);
   H5Fclose(file);
   std::string m = refusal(path);
-  EXPECT_MENTIONS(m, "'/model/layers.1.attn.r_r_bias' has shape [1, 2, 1, 9], expected [1, 2, 1, 8]");
+  EXPECT_MENTIONS(m,
+                  "'/model/layers.1.attn.r_r_bias' has shape [1, 2, 1, 9], expected [1, 2, 1, 8]");
 }
 
 TEST_F(Damage, DifferentHyperparameterIsRefused) {

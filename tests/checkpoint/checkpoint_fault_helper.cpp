@@ -33,9 +33,8 @@ int main(int argc, char** argv) {
     tls::TrainSettings settings;
     settings.batch_size = 2 * t.layout.dp;
     tls::ModelState state = model.initial_state(2);
-    tls::save_to_directory(argv[1], 2,
-                           tls::checkpoint_contents(model, &optimizer, &state, step, settings),
-                           t, *ops);
+    tls::save_to_directory(
+        argv[1], 2, tls::checkpoint_contents(model, &optimizer, &state, step, settings), t, *ops);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;

@@ -9,11 +9,11 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "parallel/fault_injection.h"
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/checkpoint_reader.h"
 #include "checkpoint/checkpoint_test_util.h"
 #include "layers/init.h"
+#include "parallel/fault_injection.h"
 
 namespace tls {
 namespace {
@@ -25,9 +25,9 @@ int run_helper(const std::string& dir, int64_t step, const std::string& fault, d
   const std::string command =
       "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 " +
       std::string(fault.empty() ? "" : std::string(kFaultInjectVariable) + "=" + fault + " ") +
-      "timeout 60 " + TLS_MPIEXEC + " -n 2 --oversubscribe --bind-to none " +
-      TLS_TEST_HELPER_DIR + "/checkpoint_fault_helper " + dir + " " + std::to_string(step) +
-      " > " + dir + "/helper_" + std::to_string(step) + ".log 2>&1";
+      "timeout 60 " + TLS_MPIEXEC + " -n 2 --oversubscribe --bind-to none " + TLS_TEST_HELPER_DIR +
+      "/checkpoint_fault_helper " + dir + " " + std::to_string(step) + " > " + dir + "/helper_" +
+      std::to_string(step) + ".log 2>&1";
   const auto start = std::chrono::steady_clock::now();
   const int status = std::system(command.c_str());
   seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -64,15 +64,18 @@ void expect_last_is(const std::string& dir, int64_t step) {
 TEST(FaultInjection, AKilledSaveLeavesThePreviousCheckpointLoadable) {
   testing::TempDir dir;
   double seconds = 0;
-  ASSERT_EQ(run_helper(dir.path(), 1, "", seconds), 0) << testing::file_bytes(dir.file("helper_1.log"));
+  ASSERT_EQ(run_helper(dir.path(), 1, "", seconds), 0)
+      << testing::file_bytes(dir.file("helper_1.log"));
   expect_last_is(dir.path(), 1);
 
   for (int rank : {1, 0}) {
     const int64_t step = 2 + rank;  // 2, then 3
     SCOPED_TRACE("rank " + std::to_string(rank) + " dies saving step " + std::to_string(step));
     const std::string before = testing::file_bytes(dir.file("checkpoint_1.h5"));
-    const int status = run_helper(dir.path(), step, std::string("save_abort_rank") + std::to_string(rank), seconds);
-    const std::string log = testing::file_bytes(dir.file("helper_" + std::to_string(step) + ".log"));
+    const int status = run_helper(dir.path(), step,
+                                  std::string("save_abort_rank") + std::to_string(rank), seconds);
+    const std::string log =
+        testing::file_bytes(dir.file("helper_" + std::to_string(step) + ".log"));
     EXPECT_NE(status, 0) << log;
     EXPECT_LT(seconds, 30.0) << log;
     EXPECT_NE(log.find("aborts halfway through the save"), std::string::npos) << log;

@@ -35,8 +35,8 @@ herr_t collect(hid_t group, const char* name, const H5L_info_t*, void* out) {
   for (int i = 0; i < H5Pget_nfilters(dcpl); ++i) {
     unsigned flags = 0;
     size_t n = 0;
-    if (H5Pget_filter2(dcpl, static_cast<unsigned>(i), &flags, &n, nullptr, 0, nullptr,
-                       nullptr) == H5Z_FILTER_FLETCHER32)
+    if (H5Pget_filter2(dcpl, static_cast<unsigned>(i), &flags, &n, nullptr, 0, nullptr, nullptr) ==
+        H5Z_FILTER_FLETCHER32)
       info.fletcher32 = true;
   }
   H5Pclose(dcpl);

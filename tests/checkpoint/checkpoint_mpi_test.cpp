@@ -41,8 +41,8 @@ class SharedDir {
   SharedDir() {
     long id = static_cast<long>(::getpid());
     MPI_Bcast(&id, 1, MPI_LONG, 0, MPI_COMM_WORLD);
-    path_ = (std::filesystem::temp_directory_path() / ("tls_ckpt_mpi_" + std::to_string(id)))
-                .string();
+    path_ =
+        (std::filesystem::temp_directory_path() / ("tls_ckpt_mpi_" + std::to_string(id))).string();
     if (rank() == 0) std::filesystem::create_directories(path_);
     MPI_Barrier(MPI_COMM_WORLD);
   }
@@ -202,8 +202,9 @@ TEST(CheckpointLayouts, ARefusalOnOneRankIsARefusalOnAll) {
   } catch (const Error& e) {
     message = e.what();
   }
-  EXPECT_NE(message.find("rank 1: checkpoint '" + dir.file("c.h5") + "': dataset '/model/col.weight'"),
-            std::string::npos)
+  EXPECT_NE(
+      message.find("rank 1: checkpoint '" + dir.file("c.h5") + "': dataset '/model/col.weight'"),
+      std::string::npos)
       << message;
 }
 
@@ -243,16 +244,17 @@ TEST(CheckpointLayouts, TrainingResumesInAnotherLayout) {
     for (int step = 1; step <= 6; ++step) {
       losses.push_back(trainer.train_step().loss);
       if (step == 3)
-        save_checkpoint(path, checkpoint_contents(straight, &trainer.optimizer(), &trainer.state(),
-                                                  trainer.update(), settings),
+        save_checkpoint(path,
+                        checkpoint_contents(straight, &trainer.optimizer(), &trainer.state(),
+                                            trainer.update(), settings),
                         t_from, *ops);
     }
     SCOPED_TRACE("saved in " + describe(from) + ", resumed in " + describe(to));
     Topology t_to = make_mpi_topology(to.tp, to.sp);
     TransformerLSModel resumed(*ops, cfg, DType::f32, t_to);
     Trainer second(*ops, resumed, corpus, settings);
-    CheckpointContents c = checkpoint_contents(resumed, &second.optimizer(), &second.state(), 0,
-                                               settings);
+    CheckpointContents c =
+        checkpoint_contents(resumed, &second.optimizer(), &second.state(), 0, settings);
     load_checkpoint(path, c, t_to, *ops);
     second.set_update(c.step);
     for (int step = 4; step <= 6; ++step) {

@@ -66,8 +66,8 @@ TEST_P(Resume, SixStepsEqualThreeSaveLoadThree) {
   TransformerLSModel resumed(*ops, cfg, GetParam());
   initialize_parameters(*ops, resumed, 99);  // different weights: the load must replace them
   Trainer trainer(*ops, resumed, corpus, settings);
-  CheckpointContents c = checkpoint_contents(resumed, &trainer.optimizer(), &trainer.state(), 0,
-                                             settings);
+  CheckpointContents c =
+      checkpoint_contents(resumed, &trainer.optimizer(), &trainer.state(), 0, settings);
   load_checkpoint(path, c, Topology::single(), *ops);
   ASSERT_EQ(c.step, 3);
   trainer.set_update(c.step);
@@ -80,10 +80,12 @@ TEST_P(Resume, SixStepsEqualThreeSaveLoadThree) {
   std::vector<Parameter*> a = straight.parameters(), b = resumed.parameters();
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_TRUE(same_bits(a[i]->value, b[i]->value)) << a[i]->name;
-    EXPECT_TRUE(same_bits(straight_trainer.optimizer().exp_avg()[i],
-                          trainer.optimizer().exp_avg()[i])) << a[i]->name;
+    EXPECT_TRUE(
+        same_bits(straight_trainer.optimizer().exp_avg()[i], trainer.optimizer().exp_avg()[i]))
+        << a[i]->name;
     EXPECT_TRUE(same_bits(straight_trainer.optimizer().exp_avg_sq()[i],
-                          trainer.optimizer().exp_avg_sq()[i])) << a[i]->name;
+                          trainer.optimizer().exp_avg_sq()[i]))
+        << a[i]->name;
   }
   for (size_t l = 0; l < straight_trainer.state().caches.size(); ++l)
     EXPECT_TRUE(same_bits(straight_trainer.state().caches[l], trainer.state().caches[l]));

@@ -41,7 +41,8 @@ TEST_P(RoundTrip, IsBitwise) {
   EXPECT_EQ(info.training.optimizer.clip_norm, 0.5);
   ASSERT_EQ(saved.params.size(), loaded.params.size());
   for (size_t i = 0; i < saved.params.size(); ++i) {
-    EXPECT_TRUE(same_bits(saved.params[i]->value, loaded.params[i]->value)) << saved.params[i]->name;
+    EXPECT_TRUE(same_bits(saved.params[i]->value, loaded.params[i]->value))
+        << saved.params[i]->name;
     EXPECT_TRUE(same_bits((*saved.exp_avg)[i], (*loaded.exp_avg)[i])) << saved.params[i]->name;
     EXPECT_TRUE(same_bits((*saved.exp_avg_sq)[i], (*loaded.exp_avg_sq)[i]))
         << saved.params[i]->name;

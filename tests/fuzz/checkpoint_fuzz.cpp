@@ -55,8 +55,7 @@ bool small_valid_model(const tls::ModelConfig& c) {
     return false;
   }
   return c.vocab_size == 256 && c.n_layer <= 4 && c.d_model <= 128 && c.n_head <= 16 &&
-         c.d_inner <= 512 && c.tokens_per_sample <= 256 && c.mem_len <= 256 &&
-         c.chunk_rank <= 8;
+         c.d_inner <= 512 && c.tokens_per_sample <= 256 && c.mem_len <= 256 && c.chunk_rank <= 8;
 }
 
 // One model (with optimizer and caches) per distinct config, built on first use.
@@ -72,8 +71,8 @@ struct Run {
 
 Run& run_for(const tls::ModelConfig& cfg, tls::DType dtype, int64_t batch) {
   static std::map<std::string, std::unique_ptr<Run>> runs;
-  std::string key = tls::describe(cfg) + (dtype == tls::DType::f64 ? " f64 " : " f32 ") +
-                    std::to_string(batch);
+  std::string key =
+      tls::describe(cfg) + (dtype == tls::DType::f64 ? " f64 " : " f32 ") + std::to_string(batch);
   auto it = runs.find(key);
   if (it == runs.end()) {
     if (runs.size() >= 16) runs.clear();  // bounded memory across many distinct configs
@@ -85,10 +84,10 @@ Run& run_for(const tls::ModelConfig& cfg, tls::DType dtype, int64_t batch) {
 void load_into(const std::string& path, const tls::CheckpointInfo& info, tls::DType dtype,
                const tls::LoadOptions& options) {
   tls::ModelConfig cfg = info.config;
-  const int64_t batch = info.has_training && info.training.batch_size >= 1 &&
-                                info.training.batch_size <= 8
-                            ? info.training.batch_size
-                            : 2;
+  const int64_t batch =
+      info.has_training && info.training.batch_size >= 1 && info.training.batch_size <= 8
+          ? info.training.batch_size
+          : 2;
   Run& run = run_for(cfg, dtype, batch);
   tls::TrainSettings settings = info.has_training ? info.training : tls::TrainSettings{};
   settings.batch_size = batch;

@@ -104,11 +104,15 @@ Forward run_forward(Ops& ops, const Inputs& in, DType dtype) {
   const AttentionShape& s = in.s;
   const int64_t dl = s.n_head * s.d_head;
   auto c = [&](const Tensor& t) { return to_dtype(ops, t, dtype); };
-  Tensor out_w = ops.empty({s.batch, s.tokens, dl}, dtype), lse_w = ops.empty({s.batch, s.n_head, s.tokens}, dtype);
-  Tensor out_c = ops.empty({s.batch, s.tokens, dl}, dtype), lse_c = ops.empty({s.batch, s.n_head, s.tokens}, dtype);
-  ops.window_attention_forward(out_w, lse_w, c(in.q), c(in.keys), c(in.values), c(in.rel), c(in.rw), c(in.rr), s);
+  Tensor out_w = ops.empty({s.batch, s.tokens, dl}, dtype),
+         lse_w = ops.empty({s.batch, s.n_head, s.tokens}, dtype);
+  Tensor out_c = ops.empty({s.batch, s.tokens, dl}, dtype),
+         lse_c = ops.empty({s.batch, s.n_head, s.tokens}, dtype);
+  ops.window_attention_forward(out_w, lse_w, c(in.q), c(in.keys), c(in.values), c(in.rel), c(in.rw),
+                               c(in.rr), s);
   ops.chunk_attention_forward(out_c, lse_c, c(in.q), c(in.khat), c(in.vhat), c(in.pos), s);
-  Forward f{ops.empty({s.batch, s.tokens, dl}, dtype), ops.empty({s.batch, s.n_head, s.tokens}, dtype)};
+  Forward f{ops.empty({s.batch, s.tokens, dl}, dtype),
+            ops.empty({s.batch, s.n_head, s.tokens}, dtype)};
   ops.attention_merge(f.out, f.lse, out_c, lse_c, out_w, lse_w, s);
   return f;
 }
@@ -173,8 +177,8 @@ TEST_P(AttentionParts, BackwardMatchesFiniteDifferences) {
          drr = z(in.rr), dkhat = z(in.khat), dvhat = z(in.vhat), dpos = z(in.pos);
   ops->window_attention_backward(dq, dk, dv, drel, drw, drr, probe, f.lse, delta, in.q, in.keys,
                                  in.values, in.rel, in.rw, in.rr, s);
-  ops->chunk_attention_backward(dq, dkhat, dvhat, dpos, probe, f.lse, delta, in.q, in.khat,
-                                in.vhat, in.pos, s);
+  ops->chunk_attention_backward(dq, dkhat, dvhat, dpos, probe, f.lse, delta, in.q, in.khat, in.vhat,
+                                in.pos, s);
   EXPECT_LE(max_gradient_error(in.q, dq, loss, rng), 1e-6) << "q";
   EXPECT_LE(max_gradient_error(in.keys, dk, loss, rng), 1e-6) << "keys";
   EXPECT_LE(max_gradient_error(in.values, dv, loss, rng), 1e-6) << "values";

@@ -102,7 +102,8 @@ TEST(CudaAvailability, NoDeviceMeansAClearError) {
     make_ops(Device::cuda, 0);
     ADD_FAILURE() << "make_ops(Device::cuda, 0) did not throw";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("no CUDA device is available"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no CUDA device is available"), std::string::npos)
+        << e.what();
   }
   EXPECT_EQ(make_ops(Device::cpu, 0)->device(), Device::cpu);
 }
@@ -124,8 +125,10 @@ TEST_F(CudaOpsTest, ElementwiseAndReductions) {
   for (DType dt : kFloatTypes) {
     compare("scale", {{{37, 3}, dt}}, [](Ops& o, auto& t) { o.scale(t[0], -1.5); });
     compare("axpy", {{{111}, dt}, {{111}, dt}}, [](Ops& o, auto& t) { o.axpy(0.75, t[0], t[1]); });
-    compare("add_bias", {{{9, 13}, dt}, {{13}, dt}}, [](Ops& o, auto& t) { o.add_bias(t[0], t[1]); });
-    compare("sum_rows", {{{700, 45}, dt}, {{45}, dt}}, [](Ops& o, auto& t) { o.sum_rows(t[0], t[1]); });
+    compare("add_bias", {{{9, 13}, dt}, {{13}, dt}},
+            [](Ops& o, auto& t) { o.add_bias(t[0], t[1]); });
+    compare("sum_rows", {{{700, 45}, dt}, {{45}, dt}},
+            [](Ops& o, auto& t) { o.sum_rows(t[0], t[1]); });
     std::vector<double> v = random_nonzero(100003, 7);
     Tensor c = cpu_->empty({100003}, dt), g = gpu_->empty({100003}, dt);
     cpu_->from_host(c, v);
@@ -155,15 +158,33 @@ TEST_F(CudaOpsTest, LayerNorm) {
   for (DType dt : kFloatTypes) {
     const int64_t R = 19, C = 70;
     compare("layernorm forward+backward",
-            {{{R, C}, dt}, {{C}, dt}, {{C}, dt}, {{R, C}, dt}, {{R}, dt}, {{R}, dt},
-             {{R, C}, dt}, {{R, C}, dt}, {{C}, dt}, {{C}, dt}},
+            {{{R, C}, dt},
+             {{C}, dt},
+             {{C}, dt},
+             {{R, C}, dt},
+             {{R}, dt},
+             {{R}, dt},
+             {{R, C}, dt},
+             {{R, C}, dt},
+             {{C}, dt},
+             {{C}, dt}},
             [](Ops& o, auto& t) {
               o.layernorm_forward(t[3], t[4], t[5], t[0], t[1], t[2], 1e-5);
               o.layernorm_backward(t[7], t[8], t[9], t[6], t[0], t[1], t[4], t[5]);
             });
     compare("split layernorm",
-            {{{R, C}, dt}, {{C}, dt}, {{C}, dt}, {{R}, dt}, {{R}, dt}, {{R}, dt}, {{R, C}, dt},
-             {{R, C}, dt}, {{2 * R}, dt}, {{R, C}, dt}, {{C}, dt}, {{C}, dt}},
+            {{{R, C}, dt},
+             {{C}, dt},
+             {{C}, dt},
+             {{R}, dt},
+             {{R}, dt},
+             {{R}, dt},
+             {{R, C}, dt},
+             {{R, C}, dt},
+             {{2 * R}, dt},
+             {{R, C}, dt},
+             {{C}, dt},
+             {{C}, dt}},
             [](Ops& o, auto& t) {
               Tensor none;
               o.fill(t[3], 0.0);
@@ -173,7 +194,8 @@ TEST_F(CudaOpsTest, LayerNorm) {
               o.row_sum(t[4], t[0], t[3], true);
               o.layernorm_normalize(t[6], t[5], t[0], t[3], t[4], t[1], t[2], 140, 1e-5);
               o.layernorm_backward_sums(t[8], t[7], t[0], t[1], t[3], t[5]);
-              o.layernorm_backward_apply(t[9], t[10], t[11], t[7], t[0], t[1], t[3], t[5], t[8], 140);
+              o.layernorm_backward_apply(t[9], t[10], t[11], t[7], t[0], t[1], t[3], t[5], t[8],
+                                         140);
             });
   }
 }
@@ -202,7 +224,8 @@ TEST_F(CudaOpsTest, SoftmaxFamily) {
     std::vector<double> targets(23);
     for (size_t i = 0; i < targets.size(); ++i) targets[i] = static_cast<double>((i * 7) % 67);
     targets[5] = -1;  // skipped row
-    compare("log_softmax + nll", {{s, dt}, {s, dt}, {{23}, DType::i32, targets}, {{23}, dt}, {s, dt}},
+    compare("log_softmax + nll",
+            {{s, dt}, {s, dt}, {{23}, DType::i32, targets}, {{23}, dt}, {s, dt}},
             [](Ops& o, auto& t) {
               o.log_softmax_forward(t[1], t[0]);
               o.nll_forward(t[3], t[1], t[2]);
@@ -223,7 +246,8 @@ TEST_F(CudaOpsTest, SoftmaxFamily) {
 TEST_F(CudaOpsTest, EmbeddingDropoutSinusoid) {
   for (DType dt : kFloatTypes) {
     std::vector<double> tokens{3, 0, 9, 3, 3, 7, 1, 9};
-    compare("embedding", {{{10, 6}, dt}, {{8}, DType::i32, tokens}, {{8, 6}, dt}, {{8, 6}, dt}, {{10, 6}, dt}},
+    compare("embedding",
+            {{{10, 6}, dt}, {{8}, DType::i32, tokens}, {{8, 6}, dt}, {{8, 6}, dt}, {{10, 6}, dt}},
             [](Ops& o, auto& t) {
               o.embedding_forward(t[2], t[0], t[1], 2.5);
               o.embedding_backward(t[4], t[3], t[1], 2.5);
@@ -238,7 +262,8 @@ TEST_F(CudaOpsTest, EmbeddingDropoutSinusoid) {
     key.b_offset = 1;
     key.cols_global = 16;
     key.col_offset = 4;
-    compare("dropout", {{{2 * 5, 8}, dt}}, [key](Ops& o, auto& t) { o.dropout_apply(t[0], 0.3, key); });
+    compare("dropout", {{{2 * 5, 8}, dt}},
+            [key](Ops& o, auto& t) { o.dropout_apply(t[0], 0.3, key); });
     compare("sinusoid", {{{5, 12}, dt}}, [](Ops& o, auto& t) {
       o.sinusoid_forward(t[0], {0.0, 1.0, 17.0, 511.0, 131071.0});
     });
@@ -253,8 +278,13 @@ TEST_F(CudaOpsTest, CompressChunks) {
   for (DType dt : kFloatTypes) {
     // B 2, G 3 chunks of c 4, H 2 local heads of dh 5, r 2, weights for 3 heads, offset 1.
     const int64_t B = 2, G = 3, c = 4, H = 2, dh = 5, r = 2, Hall = 3;
-    compare("compress", {{{B, G * c, H * dh}, dt}, {{B, G * c, Hall * r}, dt}, {{B, G * r, H * dh}, dt},
-                         {{B, G * r, H * dh}, dt}, {{B, G * c, H * dh}, dt}, {{B, G * c, Hall * r}, dt}},
+    compare("compress",
+            {{{B, G * c, H * dh}, dt},
+             {{B, G * c, Hall * r}, dt},
+             {{B, G * r, H * dh}, dt},
+             {{B, G * r, H * dh}, dt},
+             {{B, G * c, H * dh}, dt},
+             {{B, G * c, Hall * r}, dt}},
             [=](Ops& o, auto& t) {
               o.compress_chunks_forward(t[2], t[0], t[1], c, r, H, 1);
               o.compress_chunks_backward(t[4], t[5], t[3], t[0], t[1], c, r, H, 1);
@@ -282,12 +312,24 @@ struct AttnCase {
 std::vector<AttnCase> attention_cases() {
   std::vector<AttnCase> cases;
   AttentionShape a;  // small: B 2, T 36, H 2, dh 8, w 8, c 4, r 2, cache of 2 chunks
-  a.batch = 2; a.tokens = 36; a.n_head = 2; a.d_head = 8; a.window = 8;
-  a.chunk_size = 4; a.chunk_rank = 2; a.first_query_chunk = 2;
+  a.batch = 2;
+  a.tokens = 36;
+  a.n_head = 2;
+  a.d_head = 8;
+  a.window = 8;
+  a.chunk_size = 4;
+  a.chunk_rank = 2;
+  a.first_query_chunk = 2;
   cases.push_back({a, (2 + 9) * 2, 6});
   AttentionShape b;  // larger: T 80, dh 64, w 40 (> one key tile), no cache: chunk 0 sees nothing
-  b.batch = 1; b.tokens = 80; b.n_head = 2; b.d_head = 64; b.window = 40;
-  b.chunk_size = 16; b.chunk_rank = 1; b.first_query_chunk = 0;
+  b.batch = 1;
+  b.tokens = 80;
+  b.n_head = 2;
+  b.d_head = 64;
+  b.window = 40;
+  b.chunk_size = 16;
+  b.chunk_rank = 1;
+  b.first_query_chunk = 0;
   cases.push_back({b, 5, 64});
   return cases;
 }
@@ -299,10 +341,23 @@ TEST_F(CudaOpsTest, WindowAttention) {
       const int64_t B = s.batch, T = s.tokens, dl = s.n_head * s.d_head, w = s.window, H = s.n_head;
       // 0 q, 1 keys, 2 values, 3 rel, 4 rw, 5 rr, 6 out, 7 lse, 8 dout, 9 lse_m, 10 delta,
       // 11 dq, 12 dkeys, 13 dvalues, 14 drel, 15 drw, 16 drr
-      std::vector<Buf> bufs{{{B, T, dl}, dt}, {{B, w + T, dl}, dt}, {{B, w + T, dl}, dt}, {{w, dl}, dt},
-                            {{dl}, dt}, {{dl}, dt}, {{B, T, dl}, dt}, {{B, H, T}, dt},
-                            {{B, T, dl}, dt}, {{B, H, T}, dt}, {{B, H, T}, dt}, {{B, T, dl}, dt},
-                            {{B, w + T, dl}, dt}, {{B, w + T, dl}, dt}, {{w, dl}, dt}, {{dl}, dt}, {{dl}, dt}};
+      std::vector<Buf> bufs{{{B, T, dl}, dt},
+                            {{B, w + T, dl}, dt},
+                            {{B, w + T, dl}, dt},
+                            {{w, dl}, dt},
+                            {{dl}, dt},
+                            {{dl}, dt},
+                            {{B, T, dl}, dt},
+                            {{B, H, T}, dt},
+                            {{B, T, dl}, dt},
+                            {{B, H, T}, dt},
+                            {{B, H, T}, dt},
+                            {{B, T, dl}, dt},
+                            {{B, w + T, dl}, dt},
+                            {{B, w + T, dl}, dt},
+                            {{w, dl}, dt},
+                            {{dl}, dt},
+                            {{dl}, dt}};
       compare("window attention", bufs, [s](Ops& o, auto& t) {
         o.window_attention_forward(t[6], t[7], t[0], t[1], t[2], t[3], t[4], t[5], s);
         // The backward with this part's own lse (as if there were no compressed part), and a
@@ -322,15 +377,15 @@ TEST_F(CudaOpsTest, ChunkAttentionMergeDelta) {
       // 0 q, 1 khat, 2 vhat, 3 pos, 4 out_c, 5 lse_c, 6 out_w (random), 7 lse_w (random),
       // 8 out, 9 lse, 10 dout, 11 delta, 12 dq, 13 dkhat, 14 dvhat, 15 dpos
       std::vector<Buf> bufs{{{B, T, dl}, dt}, {{B, S, dl}, dt}, {{B, S, dl}, dt}, {{P, dl}, dt},
-                            {{B, T, dl}, dt}, {{B, H, T}, dt}, {{B, T, dl}, dt}, {{B, H, T}, dt},
-                            {{B, T, dl}, dt}, {{B, H, T}, dt}, {{B, T, dl}, dt}, {{B, H, T}, dt},
+                            {{B, T, dl}, dt}, {{B, H, T}, dt},  {{B, T, dl}, dt}, {{B, H, T}, dt},
+                            {{B, T, dl}, dt}, {{B, H, T}, dt},  {{B, T, dl}, dt}, {{B, H, T}, dt},
                             {{B, T, dl}, dt}, {{B, S, dl}, dt}, {{B, S, dl}, dt}, {{P, dl}, dt}};
       compare("chunk attention + merge + delta", bufs, [s](Ops& o, auto& t) {
         o.chunk_attention_forward(t[4], t[5], t[0], t[1], t[2], t[3], s);
         o.attention_merge(t[8], t[9], t[4], t[5], t[6], t[7], s);
         o.attention_delta(t[11], t[10], t[8], s);
-        o.chunk_attention_backward(t[12], t[13], t[14], t[15], t[10], t[9], t[11], t[0], t[1],
-                                   t[2], t[3], s);
+        o.chunk_attention_backward(t[12], t[13], t[14], t[15], t[10], t[9], t[11], t[0], t[1], t[2],
+                                   t[3], s);
       });
     }
 }

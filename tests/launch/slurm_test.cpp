@@ -6,10 +6,9 @@
 // that SIGUSR1 to the batch shell (what --signal=B:USR1@120 sends before the time limit) makes
 // the job checkpoint, requeue itself and resume. The daemons are stopped by their PIDs afterwards,
 // whatever happened.
-#include <gtest/gtest.h>
-
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -43,7 +42,8 @@ std::string find_program(const std::string& name) {
     std::stringstream in(path);
     for (std::string d; std::getline(in, d, ':');) dirs.push_back(d);
   }
-  for (const char* d : {"/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"}) dirs.push_back(d);
+  for (const char* d : {"/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"})
+    dirs.push_back(d);
   for (const std::string& d : dirs)
     if (!d.empty() && access((d + "/" + name).c_str(), X_OK) == 0) return d + "/" + name;
   return "";
@@ -86,7 +86,9 @@ std::string tail(const std::string& text, size_t bytes = 3000) {
   return text.size() <= bytes ? text : "..." + text.substr(text.size() - bytes);
 }
 
-void write_file(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
 
 bool wait_until(int seconds, const std::function<bool()>& done) {
   const auto end = Clock::now() + std::chrono::seconds(seconds);
@@ -106,17 +108,21 @@ class Slurm : public ::testing::Test {
  protected:
   void SetUp() override {
     std::vector<std::string> missing;
-    for (const char* p : {"munged", "slurmctld", "slurmd", "sbatch", "srun", "sinfo", "scontrol", "scancel", "squeue"}) {
+    for (const char* p : {"munged", "slurmctld", "slurmd", "sbatch", "srun", "sinfo", "scontrol",
+                          "scancel", "squeue"}) {
       programs_[p] = find_program(p);
       if (programs_[p].empty()) missing.push_back(p);
     }
     std::string names;
     for (const std::string& m : missing) names += " " + m;
-    ASSERT_TRUE(missing.empty()) << "Slurm is not installed (missing:" << names
-                                 << "): run `bash launch/setup.sh deps` (Debian's slurmctld, slurmd, "
-                                    "slurm-client, munge and libpmix-dev)";
-    ASSERT_EQ(geteuid(), 0u) << "this test runs munged, slurmctld and slurmd as root (SlurmUser=root): run it as root";
-    ASSERT_TRUE(fs::exists(corpus())) << "the default corpus is missing: run launch/prepare_corpus.sh data/kernel-docs";
+    ASSERT_TRUE(missing.empty())
+        << "Slurm is not installed (missing:" << names
+        << "): run `bash launch/setup.sh deps` (Debian's slurmctld, slurmd, "
+           "slurm-client, munge and libpmix-dev)";
+    ASSERT_EQ(geteuid(), 0u)
+        << "this test runs munged, slurmctld and slurmd as root (SlurmUser=root): run it as root";
+    ASSERT_TRUE(fs::exists(corpus()))
+        << "the default corpus is missing: run launch/prepare_corpus.sh data/kernel-docs";
     ASSERT_TRUE(fs::exists(tls_dist_binary())) << tls_dist_binary();
 
     // A short path in /tmp: Unix sockets (munge's, slurmd's step sockets, PMIx's) allow 107 bytes.
@@ -125,10 +131,12 @@ class Slurm : public ::testing::Test {
     dir_ = templ;
     fs::permissions(dir_, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
                               fs::perms::others_read | fs::perms::others_exec);
-    for (const char* d : {"munge", "state", "spool", "pmix"}) fs::create_directories(dir_ + "/" + d);
+    for (const char* d : {"munge", "state", "spool", "pmix"})
+      fs::create_directories(dir_ + "/" + d);
     // munged: its socket folder must be searchable by all and writable by its owner only.
-    fs::permissions(dir_ + "/munge", fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
-                                         fs::perms::others_read | fs::perms::others_exec);
+    fs::permissions(dir_ + "/munge", fs::perms::owner_all | fs::perms::group_read |
+                                         fs::perms::group_exec | fs::perms::others_read |
+                                         fs::perms::others_exec);
     conf_ = dir_ + "/slurm.conf";
     node_ = short_hostname();
     ASSERT_FALSE(node_.empty());
@@ -161,8 +169,9 @@ class Slurm : public ::testing::Test {
 
   // A Slurm client command (or any shell command) pointed at this test's cluster only.
   ProcessResult Client(const std::string& command, int timeout_seconds) {
-    return run_command("cd " + quote(dir_) + " && export SLURM_CONF=" + quote(conf_) + " && " + command,
-                       timeout_seconds);
+    return run_command(
+        "cd " + quote(dir_) + " && export SLURM_CONF=" + quote(conf_) + " && " + command,
+        timeout_seconds);
   }
 
   void Spawn(const std::string& name, const std::vector<std::string>& argv) {
@@ -215,8 +224,8 @@ class Slurm : public ::testing::Test {
 
   // What a daemon wrote, for failure messages.
   std::string Logs(const std::string& name) {
-    return "--- " + name + " stdout/stderr:\n" + tail(read_file(dir_ + "/" + name + ".stdout")) + "\n--- " +
-           name + ".log:\n" + tail(read_file(dir_ + "/" + name + ".log"));
+    return "--- " + name + " stdout/stderr:\n" + tail(read_file(dir_ + "/" + name + ".stdout")) +
+           "\n--- " + name + ".log:\n" + tail(read_file(dir_ + "/" + name + ".log"));
   }
 
   void StartMunge() {
@@ -230,12 +239,14 @@ class Slurm : public ::testing::Test {
     }
     fs::permissions(key, fs::perms::owner_read);
     socket_ = dir_ + "/munge/munge.socket";
-    Spawn("munged", {programs_["munged"], "--foreground", "--socket=" + socket_, "--key-file=" + key,
-                     "--pid-file=" + dir_ + "/munge/munged.pid", "--log-file=" + dir_ + "/munged.log",
-                     "--seed-file=" + dir_ + "/munge/munged.seed"});
+    Spawn("munged",
+          {programs_["munged"], "--foreground", "--socket=" + socket_, "--key-file=" + key,
+           "--pid-file=" + dir_ + "/munge/munged.pid", "--log-file=" + dir_ + "/munged.log",
+           "--seed-file=" + dir_ + "/munge/munged.seed"});
     const bool up = wait_until(20, [&] {
       return !Alive("munged") ||
-             run_command("munge -n -S " + quote(socket_) + " | unmunge -S " + quote(socket_), 10).exit_code == 0;
+             run_command("munge -n -S " + quote(socket_) + " | unmunge -S " + quote(socket_), 10)
+                     .exit_code == 0;
     });
     ASSERT_TRUE(up && Alive("munged")) << "munged did not start\n" << Logs("munged");
   }
@@ -245,7 +256,8 @@ class Slurm : public ::testing::Test {
     ProcessResult hw = run_command(quote(programs_["slurmd"]) + " -C", 30);
     ASSERT_EQ(hw.exit_code, 0) << hw.output;
     std::string node_line = "NodeName=" + node_ + " NodeAddr=127.0.0.1";
-    for (const char* field : {"CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore", "RealMemory"}) {
+    for (const char* field :
+         {"CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore", "RealMemory"}) {
       std::smatch m;
       if (std::regex_search(hw.output, m, std::regex(std::string("\\b") + field + "=([0-9]+)")))
         node_line += std::string(" ") + field + "=" + m[1].str();
@@ -278,7 +290,10 @@ class Slurm : public ::testing::Test {
       // Job ids name the PMIx namespace (slurm.pmix.<job>.<step>), hence Open MPI's shared-memory
       // segments and /tmp/spmix_appdir_* folders: start far from 1 so that another run of this
       // test, or another Slurm on the machine, does not share them.
-      << "FirstJobId=" << 10000 + (static_cast<unsigned>(getpid()) * 7919u + static_cast<unsigned>(ports[0])) % 50000000u << "\n"
+      << "FirstJobId="
+      << 10000 +
+             (static_cast<unsigned>(getpid()) * 7919u + static_cast<unsigned>(ports[0])) % 50000000u
+      << "\n"
       << node_line << " State=UNKNOWN\n"
       << "PartitionName=test Nodes=" << node_ << " Default=YES MaxTime=INFINITE State=UP\n";
     write_file(conf_, c.str());
@@ -287,7 +302,8 @@ class Slurm : public ::testing::Test {
   void StartSlurm() {
     Spawn("slurmctld", {programs_["slurmctld"], "-D", "-f", conf_});
     const bool ctld = wait_until(30, [&] {
-      return !Alive("slurmctld") || Client("scontrol ping", 10).output.find("UP") != std::string::npos;
+      return !Alive("slurmctld") ||
+             Client("scontrol ping", 10).output.find("UP") != std::string::npos;
     });
     ASSERT_TRUE(ctld && Alive("slurmctld")) << "slurmctld did not come up\n" << Logs("slurmctld");
     Spawn("slurmd", {programs_["slurmd"], "-D", "-f", conf_, "-N", node_});
@@ -296,26 +312,32 @@ class Slurm : public ::testing::Test {
       state = Client("sinfo -h -N -o %t", 10).output;
       return !Alive("slurmd") || state.find("idle") != std::string::npos;
     });
-    ASSERT_TRUE(idle && Alive("slurmd")) << "the node is not idle: " << state << "\n" << Logs("slurmd") << "\n"
+    ASSERT_TRUE(idle && Alive("slurmd")) << "the node is not idle: " << state << "\n"
+                                         << Logs("slurmd") << "\n"
                                          << Logs("slurmctld");
     ProcessResult mpi = Client("srun --mpi=list", 30);
     ASSERT_NE(mpi.output.find("pmix"), std::string::npos)
-        << "Slurm has no PMIx plugin (slurm-wlm-basic-plugins's mpi_pmix needs libpmix.so from libpmix-dev):\n"
+        << "Slurm has no PMIx plugin (slurm-wlm-basic-plugins's mpi_pmix needs libpmix.so from "
+           "libpmix-dev):\n"
         << mpi.output;
   }
 
   // sbatch of the training script with the tiny config; returns the job id (-1 on failure).
   std::string Sbatch(const std::string& options, const std::string& train_args) {
-    // Single-copy (CMA) shared-memory transfers crashed once inside a container; plain copies are safe.
-    return "OMPI_MCA_btl_vader_single_copy_mechanism=none TLS_DIST=" + quote(tls_dist_binary()) + " sbatch --parsable " + options + " -n 2 --ntasks-per-node=2 " +
+    // Single-copy (CMA) shared-memory transfers crashed once inside a container; plain copies are
+    // safe.
+    return "OMPI_MCA_btl_vader_single_copy_mechanism=none TLS_DIST=" + quote(tls_dist_binary()) +
+           " sbatch --parsable " + options + " -n 2 --ntasks-per-node=2 " +
            quote(source_path("launch/slurm/train.sbatch")) + " --config " +
            quote(source_path("launch/configs/tiny_demo.ini")) +
-           " --validate-interval 0 --log-interval 5 --save-interval 10 --train-data " + quote(corpus()) +
-           " --save-dir " + quote(run_dir()) + train_args;
+           " --validate-interval 0 --log-interval 5 --save-interval 10 --train-data " +
+           quote(corpus()) + " --save-dir " + quote(run_dir()) + train_args;
   }
 
   std::string run_dir() const { return dir_ + "/run"; }
-  std::string job_output(const std::string& id) { return read_file(dir_ + "/tls_dist-" + id + ".out"); }
+  std::string job_output(const std::string& id) {
+    return read_file(dir_ + "/tls_dist-" + id + ".out");
+  }
   static std::string job_id(const std::string& sbatch_output) {
     std::smatch m;
     return std::regex_search(sbatch_output, m, std::regex("(^|\\n)([0-9]+)")) ? m[2].str() : "";
@@ -335,7 +357,9 @@ TEST_F(Slurm, TrainSbatchTrainsCheckpointsResumesAndRequeuesOnTheTimeLimitSignal
   const std::string out1 = job_output(id1);
   ASSERT_EQ(first.exit_code, 0) << first.output << "\n--- job output:\n" << out1 << Diagnostics();
   EXPECT_NE(out1.find("tls_dist train: "), std::string::npos) << out1;
-  EXPECT_NE(out1.find("dp=2"), std::string::npos) << "the two srun tasks did not form one MPI world:\n" << out1;
+  EXPECT_NE(out1.find("dp=2"), std::string::npos)
+      << "the two srun tasks did not form one MPI world:\n"
+      << out1;
   EXPECT_NE(out1.find("saved " + run_dir() + "/checkpoint_20.h5"), std::string::npos) << out1;
   ASSERT_TRUE(fs::exists(run_dir() + "/checkpoint_20.h5")) << out1;
   ASSERT_TRUE(fs::exists(run_dir() + "/checkpoint_last.h5")) << out1;
@@ -356,15 +380,18 @@ TEST_F(Slurm, TrainSbatchTrainsCheckpointsResumesAndRequeuesOnTheTimeLimitSignal
   const std::string id3 = job_id(third.output);
   ASSERT_EQ(third.exit_code, 0) << third.output << Diagnostics();
   ASSERT_FALSE(id3.empty()) << third.output;
-  const bool training = wait_until(60, [&] { return job_output(id3).find("\"step\": 33") != std::string::npos ||
-                                                    read_file(run_dir() + "/metrics.jsonl").find("\"step\": 33") != std::string::npos; });
+  const bool training = wait_until(60, [&] {
+    return job_output(id3).find("\"step\": 33") != std::string::npos ||
+           read_file(run_dir() + "/metrics.jsonl").find("\"step\": 33") != std::string::npos;
+  });
   ASSERT_TRUE(training) << job_output(id3) << Diagnostics();
   ProcessResult signal = Client("scancel --batch --signal=USR1 " + id3, 20);
   ASSERT_EQ(signal.exit_code, 0) << signal.output;
   std::string state;
   const bool done = wait_until(90, [&] {
     state = Client("scontrol show job " + id3, 10).output;
-    return state.find("JobState=COMPLETED") != std::string::npos || state.find("JobState=FAILED") != std::string::npos ||
+    return state.find("JobState=COMPLETED") != std::string::npos ||
+           state.find("JobState=FAILED") != std::string::npos ||
            state.find("JobState=CANCELLED") != std::string::npos;
   });
   const std::string out3 = job_output(id3);
@@ -372,12 +399,15 @@ TEST_F(Slurm, TrainSbatchTrainsCheckpointsResumesAndRequeuesOnTheTimeLimitSignal
   EXPECT_NE(state.find("JobState=COMPLETED"), std::string::npos) << state << out3;
   EXPECT_NE(state.find("Restarts=1"), std::string::npos) << state << out3;
   std::smatch stop;
-  ASSERT_TRUE(std::regex_search(out3, stop, std::regex("stopping on signal 10 at update ([0-9]+)"))) << out3;
+  ASSERT_TRUE(std::regex_search(out3, stop, std::regex("stopping on signal 10 at update ([0-9]+)")))
+      << out3;
   const std::string stopped = stop[1].str();
   // (keep-last = 2 in the tiny config: the checkpoints at 50 and 60 replace it on disk later.)
-  EXPECT_NE(out3.find("saved " + run_dir() + "/checkpoint_" + stopped + ".h5"), std::string::npos) << out3;
+  EXPECT_NE(out3.find("saved " + run_dir() + "/checkpoint_" + stopped + ".h5"), std::string::npos)
+      << out3;
   EXPECT_NE(out3.find("requeueing job " + id3), std::string::npos) << out3;
-  EXPECT_TRUE(std::regex_search(out3, std::regex("resumed from \\S+ at update " + stopped))) << out3;
+  EXPECT_TRUE(std::regex_search(out3, std::regex("resumed from \\S+ at update " + stopped)))
+      << out3;
   EXPECT_TRUE(fs::exists(run_dir() + "/checkpoint_60.h5")) << out3;
 }
 

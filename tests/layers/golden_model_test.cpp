@@ -27,7 +27,8 @@ void check_golden(const std::string& file, DType dtype, Tolerance tol) {
     const std::string blk = "/golden/block_" + std::to_string(i);
     ModelSaved saved;
     model.zero_grad();
-    double nll = model.forward(g.block_inputs(*ops, i), g.block_targets(*ops, i), state, saved, ctx);
+    double nll =
+        model.forward(g.block_inputs(*ops, i), g.block_targets(*ops, i), state, saved, ctx);
     const double loss = nll / static_cast<double>(saved.n_targets);
     const double want_loss = g.expected(blk + "/loss")[0];
     EXPECT_LE(std::abs(loss - want_loss) / std::abs(want_loss), tol.logprobs);
@@ -42,7 +43,8 @@ void check_golden(const std::string& file, DType dtype, Tolerance tol) {
     model.backward(saved, 1.0 / static_cast<double>(saved.n_targets), ctx);
     double grad_scale = 0, worst_grad = 0;
     for (Parameter* p : model.parameters())
-      for (double v : g.expected(blk + "/grad/" + p->name)) grad_scale = std::max(grad_scale, std::abs(v));
+      for (double v : g.expected(blk + "/grad/" + p->name))
+        grad_scale = std::max(grad_scale, std::abs(v));
     for (Parameter* p : model.parameters()) {
       std::vector<double> got = ops->to_host(p->grad), want = g.expected(blk + "/grad/" + p->name);
       ASSERT_EQ(got.size(), want.size()) << p->name;

@@ -31,8 +31,8 @@ ModelConfig small_config(int64_t T, int64_t M, int64_t w, int64_t c, int64_t r) 
 
 void randomize(std::vector<Parameter*> params, std::mt19937_64& rng) {
   for (Parameter* p : params) {
-    const bool is_norm_weight = p->name.find("norm") != std::string::npos ||
-                                p->name.find("dual_ln") != std::string::npos;
+    const bool is_norm_weight =
+        p->name.find("norm") != std::string::npos || p->name.find("dual_ln") != std::string::npos;
     const bool is_weight = p->name.size() > 7 && p->name.substr(p->name.size() - 7) == ".weight";
     fill_normal(p->value, rng, is_norm_weight && is_weight ? 1.0 : 0.0, is_norm_weight ? 0.2 : 0.5);
   }

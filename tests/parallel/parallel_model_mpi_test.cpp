@@ -43,7 +43,8 @@ Scenario golden_scenario(const std::string& file) {
 
 Scenario random_scenario(bool post_ln, double dropout) {
   Scenario s;
-  s.name = std::string(post_ln ? "random post-LN" : "random pre-LN") + (dropout > 0 ? " dropout" : "");
+  s.name =
+      std::string(post_ln ? "random post-LN" : "random pre-LN") + (dropout > 0 ? " dropout" : "");
   ModelConfig& c = s.cfg;
   c.n_layer = 2;
   c.d_model = 32;
@@ -69,8 +70,8 @@ Scenario random_scenario(bool post_ln, double dropout) {
 }
 
 // Inputs and targets of `block` for batch rows [b0, b0 + nb) and positions [t0, t0 + nt).
-std::pair<Tensor, Tensor> slice(Ops& ops, const Scenario& s, int64_t block, int64_t b0,
-                                int64_t nb, int64_t t0, int64_t nt) {
+std::pair<Tensor, Tensor> slice(Ops& ops, const Scenario& s, int64_t block, int64_t b0, int64_t nb,
+                                int64_t t0, int64_t nt) {
   const int64_t T = s.cfg.tokens_per_sample, row = s.n_blocks * T + 1;
   std::vector<double> in, tg;
   for (int64_t b = b0; b < b0 + nb; ++b)
@@ -85,17 +86,19 @@ std::pair<Tensor, Tensor> slice(Ops& ops, const Scenario& s, int64_t block, int6
 }
 
 struct Run {
-  std::vector<double> losses;                            // per block (mean NLL), then per step
+  std::vector<double> losses;  // per block (mean NLL), then per step
   std::map<std::string, std::vector<std::vector<double>>> grads;  // per block, this rank's shard
-  std::map<std::string, std::vector<double>> params_after;         // after the AdamW steps
+  std::map<std::string, std::vector<double>> params_after;        // after the AdamW steps
 };
 
 // Runs the blocks (gradients per block), then 5 training steps, on the given topology. Values of
 // sharded tensors are this rank's hyperslab.
-Run run(const Scenario& s, DType dtype, Topology topo, const std::map<std::string, std::vector<double>>& weights) {
+Run run(const Scenario& s, DType dtype, Topology topo,
+        const std::map<std::string, std::vector<double>>& weights) {
   auto ops = make_cpu_ops();
   TransformerLSModel model(*ops, s.cfg, dtype, topo);
-  for (Parameter* p : model.parameters()) ops->from_host(p->value, shard_of(*p, weights.at(p->name)));
+  for (Parameter* p : model.parameters())
+    ops->from_host(p->value, shard_of(*p, weights.at(p->name)));
   const int64_t B = s.batch / topo.layout.dp, T = model.local_tokens();
   const int64_t b0 = topo.dp_rank * B, t0 = topo.sp_rank * T;
   PassContext ctx;
@@ -170,7 +173,9 @@ void compare(const Scenario& s, DType dtype, double tol) {
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   const auto weights = full_weights(s);
   const Run single = run(s, dtype, Topology::single(), weights);
-  struct L { int tp, sp; };
+  struct L {
+    int tp, sp;
+  };
   std::vector<L> layouts;
   for (int tp = 1; tp <= world; tp *= 2)
     for (int sp = 1; tp * sp <= world; sp *= 2)
@@ -191,7 +196,8 @@ void compare(const Scenario& s, DType dtype, double tol) {
     const Run par = run(s, dtype, topo, weights);
     ASSERT_EQ(par.losses.size(), single.losses.size());
     for (size_t i = 0; i < par.losses.size(); ++i)
-      EXPECT_LE(std::abs(par.losses[i] - single.losses[i]) / std::abs(single.losses[i]), tol) << "loss " << i;
+      EXPECT_LE(std::abs(par.losses[i] - single.losses[i]) / std::abs(single.losses[i]), tol)
+          << "loss " << i;
     // Gradients relative to the block's largest gradient; this rank's shard of the reference.
     auto ops = make_cpu_ops();
     TransformerLSModel shape_model(*ops, s.cfg, dtype, topo);
@@ -200,7 +206,8 @@ void compare(const Scenario& s, DType dtype, double tol) {
       for (auto& [name, g] : single.grads)
         for (double v : g[static_cast<size_t>(blk)]) scale = std::max(scale, std::abs(v));
       for (Parameter* p : shape_model.parameters()) {
-        const std::vector<double> want = shard_of(*p, single.grads.at(p->name)[static_cast<size_t>(blk)]);
+        const std::vector<double> want =
+            shard_of(*p, single.grads.at(p->name)[static_cast<size_t>(blk)]);
         const std::vector<double>& got = par.grads.at(p->name)[static_cast<size_t>(blk)];
         double err = 0;
         for (size_t k = 0; k < got.size(); ++k) err = std::max(err, std::abs(got[k] - want[k]));
@@ -213,7 +220,8 @@ void compare(const Scenario& s, DType dtype, double tol) {
     const double param_tol = dtype == DType::f32 ? 10 * tol : tol;
     for (Parameter* p : shape_model.parameters()) {
       if (dtype == DType::f32 && p->name.find("dconv_1.bias") != std::string::npos) continue;
-      EXPECT_LE(relative_error(par.params_after.at(p->name), shard_of(*p, single.params_after.at(p->name))),
+      EXPECT_LE(relative_error(par.params_after.at(p->name),
+                               shard_of(*p, single.params_after.at(p->name))),
                 param_tol)
           << p->name << " after 5 AdamW steps";
     }
@@ -221,10 +229,16 @@ void compare(const Scenario& s, DType dtype, double tol) {
   EXPECT_GT(tested, 0) << "no layout of this world fits " << s.name;
 }
 
-TEST(ParallelModel, GoldenTpReadyFloat64) { compare(golden_scenario("tp_ready.h5"), DType::f64, 1e-10); }
-TEST(ParallelModel, GoldenSp4ReadyFloat64) { compare(golden_scenario("sp4_ready.h5"), DType::f64, 1e-10); }
+TEST(ParallelModel, GoldenTpReadyFloat64) {
+  compare(golden_scenario("tp_ready.h5"), DType::f64, 1e-10);
+}
+TEST(ParallelModel, GoldenSp4ReadyFloat64) {
+  compare(golden_scenario("sp4_ready.h5"), DType::f64, 1e-10);
+}
 TEST(ParallelModel, RandomPreLnFloat64) { compare(random_scenario(false, 0.0), DType::f64, 1e-10); }
-TEST(ParallelModel, RandomPostLnDropoutFloat64) { compare(random_scenario(true, 0.1), DType::f64, 1e-10); }
+TEST(ParallelModel, RandomPostLnDropoutFloat64) {
+  compare(random_scenario(true, 0.1), DType::f64, 1e-10);
+}
 // Recomputation in the backward repeats the halo exchanges, chunk gathers and tp all-reduces of
 // the forward in the same order on every rank.
 TEST(ParallelModel, RandomPostLnDropoutCheckpointedFloat64) {
@@ -233,7 +247,9 @@ TEST(ParallelModel, RandomPostLnDropoutCheckpointedFloat64) {
   s.checkpointing = true;
   compare(s, DType::f64, 1e-10);
 }
-TEST(ParallelModel, RandomPreLnDropoutFloat32) { compare(random_scenario(false, 0.1), DType::f32, 1e-5); }
+TEST(ParallelModel, RandomPreLnDropoutFloat32) {
+  compare(random_scenario(false, 0.1), DType::f32, 1e-5);
+}
 
 }  // namespace
 }  // namespace tls::testing

@@ -19,7 +19,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string corpus(const std::string& split) { return source_path("data/kernel-docs/" + split + ".txt"); }
+std::string corpus(const std::string& split) {
+  return source_path("data/kernel-docs/" + split + ".txt");
+}
 
 std::string tiny_flags() {
   return " --config " + source_path("launch/configs/tiny_demo.ini") +
@@ -55,12 +57,15 @@ int count_lines_starting(const std::string& text, const std::string& prefix) {
   return n;
 }
 
-void write_file(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
 
 class Program : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(fs::exists(corpus("train"))) << "the default corpus is missing: run launch/prepare_corpus.sh data/kernel-docs";
+    ASSERT_TRUE(fs::exists(corpus("train")))
+        << "the default corpus is missing: run launch/prepare_corpus.sh data/kernel-docs";
   }
 };
 
@@ -68,12 +73,14 @@ TEST_F(Program, TrainsEvaluatesGeneratesAndInspectsUnderMpirun) {
   const std::string dir = scratch_dir("e2e");
   const std::string valid = dir + "/valid.txt";
   write_file(valid, read_file(corpus("valid")).substr(0, 30000));
-  ProcessResult train = run_command("mpirun -n 2 " + tls_dist_binary() + " train" + tiny_flags() +
-                                    " --sp 2 --max-update 150 --log-interval 10 --train-data " +
-                                    corpus("train") + " --valid-data " + valid + " --save-dir " + dir + "/run");
+  ProcessResult train =
+      run_command("mpirun -n 2 " + tls_dist_binary() + " train" + tiny_flags() +
+                  " --sp 2 --max-update 150 --log-interval 10 --train-data " + corpus("train") +
+                  " --valid-data " + valid + " --save-dir " + dir + "/run");
   ASSERT_EQ(train.exit_code, 0) << train.output;
   const std::string metrics = read_file(dir + "/run/metrics.jsonl");
-  const std::vector<double> loss = logged(metrics, "loss", false), bpc = logged(metrics, "bpc", true);
+  const std::vector<double> loss = logged(metrics, "loss", false),
+                            bpc = logged(metrics, "bpc", true);
   ASSERT_GE(loss.size(), 10u) << metrics;
   EXPECT_LT(loss.back(), loss.front() - 1.0) << "the training loss did not fall";
   ASSERT_EQ(bpc.size(), 1u) << metrics;
@@ -83,22 +90,26 @@ TEST_F(Program, TrainsEvaluatesGeneratesAndInspectsUnderMpirun) {
   ASSERT_TRUE(fs::exists(dir + "/run/checkpoint_last.h5"));
 
   // eval on another layout; the last line is the contract scripts parse.
-  ProcessResult eval = run_command("mpirun -n 2 " + tls_dist_binary() + " eval --tp 2 --checkpoint " +
-                                   dir + "/run/checkpoint_last.h5 --data " + valid);
+  ProcessResult eval =
+      run_command("mpirun -n 2 " + tls_dist_binary() + " eval --tp 2 --checkpoint " + dir +
+                  "/run/checkpoint_last.h5 --data " + valid);
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   std::smatch m;
   const std::string last = last_line(eval.output);
-  ASSERT_TRUE(std::regex_match(last, m, std::regex("bpc ([0-9]\\.[0-9]{9,}) tokens ([0-9]+)"))) << last;
+  ASSERT_TRUE(std::regex_match(last, m, std::regex("bpc ([0-9]\\.[0-9]{9,}) tokens ([0-9]+)")))
+      << last;
   EXPECT_EQ(std::stoll(m[2]), 30000 - 1);
   EXPECT_NEAR(std::stod(m[1]), bpc.back(), 1e-3) << "eval and the run's validation disagree";
 
-  ProcessResult gen = run_command(tls_dist_binary() + " generate --checkpoint " + dir +
-                                  "/run/checkpoint_last.h5 --prompt 'The kernel ' --max-new-bytes 40 --top-k 5");
+  ProcessResult gen =
+      run_command(tls_dist_binary() + " generate --checkpoint " + dir +
+                  "/run/checkpoint_last.h5 --prompt 'The kernel ' --max-new-bytes 40 --top-k 5");
   ASSERT_EQ(gen.exit_code, 0) << gen.output;
   EXPECT_EQ(gen.output.rfind("The kernel ", 0), 0u) << gen.output;
   EXPECT_GE(gen.output.size(), std::string("The kernel ").size() + 40);
 
-  ProcessResult inspect = run_command(tls_dist_binary() + " inspect " + dir + "/run/checkpoint_last.h5");
+  ProcessResult inspect =
+      run_command(tls_dist_binary() + " inspect " + dir + "/run/checkpoint_last.h5");
   ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
   EXPECT_NE(inspect.output.find("step 150"), std::string::npos) << inspect.output;
   EXPECT_NE(inspect.output.find("layers.1.attn.r_r_bias"), std::string::npos) << inspect.output;
@@ -107,11 +118,16 @@ TEST_F(Program, TrainsEvaluatesGeneratesAndInspectsUnderMpirun) {
 TEST_F(Program, SigtermSavesThenTheNextStartResumes) {
   const std::string dir = scratch_dir("sigterm");
   const std::string run = dir + "/run";
-  const std::string cmd = tls_dist_binary() + " train" + tiny_flags() + " --max-update 100000 --train-data " +
-                          corpus("train") + " --save-dir " + run;
-  ProcessResult first = run_command(cmd + " & pid=$!; for i in $(seq 600); do "
-                                    "[ $(cat " + run + "/metrics.jsonl 2>/dev/null | wc -l) -ge 3 ] && break; sleep 0.1; done; "
-                                    "kill -TERM $pid; wait $pid");
+  const std::string cmd = tls_dist_binary() + " train" + tiny_flags() +
+                          " --max-update 100000 --train-data " + corpus("train") + " --save-dir " +
+                          run;
+  ProcessResult first =
+      run_command(cmd +
+                  " & pid=$!; for i in $(seq 600); do "
+                  "[ $(cat " +
+                  run +
+                  "/metrics.jsonl 2>/dev/null | wc -l) -ge 3 ] && break; sleep 0.1; done; "
+                  "kill -TERM $pid; wait $pid");
   ASSERT_EQ(first.exit_code, 0) << first.output;
   EXPECT_NE(first.output.find("stopping on signal 15"), std::string::npos) << first.output;
   const std::vector<double> steps = logged(read_file(run + "/metrics.jsonl"), "step", false);
@@ -119,11 +135,12 @@ TEST_F(Program, SigtermSavesThenTheNextStartResumes) {
   const int64_t stopped = static_cast<int64_t>(steps.back());
   ASSERT_TRUE(fs::exists(run + "/checkpoint_" + std::to_string(stopped) + ".h5")) << first.output;
 
-  ProcessResult second = run_command(tls_dist_binary() + " train" + tiny_flags() + " --max-update " +
-                                     std::to_string(stopped + 3) + " --train-data " + corpus("train") +
-                                     " --save-dir " + run);
+  ProcessResult second = run_command(tls_dist_binary() + " train" + tiny_flags() +
+                                     " --max-update " + std::to_string(stopped + 3) +
+                                     " --train-data " + corpus("train") + " --save-dir " + run);
   ASSERT_EQ(second.exit_code, 0) << second.output;
-  EXPECT_NE(second.output.find("at update " + std::to_string(stopped)), std::string::npos) << second.output;
+  EXPECT_NE(second.output.find("at update " + std::to_string(stopped)), std::string::npos)
+      << second.output;
   const std::vector<double> after = logged(read_file(run + "/metrics.jsonl"), "step", false);
   ASSERT_EQ(after.size(), steps.size() + 3);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(after[steps.size() + i], stopped + 1 + i);
@@ -132,9 +149,11 @@ TEST_F(Program, SigtermSavesThenTheNextStartResumes) {
 TEST_F(Program, ADyingRankEndsTheJobAndNamesIt) {
   for (const std::string point : {"step", "halo"}) {
     const std::string dir = scratch_dir("death_" + point);
-    ProcessResult r = run_command("TLS_FAULT_INJECT=" + point + "_abort_rank1 mpirun -n 2 " + tls_dist_binary() +
-                                  " train" + tiny_flags() + " --sp 2 --max-update 50 --train-data " +
-                                  corpus("train") + " --save-dir " + dir, 60);
+    ProcessResult r =
+        run_command("TLS_FAULT_INJECT=" + point + "_abort_rank1 mpirun -n 2 " + tls_dist_binary() +
+                        " train" + tiny_flags() + " --sp 2 --max-update 50 --train-data " +
+                        corpus("train") + " --save-dir " + dir,
+                    60);
     EXPECT_NE(r.exit_code, 0) << r.output;
     EXPECT_NE(r.exit_code, 124) << "the job hung after rank 1 died at " << point;
     EXPECT_LT(r.seconds, 30) << point;
@@ -144,16 +163,19 @@ TEST_F(Program, ADyingRankEndsTheJobAndNamesIt) {
 
 TEST_F(Program, NonFiniteStepsAreSkippedThenTheRunStopsWithTheLastGoodState) {
   const std::string dir = scratch_dir("nonfinite");
-  ProcessResult r = run_command("TLS_FAULT_INJECT=nonfinite_loss_from4 " + tls_dist_binary() + " train" +
-                                tiny_flags() + " --max-update 50 --max-bad-steps 3 --train-data " +
-                                corpus("train") + " --save-dir " + dir);
+  ProcessResult r = run_command(
+      "TLS_FAULT_INJECT=nonfinite_loss_from4 " + tls_dist_binary() + " train" + tiny_flags() +
+      " --max-update 50 --max-bad-steps 3 --train-data " + corpus("train") + " --save-dir " + dir);
   EXPECT_NE(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("update 4 has a non-finite loss or gradient; skipped"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("3 consecutive updates had a non-finite loss"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("update 4 has a non-finite loss or gradient; skipped"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("3 consecutive updates had a non-finite loss"), std::string::npos)
+      << r.output;
   // Updates 4-6 were skipped: the saved weights are those after update 3, the last good one.
   ASSERT_TRUE(fs::exists(dir + "/checkpoint_6.h5")) << r.output;
-  ProcessResult resumed = run_command(tls_dist_binary() + " train" + tiny_flags() + " --max-update 8 --train-data " +
-                                      corpus("train") + " --save-dir " + dir);
+  ProcessResult resumed =
+      run_command(tls_dist_binary() + " train" + tiny_flags() + " --max-update 8 --train-data " +
+                  corpus("train") + " --save-dir " + dir);
   EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("at update 6"), std::string::npos) << resumed.output;
 }
@@ -162,14 +184,16 @@ TEST_F(Program, ResumingOnAChangedCorpusIsRefused) {
   const std::string dir = scratch_dir("changed_corpus");
   const std::string data = dir + "/train.txt";
   write_file(data, read_file(corpus("train")).substr(0, 200000));
-  ProcessResult first = run_command(tls_dist_binary() + " train" + tiny_flags() + " --max-update 2 --train-data " +
-                                    data + " --save-dir " + dir + "/run");
+  ProcessResult first =
+      run_command(tls_dist_binary() + " train" + tiny_flags() + " --max-update 2 --train-data " +
+                  data + " --save-dir " + dir + "/run");
   ASSERT_EQ(first.exit_code, 0) << first.output;
   std::string text = read_file(data);
   text[1000] = text[1000] == 'x' ? 'y' : 'x';  // same size, one byte changed
   write_file(data, text);
-  ProcessResult second = run_command(tls_dist_binary() + " train" + tiny_flags() + " --max-update 4 --train-data " +
-                                     data + " --save-dir " + dir + "/run");
+  ProcessResult second =
+      run_command(tls_dist_binary() + " train" + tiny_flags() + " --max-update 4 --train-data " +
+                  data + " --save-dir " + dir + "/run");
   EXPECT_NE(second.exit_code, 0) << second.output;
   EXPECT_NE(second.output.find("is not the corpus"), std::string::npos) << second.output;
   EXPECT_NE(second.output.find("different contents"), std::string::npos) << second.output;
@@ -180,14 +204,17 @@ class SmallDisk {
  public:
   SmallDisk(const std::string& dir, int megabytes) : dir_(dir) {
     fs::create_directories(dir);
-    mounted_ = run_command("mount -t tmpfs -o size=" + std::to_string(megabytes) + "m tmpfs " + dir, 30).exit_code == 0;
+    mounted_ =
+        run_command("mount -t tmpfs -o size=" + std::to_string(megabytes) + "m tmpfs " + dir, 30)
+            .exit_code == 0;
   }
   ~SmallDisk() {
     if (mounted_) run_command("umount " + dir_, 30);
   }
   bool mounted() const { return mounted_; }
   bool resize(int megabytes) {
-    return run_command("mount -o remount,size=" + std::to_string(megabytes) + "m " + dir_, 30).exit_code == 0;
+    return run_command("mount -o remount,size=" + std::to_string(megabytes) + "m " + dir_, 30)
+               .exit_code == 0;
   }
 
  private:
@@ -206,27 +233,33 @@ TEST_F(Program, AFullDiskFailsTheSaveAndKeepsThePreviousCheckpoint) {
     SCOPED_TRACE(fault.empty() ? "space check" : "ENOSPC during the write");
     const std::string dir = scratch_dir(fault.empty() ? "disk_full_check" : "disk_full_write");
     SmallDisk disk(dir + "/disk", 9);
-    if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (needs root): the disk-full case is untested";
+    if (!disk.mounted())
+      GTEST_SKIP() << "cannot mount a tmpfs here (needs root): the disk-full case is untested";
     const std::string run = dir + "/disk/run";
     const std::string train = "mpirun -n 2 " + tls_dist_binary() + " train" + tiny_flags() +
-                              " --sp 2 --save-interval 3 --max-update 6 --train-data " + corpus("train") +
-                              " --save-dir " + run;
-    ProcessResult r = run_command((fault.empty() ? "" : "TLS_FAULT_INJECT=" + fault + " ") + train, 60);
+                              " --sp 2 --save-interval 3 --max-update 6 --train-data " +
+                              corpus("train") + " --save-dir " + run;
+    ProcessResult r =
+        run_command((fault.empty() ? "" : "TLS_FAULT_INJECT=" + fault + " ") + train, 60);
     EXPECT_NE(r.exit_code, 0) << r.output;
     EXPECT_NE(r.exit_code, 124) << "the job hung on a full disk";
     EXPECT_LT(r.seconds, 30) << r.output;
     EXPECT_EQ(count_lines_starting(r.output, "tls_dist: error"), 1) << r.output;
-    EXPECT_NE(r.output.find(fault.empty() ? "not enough space to save checkpoint" : "is full"), std::string::npos)
+    EXPECT_NE(r.output.find(fault.empty() ? "not enough space to save checkpoint" : "is full"),
+              std::string::npos)
         << r.output;
     std::vector<std::string> names;
-    for (const fs::directory_entry& e : fs::directory_iterator(run)) names.push_back(e.path().filename().string());
+    for (const fs::directory_entry& e : fs::directory_iterator(run))
+      names.push_back(e.path().filename().string());
     std::sort(names.begin(), names.end());
-    EXPECT_EQ(names, (std::vector<std::string>{"checkpoint_3.h5", "checkpoint_last.h5", "metrics.jsonl"}));
+    EXPECT_EQ(names,
+              (std::vector<std::string>{"checkpoint_3.h5", "checkpoint_last.h5", "metrics.jsonl"}));
     EXPECT_EQ(fs::read_symlink(run + "/checkpoint_last.h5").string(), "checkpoint_3.h5");
 
     const std::string text = dir + "/text.txt";
     write_file(text, read_file(corpus("valid")).substr(0, 5000));
-    ProcessResult eval = run_command(tls_dist_binary() + " eval --checkpoint " + run + "/checkpoint_last.h5 --data " + text);
+    ProcessResult eval = run_command(tls_dist_binary() + " eval --checkpoint " + run +
+                                     "/checkpoint_last.h5 --data " + text);
     EXPECT_EQ(eval.exit_code, 0) << eval.output;
 
     ASSERT_TRUE(disk.resize(32));
@@ -244,7 +277,8 @@ struct BadInput {
 TEST_F(Program, BadInputIsRefusedWithOneLineAndNothingTouched) {
   const std::string dir = scratch_dir("bad");
   const std::string run = dir + "/run";
-  const std::string train = " train" + tiny_flags() + " --train-data " + corpus("train") + " --save-dir " + run;
+  const std::string train =
+      " train" + tiny_flags() + " --train-data " + corpus("train") + " --save-dir " + run;
   ProcessResult seed = run_command(tls_dist_binary() + train + " --max-update 2");
   ASSERT_EQ(seed.exit_code, 0) << seed.output;
   const std::string checkpoint = run + "/checkpoint_2.h5";
@@ -260,12 +294,16 @@ TEST_F(Program, BadInputIsRefusedWithOneLineAndNothingTouched) {
       {"missing data file", other + dir + "/absent.txt", "absent.txt"},
       {"empty data file", other + dir + "/empty.txt", "empty.txt"},
       {"corpus shorter than a block per row", other + dir + "/short.txt", "--batch-size"},
-      {"config that does not parse", " train --config " + dir + "/bad.ini --train-data x --save-dir y", "bad.ini"},
+      {"config that does not parse",
+       " train --config " + dir + "/bad.ini --train-data x --save-dir y", "bad.ini"},
       {"contradicting options", other + corpus("train") + " --validate-interval 5", "--valid-data"},
       {"model flag against the resumed checkpoint", train + " --d-model 64", "--d-model"},
-      {"eval on a missing checkpoint", " eval --checkpoint " + dir + "/none.h5 --data " + corpus("valid"), "none.h5"},
-      {"eval on a damaged checkpoint", " eval --checkpoint " + dir + "/damaged.h5 --data " + corpus("valid"), "damaged.h5"},
-      {"generate with an overlong prompt", " generate --checkpoint " + checkpoint + " --prompt " + std::string(70000, 'x'), "--prompt"},
+      {"eval on a missing checkpoint",
+       " eval --checkpoint " + dir + "/none.h5 --data " + corpus("valid"), "none.h5"},
+      {"eval on a damaged checkpoint",
+       " eval --checkpoint " + dir + "/damaged.h5 --data " + corpus("valid"), "damaged.h5"},
+      {"generate with an overlong prompt",
+       " generate --checkpoint " + checkpoint + " --prompt " + std::string(70000, 'x'), "--prompt"},
   };
   for (const BadInput& c : cases) {
     ProcessResult r = run_command(tls_dist_binary() + c.command, 120);
@@ -280,12 +318,17 @@ TEST_F(Program, BadInputIsRefusedWithOneLineAndNothingTouched) {
 
 TEST_F(Program, LayoutsThatDoNotDivideAreRefusedOnEveryRank) {
   const std::string dir = scratch_dir("layout");
-  const std::string base = " train" + tiny_flags() + " --train-data " + corpus("train") + " --save-dir " + dir;
+  const std::string base =
+      " train" + tiny_flags() + " --train-data " + corpus("train") + " --save-dir " + dir;
   const std::vector<BadInput> cases = {
-      {"world not a multiple of tp x sp", "mpirun -n 3 " + tls_dist_binary() + base + " --tp 2", "--tp 2"},
-      {"heads not divisible by tp", "mpirun -n 3 " + tls_dist_binary() + base + " --tp 3", "--tp 3"},
-      {"slice shorter than the window", "mpirun -n 4 " + tls_dist_binary() + base + " --sp 4 --window-len 64", "--window-len"},
-      {"sp with mem-len != tokens-per-sample", "mpirun -n 2 " + tls_dist_binary() + base + " --sp 2 --mem-len 256", "--mem-len"},
+      {"world not a multiple of tp x sp", "mpirun -n 3 " + tls_dist_binary() + base + " --tp 2",
+       "--tp 2"},
+      {"heads not divisible by tp", "mpirun -n 3 " + tls_dist_binary() + base + " --tp 3",
+       "--tp 3"},
+      {"slice shorter than the window",
+       "mpirun -n 4 " + tls_dist_binary() + base + " --sp 4 --window-len 64", "--window-len"},
+      {"sp with mem-len != tokens-per-sample",
+       "mpirun -n 2 " + tls_dist_binary() + base + " --sp 2 --mem-len 256", "--mem-len"},
       {"batch not divisible by dp", "mpirun -n 3 " + tls_dist_binary() + base, "--batch-size"},
   };
   for (const BadInput& c : cases) {

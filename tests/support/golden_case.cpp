@@ -5,7 +5,9 @@
 
 namespace tls::testing {
 
-std::string golden_path(const std::string& file) { return std::string(TLS_GOLDEN_DIR) + "/" + file; }
+std::string golden_path(const std::string& file) {
+  return std::string(TLS_GOLDEN_DIR) + "/" + file;
+}
 
 std::vector<std::string> golden_files() {
   return {"tiny_preln.h5", "postln_relu_bias_clamp.h5", "sp4_ready.h5", "long_mem.h5",
@@ -40,8 +42,12 @@ static Tensor block_slice(Ops& ops, const GoldenCase& g, int64_t block, int64_t 
   return out;
 }
 
-Tensor GoldenCase::block_inputs(Ops& ops, int64_t block) const { return block_slice(ops, *this, block, 0); }
-Tensor GoldenCase::block_targets(Ops& ops, int64_t block) const { return block_slice(ops, *this, block, 1); }
+Tensor GoldenCase::block_inputs(Ops& ops, int64_t block) const {
+  return block_slice(ops, *this, block, 0);
+}
+Tensor GoldenCase::block_targets(Ops& ops, int64_t block) const {
+  return block_slice(ops, *this, block, 1);
+}
 
 std::vector<double> GoldenCase::expected(const std::string& dataset) const {
   return file->read_doubles(dataset);

@@ -55,5 +55,4 @@ double relative_error(const std::vector<double>& a, const std::vector<double>& b
   return scale > 0 ? diff / scale : diff;
 }
 
-
 }  // namespace tls::testing

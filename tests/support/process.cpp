@@ -16,7 +16,8 @@ ProcessResult run_command(const std::string& command, int timeout_seconds) {
       "OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1; ";
   std::string quoted;
   for (char c : env + command) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  const std::string full = "timeout -k 5 " + std::to_string(timeout_seconds) + " bash -c '" + quoted + "' 2>&1";
+  const std::string full =
+      "timeout -k 5 " + std::to_string(timeout_seconds) + " bash -c '" + quoted + "' 2>&1";
   ProcessResult r;
   const auto start = std::chrono::steady_clock::now();
   FILE* pipe = popen(full.c_str(), "r");
@@ -32,7 +33,9 @@ ProcessResult run_command(const std::string& command, int timeout_seconds) {
 
 std::string tls_dist_binary() { return std::string(TLS_BINARY_DIR) + "/tls_dist"; }
 
-std::string source_path(const std::string& relative) { return std::string(TLS_SOURCE_DIR) + "/" + relative; }
+std::string source_path(const std::string& relative) {
+  return std::string(TLS_SOURCE_DIR) + "/" + relative;
+}
 
 std::string scratch_dir(const std::string& name) {
   const std::string dir = std::string(TLS_BINARY_DIR) + "/Testing/scratch/" + name;
