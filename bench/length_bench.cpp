@@ -15,14 +15,7 @@
 using namespace tls;
 
 int main(int argc, char** argv) {
-  ModelConfig cfg;
-  cfg.n_layer = 2;
-  cfg.d_model = 256;
-  cfg.n_head = 4;
-  cfg.d_inner = 1024;
-  cfg.chunk_size = 16;
-  cfg.chunk_rank = 1;
-  cfg.window_len = 256;
+  ModelConfig cfg = bench::long_sequence_config(2);
   int64_t from = 2048, to = 32768, steps = 2;
   bool checkpointing = false;
   for (int i = 1; i < argc; ++i) {

@@ -10,6 +10,20 @@
 
 namespace tls::bench {
 
+// The long-sequence config of issue 7's length, memory and parallel targets: d = 256, 4 heads,
+// d_inner 1024, window 256, chunk 16, rank 1 (T and M are set by each bench).
+inline ModelConfig long_sequence_config(int64_t n_layer) {
+  ModelConfig cfg;
+  cfg.n_layer = n_layer;
+  cfg.d_model = 256;
+  cfg.n_head = 4;
+  cfg.d_inner = 1024;
+  cfg.chunk_size = 16;
+  cfg.chunk_rank = 1;
+  cfg.window_len = 256;
+  return cfg;
+}
+
 inline double forward_flops(const ModelConfig& c, int64_t batch) {
   const double T = c.tokens_per_sample, M = c.mem_len, d = c.d_model, w = c.window_len;
   const double r = c.chunk_rank, cs = c.chunk_size, H = c.n_head;

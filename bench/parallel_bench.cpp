@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/model_flops.h"
 #include "layers/init.h"
 #include "parallel/gradient_reduction.h"
 #include "parallel/mpi_comm.h"
@@ -70,14 +71,7 @@ int main(int argc, char** argv) {
   mpi_initialize(&argc, &argv);
   int tp = 1, sp = 1, steps = 1;
   bool checkpointing = false, no_exchange = false;
-  ModelConfig cfg;
-  cfg.n_layer = 4;
-  cfg.d_model = 256;
-  cfg.n_head = 4;
-  cfg.d_inner = 1024;
-  cfg.chunk_size = 16;
-  cfg.chunk_rank = 1;
-  cfg.window_len = 256;
+  ModelConfig cfg = bench::long_sequence_config(4);
   cfg.tokens_per_sample = 16384;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
