@@ -28,7 +28,7 @@ inline double peak_rss_gib() {
 class TrainingStep {
  public:
   TrainingStep(Ops& ops, const ModelConfig& cfg, DType dtype, int64_t batch, bool checkpointing)
-      : ops_(ops), cfg_(cfg), batch_(batch), model_(ops, cfg, dtype) {
+      : cfg_(cfg), batch_(batch), model_(ops, cfg, dtype) {
     initialize_parameters(ops, model_, 1);
     adam_ = std::make_unique<AdamW>(ops, model_.parameters(), OptimizerSettings());
     state_ = model_.initial_state(batch);
@@ -62,7 +62,6 @@ class TrainingStep {
   }
 
  private:
-  Ops& ops_;
   ModelConfig cfg_;
   int64_t batch_;
   TransformerLSModel model_;

@@ -6,7 +6,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 
 #include "checkpoint/durable_files.h"
@@ -156,8 +155,7 @@ std::string megabytes(int64_t bytes) {
 
 // Rank 0's verdict on whether the file fits where it goes ("" when it does or cannot be told).
 std::string space_problem(const std::string& path, int64_t needed) {
-  const char* fault = std::getenv(kFaultInjectVariable);
-  if (fault != nullptr && std::strcmp(fault, "save_no_space_check") == 0) return "";
+  if (fault_switch_on("save_no_space_check")) return "";
   const int64_t free = free_bytes(directory_of(path));
   if (free < 0 || free >= needed) return "";
   return "not enough space to save checkpoint '" + path + "': it needs about " + megabytes(needed) +

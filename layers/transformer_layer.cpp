@@ -154,9 +154,8 @@ void TransformerLayer::backward_recomputing(Ops& ops, const Tensor& dout, const 
   {
     TransformerLayerSaved half;
     half.h2 = inputs.h2;
-    Tensor out;
+    Tensor out;  // the layer's output, already known to the caller
     ffn_half(ops, out, half, ctx);
-    out = Tensor();
     dh2 = ffn_half_backward(ops, dout, half, ctx);
   }
   TransformerLayerSaved half;

@@ -15,6 +15,11 @@ int fault_rank(const char* point) {
   return std::atoi(value + prefix.size());
 }
 
+bool fault_switch_on(const char* name) {
+  const char* value = std::getenv(kFaultInjectVariable);
+  return value != nullptr && std::string(value) == name;
+}
+
 int nonfinite_loss_from() {
   const char* value = std::getenv(kFaultInjectVariable);
   const std::string prefix = "nonfinite_loss_from";

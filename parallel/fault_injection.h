@@ -14,6 +14,9 @@ inline constexpr const char* kFaultInjectVariable = "TLS_FAULT_INJECT";
 // (to test skipping and --max-bad-steps); returns N, or -1 when not set.
 int nonfinite_loss_from();
 
+// TLS_FAULT_INJECT=<name> exactly: a switch with no rank or step (e.g. save_no_space_check).
+bool fault_switch_on(const char* name);
+
 // The world rank told to die at `point`, or -1.
 int fault_rank(const char* point);
 // Kills this process if TLS_FAULT_INJECT names `point` and this world rank (on the third visit).

@@ -17,6 +17,7 @@
 
 #include "kernels/cpu/blas_tiles.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/softmax_row.h"
 #include "runtime/error.h"
 
 namespace tls {
@@ -144,16 +145,7 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
               l[i] = -std::numeric_limits<T>::infinity();
               continue;
             }
-            const T mx = *std::max_element(row, row + nv_i);
-            double total = 0;  // exp in T (expf for float), the sum in double
-            for (int64_t j = 0; j < nv_i; ++j) {
-              const T p = std::exp(row[j] - mx);
-              row[j] = p;
-              total += p;
-            }
-            const T inv = static_cast<T>(1.0 / total);
-            for (int64_t j = 0; j < nv_i; ++j) row[j] *= inv;
-            l[i] = static_cast<T>(mx + std::log(total));
+            l[i] = cpu::softmax_in_place(row, nv_i);
           }
           cpu::gemm_tile(false, false, static_cast<int>(g.rows), static_cast<int>(dh),
                          static_cast<int>(g.nv_max), T(1), scores.data(),

@@ -15,6 +15,7 @@
 
 #include "kernels/cpu/blas_tiles.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/softmax_row.h"
 #include "runtime/error.h"
 
 namespace tls {
@@ -115,17 +116,8 @@ void window_forward(T* out, T* lse, const T* q, const T* keys, const T* values, 
           tile.len = std::min(tiling.tile, Tn - tile.t0);
           window_tile_scores(tile, q, keys, rel, rw, rr, b, ho, s);
           for (int64_t i = 0; i < tile.len; ++i) {
-            T* row = tile.probs.data() + i * w;
-            const T mx = *std::max_element(row, row + w);
-            double total = 0;  // exp in T (expf for float), the sum in double
-            for (int64_t d = 0; d < w; ++d) {
-              const T p = std::exp(row[d] - mx);
-              row[d] = p;
-              total += p;
-            }
-            const T inv = static_cast<T>(1.0 / total);
-            for (int64_t d = 0; d < w; ++d) row[d] *= inv;
-            lse[(b * H + h) * Tn + tile.t0 + i] = static_cast<T>(mx + std::log(total));
+            lse[(b * H + h) * Tn + tile.t0 + i] =
+                cpu::softmax_in_place(tile.probs.data() + i * w, w);
           }
           to_band(tile.band_probs, tile.probs, tile.len, w);
           const T* vband = values + (b * (w + Tn) + tile.t0 + 1) * dl + ho;
