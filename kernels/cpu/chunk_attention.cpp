@@ -18,6 +18,7 @@
 #include "kernels/cpu/blas_tiles.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/softmax_row.h"
+#include "kernels/cpu/vector_exp.h"
 #include "runtime/error.h"
 
 namespace tls {
@@ -52,7 +53,7 @@ inline int64_t visible_slots(const AttentionShape& s, int64_t t, int64_t n_slots
 // relative shift, applied to scores instead of building a key matrix per chunk). Slots a row
 // cannot see (j >= g_q r, for the tile's earlier chunks) get probability 0. The weighted sum is
 // a third GEMM. Every GEMM has about kTileRows rows, which OpenBLAS runs near its full rate.
-constexpr int64_t kTileRows = 128;
+constexpr int64_t kTileRows = 256;
 
 struct ChunkTiling {
   int64_t chunks_per_tile, n_tiles, max_rows;
@@ -196,12 +197,16 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
             T* p = probs.data() + i * g.nv_max;
             T* dp = dprobs.data() + i * g.nv_max;
             T* dqp = dqpos.data() + i * g.ids;
-            for (int64_t j = 0; j < nv_i; ++j) {
-              const T prob = std::exp(p[j] - l);
-              p[j] = prob;
-              dp[j] = static_cast<T>(prob * (static_cast<double>(dp[j]) - dlt));  // ds
-              dqp[std::min(top - j, n_pos - 1)] += dp[j];
-            }
+            cpu::exp_shifted(p, nv_i, l);
+            for (int64_t j = 0; j < nv_i; ++j)
+              dp[j] = static_cast<T>(p[j] * (static_cast<double>(dp[j]) - dlt));  // ds
+            // Row i's positional gradient: slot j's ds goes to id top - j; ids past the last
+            // row of pos were clamped to it.
+            const int64_t unclamped_from = std::clamp<int64_t>(top - (n_pos - 1), 0, nv_i);
+            T clamped = 0;
+            for (int64_t j = 0; j < unclamped_from; ++j) clamped += dp[j];
+            if (unclamped_from > 0) dqp[n_pos - 1] += clamped;
+            for (int64_t j = unclamped_from; j < nv_i; ++j) dqp[top - j] += dp[j];
             std::fill(p + nv_i, p + g.nv_max, T(0));
             std::fill(dp + nv_i, dp + g.nv_max, T(0));
           }

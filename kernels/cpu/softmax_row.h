@@ -5,19 +5,16 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/cpu/vector_exp.h"
+
 namespace tls::cpu {
 
-// row[0..n) <- softmax(row[0..n)), n >= 1; returns the row's log-sum-exp. exp runs in T (expf
-// for float), the sum in double.
+// row[0..n) <- softmax(row[0..n)), n >= 1; returns the row's log-sum-exp. exp runs in T
+// (exp_shifted), the sum in double.
 template <class T>
 T softmax_in_place(T* row, int64_t n) {
   const T mx = *std::max_element(row, row + n);
-  double total = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    const T p = std::exp(row[j] - mx);
-    row[j] = p;
-    total += p;
-  }
+  const double total = exp_shifted(row, n, mx);
   const T inv = static_cast<T>(1.0 / total);
   for (int64_t j = 0; j < n; ++j) row[j] *= inv;
   return static_cast<T>(mx + std::log(total));

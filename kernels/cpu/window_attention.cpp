@@ -16,6 +16,7 @@
 #include "kernels/cpu/blas_tiles.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/softmax_row.h"
+#include "kernels/cpu/vector_exp.h"
 #include "runtime/error.h"
 
 namespace tls {
@@ -168,11 +169,11 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
           for (int64_t i = 0; i < L; ++i) {
             const double l = lse[(b * H + h) * Tn + tile.t0 + i],
                          dlt = delta[(b * H + h) * Tn + tile.t0 + i];
+            T* p = tile.probs.data() + i * w;
+            cpu::exp_shifted(p, w, static_cast<T>(l));
             for (int64_t d = 0; d < w; ++d) {
-              const double p = std::exp(tile.probs[i * w + d] - static_cast<T>(l));
               const double dp = dpos_band[i * nb + i + w - 1 - d];
-              tile.probs[i * w + d] = static_cast<T>(p);
-              dscores[i * w + d] = static_cast<T>(p * (dp - dlt));
+              dscores[i * w + d] = static_cast<T>(p[d] * (dp - dlt));
             }
           }
           to_band(tile.band_probs, tile.probs, L, w);

@@ -1,0 +1,59 @@
+// exp_shifted (kernels/cpu/vector_exp.cpp) against double-precision exp: every input range the
+// attention softmaxes produce (scores minus the row maximum, so <= 0), lengths that are not a
+// multiple of the vector width, and the underflow edge.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/vector_exp.h"
+
+namespace tls::test {
+namespace {
+
+TEST(VectorExp, MatchesExpWithinTwoUlpOverTheSoftmaxRange) {
+  if (!cpu::exp_shifted_is_vectorised())
+    std::printf("note: this CPU has no AVX2+FMA; exp_shifted uses libm\n");
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<float> dist(-83.0f, 10.0f);
+  for (int64_t n : {1, 7, 8, 9, 31, 1000}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (float& v : x) v = dist(gen);
+    const float shift = 3.25f;
+    std::vector<float> y = x;
+    const double total = cpu::exp_shifted(y.data(), n, shift);
+    double want_total = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      const double want = std::exp(static_cast<double>(x[j] - shift));
+      want_total += y[j];
+      ASSERT_NEAR(y[j], want, 2.5e-7 * want) << "x = " << x[j] << " (n = " << n << ")";
+    }
+    EXPECT_DOUBLE_EQ(total, want_total) << "the returned sum is the sum of the results";
+  }
+}
+
+TEST(VectorExp, ExactAtZeroAndZeroFarBelowTheNormalRange) {
+  std::vector<float> x = {0.0f, -0.0f, -100.0f, -1e30f, -INFINITY, 0.0f, -1.0f, 1.0f, 0.5f};
+  cpu::exp_shifted(x.data(), static_cast<int64_t>(x.size()), 0.0f);
+  EXPECT_EQ(x[0], 1.0f);
+  EXPECT_EQ(x[1], 1.0f);
+  EXPECT_EQ(x[2], 0.0f);
+  EXPECT_EQ(x[3], 0.0f);
+  EXPECT_EQ(x[4], 0.0f);
+  EXPECT_NEAR(x[6], std::exp(-1.0), 2.5e-7);
+  EXPECT_NEAR(x[7], std::exp(1.0), 2.5e-7 * std::exp(1.0));
+}
+
+TEST(VectorExp, DoubleIsLibm) {
+  std::vector<double> x = {-3.0, 0.0, 2.0};
+  const double total = cpu::exp_shifted(x.data(), 3, 1.0);
+  EXPECT_EQ(x[0], std::exp(-4.0));
+  EXPECT_EQ(x[1], std::exp(-1.0));
+  EXPECT_EQ(x[2], std::exp(1.0));
+  EXPECT_EQ(total, std::exp(-4.0) + std::exp(-1.0) + std::exp(1.0));
+}
+
+}  // namespace
+}  // namespace tls::test
