@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   }
   try {
     auto ops = make_cpu_ops();
-    double first_time = 0, first_flops = 0;
+    double first_time = 0, first_flops = 0, first_flops_two = 0;
     std::printf(
         "# length_bench: d_model %lld, n_head %lld, n_layer %lld, d_inner %lld, window %lld, "
         "chunk %lld, rank 1, M = T, B = 1, float32%s\n",
@@ -63,8 +63,9 @@ int main(int argc, char** argv) {
     std::printf("# model FLOPs: %s\n", bench::flops_formula());
     std::printf(
         "| T | step (s) | us/token | time/token ratio | model MFLOP/token | FLOPs/token ratio "
-        "| peak tensors (MiB) | peak tensor KiB/token |\n");
-    std::printf("|---|---|---|---|---|---|---|---|\n");
+        "| FLOPs/token ratio, positional dot counted | peak tensors (MiB) | peak tensor "
+        "KiB/token |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|\n");
     for (int64_t T = from; T <= to; T *= 2) {
       cfg.tokens_per_sample = cfg.mem_len = T;
       cfg.validate();
@@ -78,11 +79,15 @@ int main(int argc, char** argv) {
       }
       const double per_token = per_step / static_cast<double>(T);
       const double flops_per_token = 3 * bench::forward_flops(cfg, 1) / static_cast<double>(T);
-      if (first_time == 0) first_time = per_token, first_flops = flops_per_token;
-      std::printf("| %lld | %.3f | %.2f | %.3f | %.2f | %.3f | %.1f | %.2f |\n",
+      const double flops_two =
+          3 * bench::forward_flops(cfg, 1, bench::CompressedScore::two_dot_products) /
+          static_cast<double>(T);
+      if (first_time == 0)
+        first_time = per_token, first_flops = flops_per_token, first_flops_two = flops_two;
+      std::printf("| %lld | %.3f | %.2f | %.3f | %.2f | %.3f | %.3f | %.1f | %.2f |\n",
                   static_cast<long long>(T), per_step, per_token * 1e6, per_token / first_time,
-                  flops_per_token / 1e6, flops_per_token / first_flops, peak / (1 << 20),
-                  peak / static_cast<double>(T) / 1024);
+                  flops_per_token / 1e6, flops_per_token / first_flops, flops_two / first_flops_two,
+                  peak / (1 << 20), peak / static_cast<double>(T) / 1024);
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {

@@ -24,7 +24,13 @@ inline ModelConfig long_sequence_config(int64_t n_layer) {
   return cfg;
 }
 
-inline double forward_flops(const ModelConfig& c, int64_t batch) {
+// How the compressed part's score q_t . khat[j] + q_t . P[id] is counted: as the two dot products
+// DESIGN.md writes (like the window's content and positional terms), or as one, folding P into
+// the key of the query's chunk (an add per chunk, not per query).
+enum class CompressedScore { two_dot_products, folded };
+
+inline double forward_flops(const ModelConfig& c, int64_t batch,
+                            CompressedScore score = CompressedScore::folded) {
   const double T = c.tokens_per_sample, M = c.mem_len, d = c.d_model, w = c.window_len;
   const double r = c.chunk_rank, cs = c.chunk_size, H = c.n_head;
   const double mem_slots = M / cs * r, slots = (M + T) / cs * r;
@@ -40,15 +46,18 @@ inline double forward_flops(const ModelConfig& c, int64_t batch) {
   layer += 2 * (M + 2 * T) * d * r;            // compressing the cache and the block's keys/values
   layer += 2 * w * d * d + 2 * slots * d * d;  // r_net, r_net_chunk
   layer += 6 * T * w * d;                      // window: content + position scores, weighted sum
-  layer += 4 * visible * d;                    // compressed: scores, weighted sum
-  layer += 2 * 2 * T * d * c.d_inner;          // fc1, fc2
+  // compressed: scores (one or two dot products), weighted sum
+  layer += (score == CompressedScore::folded ? 4 : 6) * visible * d;
+  layer += 2 * 2 * T * d * c.d_inner;            // fc1, fc2
   const double head = 2 * T * d * c.vocab_size;  // tied output layer
   return batch * (c.n_layer * layer + head);
 }
 
 inline const char* flops_formula() {
   return "per layer: 8Td^2 + 4wd^2 + 4(M/c)r d^2 + 2(T+M)dHr + 2(M+2T)dr + 2wd^2 + 2((M+T)/c)r d^2"
-         " + 6Twd + 4d*sum_t visible(t) + 4Td*d_inner; head 2TdV; training = 3 x forward";
+         " + 6Twd + 4d*sum_t visible(t) (6d*sum_t visible(t) counting the positional dot) + "
+         "4Td*d_inner;"
+         " head 2TdV; training = 3 x forward";
 }
 
 }  // namespace tls::bench
