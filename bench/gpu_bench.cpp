@@ -5,8 +5,9 @@
 //     T = 8192, 32768, 131072 with d = 512, 8 heads, window 512, chunk 16, rank 1, mem_len = T:
 //     time and achieved FLOP/s, counting per visible (query, key) pair and head dimension
 //     window 6 (fwd) / 16 (bwd) and compressed 4 (fwd) / 14 (bwd) FLOPs.
-//  3. The training step (forward + backward + AdamW, float32) of a 2-layer model of the same
-//     shape on CudaOps: tokens/s and model FLOP/s (bench/model_flops.h) as a fraction of the
+//  3. The training step (forward + backward + AdamW, float32 weights) of a 2-layer model of the
+//     same shape on CudaOps, with exact float32 GEMMs and with bf16 GEMM operands
+//     (--precision bf16): tokens/s and model FLOP/s (bench/model_flops.h) as a fraction of the
 //     bf16 GEMM rate.
 // Peak device memory: the high-water mark of the stream-ordered allocator's pool (every
 // CudaOps tensor comes from it), reset before each measurement. Prints markdown tables.
@@ -189,57 +190,68 @@ void attention_table(CudaOps& ops) {
   }
 }
 
+void training_row(CudaOps& ops, const GemmRates& g, int64_t T, GemmInputs mode);
+
 void training_table(CudaOps& ops, const GemmRates& g) {
   std::printf(
-      "\n### Training step (float32, 2 layers, d 512, 8 heads, d_inner 2048, w 512, c 16, r 1, "
-      "mem_len = T, B 1)\n\n");
+      "\n### Training step (float32 weights, 2 layers, d 512, 8 heads, d_inner 2048, w 512, c 16, "
+      "r 1, mem_len = T, B 1)\n\n");
   std::printf(
-      "| T | step ms | tokens/s | model TFLOP/s | / bf16 GEMM | / fp32 GEMM | peak GiB | loss "
-      "|\n|---|---|---|---|---|---|---|---|\n");
-  for (int64_t T : {8192, 32768, 131072}) {
-    ModelConfig cfg;
-    cfg.n_layer = 2;
-    cfg.d_model = 512;
-    cfg.n_head = 8;
-    cfg.d_inner = 2048;
-    cfg.chunk_size = 16;
-    cfg.chunk_rank = 1;
-    cfg.window_len = 512;
-    cfg.mem_len = T;
-    cfg.tokens_per_sample = T;
-    try {
-      cfg.validate();
-      reset_peak();
-      TransformerLSModel model(ops, cfg, DType::f32);
-      initialize_parameters(ops, model, 1);
-      OptimizerSettings opt;
-      AdamW adam(ops, model.parameters(), opt);
-      ModelState state = model.initial_state(1);
-      std::vector<double> tok(static_cast<size_t>(T));
-      for (size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<double>((i * 131 + 7) % 256);
-      Tensor tokens = ops.empty({1, T}, DType::i32);
-      ops.from_host(tokens, tok);
-      PassContext ctx;
-      ctx.training = true;
-      int64_t u = 0;
-      double loss = 0;
-      const double step = time_it(T >= 131072 ? 1 : 2, [&] {
-        model.zero_grad();
-        ModelSaved saved;
-        loss = model.forward(tokens, tokens, state, saved, ctx) / static_cast<double>(T);
-        model.backward(saved, 1.0 / static_cast<double>(saved.n_targets), ctx);
-        saved = ModelSaved();
-        adam.step(++u);
-      });
-      const double flops = 3 * bench::forward_flops(cfg, 1) / step;
-      std::printf("| %lld | %.1f | %.0f | %.2f | %.3f | %.3f | %.2f | %.4f |\n",
-                  static_cast<long long>(T), step * 1e3, static_cast<double>(T) / step,
-                  flops / 1e12, flops / g.bf16, flops / g.f32, peak_gib(), loss);
-    } catch (const std::exception& e) {
-      std::printf("| %lld | failed: %s | | | | | | |\n", static_cast<long long>(T), e.what());
+      "| T | GEMM operands | step ms | tokens/s | model TFLOP/s | / bf16 GEMM | / fp32 GEMM | "
+      "peak GiB | loss |\n|---|---|---|---|---|---|---|---|---|\n");
+  for (int64_t T : {8192, 32768, 131072})
+    for (GemmInputs mode : {GemmInputs::exact, GemmInputs::bf16}) {
+      ops.set_gemm_inputs(mode);
+      training_row(ops, g, T, mode);
     }
-    std::fflush(stdout);
+  ops.set_gemm_inputs(GemmInputs::exact);
+}
+
+void training_row(CudaOps& ops, const GemmRates& g, int64_t T, GemmInputs mode) {
+  ModelConfig cfg;
+  cfg.n_layer = 2;
+  cfg.d_model = 512;
+  cfg.n_head = 8;
+  cfg.d_inner = 2048;
+  cfg.chunk_size = 16;
+  cfg.chunk_rank = 1;
+  cfg.window_len = 512;
+  cfg.mem_len = T;
+  cfg.tokens_per_sample = T;
+  try {
+    cfg.validate();
+    reset_peak();
+    TransformerLSModel model(ops, cfg, DType::f32);
+    initialize_parameters(ops, model, 1);
+    OptimizerSettings opt;
+    AdamW adam(ops, model.parameters(), opt);
+    ModelState state = model.initial_state(1);
+    std::vector<double> tok(static_cast<size_t>(T));
+    for (size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<double>((i * 131 + 7) % 256);
+    Tensor tokens = ops.empty({1, T}, DType::i32);
+    ops.from_host(tokens, tok);
+    PassContext ctx;
+    ctx.training = true;
+    int64_t u = 0;
+    double loss = 0;
+    const double step = time_it(T >= 131072 ? 1 : 2, [&] {
+      model.zero_grad();
+      ModelSaved saved;
+      loss = model.forward(tokens, tokens, state, saved, ctx) / static_cast<double>(T);
+      model.backward(saved, 1.0 / static_cast<double>(saved.n_targets), ctx);
+      saved = ModelSaved();
+      adam.step(++u);
+    });
+    const double flops = 3 * bench::forward_flops(cfg, 1) / step;
+    std::printf("| %lld | %s | %.1f | %.0f | %.2f | %.3f | %.3f | %.2f | %.4f |\n",
+                static_cast<long long>(T), to_string(mode), step * 1e3,
+                static_cast<double>(T) / step, flops / 1e12, flops / g.bf16, flops / g.f32,
+                peak_gib(), loss);
+  } catch (const std::exception& e) {
+    std::printf("| %lld | %s | failed: %s | | | | | | |\n", static_cast<long long>(T),
+                to_string(mode), e.what());
   }
+  std::fflush(stdout);
 }
 
 }  // namespace

@@ -12,6 +12,18 @@
 
 namespace tls {
 
+const char* to_string(GemmInputs mode) {
+  switch (mode) {
+    case GemmInputs::exact:
+      return "exact";
+    case GemmInputs::tf32:
+      return "tf32";
+    case GemmInputs::bf16:
+      return "bf16";
+  }
+  return "?";
+}
+
 namespace {
 
 // The device count and, when it is zero, the reason.

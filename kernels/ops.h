@@ -48,6 +48,15 @@ struct AttentionShape {
   int64_t first_query_chunk = 0;  // global chunk index of query row 0 (M/c for one process)
 };
 
+// What GEMMs do with float32 operands: the mixed-precision modes. C, the accumulation and every
+// other op stay float32, and so do the parameters and the optimizer state; float64 GEMMs are
+// always exact.
+//   exact: float32 x float32 (the default, and what the tests compare against).
+//   tf32:  operands rounded to TF32 (10-bit mantissa) on tensor cores: --allow-tf32, CUDA only.
+//   bf16:  operands rounded to bfloat16 (8-bit mantissa), float32 accumulation: --precision bf16.
+enum class GemmInputs { exact, tf32, bf16 };
+const char* to_string(GemmInputs mode);
+
 class Ops {
  public:
   virtual ~Ops() = default;
@@ -80,6 +89,10 @@ class Ops {
   // ---- GEMM: C = alpha * op(A) op(B) + beta * C on 2-D views (matrix_rows x matrix_cols) -----
   virtual void gemm(bool trans_a, bool trans_b, double alpha, const Tensor& a, const Tensor& b,
                     double beta, Tensor& c) = 0;
+  // How later float32 GEMMs treat their operands; throws tls::Error for a mode this backend
+  // cannot run (the CPU backend has no tf32; its bf16 rounds copies of the operands).
+  virtual void set_gemm_inputs(GemmInputs mode) = 0;
+  virtual GemmInputs gemm_inputs() const = 0;
 
   // ---- normalisation and activations --------------------------------------------------------
   // Per row: out = (x - mean) * rstd * gamma + beta, eps inside the sqrt, biased variance.

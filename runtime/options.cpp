@@ -26,7 +26,10 @@ po::options_description common_options(RunOptions& o) {
       "random seed (init, dropout, sampling)")(
       "device", po::value<std::string>(&o.device)->default_value("cpu"), "cpu | cuda")(
       "precision", po::value<std::string>(&o.precision)->default_value("fp32"),
-      "fp32 | fp64 | bf16");
+      "fp32 | fp64 | bf16 (float32 weights and optimizer, GEMMs on bf16 operands with float32 "
+      "accumulation; on cpu a slower check of its numerics)")(
+      "allow-tf32", po::bool_switch(&o.allow_tf32),
+      "float32 GEMMs on TF32 tensor cores (--device cuda, --precision fp32)");
   return d;
 }
 
@@ -163,7 +166,9 @@ void validate_common(const RunOptions& o) {
           "--device '" + o.device + "' must be cpu or cuda");
   require(o.precision == "fp32" || o.precision == "fp64" || o.precision == "bf16",
           "--precision '" + o.precision + "' must be fp32, fp64 or bf16");
-  require(!(o.precision == "bf16" && o.device == "cpu"), "--precision bf16 needs --device cuda");
+  require(!o.allow_tf32 || o.device == "cuda", "--allow-tf32 needs --device cuda");
+  require(!o.allow_tf32 || o.precision == "fp32",
+          "--allow-tf32 applies to --precision fp32, not " + o.precision);
   require(o.tp >= 1, "--tp " + std::to_string(o.tp) + " must be at least 1");
   require(o.sp >= 1, "--sp " + std::to_string(o.sp) + " must be at least 1");
 }

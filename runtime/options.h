@@ -39,6 +39,7 @@ struct RunOptions {
   int tp = 1, sp = 1;
   std::string device = "cpu";
   std::string precision = "fp32";
+  bool allow_tf32 = false;  // float32 GEMMs on TF32 tensor cores (--device cuda, fp32)
 
   // eval / generate / inspect.
   std::string checkpoint;

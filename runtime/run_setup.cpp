@@ -13,8 +13,13 @@ namespace tls {
 
 DType dtype_of_precision(const std::string& precision) {
   if (precision == "fp64") return DType::f64;
-  if (precision == "fp32") return DType::f32;
-  throw Error("--precision " + precision + " is not available on this backend");
+  if (precision == "fp32" || precision == "bf16") return DType::f32;
+  throw Error("--precision " + precision + " must be fp32, fp64 or bf16");
+}
+
+GemmInputs gemm_inputs_of(const RunOptions& o) {
+  if (o.precision == "bf16") return GemmInputs::bf16;
+  return o.allow_tf32 ? GemmInputs::tf32 : GemmInputs::exact;
 }
 
 int local_rank() {
@@ -27,10 +32,16 @@ int local_rank() {
 }
 
 std::unique_ptr<Ops> make_backend(const RunOptions& o) {
-  if (o.device == "cpu") return make_ops(Device::cpu, 0);
-  const int count = cuda_device_count();
-  if (count == 0) throw Error("--device cuda: " + cuda_unavailable_reason());
-  return make_ops(Device::cuda, local_rank() % count);
+  std::unique_ptr<Ops> ops;
+  if (o.device == "cpu") {
+    ops = make_ops(Device::cpu, 0);
+  } else {
+    const int count = cuda_device_count();
+    if (count == 0) throw Error("--device cuda: " + cuda_unavailable_reason());
+    ops = make_ops(Device::cuda, local_rank() % count);
+  }
+  ops->set_gemm_inputs(gemm_inputs_of(o));
+  return ops;
 }
 
 Topology make_run_topology(const RunOptions& o) {

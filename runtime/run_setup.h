@@ -12,9 +12,14 @@
 
 namespace tls {
 
+// The dtype of the parameters, optimizer state and activations: float64 for fp64, float32 for
+// fp32 and bf16 (bf16 is a GEMM mode over float32 tensors, see gemm_inputs_of).
 DType dtype_of_precision(const std::string& precision);
+// What the run's GEMMs do with float32 operands (--precision bf16, --allow-tf32).
+GemmInputs gemm_inputs_of(const RunOptions& o);
 // The node-local rank, for choosing a GPU.
 int local_rank();
+// The --device backend, its GEMMs set to gemm_inputs_of(o).
 std::unique_ptr<Ops> make_backend(const RunOptions& o);
 // The grid of --tp/--sp over MPI, with NCCL for the groups' device tensors under --device cuda.
 Topology make_run_topology(const RunOptions& o);

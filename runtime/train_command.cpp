@@ -111,10 +111,13 @@ int run_train(const RunOptions& o) {
   } else {
     initialize_parameters(ops, model, o.seed);
   }
-  log.note("tls_dist train: " + describe(s.config) +
-           "; layout tp=" + std::to_string(topo.layout.tp) +
-           " sp=" + std::to_string(topo.layout.sp) + " dp=" + std::to_string(topo.layout.dp) +
-           "; " + std::to_string(model.parameter_count()) + " parameters");
+  log.note(
+      "tls_dist train: " + describe(s.config) + "; layout tp=" + std::to_string(topo.layout.tp) +
+      " sp=" + std::to_string(topo.layout.sp) + " dp=" + std::to_string(topo.layout.dp) + "; " +
+      std::to_string(model.parameter_count()) + " parameters; " + o.device + " " + o.precision +
+      (ops.gemm_inputs() == GemmInputs::exact
+           ? ""
+           : std::string(" (") + to_string(ops.gemm_inputs()) + " GEMM operands)"));
 
   int64_t saved_at = trainer.update();
   auto save = [&] {

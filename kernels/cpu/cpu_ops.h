@@ -30,6 +30,8 @@ class CpuOps final : public Ops {
   bool all_finite(const Tensor& x) override;
   void gemm(bool trans_a, bool trans_b, double alpha, const Tensor& a, const Tensor& b, double beta,
             Tensor& c) override;
+  void set_gemm_inputs(GemmInputs mode) override;
+  GemmInputs gemm_inputs() const override { return gemm_inputs_; }
   void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& x,
                          const Tensor& gamma, const Tensor& beta, double eps) override;
   void layernorm_backward(Tensor& dx, Tensor& dgamma, Tensor& dbeta, const Tensor& dout,
@@ -94,6 +96,11 @@ class CpuOps final : public Ops {
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, double lr,
                   double beta1, double beta2, double eps, double weight_decay,
                   int64_t step) override;
+
+ private:
+  GemmInputs gemm_inputs_ = GemmInputs::exact;
+  // bf16-rounded copies of a GEMM's float32 operands (kept to avoid an allocation per GEMM).
+  std::vector<float> bf16_a_, bf16_b_;
 };
 
 }  // namespace tls

@@ -4,13 +4,17 @@
 //
 // OpenBLAS runs on the calling thread (kernels/cpu/blas_tiles.h); a large product is cut into
 // one block of C per OpenMP thread, along its longer side, each block a GEMM of its own.
+// With GemmInputs::bf16 a float32 GEMM multiplies bf16-rounded copies of A and B (float32
+// accumulation), the numerics of the GPU's bf16 tensor-core GEMM; it is slower than float32 here.
 #include <omp.h>
 
 #include <algorithm>
 
+#include "kernels/cpu/bf16.h"
 #include "kernels/cpu/blas_tiles.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/dispatch.h"
+#include "runtime/error.h"
 
 namespace tls {
 namespace {
@@ -53,9 +57,25 @@ void blocked_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, co
   }
 }
 
+// dst <- the bf16 rounding of x (resized to fit).
+const float* rounded_to_bf16(const Tensor& x, std::vector<float>& dst) {
+  const int64_t n = x.numel();
+  dst.resize(static_cast<size_t>(n));
+  const float* src = x.data<float>();
+#pragma omp parallel for schedule(static) if (n > (int64_t{1} << 16))
+  for (int64_t i = 0; i < n; ++i) dst[static_cast<size_t>(i)] = cpu::round_to_bf16(src[i]);
+  return dst.data();
+}
+
 }  // namespace
 
 CpuOps::CpuOps() { cpu::use_calling_thread_blas(); }
+
+void CpuOps::set_gemm_inputs(GemmInputs mode) {
+  if (mode == GemmInputs::tf32)
+    throw Error("TF32 GEMMs need tensor cores: the CPU backend has only exact float32 and bf16");
+  gemm_inputs_ = mode;
+}
 
 void CpuOps::gemm(bool trans_a, bool trans_b, double alpha, const Tensor& a, const Tensor& b,
                   double beta, Tensor& c) {
@@ -73,8 +93,11 @@ void CpuOps::gemm(bool trans_a, bool trans_b, double alpha, const Tensor& a, con
   }
   const int64_t lda = a.matrix_cols(), ldb = b.matrix_cols(), ldc = n;
   if (c.dtype() == DType::f32) {
-    blocked_gemm(trans_a, trans_b, m, n, k, static_cast<float>(alpha), a.data<float>(), lda,
-                 b.data<float>(), ldb, static_cast<float>(beta), c.data<float>(), ldc);
+    const bool bf16 = gemm_inputs_ == GemmInputs::bf16;
+    const float* pa = bf16 ? rounded_to_bf16(a, bf16_a_) : a.data<float>();
+    const float* pb = bf16 ? rounded_to_bf16(b, bf16_b_) : b.data<float>();
+    blocked_gemm(trans_a, trans_b, m, n, k, static_cast<float>(alpha), pa, lda, pb, ldb,
+                 static_cast<float>(beta), c.data<float>(), ldc);
   } else {
     blocked_gemm(trans_a, trans_b, m, n, k, alpha, a.data<double>(), lda, b.data<double>(), ldb,
                  beta, c.data<double>(), ldc);

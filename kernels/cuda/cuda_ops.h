@@ -21,10 +21,6 @@ class CudaOps final : public Ops {
 
   int device_index() const { return device_; }
   cudaStream_t stream() const { return stream_; }
-  // float32 GEMMs may use TF32 tensor cores (10-bit mantissa inputs) only when allowed here;
-  // off by default so float32 results match the CPU backend.
-  void set_allow_tf32(bool allow);
-  bool allow_tf32() const { return allow_tf32_; }
   // Makes this device current on the calling thread (every op does it first).
   void activate() const;
   // Waits for all work queued on the compute stream.
@@ -52,6 +48,10 @@ class CudaOps final : public Ops {
   bool all_finite(const Tensor& x) override;
   void gemm(bool trans_a, bool trans_b, double alpha, const Tensor& a, const Tensor& b, double beta,
             Tensor& c) override;
+  // exact by default so float32 results match the CPU backend; tf32 switches cuBLAS's math
+  // mode, bf16 converts the operands and runs cublasGemmEx with float32 accumulation.
+  void set_gemm_inputs(GemmInputs mode) override;
+  GemmInputs gemm_inputs() const override { return gemm_inputs_; }
   void layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Tensor& x,
                          const Tensor& gamma, const Tensor& beta, double eps) override;
   void layernorm_backward(Tensor& dx, Tensor& dgamma, Tensor& dbeta, const Tensor& dout,
@@ -123,7 +123,7 @@ class CudaOps final : public Ops {
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
-  bool allow_tf32_ = false;
+  GemmInputs gemm_inputs_ = GemmInputs::exact;
   size_t smem_optin_ = 0;      // bytes of shared memory a block may opt in to
   int* index_flag_ = nullptr;  // device int: first bad index found by a checking kernel, or -1
 };

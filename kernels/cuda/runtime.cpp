@@ -105,11 +105,11 @@ void CudaOps::activate() const { TLS_CUDA_CHECK(cudaSetDevice(device_)); }
 
 void CudaOps::synchronize() const { TLS_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
-void CudaOps::set_allow_tf32(bool allow) {
+void CudaOps::set_gemm_inputs(GemmInputs mode) {
   activate();
-  TLS_CUBLAS_CHECK(
-      cublasSetMathMode(cublas_, allow ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
-  allow_tf32_ = allow;
+  TLS_CUBLAS_CHECK(cublasSetMathMode(
+      cublas_, mode == GemmInputs::tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  gemm_inputs_ = mode;
 }
 
 void CudaOps::check_index_flag(const char* op, const char* what, int64_t limit) {

@@ -1,8 +1,11 @@
 // CPU GEMM (kernels/cpu/gemm.cpp): C = alpha op(A) op(B) + beta C for all four transpose
-// combinations on non-square, 3-D-viewed operands, against a triple loop.
+// combinations on non-square, 3-D-viewed operands, against a triple loop; the bf16 operand mode
+// against the same loop on bf16-rounded operands, and the rounding itself.
 #include <limits>
+#include <type_traits>
 
 #include "cpu_test_util.h"
+#include "kernels/cpu/bf16.h"
 
 namespace tls::test {
 namespace {
@@ -16,8 +19,10 @@ double at(const std::vector<double>& a, int64_t ca, bool trans, int64_t i, int64
   return trans ? a[p * ca + i] : a[i * ca + p];
 }
 
+// With round_operands the reference multiplies bf16-rounded copies of A and B.
 template <class Fixture>
-void check_gemm(Fixture* f, int64_t m, int64_t n, int64_t k, double alpha, double beta) {
+void check_gemm(Fixture* f, int64_t m, int64_t n, int64_t k, double alpha, double beta,
+                bool round_operands = false) {
   for (bool ta : {false, true})
     for (bool tb : {false, true}) {
       // A is 3-D: [2, rows/2, cols] when rows is even, else [rows, cols].
@@ -25,7 +30,11 @@ void check_gemm(Fixture* f, int64_t m, int64_t n, int64_t k, double alpha, doubl
       std::vector<int64_t> ashape =
           ra % 2 == 0 ? std::vector<int64_t>{2, ra / 2, ca} : std::vector<int64_t>{ra, ca};
       Tensor a = f->rand(ashape, 11), b = f->rand({rb, cb}, 12), c = f->rand({m, n}, 13);
-      const auto av = f->host(a), bv = f->host(b), cv = f->host(c);
+      auto av = f->host(a), bv = f->host(b);
+      const auto cv = f->host(c);
+      if (round_operands)
+        for (auto* v : {&av, &bv})
+          for (double& x : *v) x = cpu::round_to_bf16(static_cast<float>(x));
       std::vector<double> want(m * n);
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n; ++j) {
@@ -51,6 +60,40 @@ TYPED_TEST(CpuGemmTest, AllTransposes) {
 TYPED_TEST(CpuGemmTest, LargeProductsSplitAcrossThreads) {
   check_gemm(this, 301, 70, 123, 0.9, 0.4);
   check_gemm(this, 67, 333, 111, -1.1, 0.0);
+}
+
+// --precision bf16: float32 GEMMs multiply bf16-rounded operands (float32 accumulation, so the
+// float32 tolerance holds against the rounded reference, while the unrounded product is ~1e-3
+// away); float64 GEMMs stay exact.
+TYPED_TEST(CpuGemmTest, Bf16ModeRoundsFloat32OperandsOnly) {
+  this->ops->set_gemm_inputs(GemmInputs::bf16);
+  EXPECT_EQ(this->ops->gemm_inputs(), GemmInputs::bf16);
+  constexpr bool rounded = std::is_same_v<TypeParam, float>;
+  check_gemm(this, 37, 53, 29, 1.0, 1.0, rounded);
+  check_gemm(this, 301, 70, 123, 0.9, 0.4, rounded);
+  this->ops->set_gemm_inputs(GemmInputs::exact);
+  check_gemm(this, 37, 53, 29, 1.0, 1.0, false);
+}
+
+TYPED_TEST(CpuGemmTest, Tf32IsRefusedOnTheCpu) {
+  expect_error([&] { this->ops->set_gemm_inputs(GemmInputs::tf32); }, "TF32");
+  EXPECT_EQ(this->ops->gemm_inputs(), GemmInputs::exact);
+}
+
+TEST(RoundToBf16, NearestEvenAndSpecialValues) {
+  EXPECT_EQ(cpu::round_to_bf16(1.0f), 1.0f);
+  EXPECT_EQ(cpu::round_to_bf16(-2.5f), -2.5f);
+  // bf16 keeps 7 fraction bits: 1 + 2^-7 is representable, 1 + 2^-8 is halfway (to even: 1).
+  EXPECT_EQ(cpu::round_to_bf16(1.0f + 0x1p-7f), 1.0f + 0x1p-7f);
+  EXPECT_EQ(cpu::round_to_bf16(1.0f + 0x1p-8f), 1.0f);
+  EXPECT_EQ(cpu::round_to_bf16(1.0f + 0x1p-7f + 0x1p-8f), 1.0f + 0x1p-6f);  // halfway, to even
+  EXPECT_EQ(cpu::round_to_bf16(1.0f + 0x1p-8f + 0x1p-20f), 1.0f + 0x1p-7f);
+  EXPECT_EQ(cpu::round_to_bf16(0.0f), 0.0f);
+  EXPECT_TRUE(std::isnan(cpu::round_to_bf16(std::numeric_limits<float>::quiet_NaN())));
+  EXPECT_EQ(cpu::round_to_bf16(std::numeric_limits<float>::infinity()),
+            std::numeric_limits<float>::infinity());
+  EXPECT_EQ(cpu::round_to_bf16(std::numeric_limits<float>::max()),
+            std::numeric_limits<float>::infinity());
 }
 
 TYPED_TEST(CpuGemmTest, BetaZeroIgnoresGarbage) {

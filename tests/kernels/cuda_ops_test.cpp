@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -67,15 +68,17 @@ class CudaOpsTest : public ::testing::Test {
     return out;
   }
 
-  // Runs f on both backends and compares every defined tensor afterwards.
-  void compare(const std::string& what, const std::vector<Buf>& bufs, const OpFn& f) {
+  // Runs f on both backends and compares every defined tensor afterwards (within tol(dtype), or
+  // within tolerance when it is > 0).
+  void compare(const std::string& what, const std::vector<Buf>& bufs, const OpFn& f,
+               double tolerance = 0) {
     std::vector<Tensor> c = make(*cpu_, bufs), g = make(*gpu_, bufs);
     f(*cpu_, c);
     f(*gpu_, g);
     for (size_t i = 0; i < bufs.size(); ++i) {
       const std::vector<double> want = cpu_->to_host(c[i]), got = gpu_->to_host(g[i]);
       ASSERT_EQ(want.size(), got.size());
-      const double t = tol(bufs[i].dtype);
+      const double t = tolerance > 0 ? tolerance : tol(bufs[i].dtype);
       int failures = 0;
       for (size_t k = 0; k < want.size() && failures < 5; ++k) {
         const bool both_inf = std::isinf(want[k]) && want[k] == got[k];
@@ -151,6 +154,28 @@ TEST_F(CudaOpsTest, Gemm) {
         std::vector<int64_t> bs = tb ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n};
         compare("gemm", {{as, dt}, {bs, dt}, {{m, n}, dt}},
                 [=](Ops& o, auto& t) { o.gemm(ta, tb, 0.5, t[0], t[1], 0.25, t[2]); });
+      }
+}
+
+// --precision bf16: both backends round the float32 operands to bf16 the same way (to nearest
+// even) and accumulate in float32, so they agree far inside the 1e-2 (which would also
+// pass unrounded operands: 1e-4 would not). --allow-tf32 against the exact CPU product: TF32
+// keeps 10 mantissa bits.
+TEST_F(CudaOpsTest, GemmOnBf16AndTf32Operands) {
+  for (auto [m, n, k] : {std::array<int64_t, 3>{33, 17, 29}, {300, 257, 513}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        std::vector<int64_t> as = ta ? std::vector<int64_t>{k, m} : std::vector<int64_t>{m, k};
+        std::vector<int64_t> bs = tb ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n};
+        const std::vector<Buf> bufs = {{as, DType::f32}, {bs, DType::f32}, {{m, n}, DType::f32}};
+        auto product = [=](Ops& o, auto& t) { o.gemm(ta, tb, 0.5, t[0], t[1], 0.25, t[2]); };
+        gpu_->set_gemm_inputs(GemmInputs::bf16);
+        cpu_->set_gemm_inputs(GemmInputs::bf16);
+        compare("bf16 gemm", bufs, product, 1e-4);
+        gpu_->set_gemm_inputs(GemmInputs::tf32);
+        cpu_->set_gemm_inputs(GemmInputs::exact);
+        compare("tf32 gemm", bufs, product, 1e-2);
+        gpu_->set_gemm_inputs(GemmInputs::exact);
       }
 }
 

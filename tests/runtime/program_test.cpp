@@ -180,6 +180,26 @@ TEST_F(Program, NonFiniteStepsAreSkippedThenTheRunStopsWithTheLastGoodState) {
   EXPECT_NE(resumed.output.find("at update 6"), std::string::npos) << resumed.output;
 }
 
+// --precision bf16 on the CPU backend (GEMMs on bf16-rounded operands, float32 weights): it
+// trains under mpirun, says so at the start, and its float32 checkpoint resumes in fp32.
+TEST_F(Program, Bf16TrainsAndItsCheckpointResumesInFloat32) {
+  const std::string dir = scratch_dir("bf16");
+  const std::string train = " train" + tiny_flags() + " --train-data " + corpus("train") +
+                            " --save-dir " + dir + " --save-interval 30";
+  ProcessResult r = run_command("mpirun -n 2 " + tls_dist_binary() + train +
+                                " --sp 2 --precision bf16 --max-update 30");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("cpu bf16 (bf16 GEMM operands)"), std::string::npos) << r.output;
+  const std::vector<double> loss = logged(read_file(dir + "/metrics.jsonl"), "loss", false);
+  ASSERT_EQ(loss.size(), 30u);
+  for (double l : loss) ASSERT_TRUE(std::isfinite(l));
+  EXPECT_LT(loss.back(), loss.front() - 0.5) << "the bf16 run did not learn";
+  ProcessResult resumed = run_command(tls_dist_binary() + train + " --max-update 32");
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("at update 30"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("cpu fp32"), std::string::npos) << resumed.output;
+}
+
 TEST_F(Program, ResumingOnAChangedCorpusIsRefused) {
   const std::string dir = scratch_dir("changed_corpus");
   const std::string data = dir + "/train.txt";
@@ -291,6 +311,8 @@ TEST_F(Program, BadInputIsRefusedWithOneLineAndNothingTouched) {
   const std::vector<BadInput> cases = {
       {"unknown flag", train + " --bogus 3", "bogus"},
       {"malformed value", train + " --lr fast", "lr"},
+      {"unknown precision", train + " --precision fp16", "--precision 'fp16'"},
+      {"TF32 without a GPU backend", train + " --allow-tf32", "--allow-tf32 needs --device cuda"},
       {"missing data file", other + dir + "/absent.txt", "absent.txt"},
       {"empty data file", other + dir + "/empty.txt", "empty.txt"},
       {"corpus shorter than a block per row", other + dir + "/short.txt", "--batch-size"},
