@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "runtime/error.h"
+#include "runtime/host_blocks.h"
 
 namespace tls {
 
@@ -50,7 +51,10 @@ HostTensorMemory host_tensor_memory() { return {live_host_bytes.load(), peak_hos
 void reset_host_tensor_peak() { peak_host_bytes.store(live_host_bytes.load()); }
 
 Storage::~Storage() {
-  if (ptr && free_fn) free_fn(ptr);
+  if (ptr && host_block)
+    host_blocks::release(ptr, counted_bytes);
+  else if (ptr && free_fn)
+    free_fn(ptr);
   if (counted_bytes > 0) count_host_bytes(-static_cast<int64_t>(counted_bytes));
 }
 
@@ -67,9 +71,14 @@ Tensor Tensor::empty(std::vector<int64_t> shape, DType dtype) {
   storage->bytes = static_cast<size_t>(product(shape)) * dtype_size(dtype);
   size_t alloc = (storage->bytes + 63) / 64 * 64;
   if (alloc == 0) alloc = 64;
-  storage->ptr = std::aligned_alloc(64, alloc);
+  if (alloc >= host_blocks::kMinBytes) {
+    storage->ptr = host_blocks::allocate(alloc);
+    storage->host_block = true;
+  } else {
+    storage->ptr = std::aligned_alloc(64, alloc);
+    storage->free_fn = std::free;
+  }
   if (!storage->ptr) throw std::bad_alloc();
-  storage->free_fn = std::free;
   storage->counted_bytes = alloc;
   count_host_bytes(static_cast<int64_t>(alloc));
   return wrap(std::move(storage), std::move(shape), dtype);

@@ -40,6 +40,7 @@ struct Storage {
   Device device = Device::cpu;
   void (*free_fn)(void*) = nullptr;
   size_t counted_bytes = 0;  // what Tensor::empty added to the host tensor memory count
+  bool host_block = false;   // ptr came from host_blocks::allocate (counted_bytes long)
   ~Storage();
 };
 

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "kernels/cpu/blas_tiles.h"
@@ -120,8 +121,10 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
   const ChunkTiling tiling(s);
 #pragma omp parallel
   {
-    std::vector<T> scores(static_cast<size_t>(tiling.max_rows * n_slots));
-    std::vector<T> qpos(static_cast<size_t>(tiling.max_rows * std::max<int64_t>(n_pos, 1)));
+    // Scratch is written before it is read, so it is left uninitialised.
+    std::unique_ptr<T[]> scores(new T[static_cast<size_t>(tiling.max_rows * n_slots)]);
+    std::unique_ptr<T[]> qpos(
+        new T[static_cast<size_t>(tiling.max_rows * std::max<int64_t>(n_pos, 1))]);
 #pragma omp for collapse(3) schedule(dynamic)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h)
@@ -137,9 +140,9 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
             }
             continue;
           }
-          chunk_tile_scores(scores.data(), qpos.data(), q, khat, pos, g, b, ho, n_slots, n_pos, s);
+          chunk_tile_scores(scores.get(), qpos.get(), q, khat, pos, g, b, ho, n_slots, n_pos, s);
           for (int64_t i = 0; i < g.rows; ++i) {
-            T* row = scores.data() + i * g.nv_max;
+            T* row = scores.get() + i * g.nv_max;
             const int64_t nv_i = std::clamp<int64_t>(g.g_q(s, i) * r, 0, g.nv_max);
             std::fill(row + nv_i, row + g.nv_max, T(0));
             if (nv_i == 0) {
@@ -149,9 +152,9 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
             l[i] = cpu::softmax_in_place(row, nv_i);
           }
           cpu::gemm_tile(false, false, static_cast<int>(g.rows), static_cast<int>(dh),
-                         static_cast<int>(g.nv_max), T(1), scores.data(),
-                         static_cast<int>(g.nv_max), vhat + b * n_slots * dl + ho,
-                         static_cast<int>(dl), T(0), o, static_cast<int>(dl));
+                         static_cast<int>(g.nv_max), T(1), scores.get(), static_cast<int>(g.nv_max),
+                         vhat + b * n_slots * dl + ho, static_cast<int>(dl), T(0), o,
+                         static_cast<int>(dl));
         }
   }
 }
@@ -167,10 +170,10 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
   // Threads own heads: every slot's and position's gradient of head h has one writer.
 #pragma omp parallel
   {
-    std::vector<T> probs(static_cast<size_t>(tiling.max_rows * n_slots));
-    std::vector<T> dprobs(probs.size());
-    std::vector<T> qpos(static_cast<size_t>(tiling.max_rows * std::max<int64_t>(n_pos, 1)));
-    std::vector<T> dqpos(qpos.size());
+    const size_t score_size = static_cast<size_t>(tiling.max_rows * n_slots),
+                 pos_size = static_cast<size_t>(tiling.max_rows * std::max<int64_t>(n_pos, 1));
+    std::unique_ptr<T[]> probs(new T[score_size]), dprobs(new T[score_size]);
+    std::unique_ptr<T[]> qpos(new T[pos_size]), dqpos(new T[pos_size]);
 #pragma omp for schedule(dynamic)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t b = 0; b < B; ++b)
@@ -184,19 +187,19 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
           const T* go = dout + (b * Tn + g.t0) * dl + ho;
           const T* kb = khat + b * n_slots * dl + ho;
           const T* vb = vhat + b * n_slots * dl + ho;
-          chunk_tile_scores(probs.data(), qpos.data(), q, khat, pos, g, b, ho, n_slots, n_pos, s);
-          cpu::gemm_tile(false, true, rows, nv, idh, T(1), go, idl, vb, idl, T(0), dprobs.data(),
+          chunk_tile_scores(probs.get(), qpos.get(), q, khat, pos, g, b, ho, n_slots, n_pos, s);
+          cpu::gemm_tile(false, true, rows, nv, idh, T(1), go, idl, vb, idl, T(0), dprobs.get(),
                          nv);
-          std::fill(dqpos.begin(), dqpos.begin() + g.rows * g.ids, T(0));
+          std::fill(dqpos.get(), dqpos.get() + g.rows * g.ids, T(0));
           for (int64_t i = 0; i < g.rows; ++i) {
             const int64_t li = (b * H + h) * Tn + g.t0 + i;
             const T l = static_cast<T>(lse[li]);
             const double dlt = delta[li];
             const int64_t top = g.g_q(s, i) * r - 1;
             const int64_t nv_i = std::clamp<int64_t>(top + 1, 0, g.nv_max);
-            T* p = probs.data() + i * g.nv_max;
-            T* dp = dprobs.data() + i * g.nv_max;
-            T* dqp = dqpos.data() + i * g.ids;
+            T* p = probs.get() + i * g.nv_max;
+            T* dp = dprobs.get() + i * g.nv_max;
+            T* dqp = dqpos.get() + i * g.ids;
             cpu::exp_shifted(p, nv_i, l);
             for (int64_t j = 0; j < nv_i; ++j)
               dp[j] = static_cast<T>(p[j] * (static_cast<double>(dp[j]) - dlt));  // ds
@@ -212,19 +215,19 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
           }
           T* dqt = dq ? dq + (b * Tn + g.t0) * dl + ho : nullptr;
           if (dqt) {
-            cpu::gemm_tile(false, false, rows, idh, nv, T(1), dprobs.data(), nv, kb, idl, T(1), dqt,
+            cpu::gemm_tile(false, false, rows, idh, nv, T(1), dprobs.get(), nv, kb, idl, T(1), dqt,
                            idl);
-            cpu::gemm_tile(false, false, rows, idh, ids, T(1), dqpos.data(), ids, pos + ho, idl,
+            cpu::gemm_tile(false, false, rows, idh, ids, T(1), dqpos.get(), ids, pos + ho, idl,
                            T(1), dqt, idl);
           }
           if (dvhat)
-            cpu::gemm_tile(true, false, nv, idh, rows, T(1), probs.data(), nv, go, idl, T(1),
+            cpu::gemm_tile(true, false, nv, idh, rows, T(1), probs.get(), nv, go, idl, T(1),
                            dvhat + b * n_slots * dl + ho, idl);
           if (dkhat)
-            cpu::gemm_tile(true, false, nv, idh, rows, T(1), dprobs.data(), nv, qt, idl, T(1),
+            cpu::gemm_tile(true, false, nv, idh, rows, T(1), dprobs.get(), nv, qt, idl, T(1),
                            dkhat + b * n_slots * dl + ho, idl);
           if (dpos)
-            cpu::gemm_tile(true, false, ids, idh, rows, T(1), dqpos.data(), ids, qt, idl, T(1),
+            cpu::gemm_tile(true, false, ids, idh, rows, T(1), dqpos.get(), ids, qt, idl, T(1),
                            dpos + ho, idl);
         }
   }
