@@ -5,6 +5,7 @@
 // per step, unlike the resident set size). Usage:
 //   length_bench [--from 2048] [--to 32768] [--d-model 256] [--heads 4] [--layers 2]
 //                [--window 256] [--chunk 16] [--steps 2] [--activation-checkpointing]
+//                [--no-warmup]   (time the first step too: for single steps at very long T)
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -17,7 +18,7 @@ using namespace tls;
 int main(int argc, char** argv) {
   ModelConfig cfg = bench::long_sequence_config(2);
   int64_t from = 2048, to = 32768, steps = 2;
-  bool checkpointing = false;
+  bool checkpointing = false, warmup = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> int64_t {
@@ -45,6 +46,8 @@ int main(int argc, char** argv) {
       steps = next();
     else if (a == "--activation-checkpointing")
       checkpointing = true;
+    else if (a == "--no-warmup")
+      warmup = false;
     else {
       std::fprintf(stderr, "length_bench: unknown option %s\n", a.c_str());
       return 2;
@@ -74,7 +77,7 @@ int main(int argc, char** argv) {
         bench::TrainingStep step(*ops, cfg, DType::f32, 1, checkpointing);
         // The peak counts what the model holds between steps (parameters, moments, caches) too.
         reset_host_tensor_peak();
-        per_step = step.time(steps);
+        per_step = step.time(steps, nullptr, warmup);
         peak = static_cast<double>(host_tensor_memory().peak);
       }
       const double per_token = per_step / static_cast<double>(T);

@@ -52,8 +52,9 @@ class TrainingStep {
   }
 
   // Seconds per step over `steps` steps after one warm-up step (which also fills the caches).
-  double time(int64_t steps, double* last_loss = nullptr) {
-    run();
+  // Seconds per step over `steps` steps, after one untimed step unless !warmup.
+  double time(int64_t steps, double* last_loss = nullptr, bool warmup = true) {
+    if (warmup) run();
     const auto t0 = std::chrono::steady_clock::now();
     double loss = 0;
     for (int64_t s = 0; s < steps; ++s) loss = run();
