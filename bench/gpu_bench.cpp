@@ -208,16 +208,7 @@ void training_table(CudaOps& ops, const GemmRates& g) {
 }
 
 void training_row(CudaOps& ops, const GemmRates& g, int64_t T, GemmInputs mode) {
-  ModelConfig cfg;
-  cfg.n_layer = 2;
-  cfg.d_model = 512;
-  cfg.n_head = 8;
-  cfg.d_inner = 2048;
-  cfg.chunk_size = 16;
-  cfg.chunk_rank = 1;
-  cfg.window_len = 512;
-  cfg.mem_len = T;
-  cfg.tokens_per_sample = T;
+  ModelConfig cfg = bench::base_config_two_layers(512, T);
   try {
     cfg.validate();
     reset_peak();

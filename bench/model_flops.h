@@ -29,6 +29,21 @@ inline ModelConfig long_sequence_config(int64_t n_layer) {
 // the key of the query's chunk (an add per chunk, not per query).
 enum class CompressedScore { two_dot_products, folded };
 
+// The paper's base model, two layers of it (d = 512, 8 heads, d_inner 2048, chunk 16, rank 1):
+// issue 7's efficiency target (window 256) and the GPU benchmark (window 512), T = M = tokens.
+inline ModelConfig base_config_two_layers(int64_t window, int64_t tokens) {
+  ModelConfig cfg;
+  cfg.n_layer = 2;
+  cfg.d_model = 512;
+  cfg.n_head = 8;
+  cfg.d_inner = 2048;
+  cfg.chunk_size = 16;
+  cfg.chunk_rank = 1;
+  cfg.window_len = window;
+  cfg.tokens_per_sample = cfg.mem_len = tokens;
+  return cfg;
+}
+
 inline double forward_flops(const ModelConfig& c, int64_t batch,
                             CompressedScore score = CompressedScore::folded) {
   const double T = c.tokens_per_sample, M = c.mem_len, d = c.d_model, w = c.window_len;

@@ -39,16 +39,7 @@ double sgemm_rate(int n, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ModelConfig cfg;
-  cfg.n_layer = 2;
-  cfg.d_model = 512;
-  cfg.n_head = 8;
-  cfg.d_inner = 2048;
-  cfg.chunk_size = 16;
-  cfg.chunk_rank = 1;
-  cfg.window_len = 256;
-  cfg.tokens_per_sample = 2048;
-  cfg.mem_len = 2048;
+  ModelConfig cfg = bench::base_config_two_layers(256, 2048);
   int64_t batch = 1, steps = 3;
   DType dtype = DType::f32;
   bool checkpointing = false;

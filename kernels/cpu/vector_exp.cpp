@@ -12,7 +12,8 @@
 namespace tls::cpu {
 namespace {
 
-double exp_shifted_scalar(float* x, int64_t n, float shift) {
+template <class T>
+double exp_shifted_libm(T* x, int64_t n, T shift) {
   double total = 0;
   for (int64_t j = 0; j < n; ++j) {
     x[j] = std::exp(x[j] - shift);
@@ -59,7 +60,7 @@ __attribute__((target("avx2,fma"))) double exp_shifted_avx2(float* x, int64_t n,
   alignas(32) double lanes[4];
   _mm256_store_pd(lanes, _mm256_add_pd(sum_lo, sum_hi));
   double total = lanes[0] + lanes[1] + lanes[2] + lanes[3];
-  return total + exp_shifted_scalar(x + j, n - j, shift);
+  return total + exp_shifted_libm(x + j, n - j, shift);
 }
 
 const bool kAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -73,17 +74,10 @@ double exp_shifted(float* x, int64_t n, float shift) {
 #ifdef TLS_HAVE_X86
   if (kAvx2) return exp_shifted_avx2(x, n, shift);
 #endif
-  return exp_shifted_scalar(x, n, shift);
+  return exp_shifted_libm(x, n, shift);
 }
 
-double exp_shifted(double* x, int64_t n, double shift) {
-  double total = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    x[j] = std::exp(x[j] - shift);
-    total += x[j];
-  }
-  return total;
-}
+double exp_shifted(double* x, int64_t n, double shift) { return exp_shifted_libm(x, n, shift); }
 
 bool exp_shifted_is_vectorised() { return kAvx2; }
 
