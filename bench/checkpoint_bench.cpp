@@ -18,6 +18,7 @@
 
 #include "checkpoint/checkpoint_reader.h"
 #include "checkpoint/checkpoint_writer.h"
+#include "kernels/cpu/blas_core.h"
 #include "parallel/mpi_comm.h"
 #include "runtime/error.h"
 
@@ -60,6 +61,7 @@ void plain_write(const std::string& path, const std::vector<const Tensor*>& tens
 }  // namespace
 
 int main(int argc, char** argv) {
+  tls::cpu::ensure_fitting_blas_core(argv);  // may re-execute: first
   mpi_initialize(&argc, &argv);
   std::string dir = std::filesystem::temp_directory_path().string();
   ModelConfig cfg;

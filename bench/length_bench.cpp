@@ -12,10 +12,12 @@
 
 #include "bench/model_flops.h"
 #include "bench/training_step.h"
+#include "kernels/cpu/blas_core.h"
 
 using namespace tls;
 
 int main(int argc, char** argv) {
+  tls::cpu::ensure_fitting_blas_core(argv);  // may re-execute: first
   ModelConfig cfg = bench::long_sequence_config(2);
   int64_t from = 2048, to = 32768, steps = 2;
   bool checkpointing = false, warmup = true;
@@ -64,6 +66,7 @@ int main(int argc, char** argv) {
         static_cast<long long>(cfg.window_len), static_cast<long long>(cfg.chunk_size),
         checkpointing ? ", activation checkpointing" : "");
     std::printf("# model FLOPs: %s\n", bench::flops_formula());
+    std::printf("# %s\n", tls::cpu::blas_core_description().c_str());
     std::printf(
         "| T | step (s) | us/token | time/token ratio | model MFLOP/token | FLOPs/token ratio "
         "| FLOPs/token ratio, positional dot counted | peak tensors (MiB) | peak tensor "

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "bench/model_flops.h"
+#include "kernels/cpu/blas_core.h"
 #include "layers/init.h"
 #include "parallel/gradient_reduction.h"
 #include "parallel/mpi_comm.h"
@@ -68,6 +69,7 @@ class NoExchangeComm final : public Comm {
 }  // namespace
 
 int main(int argc, char** argv) {
+  tls::cpu::ensure_fitting_blas_core(argv);  // may re-execute: first
   mpi_initialize(&argc, &argv);
   int tp = 1, sp = 1, steps = 1;
   bool checkpointing = false, no_exchange = false;

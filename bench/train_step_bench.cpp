@@ -16,6 +16,7 @@
 
 #include "bench/model_flops.h"
 #include "bench/training_step.h"
+#include "kernels/cpu/blas_core.h"
 #include "kernels/cpu/blas_tiles.h"
 
 using namespace tls;
@@ -39,6 +40,7 @@ double sgemm_rate(int n, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  tls::cpu::ensure_fitting_blas_core(argv);  // may re-execute: first
   ModelConfig cfg = bench::base_config_two_layers(256, 2048);
   int64_t batch = 1, steps = 3;
   DType dtype = DType::f32;
@@ -95,6 +97,7 @@ int main(int argc, char** argv) {
     std::printf("# train_step_bench: %s, %s%s\n", describe(cfg).c_str(), dtype_name(dtype),
                 checkpointing ? ", activation checkpointing" : "");
     std::printf("# model FLOPs: %s\n", bench::flops_formula());
+    std::printf("# %s\n", tls::cpu::blas_core_description().c_str());
     std::printf(
         "| threads | B | step (s) | tokens/s | model GFLOP/s | sgemm 2048^3 GFLOP/s | ratio | peak "
         "RSS (GiB) | peak tensors (GiB) | loss |\n");

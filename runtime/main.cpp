@@ -9,6 +9,7 @@
 #include <exception>
 #include <string>
 
+#include "kernels/cpu/blas_core.h"
 #include "parallel/mpi_comm.h"
 #include "runtime/commands.h"
 #include "runtime/error.h"
@@ -45,6 +46,8 @@ bool any_rank_failed(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before MPI starts: this may re-execute the program (kernels/cpu/blas_core.h).
+  tls::cpu::ensure_fitting_blas_core(argv);
   tls::mpi_initialize(&argc, &argv);
   tls::RunOptions options;
   std::string error;

@@ -12,6 +12,7 @@
 
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/rank_agreement.h"
+#include "kernels/cpu/blas_core.h"
 #include "layers/init.h"
 #include "parallel/mpi_comm.h"
 #include "runtime/commands.h"
@@ -117,7 +118,8 @@ int run_train(const RunOptions& o) {
       std::to_string(model.parameter_count()) + " parameters; " + o.device + " " + o.precision +
       (ops.gemm_inputs() == GemmInputs::exact
            ? ""
-           : std::string(" (") + to_string(ops.gemm_inputs()) + " GEMM operands)"));
+           : std::string(" (") + to_string(ops.gemm_inputs()) + " GEMM operands)") +
+      (o.device == "cpu" ? "; " + cpu::blas_core_description() : std::string()));
 
   int64_t saved_at = trainer.update();
   auto save = [&] {

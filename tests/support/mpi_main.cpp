@@ -1,12 +1,15 @@
 // main() of the multi-rank suites (*_mpi_test.cpp): MPI is initialised before GoogleTest, every
 // rank runs every test, only rank 0 prints, and the exit status is non-zero on every rank if
-// any rank failed, so mpiexec and CTest see the failure.
+// any rank failed, so mpiexec and CTest see the failure. OpenBLAS gets kernels that fit the CPU
+// first (kernels/cpu/blas_core.h).
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include "kernels/cpu/blas_core.h"
 #include "parallel/mpi_comm.h"
 
 int main(int argc, char** argv) {
+  tls::cpu::ensure_fitting_blas_core(argv);
   tls::mpi_initialize(&argc, &argv);
   ::testing::InitGoogleTest(&argc, argv);
   int rank = 0;

@@ -1,0 +1,63 @@
+// The guard against OpenBLAS's generic kernels (kernels/cpu/blas_core.h): a program started
+// without OPENBLAS_CORETYPE ends up with kernels that fit the CPU, keeps its arguments, and a
+// user's own OPENBLAS_CORETYPE is kept and reported.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "kernels/cpu/blas_core.h"
+#include "support/process.h"
+
+namespace tls {
+namespace {
+
+using testing::ProcessResult;
+using testing::run_command;
+
+std::string helper() { return std::string(TLS_TEST_HELPER_DIR) + "/blas_core_helper"; }
+
+// The value after `key ` on its own line of the helper's output.
+std::string field(const std::string& output, const std::string& key) {
+  const size_t at = output.find(key + " ");
+  if (at == std::string::npos) return "<missing " + key + ">";
+  const size_t from = at + key.size() + 1;
+  return output.substr(from, output.find('\n', from) - from);
+}
+
+TEST(BlasCore, NamesTheKernelsAndTheFittingCore) {
+  EXPECT_FALSE(cpu::blas_core_name().empty());
+  EXPECT_NE(cpu::blas_core_description().find(cpu::blas_core_name()), std::string::npos);
+  const std::string fit = cpu::fitting_blas_core();
+  EXPECT_TRUE(fit.empty() || fit == "SkylakeX" || fit == "Haswell") << fit;
+}
+
+TEST(BlasCore, ThisTestProcessRunsKernelsThatFitTheCpu) {
+  const char* user = std::getenv("OPENBLAS_CORETYPE");
+  if (user != nullptr && std::getenv("TLS_OPENBLAS_CORETYPE_CHOSEN") == nullptr)
+    GTEST_SKIP() << "OPENBLAS_CORETYPE=" << user << " was set by the user and is kept";
+  EXPECT_FALSE(cpu::blas_core_is_generic()) << cpu::blas_core_description();
+}
+
+TEST(BlasCore, AProgramStartedWithoutTheVariableGetsFittingKernelsAndKeepsItsArguments) {
+  const ProcessResult r = run_command("env -u OPENBLAS_CORETYPE -u TLS_OPENBLAS_CORETYPE_CHOSEN " +
+                                      helper() + " one 'two words'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(field(r.output, "generic"), "0") << r.output;
+  EXPECT_EQ(field(r.output, "args"), "one two words") << r.output;
+}
+
+TEST(BlasCore, AUsersOwnCoreTypeIsKeptAndReported) {
+  const ProcessResult r =
+      run_command("env -u TLS_OPENBLAS_CORETYPE_CHOSEN OPENBLAS_CORETYPE=Prescott " + helper());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(field(r.output, "core"), "Prescott") << r.output;
+  const std::string fit = cpu::fitting_blas_core();
+  if (fit.empty()) GTEST_SKIP() << "this CPU has neither AVX2 nor AVX-512";
+  EXPECT_EQ(field(r.output, "generic"), "1") << r.output;
+  EXPECT_NE(field(r.output, "description").find("set OPENBLAS_CORETYPE=" + fit), std::string::npos)
+      << r.output;
+}
+
+}  // namespace
+}  // namespace tls
