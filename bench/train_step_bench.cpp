@@ -4,10 +4,7 @@
 //   train_step_bench [--layers L] [--d-model D] [--heads H] [--d-inner F] [--chunk C] [--rank R]
 //                    [--window W] [--tokens T] [--mem M] [--batch B] [--steps N] [--fp64]
 //                    [--activation-checkpointing]
-#include <cblas.h>
-#include <omp.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -15,29 +12,11 @@
 #include <vector>
 
 #include "bench/model_flops.h"
+#include "bench/sgemm_rate.h"
 #include "bench/training_step.h"
 #include "kernels/cpu/blas_core.h"
-#include "kernels/cpu/blas_tiles.h"
 
 using namespace tls;
-
-namespace {
-
-// OpenBLAS's own multithreaded sgemm, with as many threads as the backend uses.
-double sgemm_rate(int n, int reps) {
-  cpu::BlasThreads threads(omp_get_max_threads());
-  std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(a.size(), 0.25f), c(a.size(), 0.0f);
-  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>((i * 7919) % 1000) / 1000.0f;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
-              0.0f, c.data(), n);  // warm-up
-  auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < reps; ++i)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
-                0.0f, c.data(), n);
-  return 2.0 * n * n * static_cast<double>(n) * reps / bench::seconds_since(t0);
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   tls::cpu::ensure_fitting_blas_core(argv);  // may re-execute: first
@@ -92,7 +71,7 @@ int main(int argc, char** argv) {
     double loss = 0;
     const double step_s = step.time(steps, &loss);
     const double flops = 3 * bench::forward_flops(cfg, batch);
-    const double gemm = sgemm_rate(2048, 3);
+    const double gemm = bench::sgemm_rate(2048, 3);
     const char* threads = std::getenv("OMP_NUM_THREADS");
     std::printf("# train_step_bench: %s, %s%s\n", describe(cfg).c_str(), dtype_name(dtype),
                 checkpointing ? ", activation checkpointing" : "");

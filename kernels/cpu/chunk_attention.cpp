@@ -8,8 +8,8 @@
 //   s[t, j] = q_t . (khat[j] + pos[id(t, j)])
 // As in window_attention.cpp, the forward returns this part's own normalised output and lse,
 // the backward takes the merged lse and delta, recomputes the scores and accumulates. Memory is
-// one query tile's scores per thread (about 128 x slots); the backward's threads split the heads
-// so gradient writes never race.
+// a few blocks of one query tile's scores per thread (kTileRows x kSlotBlock each, whatever T
+// is); the backward's threads split the heads so gradient writes never race.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -47,14 +47,16 @@ inline int64_t visible_slots(const AttentionShape& s, int64_t t, int64_t n_slots
   return std::clamp<int64_t>(g_q * s.chunk_rank, 0, n_slots);
 }
 
-// Query tiles: G consecutive query chunks (about kTileRows query rows) are scored together. The
-// content scores q . khat[j] of the whole tile are one GEMM against the slots visible to its last
-// chunk, and the positional scores q . pos[id] another against the ids the tile uses; the
-// relative id g_q r - 1 - j of each (row, slot) then picks its positional score (the chunked
-// relative shift, applied to scores instead of building a key matrix per chunk). Slots a row
-// cannot see (j >= g_q r, for the tile's earlier chunks) get probability 0. The weighted sum is
-// a third GEMM. Every GEMM has about kTileRows rows, which OpenBLAS runs near its full rate.
+// Query tiles: G consecutive query chunks (about kTileRows query rows) are scored together, and
+// the slots they see are taken in blocks of kSlotBlock, so one block's scores stay in the core's
+// cache between the passes over them (flash-attention style: the forward keeps a running max
+// and sum per row, the backward needs neither). Per (tile, block) the content scores q . khat[j]
+// are one GEMM and the positional scores q . pos[id] another, over the ids the block can use;
+// the relative id g_q r - 1 - j of each (row, slot) then picks its positional score (the
+// chunked relative shift, applied to scores instead of building a key matrix per chunk). Slots a
+// row cannot see (j >= g_q r, for the tile's earlier chunks) get probability 0.
 constexpr int64_t kTileRows = 256;
+constexpr int64_t kSlotBlock = 256;
 
 struct ChunkTiling {
   int64_t chunks_per_tile, n_tiles, max_rows;
@@ -64,52 +66,75 @@ struct ChunkTiling {
     n_tiles = (n_chunks + chunks_per_tile - 1) / chunks_per_tile;
     max_rows = chunks_per_tile * s.chunk_size;
   }
+  // Positional ids one (tile, block) can use: the block's width plus the spread of the tile's
+  // rows' top ids.
+  int64_t max_ids(const AttentionShape& s) const {
+    return kSlotBlock + chunks_per_tile * s.chunk_rank;
+  }
 };
 
 // One tile's geometry: rows t0 .. t0 + rows of the block, its chunks' visible slot counts.
 struct ChunkTileGeometry {
   int64_t t0 = 0, rows = 0;
-  int64_t nv_max = 0;  // slots visible to the tile's last chunk (the GEMMs' width)
-  int64_t ids = 0;     // positional ids the tile may use: 0 .. ids-1
+  int64_t nv_max = 0;               // slots visible to the tile's last chunk
+  int64_t top_first = 0, top_last;  // id of slot 0 for the first and the last row
   ChunkTileGeometry(const AttentionShape& s, const ChunkTiling& tiling, int64_t tile,
-                    int64_t n_slots, int64_t n_pos) {
+                    int64_t n_slots) {
     const int64_t c = s.chunk_size, n_chunks = s.tokens / c;
     const int64_t first = tile * tiling.chunks_per_tile;
     const int64_t last = std::min(n_chunks, first + tiling.chunks_per_tile) - 1;
     t0 = first * c;
     rows = (last - first + 1) * c;
     nv_max = visible_slots(s, last * c, n_slots);
-    // Row i's ids are g_q r - 1 - j <= g_q r - 1, clamped to n_pos - 1.
-    ids = std::clamp<int64_t>((s.first_query_chunk + last) * s.chunk_rank, 0, n_pos);
+    top_first = (s.first_query_chunk + first) * s.chunk_rank - 1;
+    top_last = (s.first_query_chunk + last) * s.chunk_rank - 1;
   }
-  // Global query chunk of tile row i.
+  // Global query chunk of tile row i, and the relative id of slot 0 for it.
   int64_t g_q(const AttentionShape& s, int64_t i) const {
     return s.first_query_chunk + (t0 + i) / s.chunk_size;
   }
+  int64_t top(const AttentionShape& s, int64_t i) const { return g_q(s, i) * s.chunk_rank - 1; }
 };
 
-// scores[i, j] = q_i . khat[j] + q_i . pos[id(i, j)] for j < nv(i) (GEMMs into `scores` and
-// `qpos`, then the shift). Returns nothing for j >= nv(i); callers mask those.
+// Slots j0 .. j0 + width of a tile, and the rows lo .. lo + n_ids of pos its scores use (ids
+// past the last row of pos were clamped to it).
+struct SlotBlock {
+  int64_t j0, width, lo, n_ids;
+  SlotBlock(const ChunkTileGeometry& g, int64_t j0_, int64_t n_pos)
+      : j0(j0_), width(std::min(kSlotBlock, g.nv_max - j0_)) {
+    lo = std::min(std::max<int64_t>(0, g.top_first - (j0 + width - 1)), n_pos - 1);
+    const int64_t hi = std::clamp(g.top_last - j0, lo, n_pos - 1);
+    n_ids = hi - lo + 1;
+  }
+  // Slots of this block that tile row i sees: 0 .. visible(i).
+  int64_t visible(const AttentionShape& s, const ChunkTileGeometry& g, int64_t i) const {
+    return std::clamp<int64_t>(g.top(s, i) + 1 - j0, 0, width);
+  }
+};
+
+// scores[i, j] = q_i . khat[j0 + j] + q_i . pos[id(i, j0 + j)] for j < blk.visible(i) (GEMMs
+// into `scores` and `qpos`, then the shift); entries past that are left unspecified.
 template <class T>
-void chunk_tile_scores(T* scores, T* qpos, const T* q, const T* khat, const T* pos,
-                       const ChunkTileGeometry& g, int64_t b, int64_t ho, int64_t n_slots,
-                       int64_t n_pos, const AttentionShape& s) {
-  const int64_t dl = s.n_head * s.d_head, dh = s.d_head, Tn = s.tokens, r = s.chunk_rank;
-  const T* qt = q + (b * Tn + g.t0) * dl + ho;
-  const int rows = static_cast<int>(g.rows), nv = static_cast<int>(g.nv_max),
-            ids = static_cast<int>(g.ids), idh = static_cast<int>(dh), idl = static_cast<int>(dl);
-  cpu::gemm_tile(false, true, rows, nv, idh, T(1), qt, idl, khat + b * n_slots * dl + ho, idl, T(0),
-                 scores, nv);
-  cpu::gemm_tile(false, true, rows, ids, idh, T(1), qt, idl, pos + ho, idl, T(0), qpos, ids);
+void chunk_block_scores(T* scores, T* qpos, const T* qt, const T* kb, const T* pos,
+                        const ChunkTileGeometry& g, const SlotBlock& blk, int64_t n_pos,
+                        const AttentionShape& s) {
+  const int64_t dl = s.n_head * s.d_head;  // qt, kb and pos point at the head's columns
+  const int idh = static_cast<int>(s.d_head), idl = static_cast<int>(dl);
+  const int rows = static_cast<int>(g.rows), w = static_cast<int>(blk.width),
+            ids = static_cast<int>(blk.n_ids);
+  cpu::gemm_tile(false, true, rows, w, idh, T(1), qt, idl, kb + blk.j0 * dl, idl, T(0), scores, w);
+  cpu::gemm_tile(false, true, rows, ids, idh, T(1), qt, idl, pos + blk.lo * dl, idl, T(0), qpos,
+                 ids);
   for (int64_t i = 0; i < g.rows; ++i) {
-    const int64_t top = g.g_q(s, i) * r - 1;  // id of slot 0
-    const int64_t nv_i = std::min(top + 1, g.nv_max);
-    T* row = scores + i * g.nv_max;
-    const T* qp = qpos + i * g.ids;
-    const int64_t unclamped_from =
-        std::max<int64_t>(0, top - (n_pos - 1));  // id <= n_pos-1 from here
-    for (int64_t j = 0; j < std::min(unclamped_from, nv_i); ++j) row[j] += qp[n_pos - 1];
-    for (int64_t j = unclamped_from; j < nv_i; ++j) row[j] += qp[top - j];
+    const int64_t n = blk.visible(s, g, i);
+    if (n == 0) continue;
+    T* row = scores + i * blk.width;
+    const T* qp = qpos + i * blk.n_ids;        // qp[id - lo]
+    const int64_t top = g.top(s, i) - blk.j0;  // id of row[j] is top - j
+    // ids above n_pos - 1 were clamped to it: j < top - (n_pos - 1).
+    const int64_t unclamped_from = std::clamp<int64_t>(top - (n_pos - 1), 0, n);
+    for (int64_t j = 0; j < unclamped_from; ++j) row[j] += qp[n_pos - 1 - blk.lo];
+    for (int64_t j = unclamped_from; j < n; ++j) row[j] += qp[top - blk.lo - j];
   }
 }
 
@@ -117,44 +142,62 @@ template <class T>
 void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, const T* pos,
                    int64_t n_slots, int64_t n_pos, const AttentionShape& s) {
   const int64_t B = s.batch, Tn = s.tokens, H = s.n_head, dh = s.d_head, dl = H * dh;
-  const int64_t r = s.chunk_rank;
+  const int idh = static_cast<int>(dh), idl = static_cast<int>(dl);
   const ChunkTiling tiling(s);
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
 #pragma omp parallel
   {
     // Scratch is written before it is read, so it is left uninitialised.
-    std::unique_ptr<T[]> scores(new T[static_cast<size_t>(tiling.max_rows * n_slots)]);
-    std::unique_ptr<T[]> qpos(
-        new T[static_cast<size_t>(tiling.max_rows * std::max<int64_t>(n_pos, 1))]);
+    std::unique_ptr<T[]> scores(new T[static_cast<size_t>(tiling.max_rows * kSlotBlock)]);
+    std::unique_ptr<T[]> qpos(new T[static_cast<size_t>(tiling.max_rows * tiling.max_ids(s))]);
+    std::vector<T> row_max(static_cast<size_t>(tiling.max_rows));
+    std::vector<double> row_sum(static_cast<size_t>(tiling.max_rows));
 #pragma omp for collapse(3) schedule(dynamic)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h)
         for (int64_t k = 0; k < tiling.n_tiles; ++k) {
           const int64_t ho = h * dh;
-          const ChunkTileGeometry g(s, tiling, k, n_slots, n_pos);
+          const ChunkTileGeometry g(s, tiling, k, n_slots);
+          const T* qt = q + (b * Tn + g.t0) * dl + ho;
+          const T* kb = khat + b * n_slots * dl + ho;
+          const T* vb = vhat + b * n_slots * dl + ho;
           T* o = out + (b * Tn + g.t0) * dl + ho;
           T* l = lse + (b * H + h) * Tn + g.t0;
-          if (g.nv_max == 0) {  // no row of the tile sees a slot
+          // o accumulates the unnormalised weighted sum, rescaled when a row's max grows.
+          for (int64_t i = 0; i < g.rows; ++i) std::fill(o + i * dl, o + i * dl + dh, T(0));
+          std::fill(row_max.begin(), row_max.end(), kNegInf);
+          std::fill(row_sum.begin(), row_sum.end(), 0.0);
+          for (int64_t j0 = 0; j0 < g.nv_max; j0 += kSlotBlock) {
+            const SlotBlock blk(g, j0, n_pos);
+            chunk_block_scores(scores.get(), qpos.get(), qt, kb, pos + ho, g, blk, n_pos, s);
             for (int64_t i = 0; i < g.rows; ++i) {
-              std::fill(o + i * dl, o + i * dl + dh, T(0));
-              l[i] = -std::numeric_limits<T>::infinity();
+              T* row = scores.get() + i * blk.width;
+              const int64_t n = blk.visible(s, g, i);
+              if (n > 0) {
+                const T mx = std::max(row_max[i], *std::max_element(row, row + n));
+                if (row_max[i] != mx && row_max[i] != kNegInf) {
+                  const T scale = std::exp(row_max[i] - mx);
+                  row_sum[i] *= scale;
+                  for (int64_t e = 0; e < dh; ++e) o[i * dl + e] *= scale;
+                }
+                row_max[i] = mx;
+                row_sum[i] += cpu::exp_shifted(row, n, mx);
+              }
+              std::fill(row + n, row + blk.width, T(0));
             }
-            continue;
+            cpu::gemm_tile(false, false, static_cast<int>(g.rows), idh, static_cast<int>(blk.width),
+                           T(1), scores.get(), static_cast<int>(blk.width), vb + j0 * dl, idl, T(1),
+                           o, idl);
           }
-          chunk_tile_scores(scores.get(), qpos.get(), q, khat, pos, g, b, ho, n_slots, n_pos, s);
           for (int64_t i = 0; i < g.rows; ++i) {
-            T* row = scores.get() + i * g.nv_max;
-            const int64_t nv_i = std::clamp<int64_t>(g.g_q(s, i) * r, 0, g.nv_max);
-            std::fill(row + nv_i, row + g.nv_max, T(0));
-            if (nv_i == 0) {
-              l[i] = -std::numeric_limits<T>::infinity();
+            if (row_sum[i] == 0) {  // no visible slot
+              l[i] = kNegInf;
               continue;
             }
-            l[i] = cpu::softmax_in_place(row, nv_i);
+            const T inv = static_cast<T>(1.0 / row_sum[i]);
+            for (int64_t e = 0; e < dh; ++e) o[i * dl + e] *= inv;
+            l[i] = static_cast<T>(row_max[i] + std::log(row_sum[i]));
           }
-          cpu::gemm_tile(false, false, static_cast<int>(g.rows), static_cast<int>(dh),
-                         static_cast<int>(g.nv_max), T(1), scores.get(), static_cast<int>(g.nv_max),
-                         vhat + b * n_slots * dl + ho, static_cast<int>(dl), T(0), o,
-                         static_cast<int>(dl));
         }
   }
 }
@@ -164,14 +207,13 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
                     const T* q, const T* khat, const T* vhat, const T* pos, int64_t n_slots,
                     int64_t n_pos, const AttentionShape& s) {
   const int64_t B = s.batch, Tn = s.tokens, H = s.n_head, dh = s.d_head, dl = H * dh;
-  const int64_t r = s.chunk_rank;
   const ChunkTiling tiling(s);
   const int idh = static_cast<int>(dh), idl = static_cast<int>(dl);
   // Threads own heads: every slot's and position's gradient of head h has one writer.
 #pragma omp parallel
   {
-    const size_t score_size = static_cast<size_t>(tiling.max_rows * n_slots),
-                 pos_size = static_cast<size_t>(tiling.max_rows * std::max<int64_t>(n_pos, 1));
+    const size_t score_size = static_cast<size_t>(tiling.max_rows * kSlotBlock),
+                 pos_size = static_cast<size_t>(tiling.max_rows * tiling.max_ids(s));
     std::unique_ptr<T[]> probs(new T[score_size]), dprobs(new T[score_size]);
     std::unique_ptr<T[]> qpos(new T[pos_size]), dqpos(new T[pos_size]);
 #pragma omp for schedule(dynamic)
@@ -179,56 +221,59 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
       for (int64_t b = 0; b < B; ++b)
         for (int64_t k = 0; k < tiling.n_tiles; ++k) {
           const int64_t ho = h * dh;
-          const ChunkTileGeometry g(s, tiling, k, n_slots, n_pos);
-          if (g.nv_max == 0) continue;
-          const int rows = static_cast<int>(g.rows), nv = static_cast<int>(g.nv_max),
-                    ids = static_cast<int>(g.ids);
+          const ChunkTileGeometry g(s, tiling, k, n_slots);
+          const int rows = static_cast<int>(g.rows);
           const T* qt = q + (b * Tn + g.t0) * dl + ho;
           const T* go = dout + (b * Tn + g.t0) * dl + ho;
           const T* kb = khat + b * n_slots * dl + ho;
           const T* vb = vhat + b * n_slots * dl + ho;
-          chunk_tile_scores(probs.get(), qpos.get(), q, khat, pos, g, b, ho, n_slots, n_pos, s);
-          cpu::gemm_tile(false, true, rows, nv, idh, T(1), go, idl, vb, idl, T(0), dprobs.get(),
-                         nv);
-          std::fill(dqpos.get(), dqpos.get() + g.rows * g.ids, T(0));
-          for (int64_t i = 0; i < g.rows; ++i) {
-            const int64_t li = (b * H + h) * Tn + g.t0 + i;
-            const T l = static_cast<T>(lse[li]);
-            const double dlt = delta[li];
-            const int64_t top = g.g_q(s, i) * r - 1;
-            const int64_t nv_i = std::clamp<int64_t>(top + 1, 0, g.nv_max);
-            T* p = probs.get() + i * g.nv_max;
-            T* dp = dprobs.get() + i * g.nv_max;
-            T* dqp = dqpos.get() + i * g.ids;
-            cpu::exp_shifted(p, nv_i, l);
-            for (int64_t j = 0; j < nv_i; ++j)
-              dp[j] = static_cast<T>(p[j] * (static_cast<double>(dp[j]) - dlt));  // ds
-            // Row i's positional gradient: slot j's ds goes to id top - j; ids past the last
-            // row of pos were clamped to it.
-            const int64_t unclamped_from = std::clamp<int64_t>(top - (n_pos - 1), 0, nv_i);
-            T clamped = 0;
-            for (int64_t j = 0; j < unclamped_from; ++j) clamped += dp[j];
-            if (unclamped_from > 0) dqp[n_pos - 1] += clamped;
-            for (int64_t j = unclamped_from; j < nv_i; ++j) dqp[top - j] += dp[j];
-            std::fill(p + nv_i, p + g.nv_max, T(0));
-            std::fill(dp + nv_i, dp + g.nv_max, T(0));
-          }
           T* dqt = dq ? dq + (b * Tn + g.t0) * dl + ho : nullptr;
-          if (dqt) {
-            cpu::gemm_tile(false, false, rows, idh, nv, T(1), dprobs.get(), nv, kb, idl, T(1), dqt,
-                           idl);
-            cpu::gemm_tile(false, false, rows, idh, ids, T(1), dqpos.get(), ids, pos + ho, idl,
-                           T(1), dqt, idl);
+          for (int64_t j0 = 0; j0 < g.nv_max; j0 += kSlotBlock) {
+            const SlotBlock blk(g, j0, n_pos);
+            const int w = static_cast<int>(blk.width), ids = static_cast<int>(blk.n_ids);
+            chunk_block_scores(probs.get(), qpos.get(), qt, kb, pos + ho, g, blk, n_pos, s);
+            cpu::gemm_tile(false, true, rows, w, idh, T(1), go, idl, vb + j0 * dl, idl, T(0),
+                           dprobs.get(), w);
+            std::fill(dqpos.get(), dqpos.get() + g.rows * blk.n_ids, T(0));
+            for (int64_t i = 0; i < g.rows; ++i) {
+              const int64_t li = (b * H + h) * Tn + g.t0 + i;
+              const int64_t n = blk.visible(s, g, i);
+              T* p = probs.get() + i * blk.width;
+              T* dp = dprobs.get() + i * blk.width;
+              if (n > 0) {
+                const double dlt = delta[li];
+                cpu::exp_shifted(p, n, static_cast<T>(lse[li]));
+                for (int64_t j = 0; j < n; ++j)
+                  dp[j] = static_cast<T>(p[j] * (static_cast<double>(dp[j]) - dlt));  // ds
+                // Row i's positional gradient: slot j's ds goes to id top - j; ids past the
+                // last row of pos were clamped to it.
+                T* dqp = dqpos.get() + i * blk.n_ids;  // dqp[id - lo]
+                const int64_t top = g.top(s, i) - j0;
+                const int64_t unclamped_from = std::clamp<int64_t>(top - (n_pos - 1), 0, n);
+                T clamped = 0;
+                for (int64_t j = 0; j < unclamped_from; ++j) clamped += dp[j];
+                if (unclamped_from > 0) dqp[n_pos - 1 - blk.lo] += clamped;
+                for (int64_t j = unclamped_from; j < n; ++j) dqp[top - j - blk.lo] += dp[j];
+              }
+              std::fill(p + n, p + blk.width, T(0));
+              std::fill(dp + n, dp + blk.width, T(0));
+            }
+            if (dqt) {
+              cpu::gemm_tile(false, false, rows, idh, w, T(1), dprobs.get(), w, kb + j0 * dl, idl,
+                             T(1), dqt, idl);
+              cpu::gemm_tile(false, false, rows, idh, ids, T(1), dqpos.get(), ids,
+                             pos + blk.lo * dl + ho, idl, T(1), dqt, idl);
+            }
+            if (dvhat)
+              cpu::gemm_tile(true, false, w, idh, rows, T(1), probs.get(), w, go, idl, T(1),
+                             dvhat + (b * n_slots + j0) * dl + ho, idl);
+            if (dkhat)
+              cpu::gemm_tile(true, false, w, idh, rows, T(1), dprobs.get(), w, qt, idl, T(1),
+                             dkhat + (b * n_slots + j0) * dl + ho, idl);
+            if (dpos)
+              cpu::gemm_tile(true, false, ids, idh, rows, T(1), dqpos.get(), ids, qt, idl, T(1),
+                             dpos + blk.lo * dl + ho, idl);
           }
-          if (dvhat)
-            cpu::gemm_tile(true, false, nv, idh, rows, T(1), probs.get(), nv, go, idl, T(1),
-                           dvhat + b * n_slots * dl + ho, idl);
-          if (dkhat)
-            cpu::gemm_tile(true, false, nv, idh, rows, T(1), dprobs.get(), nv, qt, idl, T(1),
-                           dkhat + b * n_slots * dl + ho, idl);
-          if (dpos)
-            cpu::gemm_tile(true, false, ids, idh, rows, T(1), dqpos.get(), ids, qt, idl, T(1),
-                           dpos + ho, idl);
         }
   }
 }

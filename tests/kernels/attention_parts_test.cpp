@@ -145,6 +145,9 @@ std::vector<Case> cases() {
       {"single_chunk", shape(4, 4, 4, 3, 1), 6, 6},
       {"partial_window_tile", shape(40, 8, 4, 1, 2), 12, 12},
       {"long_window_several_tiles", shape(96, 64, 8, 2, 0), 24, 24},
+      // Several query tiles (256 rows) and slot blocks (256 slots) of the CPU kernel, with
+      // clamped positional ids in some blocks only.
+      {"several_query_tiles_and_slot_blocks", shape(640, 8, 2, 1, 300), 620, 400},
   };
 }
 
@@ -179,15 +182,21 @@ TEST_P(AttentionParts, BackwardMatchesFiniteDifferences) {
                                  in.values, in.rel, in.rw, in.rr, s);
   ops->chunk_attention_backward(dq, dkhat, dvhat, dpos, probe, f.lse, delta, in.q, in.khat, in.vhat,
                                 in.pos, s);
-  EXPECT_LE(max_gradient_error(in.q, dq, loss, rng), 1e-6) << "q";
-  EXPECT_LE(max_gradient_error(in.keys, dk, loss, rng), 1e-6) << "keys";
-  EXPECT_LE(max_gradient_error(in.values, dv, loss, rng), 1e-6) << "values";
-  EXPECT_LE(max_gradient_error(in.rel, drel, loss, rng), 1e-6) << "rel";
-  EXPECT_LE(max_gradient_error(in.rw, drw, loss, rng), 1e-6) << "r_w_bias";
-  EXPECT_LE(max_gradient_error(in.rr, drr, loss, rng), 1e-6) << "r_r_bias";
-  EXPECT_LE(max_gradient_error(in.khat, dkhat, loss, rng), 1e-6) << "khat";
-  EXPECT_LE(max_gradient_error(in.vhat, dvhat, loss, rng), 1e-6) << "vhat";
-  EXPECT_LE(max_gradient_error(in.pos, dpos, loss, rng), 1e-6) << "pos";
+  // Errors are relative to max(|numeric|, 1e-2): the gradients here reach about 3, and the
+  // central difference itself is only good to about 1e-9 absolute (rounding of the loss over
+  // eps, and eps^2 truncation), so the default 1e-3 floor left no margin.
+  const auto check = [&](Tensor& x, const Tensor& g) {
+    return max_gradient_error(x, g, loss, rng, 24, 1e-5, 1e-2);
+  };
+  EXPECT_LE(check(in.q, dq), 1e-6) << "q";
+  EXPECT_LE(check(in.keys, dk), 1e-6) << "keys";
+  EXPECT_LE(check(in.values, dv), 1e-6) << "values";
+  EXPECT_LE(check(in.rel, drel), 1e-6) << "rel";
+  EXPECT_LE(check(in.rw, drw), 1e-6) << "r_w_bias";
+  EXPECT_LE(check(in.rr, drr), 1e-6) << "r_r_bias";
+  EXPECT_LE(check(in.khat, dkhat), 1e-6) << "khat";
+  EXPECT_LE(check(in.vhat, dvhat), 1e-6) << "vhat";
+  EXPECT_LE(check(in.pos, dpos), 1e-6) << "pos";
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionParts, ::testing::ValuesIn(cases()),
