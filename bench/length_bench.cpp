@@ -4,11 +4,13 @@
 // row, and the peak bytes of host tensors per token during a step (runtime/tensor.h: exact, and
 // per step, unlike the resident set size). Usage:
 //   length_bench [--from 2048] [--to 32768] [--d-model 256] [--heads 4] [--layers 2]
-//                [--window 256] [--chunk 16] [--steps 2] [--activation-checkpointing]
+//                [--window 256] [--chunk 16] [--steps 3] [--min-seconds 5]
+//                [--activation-checkpointing]
 //                [--no-warmup]   (time the first step too: for single steps at very long T)
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "bench/model_flops.h"
 #include "bench/training_step.h"
@@ -19,7 +21,8 @@ using namespace tls;
 int main(int argc, char** argv) {
   tls::cpu::ensure_fitting_blas_core(argv);  // may re-execute: first
   ModelConfig cfg = bench::long_sequence_config(2);
-  int64_t from = 2048, to = 32768, steps = 2;
+  int64_t from = 2048, to = 32768, steps = 3;
+  double min_seconds = 5;
   bool checkpointing = false, warmup = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -46,6 +49,8 @@ int main(int argc, char** argv) {
       cfg.chunk_size = next();
     else if (a == "--steps")
       steps = next();
+    else if (a == "--min-seconds")
+      min_seconds = static_cast<double>(next());
     else if (a == "--activation-checkpointing")
       checkpointing = true;
     else if (a == "--no-warmup")
@@ -57,7 +62,6 @@ int main(int argc, char** argv) {
   }
   try {
     auto ops = make_cpu_ops();
-    double first_time = 0, first_flops = 0, first_flops_two = 0;
     std::printf(
         "# length_bench: d_model %lld, n_head %lld, n_layer %lld, d_inner %lld, window %lld, "
         "chunk %lld, rank 1, M = T, B = 1, float32%s\n",
@@ -66,35 +70,58 @@ int main(int argc, char** argv) {
         static_cast<long long>(cfg.window_len), static_cast<long long>(cfg.chunk_size),
         checkpointing ? ", activation checkpointing" : "");
     std::printf("# model FLOPs: %s\n", bench::flops_formula());
-    std::printf("# %s\n", tls::cpu::blas_core_description().c_str());
     std::printf(
-        "| T | step (s) | us/token | time/token ratio | model MFLOP/token | FLOPs/token ratio "
-        "| FLOPs/token ratio, positional dot counted | peak tensors (MiB) | peak tensor "
-        "KiB/token |\n");
-    std::printf("|---|---|---|---|---|---|---|---|---|\n");
-    for (int64_t T = from; T <= to; T *= 2) {
+        "# time per token from the fastest of at least %lld steps and %.0f s per T (a shared "
+        "machine only ever adds time); the first T is measured again after the last\n",
+        static_cast<long long>(steps), min_seconds);
+    std::printf("# %s\n", tls::cpu::blas_core_description().c_str());
+    struct Row {
+      int64_t T;
+      bench::TrainingStep::Times times;
+      double peak;
+    };
+    auto measure = [&](int64_t T) {
       cfg.tokens_per_sample = cfg.mem_len = T;
       cfg.validate();
-      double per_step = 0, peak = 0;
-      {
-        bench::TrainingStep step(*ops, cfg, DType::f32, 1, checkpointing);
-        // The peak counts what the model holds between steps (parameters, moments, caches) too.
-        reset_host_tensor_peak();
-        per_step = step.time(steps, nullptr, warmup);
-        peak = static_cast<double>(host_tensor_memory().peak);
-      }
-      const double per_token = per_step / static_cast<double>(T);
-      const double flops_per_token = 3 * bench::forward_flops(cfg, 1) / static_cast<double>(T);
+      bench::TrainingStep step(*ops, cfg, DType::f32, 1, checkpointing);
+      // The peak counts what the model holds between steps (parameters, moments, caches) too.
+      reset_host_tensor_peak();
+      Row row{T, step.time(steps, nullptr, warmup, min_seconds), 0};
+      row.peak = static_cast<double>(host_tensor_memory().peak);
+      std::fprintf(stderr, "length_bench: T=%lld: %lld steps, fastest %.3f s\n",
+                   static_cast<long long>(T), static_cast<long long>(row.times.steps),
+                   row.times.fastest);
+      return row;
+    };
+    std::vector<Row> rows;
+    for (int64_t T = from; T <= to; T *= 2) rows.push_back(measure(T));
+    if (rows.size() > 1) {
+      // The first T again, after the longest: every ratio is against it, so a slow spell of the
+      // machine while it first ran must not flatter the others.
+      const Row again = measure(from);
+      if (again.times.fastest < rows[0].times.fastest) rows[0].times = again.times;
+    }
+    std::printf(
+        "| T | steps | step (s), mean | step (s), fastest | us/token | time/token ratio | model "
+        "MFLOP/token | FLOPs/token ratio | FLOPs/token ratio, positional dot counted | peak "
+        "tensors (MiB) | peak tensor KiB/token |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    double first_time = 0, first_flops = 0, first_flops_two = 0;
+    for (const Row& row : rows) {
+      const double T = static_cast<double>(row.T);
+      cfg.tokens_per_sample = cfg.mem_len = row.T;
+      const double per_token = row.times.fastest / T;
+      const double flops_per_token = 3 * bench::forward_flops(cfg, 1) / T;
       const double flops_two =
-          3 * bench::forward_flops(cfg, 1, bench::CompressedScore::two_dot_products) /
-          static_cast<double>(T);
+          3 * bench::forward_flops(cfg, 1, bench::CompressedScore::two_dot_products) / T;
       if (first_time == 0)
         first_time = per_token, first_flops = flops_per_token, first_flops_two = flops_two;
-      std::printf("| %lld | %.3f | %.2f | %.3f | %.2f | %.3f | %.3f | %.1f | %.2f |\n",
-                  static_cast<long long>(T), per_step, per_token * 1e6, per_token / first_time,
-                  flops_per_token / 1e6, flops_per_token / first_flops, flops_two / first_flops_two,
-                  peak / (1 << 20), peak / static_cast<double>(T) / 1024);
-      std::fflush(stdout);
+      std::printf(
+          "| %lld | %lld | %.3f | %.3f | %.2f | %.3f | %.2f | %.3f | %.3f | %.1f | %.2f |\n",
+          static_cast<long long>(row.T), static_cast<long long>(row.times.steps), row.times.mean,
+          row.times.fastest, per_token * 1e6, per_token / first_time, flops_per_token / 1e6,
+          flops_per_token / first_flops, flops_two / first_flops_two, row.peak / (1 << 20),
+          row.peak / T / 1024);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "length_bench: %s\n", e.what());

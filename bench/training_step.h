@@ -4,6 +4,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <vector>
@@ -51,15 +52,30 @@ class TrainingStep {
     return nll / static_cast<double>(batch_ * cfg_.tokens_per_sample);
   }
 
-  // Seconds per step over `steps` steps after one warm-up step (which also fills the caches).
-  // Seconds per step over `steps` steps, after one untimed step unless !warmup.
-  double time(int64_t steps, double* last_loss = nullptr, bool warmup = true) {
+  // Seconds per step, after one untimed step unless !warmup, over at least `steps` steps and
+  // until `min_seconds` of stepping have passed: the mean, and the fastest step (on a shared
+  // machine other work only ever adds time, so the fastest step is the steadiest estimate of
+  // what a step costs, and more steps give it more chances).
+  struct Times {
+    double mean = 0, fastest = 0;
+    int64_t steps = 0;
+  };
+  Times time(int64_t steps, double* last_loss = nullptr, bool warmup = true,
+             double min_seconds = 0) {
     if (warmup) run();
-    const auto t0 = std::chrono::steady_clock::now();
-    double loss = 0;
-    for (int64_t s = 0; s < steps; ++s) loss = run();
+    Times t;
+    double loss = 0, total = 0;
+    while (t.steps < steps || total < min_seconds) {
+      const auto t0 = std::chrono::steady_clock::now();
+      loss = run();
+      const double sec = seconds_since(t0);
+      total += sec;
+      t.fastest = t.steps == 0 ? sec : std::min(t.fastest, sec);
+      ++t.steps;
+    }
+    t.mean = total / static_cast<double>(t.steps);
     if (last_loss) *last_loss = loss;
-    return seconds_since(t0) / static_cast<double>(steps);
+    return t;
   }
 
  private:
