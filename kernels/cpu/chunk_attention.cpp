@@ -174,7 +174,7 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
               T* row = scores.get() + i * blk.width;
               const int64_t n = blk.visible(s, g, i);
               if (n > 0) {
-                const T mx = std::max(row_max[i], *std::max_element(row, row + n));
+                const T mx = std::max(row_max[i], cpu::row_max(row, n));
                 if (row_max[i] != mx && row_max[i] != kNegInf) {
                   const T scale = std::exp(row_max[i] - mx);
                   row_sum[i] *= scale;
