@@ -5,6 +5,7 @@
 //                    [--window W] [--tokens T] [--mem M] [--batch B] [--steps N] [--fp64]
 //                    [--activation-checkpointing]
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,7 +22,7 @@ using namespace tls;
 int main(int argc, char** argv) {
   tls::cpu::ensure_fitting_blas_core(argv);  // may re-execute: first
   ModelConfig cfg = bench::base_config_two_layers(256, 2048);
-  int64_t batch = 1, steps = 3;
+  int64_t batch = 1, steps = 6;
   DType dtype = DType::f32;
   bool checkpointing = false;
   for (int i = 1; i < argc; ++i) {
@@ -68,18 +69,27 @@ int main(int argc, char** argv) {
     cfg.validate();
     auto ops = make_cpu_ops();
     bench::TrainingStep step(*ops, cfg, dtype, batch, checkpointing);
-    double loss = 0;
-    const bench::TrainingStep::Times times = step.time(steps, &loss);
+    // Steps and sgemm calls alternate, so both rates are taken side by side on a shared
+    // machine whose speed drifts; each is the fastest seen.
+    double loss = 0, gemm = 0;
+    step.run();  // warm-up
+    bench::TrainingStep::Times times;
+    for (int64_t s = 0; s < steps; ++s) {
+      const bench::TrainingStep::Times one = step.time(1, &loss, false);
+      times.fastest = s == 0 ? one.fastest : std::min(times.fastest, one.fastest);
+      times.mean += one.mean / static_cast<double>(steps);
+      ++times.steps;
+      gemm = std::max(gemm, bench::sgemm_rate(2048, 1));
+    }
     const double step_s = times.fastest;
     const double flops = 3 * bench::forward_flops(cfg, batch);
-    const double gemm = bench::sgemm_rate(2048, 3);
     const char* threads = std::getenv("OMP_NUM_THREADS");
     std::printf("# train_step_bench: %s, %s%s\n", describe(cfg).c_str(), dtype_name(dtype),
                 checkpointing ? ", activation checkpointing" : "");
     std::printf("# model FLOPs: %s\n", bench::flops_formula());
     std::printf(
-        "# rates from the fastest of %lld steps and of 3 sgemm calls (a shared machine "
-        "only ever adds time)\n",
+        "# rates from the fastest of %lld steps and of an sgemm call after each (side by side: a "
+        "shared machine's speed drifts, and other work only ever adds time)\n",
         static_cast<long long>(steps));
     std::printf("# %s\n", tls::cpu::blas_core_description().c_str());
     std::printf(
