@@ -2,10 +2,13 @@
 // GELU (erf form): gelu(x) = 0.5 x (1 + erf(x / sqrt 2)),
 //   gelu'(x) = 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi).
 // ReLU: relu(x) = max(x, 0), relu'(x) = [x > 0]. Backward ops accumulate: dx += dout * f'(x).
+// float64 GELU uses libm; float32 GELU runs on AVX2 lanes (kernels/cpu/vector_gelu.h).
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/dispatch.h"
+#include "kernels/cpu/vector_gelu.h"
 
 namespace tls {
 
@@ -47,8 +50,21 @@ void unary_backward(const char* op, Tensor& dx, const Tensor& dout, const Tensor
 
 }  // namespace
 
+// float32 tensors go to the AVX2 rows of kernels/cpu/vector_gelu.cpp in blocks of this many.
+constexpr int64_t kGeluBlock = 4096;
+
 void CpuOps::gelu_forward(Tensor& out, const Tensor& x) {
-  // Generic lambdas: erf and exp run in the tensor's type (erff / expf for float).
+  if (x.dtype() == DType::f32) {
+    cpu::check_float("gelu_forward", "x", x);
+    cpu::check_same("gelu_forward", "x", x, "out", out);
+    const float* xp = x.data<float>();
+    float* yp = out.data<float>();
+    const int64_t n = x.numel();
+#pragma omp parallel for schedule(static) if (n >= cpu::kParallelMin)
+    for (int64_t i = 0; i < n; i += kGeluBlock)
+      cpu::gelu_forward_rows(xp + i, yp + i, std::min(kGeluBlock, n - i));
+    return;
+  }
   unary("gelu_forward", out, x, [](auto v) {
     using V = decltype(v);
     return V(0.5) * v * (V(1) + std::erf(v * V(kInvSqrt2)));
@@ -56,6 +72,19 @@ void CpuOps::gelu_forward(Tensor& out, const Tensor& x) {
 }
 
 void CpuOps::gelu_backward(Tensor& dx, const Tensor& dout, const Tensor& x) {
+  if (x.dtype() == DType::f32) {
+    cpu::check_float("gelu_backward", "x", x);
+    cpu::check_same("gelu_backward", "x", x, "dx", dx);
+    cpu::check_same("gelu_backward", "x", x, "dout", dout);
+    const float* xp = x.data<float>();
+    const float* gp = dout.data<float>();
+    float* dp = dx.data<float>();
+    const int64_t n = x.numel();
+#pragma omp parallel for schedule(static) if (n >= cpu::kParallelMin)
+    for (int64_t i = 0; i < n; i += kGeluBlock)
+      cpu::gelu_backward_rows(xp + i, gp + i, dp + i, std::min(kGeluBlock, n - i));
+    return;
+  }
   unary_backward("gelu_backward", dx, dout, x, [](auto v) {
     using V = decltype(v);
     return V(0.5) * (V(1) + std::erf(v * V(kInvSqrt2))) +

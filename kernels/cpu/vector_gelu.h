@@ -1,0 +1,22 @@
+// GELU (erf form) over float rows on AVX2 lanes, for the CPU backend's float32 activations
+// (kernels/cpu/activation.cpp). libm's scalar erff was 3.4% of the training step, and 1 + erf(u)
+// computed as 1 + erff(u) loses most digits for u < -2 to cancellation. Here 1 + erf(u) is
+// erfc(-u) for u < 0 and 2 - erfc(u) otherwise, with erfc(z) = t exp(-z^2) exp(P(t)),
+// t = 1 / (1 + z / 2) (a Chebyshev fit, relative error 1.1e-7 for every z >= 0), so both GELU and
+// its derivative keep about 1e-6 relative accuracy in the negative tail as well.
+#pragma once
+
+#include <cstdint>
+
+namespace tls::cpu {
+
+// y[i] = 0.5 x[i] (1 + erf(x[i] / sqrt 2)).
+void gelu_forward_rows(const float* x, float* y, int64_t n);
+// dx[i] += dout[i] * gelu'(x[i]), gelu'(x) = 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2
+// pi).
+void gelu_backward_rows(const float* x, const float* dout, float* dx, int64_t n);
+
+// Whether the two run on AVX2 lanes on this CPU (else they use libm's erff and expf).
+bool gelu_is_vectorised();
+
+}  // namespace tls::cpu
