@@ -73,11 +73,11 @@ struct ChunkTiling {
   }
 };
 
-// One tile's geometry: rows t0 .. t0 + rows of the block, its chunks' visible slot counts.
+// One tile's geometry: its rows t0 .. t0 + rows, the slots its last chunk sees, its rows' ids.
 struct ChunkTileGeometry {
   int64_t t0 = 0, rows = 0;
-  int64_t nv_max = 0;               // slots visible to the tile's last chunk
-  int64_t top_first = 0, top_last;  // id of slot 0 for the first and the last row
+  int64_t nv_max = 0;                   // slots visible to the tile's last chunk
+  int64_t top_first = 0, top_last = 0;  // id of slot 0 for the first and the last row
   ChunkTileGeometry(const AttentionShape& s, const ChunkTiling& tiling, int64_t tile,
                     int64_t n_slots) {
     const int64_t c = s.chunk_size, n_chunks = s.tokens / c;
