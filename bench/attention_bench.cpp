@@ -11,8 +11,6 @@
 // visible slots (content and positional dot) and sums them: 3 * 2 d_h visible(t). Backwards
 // both recompute the scores (2 units), then dP, dQ (2), dK or dV, dV or dK, dpos or drel:
 // 8 units against the forward's 3.
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -20,6 +18,7 @@
 #include <vector>
 
 #include "bench/sgemm_rate.h"
+#include "bench/timing.h"
 #include "kernels/cpu/blas_core.h"
 #include "kernels/ops.h"
 
@@ -34,21 +33,6 @@ Tensor random_tensor(Ops& ops, std::vector<int64_t> shape, std::mt19937_64& rng)
   for (double& x : v) x = normal(rng);
   ops.from_host(t, v);
   return t;
-}
-
-// The fastest of `reps` calls after a warm-up call (first touch of the outputs and scratch); on
-// a shared machine other work only ever adds time.
-template <class F>
-double seconds_per_call(int reps, F&& f) {
-  f();
-  double fastest = 0;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    fastest = i == 0 ? s : std::min(fastest, s);
-  }
-  return fastest;
 }
 
 }  // namespace
@@ -115,18 +99,18 @@ int main(int argc, char** argv) {
     Tensor dq = zeros(q), dk = zeros(keys), dv = zeros(values), drel = zeros(rel), drw = zeros(rw),
            drr = zeros(rr), dkhat = zeros(khat), dvhat = zeros(vhat), dpos = zeros(pos);
 
-    const double window_fwd = seconds_per_call(reps, [&] {
+    const double window_fwd = bench::fastest_seconds(reps, [&] {
       ops->window_attention_forward(out_w, lse_w, q, keys, values, rel, rw, rr, s);
     });
-    const double chunk_fwd = seconds_per_call(
+    const double chunk_fwd = bench::fastest_seconds(
         reps, [&] { ops->chunk_attention_forward(out_c, lse_c, q, khat, vhat, pos, s); });
     ops->attention_merge(out, lse, out_w, lse_w, out_c, lse_c, s);
     ops->attention_delta(delta, dout, out, s);
-    const double window_bwd = seconds_per_call(reps, [&] {
+    const double window_bwd = bench::fastest_seconds(reps, [&] {
       ops->window_attention_backward(dq, dk, dv, drel, drw, drr, dout, lse, delta, q, keys, values,
                                      rel, rw, rr, s);
     });
-    const double chunk_bwd = seconds_per_call(reps, [&] {
+    const double chunk_bwd = bench::fastest_seconds(reps, [&] {
       ops->chunk_attention_backward(dq, dkhat, dvhat, dpos, dout, lse, delta, q, khat, vhat, pos,
                                     s);
     });

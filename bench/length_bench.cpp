@@ -74,6 +74,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (steps < 1 || rounds < 1) {
+    std::fprintf(stderr, "length_bench: --steps and --rounds must be at least 1\n");
+    return 2;
+  }
   try {
     auto ops = make_cpu_ops();
     std::printf(

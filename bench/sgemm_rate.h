@@ -6,10 +6,9 @@
 #include <cblas.h>
 #include <omp.h>
 
-#include <algorithm>
-#include <chrono>
 #include <vector>
 
+#include "bench/timing.h"
 #include "kernels/cpu/blas_tiles.h"
 
 namespace tls::bench {
@@ -18,16 +17,10 @@ inline double sgemm_rate(int n, int reps) {
   cpu::BlasThreads threads(omp_get_max_threads());
   std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(a.size(), 0.25f), c(a.size(), 0.0f);
   for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>((i * 7919) % 1000) / 1000.0f;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
-              0.0f, c.data(), n);  // warm-up
-  double fastest = 0;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
+  const double fastest = fastest_seconds(reps, [&] {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
                 0.0f, c.data(), n);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    fastest = i == 0 ? s : std::min(fastest, s);
-  }
+  });
   return 2.0 * n * n * static_cast<double>(n) / fastest;
 }
 

@@ -14,6 +14,7 @@
 
 #include "bench/model_flops.h"
 #include "bench/sgemm_rate.h"
+#include "bench/timing.h"
 #include "bench/training_step.h"
 #include "kernels/cpu/blas_core.h"
 
@@ -65,23 +66,25 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (steps < 1) {
+    std::fprintf(stderr, "train_step_bench: --steps must be at least 1\n");
+    return 2;
+  }
   try {
     cfg.validate();
     auto ops = make_cpu_ops();
     bench::TrainingStep step(*ops, cfg, dtype, batch, checkpointing);
     // Steps and sgemm calls alternate, so both rates are taken side by side on a shared
     // machine whose speed drifts; each is the fastest seen.
-    double loss = 0, gemm = 0;
+    double loss = 0, gemm = 0, fastest = 0, total = 0;
     step.run();  // warm-up
-    bench::TrainingStep::Times times;
     for (int64_t s = 0; s < steps; ++s) {
-      const bench::TrainingStep::Times one = step.time(1, &loss, false);
-      times.fastest = s == 0 ? one.fastest : std::min(times.fastest, one.fastest);
-      times.mean += one.mean / static_cast<double>(steps);
-      ++times.steps;
+      const double sec = bench::seconds_of([&] { loss = step.run(); });
+      fastest = s == 0 ? sec : std::min(fastest, sec);
+      total += sec;
       gemm = std::max(gemm, bench::sgemm_rate(2048, 1));
     }
-    const double step_s = times.fastest;
+    const double step_s = fastest;
     const double flops = 3 * bench::forward_flops(cfg, batch);
     const char* threads = std::getenv("OMP_NUM_THREADS");
     std::printf("# train_step_bench: %s, %s%s\n", describe(cfg).c_str(), dtype_name(dtype),
@@ -97,7 +100,8 @@ int main(int argc, char** argv) {
         "2048^3 GFLOP/s | ratio | peak RSS (GiB) | peak tensors (GiB) | loss |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     std::printf("| %s | %lld | %.3f | %.3f | %.0f | %.2f | %.2f | %.3f | %.2f | %.2f | %.4f |\n",
-                threads ? threads : "default", static_cast<long long>(batch), times.mean, step_s,
+                threads ? threads : "default", static_cast<long long>(batch),
+                total / static_cast<double>(steps), step_s,
                 static_cast<double>(batch * cfg.tokens_per_sample) / step_s, flops / step_s / 1e9,
                 gemm / 1e9, flops / step_s / gemm, bench::peak_rss_gib(),
                 static_cast<double>(host_tensor_memory().peak) / (1 << 30), loss);

@@ -5,19 +5,15 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <chrono>
 #include <memory>
 #include <vector>
 
+#include "bench/timing.h"
 #include "layers/init.h"
 #include "layers/model.h"
 #include "runtime/optimizer.h"
 
 namespace tls::bench {
-
-inline double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // The process's resident high-water mark (it never goes down).
 inline double peak_rss_gib() {
@@ -66,9 +62,7 @@ class TrainingStep {
     Times t;
     double loss = 0, total = 0;
     while (t.steps < steps || total < min_seconds) {
-      const auto t0 = std::chrono::steady_clock::now();
-      loss = run();
-      const double sec = seconds_since(t0);
+      const double sec = seconds_of([&] { loss = run(); });
       total += sec;
       t.fastest = t.steps == 0 ? sec : std::min(t.fastest, sec);
       ++t.steps;

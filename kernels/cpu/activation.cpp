@@ -2,7 +2,8 @@
 // GELU (erf form): gelu(x) = 0.5 x (1 + erf(x / sqrt 2)),
 //   gelu'(x) = 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi).
 // ReLU: relu(x) = max(x, 0), relu'(x) = [x > 0]. Backward ops accumulate: dx += dout * f'(x).
-// float64 GELU uses libm; float32 GELU runs on AVX2 lanes (kernels/cpu/vector_gelu.h).
+// float32 GELU runs on AVX2 lanes where the CPU has them (kernels/cpu/vector_gelu.h), libm
+// otherwise and for float64.
 #include <algorithm>
 #include <cmath>
 
@@ -17,11 +18,30 @@ namespace {
 constexpr double kInvSqrt2 = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 
+void check_unary(const char* op, const Tensor& out, const Tensor& x) {
+  cpu::check_float(op, "x", x);
+  cpu::check_same(op, "x", x, "out", out);
+}
+
+void check_unary_backward(const char* op, const Tensor& dx, const Tensor& dout, const Tensor& x) {
+  cpu::check_float(op, "x", x);
+  cpu::check_same(op, "x", x, "dx", dx);
+  cpu::check_same(op, "x", x, "dout", dout);
+}
+
+// float32 GELU runs kernels/cpu/vector_gelu.cpp's rows on blocks of this many elements.
+constexpr int64_t kGeluBlock = 4096;
+
+template <class F>
+void in_gelu_blocks(int64_t n, F&& rows) {
+#pragma omp parallel for schedule(static) if (n >= cpu::kParallelMin)
+  for (int64_t i = 0; i < n; i += kGeluBlock) rows(i, std::min(kGeluBlock, n - i));
+}
+
 // out[i] = f(x[i]) (or out[i] += f(x[i], dout[i]) for a backward), after the shape checks.
 template <class F>
 void unary(const char* op, Tensor& out, const Tensor& x, F&& f) {
-  cpu::check_float(op, "x", x);
-  cpu::check_same(op, "x", x, "out", out);
+  check_unary(op, out, x);
   cpu::dispatch_float(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
@@ -34,9 +54,7 @@ void unary(const char* op, Tensor& out, const Tensor& x, F&& f) {
 
 template <class F>
 void unary_backward(const char* op, Tensor& dx, const Tensor& dout, const Tensor& x, F&& df) {
-  cpu::check_float(op, "x", x);
-  cpu::check_same(op, "x", x, "dx", dx);
-  cpu::check_same(op, "x", x, "dout", dout);
+  check_unary_backward(op, dx, dout, x);
   cpu::dispatch_float(op, x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
@@ -50,21 +68,16 @@ void unary_backward(const char* op, Tensor& dx, const Tensor& dout, const Tensor
 
 }  // namespace
 
-// float32 tensors go to the AVX2 rows of kernels/cpu/vector_gelu.cpp in blocks of this many.
-constexpr int64_t kGeluBlock = 4096;
-
 void CpuOps::gelu_forward(Tensor& out, const Tensor& x) {
-  if (x.dtype() == DType::f32) {
-    cpu::check_float("gelu_forward", "x", x);
-    cpu::check_same("gelu_forward", "x", x, "out", out);
+  if (x.dtype() == DType::f32 && cpu::gelu_is_vectorised()) {
+    check_unary("gelu_forward", out, x);
     const float* xp = x.data<float>();
     float* yp = out.data<float>();
-    const int64_t n = x.numel();
-#pragma omp parallel for schedule(static) if (n >= cpu::kParallelMin)
-    for (int64_t i = 0; i < n; i += kGeluBlock)
-      cpu::gelu_forward_rows(xp + i, yp + i, std::min(kGeluBlock, n - i));
+    in_gelu_blocks(x.numel(),
+                   [&](int64_t i, int64_t n) { cpu::gelu_forward_rows(xp + i, yp + i, n); });
     return;
   }
+  // Generic lambdas: erf and exp run in the tensor's type (erff / expf for float).
   unary("gelu_forward", out, x, [](auto v) {
     using V = decltype(v);
     return V(0.5) * v * (V(1) + std::erf(v * V(kInvSqrt2)));
@@ -72,17 +85,14 @@ void CpuOps::gelu_forward(Tensor& out, const Tensor& x) {
 }
 
 void CpuOps::gelu_backward(Tensor& dx, const Tensor& dout, const Tensor& x) {
-  if (x.dtype() == DType::f32) {
-    cpu::check_float("gelu_backward", "x", x);
-    cpu::check_same("gelu_backward", "x", x, "dx", dx);
-    cpu::check_same("gelu_backward", "x", x, "dout", dout);
+  if (x.dtype() == DType::f32 && cpu::gelu_is_vectorised()) {
+    check_unary_backward("gelu_backward", dx, dout, x);
     const float* xp = x.data<float>();
     const float* gp = dout.data<float>();
     float* dp = dx.data<float>();
-    const int64_t n = x.numel();
-#pragma omp parallel for schedule(static) if (n >= cpu::kParallelMin)
-    for (int64_t i = 0; i < n; i += kGeluBlock)
-      cpu::gelu_backward_rows(xp + i, gp + i, dp + i, std::min(kGeluBlock, n - i));
+    in_gelu_blocks(x.numel(), [&](int64_t i, int64_t n) {
+      cpu::gelu_backward_rows(xp + i, gp + i, dp + i, n);
+    });
     return;
   }
   unary_backward("gelu_backward", dx, dout, x, [](auto v) {

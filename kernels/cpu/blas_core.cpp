@@ -4,7 +4,7 @@
 
 #include <array>
 #include <cstdlib>
-#include <cstring>
+#include <string>
 
 extern "C" char* openblas_get_corename(void);
 

@@ -1,7 +1,7 @@
 #include "kernels/cpu/vector_gelu.h"
 
 #include <algorithm>
-#include <cmath>
+#include <stdexcept>
 
 #include "kernels/cpu/exp_lanes_avx2.h"
 
@@ -10,18 +10,6 @@ namespace {
 
 constexpr float kInvSqrt2 = 0.70710678118654752440f;
 constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
-
-void gelu_forward_libm(const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
-}
-
-void gelu_backward_libm(const float* x, const float* dout, float* dx, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    dx[i] += dout[i] *
-             (0.5f * (1.0f + std::erf(v * kInvSqrt2)) + v * std::exp(-0.5f * v * v) * kInvSqrt2Pi);
-  }
-}
 
 #ifdef TLS_HAVE_X86
 // For eight x: 1 + erf(x / sqrt 2), and exp(-x^2 / 2) (the derivative's Gaussian).
@@ -111,17 +99,17 @@ const bool kAvx2 = false;
 }  // namespace
 
 void gelu_forward_rows(const float* x, float* y, int64_t n) {
+  if (!kAvx2) throw std::logic_error("gelu_forward_rows: this CPU has no AVX2 + FMA");
 #ifdef TLS_HAVE_X86
-  if (kAvx2) return gelu_forward_avx2(x, y, n);
+  gelu_forward_avx2(x, y, n);
 #endif
-  gelu_forward_libm(x, y, n);
 }
 
 void gelu_backward_rows(const float* x, const float* dout, float* dx, int64_t n) {
+  if (!kAvx2) throw std::logic_error("gelu_backward_rows: this CPU has no AVX2 + FMA");
 #ifdef TLS_HAVE_X86
-  if (kAvx2) return gelu_backward_avx2(x, dout, dx, n);
+  gelu_backward_avx2(x, dout, dx, n);
 #endif
-  gelu_backward_libm(x, dout, dx, n);
 }
 
 bool gelu_is_vectorised() { return kAvx2; }

@@ -10,13 +10,14 @@
 
 namespace tls::cpu {
 
+// Only where gelu_is_vectorised() (they throw std::logic_error elsewhere; CpuOps uses libm there).
 // y[i] = 0.5 x[i] (1 + erf(x[i] / sqrt 2)).
 void gelu_forward_rows(const float* x, float* y, int64_t n);
 // dx[i] += dout[i] * gelu'(x[i]), gelu'(x) = 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2
 // pi).
 void gelu_backward_rows(const float* x, const float* dout, float* dx, int64_t n);
 
-// Whether the two run on AVX2 lanes on this CPU (else they use libm's erff and expf).
+// Whether this CPU has the AVX2 and FMA the two need.
 bool gelu_is_vectorised();
 
 }  // namespace tls::cpu
