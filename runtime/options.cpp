@@ -1,6 +1,7 @@
 #include "runtime/options.h"
 
 #include <boost/program_options.hpp>
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -146,14 +147,20 @@ void parse_betas(const std::string& text, OptimizerSettings& a) {
 }
 
 // Boost.Program_options (1.74) builds an error message by replacing placeholders such as
-// %canonical_option% with the user's text, in a loop that never ends when that text itself holds
-// the placeholder (found by tests/fuzz/options_fuzz: `--x%canonical_option%` hung tls_dist).
-// No option of tls_dist needs such text, so it is refused before Boost sees it.
+// %canonical_option% or %invalid_line% with the user's text, in a loop that never ends when that
+// text itself holds the placeholder (found by tests/fuzz/options_fuzz: `--x%canonical_option%`
+// and a config line holding `%invalid_line%` hung tls_dist). Boost's placeholders are
+// %lower_case_name%; no option of tls_dist needs such text, so any of it is refused before Boost
+// sees it (a list of Boost's names would miss the next one).
 void refuse_boost_placeholders(const std::string& text, const std::string& where) {
-  for (const char* p :
-       {"%option%", "%value%", "%original_token%", "%prefix_option%", "%canonical_option%"}) {
-    if (text.find(p) != std::string::npos)
-      throw Error(where + " contains '" + p + "', which tls_dist does not accept");
+  for (size_t open = text.find('%'); open != std::string::npos; open = text.find('%', open + 1)) {
+    size_t end = open + 1;
+    while (end < text.size() &&
+           (std::islower(static_cast<unsigned char>(text[end])) || text[end] == '_'))
+      ++end;
+    if (end > open + 1 && end < text.size() && text[end] == '%')
+      throw Error(where + " contains '" + text.substr(open, end - open + 1) +
+                  "': text of the form %name% is not accepted");
   }
 }
 

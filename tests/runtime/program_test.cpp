@@ -307,6 +307,8 @@ TEST_F(Program, BadInputIsRefusedWithOneLineAndNothingTouched) {
   write_file(dir + "/empty.txt", "");
   write_file(dir + "/short.txt", std::string(100, 'a'));
   write_file(dir + "/bad.ini", "n-layer = 2\nthis is not an option line\n");
+  // Boost's error formatting looped forever on its own placeholders in the user's text.
+  write_file(dir + "/placeholder.ini", "n-layer = 2\nbad %invalid_line% line\n");
   write_file(dir + "/damaged.h5", before.substr(0, before.size() / 2));
   const std::string other = " train" + tiny_flags() + " --save-dir " + dir + "/other --train-data ";
   const std::vector<BadInput> cases = {
@@ -319,6 +321,10 @@ TEST_F(Program, BadInputIsRefusedWithOneLineAndNothingTouched) {
       {"corpus shorter than a block per row", other + dir + "/short.txt", "--batch-size"},
       {"config that does not parse",
        " train --config " + dir + "/bad.ini --train-data x --save-dir y", "bad.ini"},
+      {"Boost placeholder in a config file",
+       " train --config " + dir + "/placeholder.ini --train-data x --save-dir y",
+       "contains '%invalid_line%'"},
+      {"Boost placeholder in a value", train + " --batch-size 'x%value%y'", "contains '%value%'"},
       {"contradicting options", other + corpus("train") + " --validate-interval 5", "--valid-data"},
       {"model flag against the resumed checkpoint", train + " --d-model 64", "--d-model"},
       {"eval on a missing checkpoint",
