@@ -24,7 +24,8 @@ inline double peak_rss_gib() {
 
 class TrainingStep {
  public:
-  TrainingStep(Ops& ops, const ModelConfig& cfg, DType dtype, int64_t batch, bool checkpointing)
+  TrainingStep(Ops& ops, const ModelConfig& cfg, DType dtype, int64_t batch, bool checkpointing,
+               int64_t recompute_piece = 0)
       : cfg_(cfg), batch_(batch), model_(ops, cfg, dtype) {
     initialize_parameters(ops, model_, 1);
     adam_ = std::make_unique<AdamW>(ops, model_.parameters(), OptimizerSettings());
@@ -35,6 +36,7 @@ class TrainingStep {
     ops.from_host(tokens_, tok);
     ctx_.training = true;
     ctx_.activation_checkpointing = checkpointing;
+    ctx_.recompute_piece = recompute_piece;
   }
 
   // One update; returns the mean loss per token.

@@ -13,8 +13,8 @@ void FeedForward::init(Ops& ops, const std::string& name, int64_t d_model, int64
   fc2.init(ops, name + ".fc2", d_inner, d_model, true, dtype, TpSplit::row, &topo);
 }
 
-void FeedForward::forward(Ops& ops, const Tensor& h, Tensor& out, FeedForwardSaved& saved,
-                          const PassContext& ctx, uint64_t dropout_id) const {
+void FeedForward::forward_activations(Ops& ops, const Tensor& h, FeedForwardSaved& saved,
+                                      const PassContext& ctx, uint64_t dropout_id) const {
   const int64_t tokens = h.dim(1), local = fc1.out_features();
   const int64_t col_offset = topo_->tp_rank * local;
   copy_to_tp_forward(*topo_, h);
@@ -27,6 +27,12 @@ void FeedForward::forward(Ops& ops, const Tensor& h, Tensor& out, FeedForwardSav
     ops.relu_forward(saved.act, saved.pre_act);
   if (ctx.training && ctx.dropout > 0)
     ops.dropout_apply(saved.act, ctx.dropout, ctx.key(dropout_id, tokens, d_inner_, col_offset));
+}
+
+void FeedForward::forward(Ops& ops, const Tensor& h, Tensor& out, FeedForwardSaved& saved,
+                          const PassContext& ctx, uint64_t dropout_id) const {
+  const int64_t tokens = h.dim(1);
+  forward_activations(ops, h, saved, ctx, dropout_id);
   fc2.forward(ops, saved.act, out);
   reduce_from_tp_forward(*topo_, out);
   fc2.add_bias(ops, out);

@@ -21,6 +21,9 @@ class FeedForward {
   // dropout_id: first of two dropout tensor ids this block may use.
   void forward(Ops& ops, const Tensor& h, Tensor& out, FeedForwardSaved& saved,
                const PassContext& ctx, uint64_t dropout_id) const;
+  // What the backward needs, without fc2 (the recomputation of activation checkpointing).
+  void forward_activations(Ops& ops, const Tensor& h, FeedForwardSaved& saved,
+                           const PassContext& ctx, uint64_t dropout_id) const;
   void backward(Ops& ops, const Tensor& dout, const Tensor& h, const FeedForwardSaved& saved,
                 Tensor& dh, const PassContext& ctx, uint64_t dropout_id);
 

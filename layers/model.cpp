@@ -114,11 +114,15 @@ double TransformerLSModel::forward(const Tensor& tokens, const Tensor& targets, 
   sv.layers.resize(layers.size());
   for (size_t l = 0; l < layers.size(); ++l) {
     Tensor& cache = state.caches[l];
-    // The next cache is the last M rows of [C ; layer input].
-    Tensor next = ops_.empty({B, M, d}, dtype_);
-    if (M > T) ops_.copy_rows(next, 0, cache, T, M - T);
-    const int64_t from_block = std::min(M, T);
-    ops_.copy_rows(next, M - from_block, h, T - from_block, from_block);
+    // The next cache is the last M rows of [C ; layer input]; with M = T it is the layer input
+    // itself, shared (nothing writes a layer's input in place).
+    Tensor next = h;
+    if (M != T) {
+      next = ops_.empty({B, M, d}, dtype_);
+      if (M > T) ops_.copy_rows(next, 0, cache, T, M - T);
+      const int64_t from_block = std::min(M, T);
+      ops_.copy_rows(next, M - from_block, h, T - from_block, from_block);
+    }
     Tensor out;
     if (ctx.activation_checkpointing)
       layers[l].forward_keeping_inputs(ops_, h, cache, sv.pos, out, sv.layers[l], ctx);

@@ -50,6 +50,9 @@ struct PassContext {
   bool training = false;
   // Keep only each layer's input in the forward and recompute its activations in the backward.
   bool activation_checkpointing = false;
+  // Tokens per piece of that recomputation (0: automatic; else a multiple of the chunk size and
+  // at least the window).
+  int64_t recompute_piece = 0;
   uint64_t seed = 0;
   uint64_t step = 0;
   double dropout = 0.0;

@@ -132,35 +132,4 @@ void TransformerLayer::backward(Ops& ops, const Tensor& dout, const PositionTabl
   attention_half_backward(ops, dh2, pos, sv, dx, ctx);
 }
 
-void TransformerLayer::forward_keeping_inputs(Ops& ops, const Tensor& x, const Tensor& cache,
-                                              const PositionTables& pos, Tensor& out,
-                                              TransformerLayerSaved& sv,
-                                              const PassContext& ctx) const {
-  TransformerLayerSaved half;
-  attention_half(ops, x, cache, pos, half, ctx);
-  sv = TransformerLayerSaved();
-  sv.x = x;
-  sv.cache = cache;
-  sv.h2 = half.h2;
-  half = TransformerLayerSaved();  // the attention half's activations go before the next half's
-  half.h2 = sv.h2;
-  ffn_half(ops, out, half, ctx);
-}
-
-void TransformerLayer::backward_recomputing(Ops& ops, const Tensor& dout, const PositionTables& pos,
-                                            const TransformerLayerSaved& inputs, Tensor& dx,
-                                            const PassContext& ctx) {
-  Tensor dh2;
-  {
-    TransformerLayerSaved half;
-    half.h2 = inputs.h2;
-    Tensor out;  // the layer's output, already known to the caller
-    ffn_half(ops, out, half, ctx);
-    dh2 = ffn_half_backward(ops, dout, half, ctx);
-  }
-  TransformerLayerSaved half;
-  attention_half(ops, inputs.x, inputs.cache, pos, half, ctx);
-  attention_half_backward(ops, dh2, pos, half, dx, ctx);
-}
-
 }  // namespace tls

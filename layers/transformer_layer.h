@@ -21,12 +21,14 @@ struct TransformerLayerSaved {
   Tensor post_ffn_in;  // post-LN: h2 + f (LN2's input)
   LSAttentionSaved attn;
   FeedForwardSaved ffn;
+  LSAttentionSlots slots;  // activation checkpointing: the attention's compressed slots
 };
 
 // The layer runs as two halves with one tensor between them, h2 (the feed-forward half's input
 // in both orders): the attention half maps (x, C) to h2, the feed-forward half maps h2 to out.
-// Activation checkpointing keeps only x, C and h2 per layer, and its backward recomputes one half
-// at a time, so a layer's attention and feed-forward activations never coexist.
+// Activation checkpointing keeps only x, C, h2 and the attention's compressed slots per layer,
+// and runs both halves in sequence pieces (transformer_layer_pieces.cpp): only one piece's
+// activations exist at a time, in the forward and in the recomputing backward.
 class TransformerLayer {
  public:
   void init(Ops& ops, int64_t index, const ModelConfig& cfg, DType dtype, const Topology& topo);
@@ -36,9 +38,10 @@ class TransformerLayer {
   void backward(Ops& ops, const Tensor& dout, const PositionTables& pos,
                 const TransformerLayerSaved& saved, Tensor& dx, const PassContext& ctx);
 
-  // Activation checkpointing: the forward keeps x, cache and h2 only; the backward recomputes
-  // the feed-forward half from h2, runs its backward, frees it, then does the same for the
-  // attention half. Same arithmetic as forward/backward (same dropout keys).
+  // Activation checkpointing: the forward keeps x, cache, h2 and the compressed slots only; the
+  // backward recomputes the feed-forward half from h2 piece by piece, then the attention half
+  // from x and the slots. The same math as forward/backward with the same dropout masks; only
+  // the order of the sums over pieces differs.
   void forward_keeping_inputs(Ops& ops, const Tensor& x, const Tensor& cache,
                               const PositionTables& pos, Tensor& out, TransformerLayerSaved& saved,
                               const PassContext& ctx) const;
@@ -64,6 +67,13 @@ class TransformerLayer {
                            const PassContext& ctx);
   void attention_half_backward(Ops& ops, Tensor& dh2, const PositionTables& pos,
                                const TransformerLayerSaved& sv, Tensor& dx, const PassContext& ctx);
+  // Activation checkpointing's pieces (transformer_layer_pieces.cpp).
+  int64_t piece_tokens(int64_t tokens, const PassContext& ctx) const;
+  // Rows [t0, t0 + n) of the attention's input: LN1(x) (pre-LN) or x.
+  Tensor attention_input_rows(Ops& ops, const Tensor& x, int64_t t0, int64_t n) const;
+  // dx[rows t0..] += the gradient reaching x from dh, the gradient of those attention input rows.
+  void add_attention_input_gradient(Ops& ops, const Tensor& x, int64_t t0, const Tensor& dh,
+                                    Tensor& dx);
   int64_t index_ = 0;
   ModelConfig cfg_;
 };

@@ -27,6 +27,7 @@ struct Scenario {
   std::vector<int32_t> tokens;  // [batch, n_blocks * T + 1]
   std::string golden;           // weights from this golden file, else random init
   bool checkpointing = false;   // --activation-checkpointing (recompute in the backward)
+  int64_t recompute_piece = 0;  // its pieces (tokens; 0: automatic)
 };
 
 Scenario golden_scenario(const std::string& file) {
@@ -107,6 +108,7 @@ Run run(const Scenario& s, DType dtype, Topology topo,
   ctx.emb_dropout = s.cfg.emb_dropout;
   ctx.seed = 5;
   ctx.activation_checkpointing = s.checkpointing;
+  ctx.recompute_piece = s.recompute_piece;
   Run out;
   auto step = [&](int64_t block, ModelState& state) {
     auto [tokens, targets] = slice(*ops, s, block, b0, B, t0, T);
@@ -240,11 +242,21 @@ TEST(ParallelModel, RandomPostLnDropoutFloat64) {
   compare(random_scenario(true, 0.1), DType::f64, 1e-10);
 }
 // Recomputation in the backward repeats the halo exchanges, chunk gathers and tp all-reduces of
-// the forward in the same order on every rank.
+// the forward in the same order on every rank. Pieces of 8 tokens: four per block in one
+// process, two per slice at sp = 2 (the second piece's window reaching into the first), one at
+// sp = 4 and 8.
 TEST(ParallelModel, RandomPostLnDropoutCheckpointedFloat64) {
   Scenario s = random_scenario(true, 0.1);
   s.name += " checkpointed";
   s.checkpointing = true;
+  s.recompute_piece = 8;
+  compare(s, DType::f64, 1e-10);
+}
+TEST(ParallelModel, RandomPreLnDropoutCheckpointedFloat64) {
+  Scenario s = random_scenario(false, 0.1);
+  s.name += " checkpointed";
+  s.checkpointing = true;
+  s.recompute_piece = 8;
   compare(s, DType::f64, 1e-10);
 }
 TEST(ParallelModel, RandomPreLnDropoutFloat32) {
