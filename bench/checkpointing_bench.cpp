@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/arguments.h"
 #include "bench/model_flops.h"
 #include "bench/training_step.h"
 #include "kernels/cpu/blas_core.h"
@@ -24,35 +25,17 @@ int main(int argc, char** argv) {
   tls::cpu::ensure_fitting_blas_core(argv);  // may re-execute: first
   ModelConfig cfg = bench::long_sequence_config(2);
   int64_t tokens = 16384, rounds = 3, piece = 0;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> int64_t {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "checkpointing_bench: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return std::atoll(argv[++i]);
-    };
+  bench::Arguments args("checkpointing_bench", argc, argv);
+  for (std::string a; args.next(a);) {
+    if (args.model_shape(cfg)) continue;
     if (a == "--tokens")
-      tokens = next();
-    else if (a == "--d-model")
-      cfg.d_model = next(), cfg.d_inner = 4 * cfg.d_model;
-    else if (a == "--heads")
-      cfg.n_head = next();
-    else if (a == "--layers")
-      cfg.n_layer = next();
-    else if (a == "--window")
-      cfg.window_len = next();
-    else if (a == "--chunk")
-      cfg.chunk_size = next();
+      tokens = args.value();
     else if (a == "--piece")
-      piece = next();
+      piece = args.value();
     else if (a == "--rounds")
-      rounds = next();
-    else {
-      std::fprintf(stderr, "checkpointing_bench: unknown option %s\n", a.c_str());
-      return 2;
-    }
+      rounds = args.value();
+    else
+      args.unknown();
   }
   if (rounds < 1 || piece < 0) {
     std::fprintf(stderr, "checkpointing_bench: --rounds must be at least 1, --piece at least 0\n");

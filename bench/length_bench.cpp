@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/arguments.h"
 #include "bench/model_flops.h"
 #include "bench/training_step.h"
 #include "kernels/cpu/blas_core.h"
@@ -34,45 +35,27 @@ int main(int argc, char** argv) {
   int64_t rounds = 3;
   bool sequential = false;
   bool checkpointing = false, warmup = true;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> int64_t {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "length_bench: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return std::atoll(argv[++i]);
-    };
+  bench::Arguments args("length_bench", argc, argv);
+  for (std::string a; args.next(a);) {
+    if (args.model_shape(cfg)) continue;
     if (a == "--from")
-      from = next();
+      from = args.value();
     else if (a == "--to")
-      to = next();
-    else if (a == "--d-model")
-      cfg.d_model = next(), cfg.d_inner = 4 * cfg.d_model;
-    else if (a == "--heads")
-      cfg.n_head = next();
-    else if (a == "--layers")
-      cfg.n_layer = next();
-    else if (a == "--window")
-      cfg.window_len = next();
-    else if (a == "--chunk")
-      cfg.chunk_size = next();
+      to = args.value();
     else if (a == "--steps")
-      steps = next();
+      steps = args.value();
     else if (a == "--rounds")
-      rounds = next();
+      rounds = args.value();
     else if (a == "--sequential")
       sequential = true;
     else if (a == "--min-seconds")
-      min_seconds = static_cast<double>(next());
+      min_seconds = static_cast<double>(args.value());
     else if (a == "--activation-checkpointing")
       checkpointing = true;
     else if (a == "--no-warmup")
       warmup = false, sequential = true;
-    else {
-      std::fprintf(stderr, "length_bench: unknown option %s\n", a.c_str());
-      return 2;
-    }
+    else
+      args.unknown();
   }
   if (steps < 1 || rounds < 1) {
     std::fprintf(stderr, "length_bench: --steps and --rounds must be at least 1\n");

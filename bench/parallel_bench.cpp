@@ -4,6 +4,7 @@
 // compressed vectors, T/c r d/tp per layer for K and V, gathered forward and scattered back).
 // Launch with mpirun; the layout comes from --tp/--sp, dp = world / (tp sp).
 //   mpirun -n 4 bench/parallel_bench --sp 4 [--tp 1] [--tokens 16384] [--d-model 256] [--layers 4]
+//                                    [--heads 4] [--window 256] [--chunk 16]
 //                                    [--steps 1] [--activation-checkpointing] [--no-exchange]
 #include <mpi.h>
 #include <sys/resource.h>
@@ -16,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/arguments.h"
 #include "bench/model_flops.h"
 #include "kernels/cpu/blas_core.h"
 #include "layers/init.h"
@@ -75,29 +77,23 @@ int main(int argc, char** argv) {
   bool checkpointing = false, no_exchange = false;
   ModelConfig cfg = bench::long_sequence_config(4);
   cfg.tokens_per_sample = 16384;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&] { return i + 1 < argc ? std::atoll(argv[++i]) : 0LL; };
+  bench::Arguments args("parallel_bench", argc, argv);
+  for (std::string a; args.next(a);) {
+    if (args.model_shape(cfg)) continue;
     if (a == "--tp")
-      tp = static_cast<int>(next());
+      tp = static_cast<int>(args.value());
     else if (a == "--sp")
-      sp = static_cast<int>(next());
+      sp = static_cast<int>(args.value());
     else if (a == "--tokens")
-      cfg.tokens_per_sample = next();
-    else if (a == "--d-model")
-      cfg.d_model = next(), cfg.d_inner = 4 * cfg.d_model;
-    else if (a == "--layers")
-      cfg.n_layer = next();
+      cfg.tokens_per_sample = args.value();
     else if (a == "--steps")
-      steps = static_cast<int>(next());
+      steps = static_cast<int>(args.value());
     else if (a == "--activation-checkpointing")
       checkpointing = true;
     else if (a == "--no-exchange")
       no_exchange = true;
-    else {
-      std::fprintf(stderr, "parallel_bench: unknown option %s\n", a.c_str());
-      return 2;
-    }
+    else
+      args.unknown();
   }
   cfg.mem_len = cfg.tokens_per_sample;
   try {

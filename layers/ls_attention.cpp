@@ -62,6 +62,41 @@ AttentionShape LSAttention::shape(int64_t batch, int64_t tokens, int64_t mem) co
   return s;
 }
 
+void LSAttention::compress_cache(Ops& ops, const Tensor& cache, Tensor& weights, Tensor& compressed,
+                                 Tensor& keys, Tensor& values) const {
+  const int64_t B = cache.dim(0), M = cache.dim(1), c = cfg_.chunk_size, r = cfg_.chunk_rank;
+  const int64_t H = cfg_.n_head;
+  Tensor scores;
+  dconv_1.forward(ops, cache, scores);
+  weights = ops.empty({B, M, H * r}, cache.dtype());
+  ops.chunk_softmax_forward(weights, scores, c);
+  compressed = ops.empty({B, M / c * r, cfg_.d_model}, cache.dtype());
+  ops.compress_chunks_forward(compressed, cache, weights, c, r, H, 0);
+  keys = values = Tensor();
+  proj_key.forward(ops, compressed, keys);
+  proj_val.forward(ops, compressed, values);
+}
+
+void LSAttention::compress_cache_backward(Ops& ops, const Tensor& dkeys, const Tensor& dvalues,
+                                          const Tensor& cache, const Tensor& weights,
+                                          const Tensor& compressed, Tensor& dcache) {
+  // The merged compressed rows feed every head: their gradient is summed over tp first, so the
+  // weights' gradients below are complete and identical on every tp rank. The cache is a
+  // constant (truncated BPTT); its gradient only serves norm1's parameters.
+  const DType dt = cache.dtype();
+  const int64_t B = cache.dim(0), M = cache.dim(1), c = cfg_.chunk_size, r = cfg_.chunk_rank;
+  const int64_t H = cfg_.n_head;
+  Tensor dcompressed = ops.zeros(compressed.shape(), dt);
+  proj_key.backward(ops, dkeys, compressed, dcompressed);
+  proj_val.backward(ops, dvalues, compressed, dcompressed);
+  copy_to_tp_backward(*topo_, dcompressed);
+  Tensor dweights = ops.zeros({B, M, H * r}, dt);
+  ops.compress_chunks_backward(dcache, dweights, dcompressed, cache, weights, c, r, H, 0);
+  Tensor dscores = ops.zeros({B, M, H * r}, dt);
+  ops.chunk_softmax_backward(dscores, dweights, weights, c);
+  dconv_1.backward(ops, dscores, cache, dcache);
+}
+
 void LSAttention::forward(Ops& ops, const Tensor& h, const Tensor& cache, const PositionTables& pos,
                           Tensor& out, LSAttentionSaved& sv) const {
   const DType dt = h.dtype();
@@ -97,19 +132,11 @@ void LSAttention::forward(Ops& ops, const Tensor& h, const Tensor& cache, const 
 
   // Compressed part (needs no halo): weights, compression, LN_dproj, gather over sp.
   Tensor scores;
-  dconv_1.forward(ops, cache, scores);
-  sv.cache_weights = ops.empty({B, M, H * r}, dt);
-  ops.chunk_softmax_forward(sv.cache_weights, scores, c);
-  scores = Tensor();
   dconv_1.forward(ops, h, scores);
   sv.block_weights = ops.empty({B, T, H * r}, dt);
   ops.chunk_softmax_forward(sv.block_weights, scores, c);
-  // Cache chunks: compress the raw rows with every head's weights, merge heads, then project.
-  sv.cache_compressed = ops.empty({B, cache_slots, d}, dt);
-  ops.compress_chunks_forward(sv.cache_compressed, cache, sv.cache_weights, c, r, H, 0);
   Tensor keys_cache, values_cache;
-  proj_key.forward(ops, sv.cache_compressed, keys_cache);
-  proj_val.forward(ops, sv.cache_compressed, values_cache);
+  compress_cache(ops, cache, sv.cache_weights, sv.cache_compressed, keys_cache, values_cache);
   // Block chunks: project (above), then compress with this rank's heads' weights.
   Tensor keys_chunks = ops.empty({B, block_slots, dl}, dt);
   Tensor values_chunks = ops.empty({B, block_slots, dl}, dt);
@@ -218,19 +245,8 @@ void LSAttention::backward(Ops& ops, const Tensor& dout, const Tensor& h, const 
   ops.copy_rows(dkeys_chunks, 0, dkhat_raw, cache_slots, block_slots);
   ops.copy_rows(dvalues_chunks, 0, dvhat_raw, cache_slots, block_slots);
 
-  // Cache path. The merged compressed rows feed every head: their gradient is summed over tp
-  // first, so the weights' gradients below are complete and identical on every tp rank. The
-  // cache is a constant (truncated BPTT); its gradient only serves norm1's parameters.
-  Tensor dcompressed = ops.zeros({B, cache_slots, d}, dt);
-  proj_key.backward(ops, dkeys_cache, sv.cache_compressed, dcompressed);
-  proj_val.backward(ops, dvalues_cache, sv.cache_compressed, dcompressed);
-  copy_to_tp_backward(*topo_, dcompressed);
-  Tensor dcache_weights = ops.zeros({B, M, H * r}, dt);
-  ops.compress_chunks_backward(dcache, dcache_weights, dcompressed, cache, sv.cache_weights, c, r,
-                               H, 0);
-  Tensor dscores = ops.zeros({B, M, H * r}, dt);
-  ops.chunk_softmax_backward(dscores, dcache_weights, sv.cache_weights, c);
-  dconv_1.backward(ops, dscores, cache, dcache);
+  compress_cache_backward(ops, dkeys_cache, dvalues_cache, cache, sv.cache_weights,
+                          sv.cache_compressed, dcache);
 
   // Block path: each tp rank filled only its heads' weight columns; assembling them is exact.
   Tensor dblock_weights = ops.zeros({B, T, H * r}, dt);
@@ -239,7 +255,7 @@ void LSAttention::backward(Ops& ops, const Tensor& dout, const Tensor& h, const 
   ops.compress_chunks_backward(dvalues_block, dblock_weights, dvalues_chunks, sv.values_block,
                                sv.block_weights, c, r, n_head_local_, head_offset_);
   gather_columns_from_tp(*topo_, dblock_weights);
-  dscores = ops.zeros({B, T, H * r}, dt);
+  Tensor dscores = ops.zeros({B, T, H * r}, dt);
   ops.chunk_softmax_backward(dscores, dblock_weights, sv.block_weights, c);
   dconv_1.backward(ops, dscores, h, dh);
 

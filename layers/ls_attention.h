@@ -122,6 +122,14 @@ class LSAttention {
  private:
   // One call's geometry: local batch, block slice and cache slice lengths.
   AttentionShape shape(int64_t batch, int64_t tokens, int64_t mem) const;
+  // Cache chunks: compress the raw rows with every head's chunk-softmax weights, merge heads,
+  // then project to keys and values (forward), and the backward of that (dcache accumulates and
+  // may be undefined).
+  void compress_cache(Ops& ops, const Tensor& cache, Tensor& weights, Tensor& compressed,
+                      Tensor& keys, Tensor& values) const;
+  void compress_cache_backward(Ops& ops, const Tensor& dkeys, const Tensor& dvalues,
+                               const Tensor& cache, const Tensor& weights, const Tensor& compressed,
+                               Tensor& dcache);
   // A piece's geometry (checked): its queries are h_ext's rows past first_row(t0).
   AttentionShape piece_shape(const Tensor& h_ext, int64_t t0, int64_t tokens, int64_t mem) const;
   bool holds_cache_tail() const { return topo_->sp_rank == topo_->layout.sp - 1; }

@@ -29,7 +29,7 @@ void LSAttention::forward_slots(Ops& ops, const RowsOf& rows, int64_t T, int64_t
                                 const Tensor& cache, const PositionTables& pos,
                                 LSAttentionSlots& slots) const {
   const DType dt = cache.dtype();
-  const int64_t B = cache.dim(0), M = cache.dim(1), d = cfg_.d_model, dl = d_local_;
+  const int64_t B = cache.dim(0), M = cache.dim(1), dl = d_local_;
   const int64_t w = cfg_.window_len, c = cfg_.chunk_size, r = cfg_.chunk_rank, H = cfg_.n_head;
   const int64_t cache_slots = M / c * r, block_slots = T / c * r;
   slots = LSAttentionSlots();
@@ -73,16 +73,8 @@ void LSAttention::forward_slots(Ops& ops, const RowsOf& rows, int64_t T, int64_t
   HaloExchange halo = HaloExchange::start_forward(ops, *topo_, tail_keys, tail_values,
                                                   slots.halo_keys, slots.halo_values, tag_);
 
-  // Cache chunks: compress the raw rows with every head's weights, merge heads, then project.
-  Tensor scores;
-  dconv_1.forward(ops, cache, scores);
-  slots.cache_weights = ops.empty({B, M, H * r}, dt);
-  ops.chunk_softmax_forward(slots.cache_weights, scores, c);
-  slots.cache_compressed = ops.empty({B, cache_slots, d}, dt);
-  ops.compress_chunks_forward(slots.cache_compressed, cache, slots.cache_weights, c, r, H, 0);
   Tensor keys_cache, values_cache;
-  proj_key.forward(ops, slots.cache_compressed, keys_cache);
-  proj_val.forward(ops, slots.cache_compressed, values_cache);
+  compress_cache(ops, cache, slots.cache_weights, slots.cache_compressed, keys_cache, values_cache);
 
   slots.khat_raw = ops.empty({B, cache_slots + block_slots, dl}, dt);
   slots.vhat_raw = ops.empty({B, cache_slots + block_slots, dl}, dt);
@@ -279,22 +271,11 @@ void LSAttention::backward_slots(Ops& ops, const RowsOf& rows, int64_t T, int64_
   dual_ln_dproj.backward(ops, dkhat_local, slots.khat_raw, slots.khat_ln, dkhat_raw);
   dual_ln_dproj.backward(ops, dvhat_local, slots.vhat_raw, slots.vhat_ln, dvhat_raw);
 
-  // Cache path, whole (it is M/c r slots and the cache rows), as in LSAttention::backward.
+  // Cache path, whole (M/c r slots and the cache rows), as in LSAttention::backward.
   Tensor dcache_partial = dcache.defined() ? ops.zeros({B, M, d}, dt) : Tensor();
-  {
-    Tensor dkeys_cache = copy_of_rows(ops, dkhat_raw, 0, cache_slots);
-    Tensor dvalues_cache = copy_of_rows(ops, dvhat_raw, 0, cache_slots);
-    Tensor dcompressed = ops.zeros({B, cache_slots, d}, dt);
-    proj_key.backward(ops, dkeys_cache, slots.cache_compressed, dcompressed);
-    proj_val.backward(ops, dvalues_cache, slots.cache_compressed, dcompressed);
-    copy_to_tp_backward(*topo_, dcompressed);
-    Tensor dcache_weights = ops.zeros({B, M, H * r}, dt);
-    ops.compress_chunks_backward(dcache, dcache_weights, dcompressed, cache, slots.cache_weights, c,
-                                 r, H, 0);
-    Tensor dscores = ops.zeros({B, M, H * r}, dt);
-    ops.chunk_softmax_backward(dscores, dcache_weights, slots.cache_weights, c);
-    dconv_1.backward(ops, dscores, cache, dcache);
-  }
+  compress_cache_backward(ops, copy_of_rows(ops, dkhat_raw, 0, cache_slots),
+                          copy_of_rows(ops, dvhat_raw, 0, cache_slots), cache, slots.cache_weights,
+                          slots.cache_compressed, dcache);
 
   // The slice's tail: the last slice's is the cache tail, the others' are its last w rows.
   halo.wait();
