@@ -201,6 +201,24 @@ TEST_F(Program, Bf16TrainsAndItsCheckpointResumesInFloat32) {
   EXPECT_NE(resumed.output.find("cpu fp32"), std::string::npos) << resumed.output;
 }
 
+// --activation-checkpointing recomputes in the backward the same math (the same dropout masks;
+// only sums over pieces run in another order), so its training curve is the plain run's.
+TEST_F(Program, ActivationCheckpointingTrainsAsThePlainRunDoes) {
+  const std::string dir = scratch_dir("checkpointing");
+  std::vector<std::vector<double>> losses;
+  for (const std::string flag : {"", " --activation-checkpointing"}) {
+    const std::string run = dir + (flag.empty() ? "/plain" : "/recomputed");
+    ProcessResult r = run_command("mpirun -n 2 " + tls_dist_binary() + " train" + tiny_flags() +
+                                  " --sp 2 --dropout 0.1 --max-update 12 --train-data " +
+                                  corpus("train") + " --save-dir " + run + flag);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    losses.push_back(logged(read_file(run + "/metrics.jsonl"), "loss", false));
+    ASSERT_EQ(losses.back().size(), 12u);
+  }
+  for (size_t i = 0; i < losses[0].size(); ++i)
+    EXPECT_NEAR(losses[0][i], losses[1][i], 1e-6 * losses[0][i]) << "update " << i + 1;
+}
+
 TEST_F(Program, ResumingOnAChangedCorpusIsRefused) {
   const std::string dir = scratch_dir("changed_corpus");
   const std::string data = dir + "/train.txt";
