@@ -68,11 +68,14 @@ Result train_two_blocks(Ops& ops, TransformerLSModel& model, const ModelConfig& 
   return r;
 }
 
-class ActivationCheckpointing : public ::testing::TestWithParam<std::tuple<bool, int64_t>> {};
+// (pre-LN, piece, cache length M)
+class ActivationCheckpointing
+    : public ::testing::TestWithParam<std::tuple<bool, int64_t, int64_t>> {};
 
 TEST_P(ActivationCheckpointing, MatchesThePlainPassInFloat64) {
-  const auto [pre_ln, piece] = GetParam();
-  const ModelConfig cfg = small_config(pre_ln);
+  const auto [pre_ln, piece, mem] = GetParam();
+  ModelConfig cfg = small_config(pre_ln);
+  cfg.mem_len = mem;
   auto ops = make_cpu_ops();
   TransformerLSModel model(*ops, cfg, DType::f64);
   initialize_parameters(*ops, model, 3);
@@ -97,14 +100,18 @@ TEST_P(ActivationCheckpointing, MatchesThePlainPassInFloat64) {
 }
 
 // Pieces of 8 divide the block of 32 (four pieces, each window reaching into the previous one);
-// 12 leaves a last piece of 8; 0 is the automatic size (one piece here).
-INSTANTIATE_TEST_SUITE_P(LayerOrdersAndPieces, ActivationCheckpointing,
-                         ::testing::Combine(::testing::Values(true, false),
-                                            ::testing::Values(int64_t{8}, int64_t{12}, int64_t{0})),
-                         [](const ::testing::TestParamInfo<std::tuple<bool, int64_t>>& info) {
-                           return std::string(std::get<0>(info.param) ? "PreLN" : "PostLN") +
-                                  "_piece" + std::to_string(std::get<1>(info.param));
-                         });
+// 12 leaves a last piece of 8; 0 is the automatic size (one piece here). The cache is as long
+// as the block, shorter or longer.
+INSTANTIATE_TEST_SUITE_P(
+    LayerOrdersPiecesAndCaches, ActivationCheckpointing,
+    ::testing::Combine(::testing::Values(true, false),
+                       ::testing::Values(int64_t{8}, int64_t{12}, int64_t{0}),
+                       ::testing::Values(int64_t{32}, int64_t{16}, int64_t{48})),
+    [](const ::testing::TestParamInfo<std::tuple<bool, int64_t, int64_t>>& info) {
+      return std::string(std::get<0>(info.param) ? "PreLN" : "PostLN") + "_piece" +
+             std::to_string(std::get<1>(info.param)) + "_mem" +
+             std::to_string(std::get<2>(info.param));
+    });
 
 TEST(ActivationCheckpointingPieces, APieceThatIsNotChunkAlignedOrShorterThanTheWindowIsRefused) {
   const ModelConfig cfg = small_config(true);
