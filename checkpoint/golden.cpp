@@ -24,7 +24,7 @@ ModelConfig config_from_attributes(const Hdf5Reader& file) {
   }
   std::string format = file.string_attribute("/", "format");
   if (format != kCheckpointFormat) {
-    throw Error("'" + file.path() + "' has format '" + format + "', expected '" +
+    throw Error("'" + file.path() + "' has format '" + printable(format) + "', expected '" +
                 kCheckpointFormat + "'");
   }
   int64_t version = file.int_attribute("/", "format_version");

@@ -60,7 +60,7 @@ herr_t innermost_error(unsigned, const H5E_error2_t* error, void* out) {
 std::string hdf5_error_detail() {
   std::string detail;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost_error, &detail);
-  return detail;
+  return printable(detail, 200);  // HDF5's text may quote names from the damaged file
 }
 
 Hdf5Handle& Hdf5Handle::operator=(Hdf5Handle&& other) noexcept {

@@ -20,4 +20,24 @@ class CollectiveError : public Error {
   explicit CollectiveError(const std::string& message) : Error(message) {}
 };
 
+// Text from a file (an attribute, a name) as it may appear inside a one-line message: control
+// and non-ASCII bytes escaped (\n, \xNN), at most max_chars characters of it kept.
+inline std::string printable(const std::string& text, size_t max_chars = 64) {
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (out.size() >= max_chars) return out + "...";
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c == '\n')
+      out += "\\n";
+    else if (c == '\\')
+      out += "\\\\";
+    else if (c >= 0x20 && c < 0x7f)
+      out += static_cast<char>(c);
+    else
+      out += std::string("\\x") + hex[c >> 4] + hex[c & 15];
+  }
+  return out;
+}
+
 }  // namespace tls

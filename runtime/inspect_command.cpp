@@ -4,6 +4,7 @@
 
 #include "checkpoint/hdf5_reader.h"
 #include "runtime/commands.h"
+#include "runtime/error.h"
 #include "runtime/run_setup.h"
 
 namespace tls {
@@ -15,7 +16,7 @@ int run_inspect(const RunOptions& o) {
   std::printf("  model: %s\n", describe(info.config).c_str());
   std::printf("  saved from layout tp=%d sp=%d dp=%d, precision %s, step %lld%s%s\n",
               info.layout.tp, info.layout.sp, info.layout.dp,
-              info.precision.empty() ? "?" : info.precision.c_str(),
+              info.precision.empty() ? "?" : printable(info.precision).c_str(),
               static_cast<long long>(info.step), info.has_optimizer ? ", optimizer state" : "",
               info.checksummed ? ", Fletcher32 checksums" : "");
   int64_t total = 0;

@@ -207,6 +207,26 @@ TEST_F(Damage, UnknownFormatVersionIsRefused) {
   EXPECT_MENTIONS(m, "format_version 2");
 }
 
+// Text from the file goes into the message escaped: a format holding a newline (the
+// checkpoint fuzzer's finding) still gives one line.
+TEST_F(Damage, AFormatHoldingANewlineIsRefusedOnOneLine) {
+  const std::string path = copy("format.h5");
+  hid_t file = open_rw(path);
+  H5Adelete(file, "format");
+  const std::string format = "tls_dist-checkpoin\n";
+  hid_t type = H5Tcopy(H5T_C_S1);
+  H5Tset_size(type, format.size());
+  hid_t space = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(file, "format", type, space, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(a, type, format.data());
+  H5Aclose(a);
+  H5Sclose(space);
+  H5Tclose(type);
+  H5Fclose(file);
+  std::string m = refusal(path);
+  EXPECT_MENTIONS(m, "has format 'tls_dist-checkpoin\\n', expected 'tls_dist-checkpoint'");
+}
+
 TEST_F(Damage, NonHdf5FileIsRefused) {
   const std::string path = dir_->file("text.h5");
   std::ofstream(path) << "checkpoint? no, just text\n";
