@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/arguments.h"
 #include "bench/model_flops.h"
 #include "bench/sgemm_rate.h"
 #include "bench/timing.h"
@@ -26,45 +27,36 @@ int main(int argc, char** argv) {
   int64_t batch = 1, steps = 6;
   DType dtype = DType::f32;
   bool checkpointing = false;
-  for (int i = 1; i < argc; ++i) {
-    auto next = [&]() -> int64_t {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "train_step_bench: %s needs a value\n", argv[i]);
-        std::exit(2);
-      }
-      return std::atoll(argv[++i]);
-    };
-    const std::string a = argv[i];
+  bench::Arguments args("train_step_bench", argc, argv);
+  for (std::string a; args.next(a);) {
     if (a == "--layers")
-      cfg.n_layer = next();
+      cfg.n_layer = args.value();
     else if (a == "--d-model")
-      cfg.d_model = next();
+      cfg.d_model = args.value();
     else if (a == "--heads")
-      cfg.n_head = next();
+      cfg.n_head = args.value();
     else if (a == "--d-inner")
-      cfg.d_inner = next();
+      cfg.d_inner = args.value();
     else if (a == "--chunk")
-      cfg.chunk_size = next();
+      cfg.chunk_size = args.value();
     else if (a == "--rank")
-      cfg.chunk_rank = next();
+      cfg.chunk_rank = args.value();
     else if (a == "--window")
-      cfg.window_len = next();
+      cfg.window_len = args.value();
     else if (a == "--tokens")
-      cfg.tokens_per_sample = next();
+      cfg.tokens_per_sample = args.value();
     else if (a == "--mem")
-      cfg.mem_len = next();
+      cfg.mem_len = args.value();
     else if (a == "--batch")
-      batch = next();
+      batch = args.value();
     else if (a == "--steps")
-      steps = next();
+      steps = args.value();
     else if (a == "--fp64")
       dtype = DType::f64;
     else if (a == "--activation-checkpointing")
       checkpointing = true;
-    else {
-      std::fprintf(stderr, "train_step_bench: unknown option %s\n", argv[i]);
-      return 2;
-    }
+    else
+      args.unknown();
   }
   if (steps < 1) {
     std::fprintf(stderr, "train_step_bench: --steps must be at least 1\n");

@@ -62,6 +62,15 @@ AttentionShape LSAttention::shape(int64_t batch, int64_t tokens, int64_t mem) co
   return s;
 }
 
+Tensor slots_of(Ops& ops, const Tensor& cache_part, const Tensor& block_part) {
+  const int64_t cache_slots = cache_part.dim(1), block_slots = block_part.dim(1);
+  Tensor slots = ops.empty({cache_part.dim(0), cache_slots + block_slots, cache_part.dim(2)},
+                           cache_part.dtype());
+  ops.copy_rows(slots, 0, cache_part, 0, cache_slots);
+  ops.copy_rows(slots, cache_slots, block_part, 0, block_slots);
+  return slots;
+}
+
 void LSAttention::compress_cache(Ops& ops, const Tensor& cache, Tensor& weights, Tensor& compressed,
                                  Tensor& keys, Tensor& values) const {
   const int64_t B = cache.dim(0), M = cache.dim(1), c = cfg_.chunk_size, r = cfg_.chunk_rank;
@@ -144,12 +153,8 @@ void LSAttention::forward(Ops& ops, const Tensor& h, const Tensor& cache, const 
                               head_offset_);
   ops.compress_chunks_forward(values_chunks, sv.values_block, sv.block_weights, c, r, n_head_local_,
                               head_offset_);
-  sv.khat_raw = ops.empty({B, cache_slots + block_slots, dl}, dt);
-  sv.vhat_raw = ops.empty({B, cache_slots + block_slots, dl}, dt);
-  ops.copy_rows(sv.khat_raw, 0, keys_cache, 0, cache_slots);
-  ops.copy_rows(sv.khat_raw, cache_slots, keys_chunks, 0, block_slots);
-  ops.copy_rows(sv.vhat_raw, 0, values_cache, 0, cache_slots);
-  ops.copy_rows(sv.vhat_raw, cache_slots, values_chunks, 0, block_slots);
+  sv.khat_raw = slots_of(ops, keys_cache, keys_chunks);
+  sv.vhat_raw = slots_of(ops, values_cache, values_chunks);
   dual_ln_dproj.forward(ops, sv.khat_raw, sv.khat_local, sv.khat_ln);
   dual_ln_dproj.forward(ops, sv.vhat_raw, sv.vhat_local, sv.vhat_ln);
   sv.khat = gather_chunks(ops, *topo_, sv.khat_local, cache_slots);

@@ -75,6 +75,9 @@ using RowsGradient = std::function<void(int64_t t0, const Tensor& dh_rows)>;
 // Given a piece's attention output (undefined unless asked for), the gradient reaching it.
 using OutputGradient = std::function<Tensor(const Tensor& out)>;
 
+// [cache slots ; block slots] of one slice: [B, M/c r + T/c r, dl].
+Tensor slots_of(Ops& ops, const Tensor& cache_part, const Tensor& block_part);
+
 class LSAttention {
  public:
   void init(Ops& ops, const std::string& name, const ModelConfig& cfg, DType dtype,

@@ -76,12 +76,8 @@ void LSAttention::forward_slots(Ops& ops, const RowsOf& rows, int64_t T, int64_t
   Tensor keys_cache, values_cache;
   compress_cache(ops, cache, slots.cache_weights, slots.cache_compressed, keys_cache, values_cache);
 
-  slots.khat_raw = ops.empty({B, cache_slots + block_slots, dl}, dt);
-  slots.vhat_raw = ops.empty({B, cache_slots + block_slots, dl}, dt);
-  ops.copy_rows(slots.khat_raw, 0, keys_cache, 0, cache_slots);
-  ops.copy_rows(slots.khat_raw, cache_slots, keys_chunks, 0, block_slots);
-  ops.copy_rows(slots.vhat_raw, 0, values_cache, 0, cache_slots);
-  ops.copy_rows(slots.vhat_raw, cache_slots, values_chunks, 0, block_slots);
+  slots.khat_raw = slots_of(ops, keys_cache, keys_chunks);
+  slots.vhat_raw = slots_of(ops, values_cache, values_chunks);
   Tensor khat_local, vhat_local;
   dual_ln_dproj.forward(ops, slots.khat_raw, khat_local, slots.khat_ln);
   dual_ln_dproj.forward(ops, slots.vhat_raw, vhat_local, slots.vhat_ln);
