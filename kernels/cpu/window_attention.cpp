@@ -40,9 +40,14 @@ void check_window_shapes(const Tensor& q, const Tensor& keys, const Tensor& valu
 }
 
 // Queries are processed in tiles of L rows: the tile's keys are the band of L + w - 1 rows
-// before and at its queries, so the content scores of a tile are one GEMM against the band
-// (the entries outside each query's w keys are ignored) and the positional scores one GEMM
-// against R. L ~ w/2 keeps the band's wasted work small and the GEMMs large enough.
+// before and at its queries, so the content scores of a tile are one GEMM against the band.
+// Query i of the tile sees band rows i .. i + w - 1 (delta = i + w - 1 - j for band row j), its
+// segment of the band. With R stored reversed (row w - 1 - delta first), the positional score of
+// band row i + j' is qr_i . Rrev[j']: the segments of all rows form one [L, w] matrix of leading
+// dimension nb + 1 inside the [L, nb] band, so the positional GEMM adds straight onto the content
+// scores, the softmax runs on contiguous segments, and the band (zero outside the segments) is
+// the probability matrix of the P V GEMM. L ~ w/2 keeps the band's wasted work small and the
+// GEMMs large enough.
 struct WindowTiling {
   int64_t tile;  // L
   explicit WindowTiling(int64_t w, int64_t tokens) : tile(std::clamp<int64_t>(w / 2, 16, 128)) {
@@ -50,23 +55,42 @@ struct WindowTiling {
   }
 };
 
+// rel [w, dl] with its rows reversed, per head: out[(h w + j) dh + e] = rel[(w - 1 - j) dl + h dh +
+// e].
+template <class T>
+std::vector<T> reversed_rel_by_head(const T* rel, const AttentionShape& s) {
+  const int64_t w = s.window, dh = s.d_head, dl = s.n_head * dh;
+  std::vector<T> out(static_cast<size_t>(w * dl));
+  for (int64_t h = 0; h < s.n_head; ++h)
+    for (int64_t j = 0; j < w; ++j)
+      std::copy_n(rel + (w - 1 - j) * dl + h * dh, dh, out.data() + (h * w + j) * dh);
+  return out;
+}
+
 template <class T>
 struct WindowTile {
-  int64_t t0, len, band;  // first query, queries in the tile, band rows (first band row t0 + 1)
-  std::vector<T> qw, qr, content, positional, probs, band_probs;
+  int64_t t0 = 0, len = 0, band = 0;  // first query, queries in the tile, band rows (nb)
+  std::vector<T> qw, qr, scores;      // scores: [len, nb], each row's segment at offset i
   WindowTile(int64_t max_len, int64_t w, int64_t dh)
       : qw(static_cast<size_t>(max_len * dh)),
         qr(qw.size()),
-        content(static_cast<size_t>(max_len * (max_len + w - 1))),
-        positional(static_cast<size_t>(max_len * w)),
-        probs(positional.size()),
-        band_probs(content.size()) {}
+        scores(static_cast<size_t>(max_len * (max_len + w - 1))) {}
+  T* segment(int64_t i) { return scores.data() + i * (band + 1); }
+  int segment_ld() const { return static_cast<int>(band + 1); }
 };
 
-// Scores s[i][delta] of a tile into tile.probs (unnormalised logits), using q + biases.
+// Zeroes row i of a [L, nb] band outside its segment [i, i + w).
 template <class T>
-void window_tile_scores(WindowTile<T>& tile, const T* q, const T* keys, const T* rel, const T* rw,
-                        const T* rr, int64_t b, int64_t ho, const AttentionShape& s) {
+void clear_outside_segment(T* band_row, int64_t i, int64_t nb, int64_t w) {
+  std::fill(band_row, band_row + i, T(0));
+  std::fill(band_row + i + w, band_row + nb, T(0));
+}
+
+// Scores of a tile into tile.scores (unnormalised logits on the segments), using q + biases.
+// rel_rev_h: this head's reversed R, [w, dh].
+template <class T>
+void window_tile_scores(WindowTile<T>& tile, const T* q, const T* keys, const T* rel_rev_h,
+                        const T* rw, const T* rr, int64_t b, int64_t ho, const AttentionShape& s) {
   const int64_t Tn = s.tokens, dh = s.d_head, w = s.window, dl = s.n_head * dh;
   const int64_t L = tile.len, nb = L + w - 1;
   tile.band = nb;
@@ -81,21 +105,9 @@ void window_tile_scores(WindowTile<T>& tile, const T* q, const T* keys, const T*
   const int iL = static_cast<int>(L), inb = static_cast<int>(nb), idh = static_cast<int>(dh),
             idl = static_cast<int>(dl), iw = static_cast<int>(w);
   cpu::gemm_tile(false, true, iL, inb, idh, T(1), tile.qw.data(), idh, band, idl, T(0),
-                 tile.content.data(), inb);
-  cpu::gemm_tile(false, true, iL, iw, idh, T(1), tile.qr.data(), idh, rel + ho, idl, T(0),
-                 tile.positional.data(), iw);
-  for (int64_t i = 0; i < L; ++i)
-    for (int64_t d = 0; d < w; ++d)
-      tile.probs[i * w + d] = tile.content[i * nb + i + w - 1 - d] + tile.positional[i * w + d];
-}
-
-// Spreads per-query values v[i][delta] onto the band layout (zero outside each query's keys).
-template <class T>
-void to_band(std::vector<T>& band, const std::vector<T>& v, int64_t L, int64_t w) {
-  const int64_t nb = L + w - 1;
-  std::fill(band.begin(), band.begin() + L * nb, T(0));
-  for (int64_t i = 0; i < L; ++i)
-    for (int64_t d = 0; d < w; ++d) band[i * nb + i + w - 1 - d] = v[i * w + d];
+                 tile.scores.data(), inb);
+  cpu::gemm_tile(false, true, iL, iw, idh, T(1), tile.qr.data(), idh, rel_rev_h, idh, T(1),
+                 tile.segment(0), tile.segment_ld());
 }
 
 template <class T>
@@ -105,6 +117,7 @@ void window_forward(T* out, T* lse, const T* q, const T* keys, const T* values, 
   const int64_t dl = H * dh;
   const WindowTiling tiling(w, Tn);
   const int64_t n_tiles = (Tn + tiling.tile - 1) / tiling.tile;
+  const std::vector<T> rel_rev = reversed_rel_by_head(rel, s);
 #pragma omp parallel
   {
     WindowTile<T> tile(tiling.tile, w, dh);
@@ -115,17 +128,17 @@ void window_forward(T* out, T* lse, const T* q, const T* keys, const T* values, 
           const int64_t ho = h * dh;
           tile.t0 = k * tiling.tile;
           tile.len = std::min(tiling.tile, Tn - tile.t0);
-          window_tile_scores(tile, q, keys, rel, rw, rr, b, ho, s);
+          window_tile_scores(tile, q, keys, rel_rev.data() + h * w * dh, rw, rr, b, ho, s);
+          const int64_t nb = tile.band;
           for (int64_t i = 0; i < tile.len; ++i) {
-            lse[(b * H + h) * Tn + tile.t0 + i] =
-                cpu::softmax_in_place(tile.probs.data() + i * w, w);
+            lse[(b * H + h) * Tn + tile.t0 + i] = cpu::softmax_in_place(tile.segment(i), w);
+            clear_outside_segment(tile.scores.data() + i * nb, i, nb, w);
           }
-          to_band(tile.band_probs, tile.probs, tile.len, w);
           const T* vband = values + (b * (w + Tn) + tile.t0 + 1) * dl + ho;
           cpu::gemm_tile(false, false, static_cast<int>(tile.len), static_cast<int>(dh),
-                         static_cast<int>(tile.band), T(1), tile.band_probs.data(),
-                         static_cast<int>(tile.band), vband, static_cast<int>(dl), T(0),
-                         out + (b * Tn + tile.t0) * dl + ho, static_cast<int>(dl));
+                         static_cast<int>(nb), T(1), tile.scores.data(), static_cast<int>(nb),
+                         vband, static_cast<int>(dl), T(0), out + (b * Tn + tile.t0) * dl + ho,
+                         static_cast<int>(dl));
         }
   }
 }
@@ -138,63 +151,67 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
   const int64_t dl = H * dh;
   const WindowTiling tiling(w, Tn);
   const int64_t n_tiles = (Tn + tiling.tile - 1) / tiling.tile;
+  const std::vector<T> rel_rev = reversed_rel_by_head(rel, s);
+  // The gradient of the reversed R, per head; added to drel (rows reversed back) at the end.
+  std::vector<T> drel_rev(drel ? rel_rev.size() : 0, T(0));
   // Threads own heads: the band rows of neighbouring tiles overlap, and rel / the biases are
   // shared by every query of a head, so one thread writes all of a head's gradients.
 #pragma omp parallel
   {
     WindowTile<T> tile(tiling.tile, w, dh);
-    std::vector<T> dband(tile.content.size()), dscores(tile.positional.size()),
-        dpos_band(tile.content.size());
+    std::vector<T> dband(tile.scores.size());  // dP, then dS, on the band layout
     std::vector<T> dq_part(static_cast<size_t>(tiling.tile * dh));
 #pragma omp for schedule(dynamic)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t b = 0; b < B; ++b)
         for (int64_t k = 0; k < n_tiles; ++k) {
           const int64_t ho = h * dh;
+          const T* rel_rev_h = rel_rev.data() + h * w * dh;
           tile.t0 = k * tiling.tile;
           tile.len = std::min(tiling.tile, Tn - tile.t0);
           const int64_t L = tile.len;
-          window_tile_scores(tile, q, keys, rel, rw, rr, b, ho, s);
+          window_tile_scores(tile, q, keys, rel_rev_h, rw, rr, b, ho, s);
           const int64_t nb = tile.band;
           const int iL = static_cast<int>(L), inb = static_cast<int>(nb),
                     idh = static_cast<int>(dh), idl = static_cast<int>(dl),
-                    iw = static_cast<int>(w);
+                    iw = static_cast<int>(w), seg_ld = tile.segment_ld();
           const int64_t band_row = b * (w + Tn) + tile.t0 + 1;
           const T* kband = keys + band_row * dl + ho;
           const T* vband = values + band_row * dl + ho;
           const T* go = dout + (b * Tn + tile.t0) * dl + ho;
-          // dp over the band: dout . V for every band row, then picked per (i, delta).
-          cpu::gemm_tile(false, true, iL, inb, idh, T(1), go, idl, vband, idl, T(0),
-                         dpos_band.data(), inb);
+          // dP over the band: dout . V for every band row.
+          cpu::gemm_tile(false, true, iL, inb, idh, T(1), go, idl, vband, idl, T(0), dband.data(),
+                         inb);
+          // P = exp(s - lse) and dS = P (dP - delta) on the segments, zero elsewhere.
           for (int64_t i = 0; i < L; ++i) {
-            const double l = lse[(b * H + h) * Tn + tile.t0 + i],
-                         dlt = delta[(b * H + h) * Tn + tile.t0 + i];
-            T* p = tile.probs.data() + i * w;
-            cpu::exp_shifted(p, w, static_cast<T>(l));
-            for (int64_t d = 0; d < w; ++d) {
-              const double dp = dpos_band[i * nb + i + w - 1 - d];
-              dscores[i * w + d] = static_cast<T>(p[d] * (dp - dlt));
-            }
+            const T l = lse[(b * H + h) * Tn + tile.t0 + i];
+            const double dlt = delta[(b * H + h) * Tn + tile.t0 + i];
+            T* p = tile.segment(i);
+            cpu::exp_shifted(p, w, l);
+            T* ds = dband.data() + i * (nb + 1);
+            for (int64_t j = 0; j < w; ++j)
+              ds[j] =
+                  static_cast<T>(static_cast<double>(p[j]) * (static_cast<double>(ds[j]) - dlt));
+            clear_outside_segment(tile.scores.data() + i * nb, i, nb, w);
+            clear_outside_segment(dband.data() + i * nb, i, nb, w);
           }
-          to_band(tile.band_probs, tile.probs, L, w);
-          to_band(dband, dscores, L, w);
           if (dvalues)
-            cpu::gemm_tile(true, false, inb, idh, iL, T(1), tile.band_probs.data(), inb, go, idl,
-                           T(1), dvalues + band_row * dl + ho, idl);
+            cpu::gemm_tile(true, false, inb, idh, iL, T(1), tile.scores.data(), inb, go, idl, T(1),
+                           dvalues + band_row * dl + ho, idl);
           if (dkeys)
             cpu::gemm_tile(true, false, inb, idh, iL, T(1), dband.data(), inb, tile.qw.data(), idh,
                            T(1), dkeys + band_row * dl + ho, idl);
           if (drel)
-            cpu::gemm_tile(true, false, iw, idh, iL, T(1), dscores.data(), iw, tile.qr.data(), idh,
-                           T(1), drel + ho, idl);
+            cpu::gemm_tile(true, false, iw, idh, iL, T(1), dband.data(), seg_ld, tile.qr.data(),
+                           idh, T(1), drel_rev.data() + h * w * dh, idh);
           // dq (and the biases, which enter like q): content part against the band, positional
-          // part against R.
+          // part against the reversed R.
           for (int pass = 0; pass < 2; ++pass) {
             if (pass == 0)
               cpu::gemm_tile(false, false, iL, idh, inb, T(1), dband.data(), inb, kband, idl, T(0),
                              dq_part.data(), idh);
             else
-              cpu::gemm_tile(false, false, iL, idh, iw, T(1), dscores.data(), iw, rel + ho, idl,
+              cpu::gemm_tile(false, false, iL, idh, iw, T(1), dband.data(), seg_ld, rel_rev_h, idh,
                              T(0), dq_part.data(), idh);
             T* dbias = pass == 0 ? drw : drr;
             for (int64_t i = 0; i < L; ++i)
@@ -206,6 +223,13 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
           }
         }
   }
+  if (drel)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t j = 0; j < w; ++j) {
+        const T* src = drel_rev.data() + (h * w + j) * dh;
+        T* dst = drel + (w - 1 - j) * dl + h * dh;
+        for (int64_t e = 0; e < dh; ++e) dst[e] += src[e];
+      }
 }
 
 template <class T>
