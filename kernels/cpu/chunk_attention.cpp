@@ -96,16 +96,21 @@ struct ChunkTileGeometry {
   int64_t top(const AttentionShape& s, int64_t i) const { return g_q(s, i) * s.chunk_rank - 1; }
 };
 
-// Slots j0 .. j0 + width of a tile, and the rows lo .. lo + n_ids of pos its scores use (ids
-// past the last row of pos were clamped to it).
+// Slots j0 .. j0 + width of a tile, and the ids lo .. hi of pos its scores use (ids past the
+// last row of pos were clamped to it). The kernels read pos with its rows reversed (row
+// n_pos - 1 - id), so the block's positional scores are the columns m = hi - id of one GEMM
+// against the reversed rows n_pos - 1 - hi .. n_pos - 1 - lo: along a row of scores (id = top - j)
+// m = hi - top + j grows with j, and the shift is a contiguous add.
 struct SlotBlock {
-  int64_t j0, width, lo, n_ids;
+  int64_t j0, width, lo, hi, n_ids;
   SlotBlock(const ChunkTileGeometry& g, int64_t j0_, int64_t n_pos)
       : j0(j0_), width(std::min(kSlotBlock, g.nv_max - j0_)) {
     lo = std::min(std::max<int64_t>(0, g.top_first - (j0 + width - 1)), n_pos - 1);
-    const int64_t hi = std::clamp(g.top_last - j0, lo, n_pos - 1);
+    hi = std::clamp(g.top_last - j0, lo, n_pos - 1);
     n_ids = hi - lo + 1;
   }
+  // First row of the reversed pos this block reads.
+  int64_t reversed_first(int64_t n_pos) const { return n_pos - 1 - hi; }
   // Slots of this block that tile row i sees: 0 .. visible(i).
   int64_t visible(const AttentionShape& s, const ChunkTileGeometry& g, int64_t i) const {
     return std::clamp<int64_t>(g.top(s, i) + 1 - j0, 0, width);
@@ -113,9 +118,10 @@ struct SlotBlock {
 };
 
 // scores[i, j] = q_i . khat[j0 + j] + q_i . pos[id(i, j0 + j)] for j < blk.visible(i) (GEMMs
-// into `scores` and `qpos`, then the shift); entries past that are left unspecified.
+// into `scores` and `qpos`, then the shift); entries past that are left unspecified. pos_rev:
+// pos with its rows reversed.
 template <class T>
-void chunk_block_scores(T* scores, T* qpos, const T* qt, const T* kb, const T* pos,
+void chunk_block_scores(T* scores, T* qpos, const T* qt, const T* kb, const T* pos_rev,
                         const ChunkTileGeometry& g, const SlotBlock& blk, int64_t n_pos,
                         const AttentionShape& s) {
   const int64_t dl = s.n_head * s.d_head;  // qt, kb and pos point at the head's columns
@@ -123,19 +129,29 @@ void chunk_block_scores(T* scores, T* qpos, const T* qt, const T* kb, const T* p
   const int rows = static_cast<int>(g.rows), w = static_cast<int>(blk.width),
             ids = static_cast<int>(blk.n_ids);
   cpu::gemm_tile(false, true, rows, w, idh, T(1), qt, idl, kb + blk.j0 * dl, idl, T(0), scores, w);
-  cpu::gemm_tile(false, true, rows, ids, idh, T(1), qt, idl, pos + blk.lo * dl, idl, T(0), qpos,
-                 ids);
+  cpu::gemm_tile(false, true, rows, ids, idh, T(1), qt, idl,
+                 pos_rev + blk.reversed_first(n_pos) * dl, idl, T(0), qpos, ids);
   for (int64_t i = 0; i < g.rows; ++i) {
     const int64_t n = blk.visible(s, g, i);
     if (n == 0) continue;
     T* row = scores + i * blk.width;
-    const T* qp = qpos + i * blk.n_ids;        // qp[id - lo]
+    const T* qp = qpos + i * blk.n_ids;        // qp[hi - id]
     const int64_t top = g.top(s, i) - blk.j0;  // id of row[j] is top - j
     // ids above n_pos - 1 were clamped to it: j < top - (n_pos - 1).
     const int64_t unclamped_from = std::clamp<int64_t>(top - (n_pos - 1), 0, n);
-    for (int64_t j = 0; j < unclamped_from; ++j) row[j] += qp[n_pos - 1 - blk.lo];
-    for (int64_t j = unclamped_from; j < n; ++j) row[j] += qp[top - blk.lo - j];
+    const T clamped = qp[blk.hi - (n_pos - 1)];
+    for (int64_t j = 0; j < unclamped_from; ++j) row[j] += clamped;
+    const T* shifted = qp + (blk.hi - top);  // shifted[j] = qp[hi - (top - j)]
+    for (int64_t j = unclamped_from; j < n; ++j) row[j] += shifted[j];
   }
+}
+
+// x [n, cols] with its rows in reverse order.
+template <class T>
+std::vector<T> reversed_rows(const T* x, int64_t n, int64_t cols) {
+  std::vector<T> out(static_cast<size_t>(n * cols));
+  for (int64_t k = 0; k < n; ++k) std::copy_n(x + (n - 1 - k) * cols, cols, out.data() + k * cols);
+  return out;
 }
 
 template <class T>
@@ -145,6 +161,7 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
   const int idh = static_cast<int>(dh), idl = static_cast<int>(dl);
   const ChunkTiling tiling(s);
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  const std::vector<T> pos_rev = reversed_rows(pos, n_pos, dl);
 #pragma omp parallel
   {
     // Scratch is written before it is read, so it is left uninitialised.
@@ -169,7 +186,8 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
           std::fill(row_sum.begin(), row_sum.end(), 0.0);
           for (int64_t j0 = 0; j0 < g.nv_max; j0 += kSlotBlock) {
             const SlotBlock blk(g, j0, n_pos);
-            chunk_block_scores(scores.get(), qpos.get(), qt, kb, pos + ho, g, blk, n_pos, s);
+            chunk_block_scores(scores.get(), qpos.get(), qt, kb, pos_rev.data() + ho, g, blk, n_pos,
+                               s);
             for (int64_t i = 0; i < g.rows; ++i) {
               T* row = scores.get() + i * blk.width;
               const int64_t n = blk.visible(s, g, i);
@@ -209,6 +227,9 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
   const int64_t B = s.batch, Tn = s.tokens, H = s.n_head, dh = s.d_head, dl = H * dh;
   const ChunkTiling tiling(s);
   const int idh = static_cast<int>(dh), idl = static_cast<int>(dl);
+  const std::vector<T> pos_rev = reversed_rows(pos, n_pos, dl);
+  // The gradient of the reversed pos, added to dpos (rows reversed back) at the end.
+  std::vector<T> dpos_rev(dpos ? pos_rev.size() : 0, T(0));
   // Threads own heads: every slot's and position's gradient of head h has one writer.
 #pragma omp parallel
   {
@@ -231,7 +252,8 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
           for (int64_t j0 = 0; j0 < g.nv_max; j0 += kSlotBlock) {
             const SlotBlock blk(g, j0, n_pos);
             const int w = static_cast<int>(blk.width), ids = static_cast<int>(blk.n_ids);
-            chunk_block_scores(probs.get(), qpos.get(), qt, kb, pos + ho, g, blk, n_pos, s);
+            chunk_block_scores(probs.get(), qpos.get(), qt, kb, pos_rev.data() + ho, g, blk, n_pos,
+                               s);
             cpu::gemm_tile(false, true, rows, w, idh, T(1), go, idl, vb + j0 * dl, idl, T(0),
                            dprobs.get(), w);
             std::fill(dqpos.get(), dqpos.get() + g.rows * blk.n_ids, T(0));
@@ -247,13 +269,14 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
                   dp[j] = static_cast<T>(p[j] * (static_cast<double>(dp[j]) - dlt));  // ds
                 // Row i's positional gradient: slot j's ds goes to id top - j; ids past the
                 // last row of pos were clamped to it.
-                T* dqp = dqpos.get() + i * blk.n_ids;  // dqp[id - lo]
+                T* dqp = dqpos.get() + i * blk.n_ids;  // dqp[hi - id]
                 const int64_t top = g.top(s, i) - j0;
                 const int64_t unclamped_from = std::clamp<int64_t>(top - (n_pos - 1), 0, n);
                 T clamped = 0;
                 for (int64_t j = 0; j < unclamped_from; ++j) clamped += dp[j];
-                if (unclamped_from > 0) dqp[n_pos - 1 - blk.lo] += clamped;
-                for (int64_t j = unclamped_from; j < n; ++j) dqp[top - j - blk.lo] += dp[j];
+                if (unclamped_from > 0) dqp[blk.hi - (n_pos - 1)] += clamped;
+                T* shifted = dqp + (blk.hi - top);  // shifted[j] = dqp[hi - (top - j)]
+                for (int64_t j = unclamped_from; j < n; ++j) shifted[j] += dp[j];
               }
               std::fill(p + n, p + blk.width, T(0));
               std::fill(dp + n, dp + blk.width, T(0));
@@ -262,7 +285,8 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
               cpu::gemm_tile(false, false, rows, idh, w, T(1), dprobs.get(), w, kb + j0 * dl, idl,
                              T(1), dqt, idl);
               cpu::gemm_tile(false, false, rows, idh, ids, T(1), dqpos.get(), ids,
-                             pos + blk.lo * dl + ho, idl, T(1), dqt, idl);
+                             pos_rev.data() + blk.reversed_first(n_pos) * dl + ho, idl, T(1), dqt,
+                             idl);
             }
             if (dvhat)
               cpu::gemm_tile(true, false, w, idh, rows, T(1), probs.get(), w, go, idl, T(1),
@@ -272,9 +296,17 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
                              dkhat + (b * n_slots + j0) * dl + ho, idl);
             if (dpos)
               cpu::gemm_tile(true, false, ids, idh, rows, T(1), dqpos.get(), ids, qt, idl, T(1),
-                             dpos + blk.lo * dl + ho, idl);
+                             dpos_rev.data() + (blk.reversed_first(n_pos) * dl + ho), idl);
           }
         }
+  }
+  if (dpos) {
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < n_pos; ++k) {
+      const T* src = dpos_rev.data() + k * dl;
+      T* dst = dpos + (n_pos - 1 - k) * dl;
+      for (int64_t e = 0; e < dl; ++e) dst[e] += src[e];
+    }
   }
 }
 
