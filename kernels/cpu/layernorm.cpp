@@ -5,9 +5,11 @@
 // dbeta += sum_i dout.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/dispatch.h"
+#include "kernels/cpu/vector_layernorm.h"
 
 namespace tls {
 
@@ -33,6 +35,13 @@ void CpuOps::layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Te
 #pragma omp parallel for if (rows * cols >= kParallelMin)
     for (int64_t i = 0; i < rows; ++i) {
       const T* xr = xp + i * cols;
+      if constexpr (std::is_same_v<T, float>) {  // vector lanes (vector_layernorm.cpp)
+        const cpu::RowMoments m =
+            cpu::layernorm_row_forward(xr, gp, bp, outp + i * cols, cols, eps);
+        mp[i] = static_cast<T>(m.mean);
+        rp[i] = static_cast<T>(m.rstd);
+        continue;
+      }
       double s = 0.0;
       for (int64_t j = 0; j < cols; ++j) s += static_cast<double>(xr[j]);
       const double mu = s / static_cast<double>(cols);
@@ -75,6 +84,10 @@ void CpuOps::layernorm_backward(Tensor& dx, Tensor& dgamma, Tensor& dbeta, const
         const T* xr = xp + i * cols;
         const T* gr = gp + i * cols;
         const double mu = static_cast<double>(mp[i]), r = static_cast<double>(rp[i]);
+        if constexpr (std::is_same_v<T, float>) {
+          cpu::layernorm_row_backward(xr, gr, gam, mu, r, dxp + i * cols, cols);
+          continue;
+        }
         double sg = 0.0, sgx = 0.0;
         for (int64_t j = 0; j < cols; ++j) {
           const double g = static_cast<double>(gr[j]) * static_cast<double>(gam[j]);
@@ -104,6 +117,10 @@ void CpuOps::layernorm_backward(Tensor& dx, Tensor& dgamma, Tensor& dbeta, const
         const T* xr = xp + i * cols;
         const T* gr = gp + i * cols;
         const double mu = static_cast<double>(mp[i]), r = static_cast<double>(rp[i]);
+        if constexpr (std::is_same_v<T, float>) {
+          cpu::layernorm_row_parameter_grads(xr + j0, gr + j0, mu, r, ag, ab, j1 - j0);
+          continue;
+        }
         for (int64_t j = j0; j < j1; ++j) {
           const double g = static_cast<double>(gr[j]);
           ag[j - j0] += g * (static_cast<double>(xr[j]) - mu) * r;
