@@ -89,6 +89,36 @@ TEST(CpuNormAct, LayerNormBackwardMatchesFiniteDifferences) {
   }
 }
 
+// The float32 backward runs on vector lanes (kernels/cpu/vector_layernorm.cpp): it must give the
+// float64 backward's gradients on the same inputs, for rows shorter than a vector, with a
+// remainder, and wider than a 64-column parameter block.
+TEST(CpuNormAct, LayerNormBackwardInFloat32MatchesFloat64) {
+  auto ops = make_cpu_ops();
+  for (auto [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{3, 5}, {9, 67}, {33, 512}}) {
+    auto xv = random_nonzero(rows * cols, 8), gv = random_nonzero(cols, 9);
+    auto bv = random_nonzero(cols, 10), w = random_nonzero(rows * cols, 11);
+    auto grads = [&](DType dt) {
+      auto mk = [&](std::vector<int64_t> shape, const std::vector<double>& v) {
+        Tensor t = ops->empty(shape, dt);
+        ops->from_host(t, v);
+        return t;
+      };
+      Tensor x = mk({rows, cols}, xv), g = mk({cols}, gv), b = mk({cols}, bv);
+      Tensor out = ops->zeros({rows, cols}, dt), mean = ops->zeros({rows}, dt);
+      Tensor rstd = ops->zeros({rows}, dt);
+      ops->layernorm_forward(out, mean, rstd, x, g, b, 1e-5);
+      Tensor dout = mk({rows, cols}, w);
+      Tensor dx = mk({rows, cols}, w), dg = mk({cols}, gv), db = mk({cols}, bv);  // accumulate
+      ops->layernorm_backward(dx, dg, db, dout, x, g, mean, rstd);
+      return std::vector<std::vector<double>>{ops->to_host(out), ops->to_host(dx), ops->to_host(dg),
+                                              ops->to_host(db)};
+    };
+    const auto f32 = grads(DType::f32), f64 = grads(DType::f64);
+    const char* names[] = {"out", "dx", "dgamma", "dbeta"};
+    for (int k = 0; k < 4; ++k) expect_close(f32[k], f64[k], 2e-5, names[k]);
+  }
+}
+
 double gelu(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
 
 TYPED_TEST(CpuNormActTest, ActivationsForward) {
