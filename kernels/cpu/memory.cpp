@@ -2,7 +2,9 @@
 // row-block copies between 3-D tensors [B, N, cols] (dst[b, d0 + i, :] = / += src[b, s0 + i, :])
 // and host transfers through double. Also make_cpu_ops(), the factory of the CPU Ops.
 #include <malloc.h>
+#include <omp.h>
 
+#include <cstdint>
 #include <cstring>
 
 #include "kernels/cpu/cpu_ops.h"
@@ -47,6 +49,23 @@ void check_rows(const char* op, const Tensor& dst, int64_t dst_row0, const Tenso
                  cpu::describe("dst", dst) + ", " + cpu::describe("src", src));
 }
 
+// Large clears and copies are split over OpenMP's threads: serial, they left the other thread
+// waiting (1.3% of the training step, bench/train_step_bench).
+constexpr size_t kParallelBytes = size_t{1} << 20;
+
+template <class F>
+void in_byte_slices(size_t bytes, F&& f) {
+  if (bytes < kParallelBytes || omp_in_parallel()) return f(size_t{0}, bytes);
+#pragma omp parallel
+  {
+    const size_t parts = static_cast<size_t>(omp_get_num_threads());
+    const size_t p = static_cast<size_t>(omp_get_thread_num());
+    const size_t lo = bytes * p / parts / 64 * 64;  // cache-line boundaries
+    const size_t hi = p + 1 == parts ? bytes : bytes * (p + 1) / parts / 64 * 64;
+    if (hi > lo) f(lo, hi - lo);
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<Ops> make_cpu_ops() {
@@ -71,7 +90,10 @@ Tensor CpuOps::empty(const std::vector<int64_t>& shape, DType dtype) {
 }
 
 Tensor CpuOps::zeros(const std::vector<int64_t>& shape, DType dtype) {
-  return Tensor::zeros(shape, dtype);
+  Tensor t = Tensor::empty(shape, dtype);
+  char* p = static_cast<char*>(t.raw());
+  in_byte_slices(t.bytes(), [&](size_t off, size_t n) { std::memset(p + off, 0, n); });
+  return t;
 }
 
 void CpuOps::fill(Tensor& x, double value) {
@@ -93,7 +115,15 @@ void CpuOps::copy(Tensor& dst, const Tensor& src) {
     fail("copy", "element counts differ: " + cpu::describe("dst", dst) + " vs " +
                      cpu::describe("src", src));
   if (dst.dtype() == src.dtype()) {
-    if (dst.raw() != src.raw()) std::memmove(dst.raw(), src.raw(), dst.bytes());
+    char* d = static_cast<char*>(dst.raw());
+    const char* from = static_cast<const char*>(src.raw());
+    if (d == from) return;
+    const size_t bytes = dst.bytes();
+    const auto a0 = reinterpret_cast<uintptr_t>(d), b0 = reinterpret_cast<uintptr_t>(from);
+    if (a0 < b0 + bytes && b0 < a0 + bytes)  // overlapping: one memmove keeps it right
+      std::memmove(d, from, bytes);
+    else
+      in_byte_slices(bytes, [&](size_t off, size_t n) { std::memcpy(d + off, from + off, n); });
     return;
   }
   dispatch_any("copy", dst.dtype(), [&](auto dtag) {
