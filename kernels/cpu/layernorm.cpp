@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <vector>
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/dispatch.h"
@@ -62,6 +63,40 @@ void CpuOps::layernorm_forward(Tensor& out, Tensor& mean, Tensor& rstd, const Te
   });
 }
 
+namespace {
+
+// The float32 backward with every gradient wanted, in one pass over x and dout per row (vector
+// lanes, kernels/cpu/vector_layernorm.cpp). dgamma and dbeta are summed per fixed block of rows
+// and the blocks added in order, so the sums do not depend on the number of threads.
+void layernorm_backward_fused(float* dx, float* dgamma, float* dbeta, const float* dout,
+                              const float* x, const float* gamma, const float* mean,
+                              const float* rstd, int64_t rows, int64_t cols) {
+  constexpr int64_t kRowBlock = 256;
+  const int64_t n_blocks = (rows + kRowBlock - 1) / kRowBlock;
+  std::vector<double> ag(static_cast<size_t>(n_blocks * cols), 0.0), ab(ag.size(), 0.0);
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
+  for (int64_t blk = 0; blk < n_blocks; ++blk) {
+    double* agb = ag.data() + blk * cols;
+    double* abb = ab.data() + blk * cols;
+    for (int64_t i = blk * kRowBlock; i < std::min(rows, (blk + 1) * kRowBlock); ++i)
+      cpu::layernorm_row_backward_with_parameter_grads(
+          x + i * cols, dout + i * cols, gamma, static_cast<double>(mean[i]),
+          static_cast<double>(rstd[i]), dx + i * cols, agb, abb, cols);
+  }
+#pragma omp parallel for schedule(static) if (n_blocks * cols >= kParallelMin)
+  for (int64_t j = 0; j < cols; ++j) {
+    double sg = 0.0, sb = 0.0;
+    for (int64_t blk = 0; blk < n_blocks; ++blk) {
+      sg += ag[static_cast<size_t>(blk * cols + j)];
+      sb += ab[static_cast<size_t>(blk * cols + j)];
+    }
+    dgamma[j] += static_cast<float>(sg);
+    dbeta[j] += static_cast<float>(sb);
+  }
+}
+
+}  // namespace
+
 void CpuOps::layernorm_backward(Tensor& dx, Tensor& dgamma, Tensor& dbeta, const Tensor& dout,
                                 const Tensor& x, const Tensor& gamma, const Tensor& mean,
                                 const Tensor& rstd) {
@@ -77,6 +112,13 @@ void CpuOps::layernorm_backward(Tensor& dx, Tensor& dgamma, Tensor& dbeta, const
     const T* gam = gamma.data<T>();
     const T* mp = mean.data<T>();
     const T* rp = rstd.data<T>();
+    if constexpr (std::is_same_v<T, float>) {
+      if (dx.defined() && dgamma.defined() && dbeta.defined()) {
+        layernorm_backward_fused(dx.data<float>(), dgamma.data<float>(), dbeta.data<float>(), gp,
+                                 xp, gam, mp, rp, rows, cols);
+        return;
+      }
+    }
     if (dx.defined()) {
       T* dxp = dx.data<T>();
 #pragma omp parallel for if (rows * cols >= kParallelMin)

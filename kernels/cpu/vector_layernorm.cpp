@@ -50,6 +50,30 @@ namespace {
   }
 }
 
+[[gnu::always_inline]] inline void backward_with_parameter_grads_row(
+    const float* x, const float* dout, const float* gamma, double mu, double r, float* dx,
+    double* ag, double* ab, int64_t n) {
+  double sg = 0.0, sgx = 0.0;
+#pragma omp simd reduction(+ : sg, sgx)
+  for (int64_t j = 0; j < n; ++j) {
+    const double d = static_cast<double>(dout[j]);
+    const double xhat = (static_cast<double>(x[j]) - mu) * r;
+    const double g = d * static_cast<double>(gamma[j]);
+    sg += g;
+    sgx += g * xhat;
+    ag[j] += d * xhat;
+    ab[j] += d;
+  }
+  sg /= static_cast<double>(n);
+  sgx /= static_cast<double>(n);
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    const double g = static_cast<double>(dout[j]) * static_cast<double>(gamma[j]);
+    const double xhat = (static_cast<double>(x[j]) - mu) * r;
+    dx[j] += static_cast<float>(r * (g - sg - xhat * sgx));
+  }
+}
+
 [[gnu::always_inline]] inline void parameter_grads_row(const float* x, const float* dout, double mu,
                                                        double r, double* ag, double* ab,
                                                        int64_t n) {
@@ -75,6 +99,13 @@ namespace {
 [[gnu::target("avx2,fma")]] void parameter_grads_avx2(const float* x, const float* dout, double mu,
                                                       double r, double* ag, double* ab, int64_t n) {
   parameter_grads_row(x, dout, mu, r, ag, ab, n);
+}
+[[gnu::target("avx2,fma")]] void backward_with_parameter_grads_avx2(const float* x,
+                                                                    const float* dout,
+                                                                    const float* gamma, double mu,
+                                                                    double r, float* dx, double* ag,
+                                                                    double* ab, int64_t n) {
+  backward_with_parameter_grads_row(x, dout, gamma, mu, r, dx, ag, ab, n);
 }
 const bool kAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
@@ -105,6 +136,18 @@ void layernorm_row_parameter_grads(const float* x, const float* dout, double mea
   if (kAvx2) return parameter_grads_avx2(x, dout, mean, rstd, dgamma_acc, dbeta_acc, n);
 #endif
   parameter_grads_row(x, dout, mean, rstd, dgamma_acc, dbeta_acc, n);
+}
+
+void layernorm_row_backward_with_parameter_grads(const float* x, const float* dout,
+                                                 const float* gamma, double mean, double rstd,
+                                                 float* dx, double* dgamma_acc, double* dbeta_acc,
+                                                 int64_t n) {
+#if defined(__x86_64__)
+  if (kAvx2)
+    return backward_with_parameter_grads_avx2(x, dout, gamma, mean, rstd, dx, dgamma_acc, dbeta_acc,
+                                              n);
+#endif
+  backward_with_parameter_grads_row(x, dout, gamma, mean, rstd, dx, dgamma_acc, dbeta_acc, n);
 }
 
 }  // namespace tls::cpu

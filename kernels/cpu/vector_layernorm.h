@@ -22,6 +22,13 @@ RowMoments layernorm_row_forward(const float* x, const float* gamma, const float
 void layernorm_row_backward(const float* x, const float* dout, const float* gamma, double mean,
                             double rstd, float* dx, int64_t n);
 
+// Both of the above for one row in one pass over x and dout: dx[j] += ..., and
+// dgamma_acc[j] += dout[j] xhat[j], dbeta_acc[j] += dout[j].
+void layernorm_row_backward_with_parameter_grads(const float* x, const float* dout,
+                                                 const float* gamma, double mean, double rstd,
+                                                 float* dx, double* dgamma_acc, double* dbeta_acc,
+                                                 int64_t n);
+
 // dgamma_acc[j] += dout[j] xhat[j] and dbeta_acc[j] += dout[j] over one row's columns j < n.
 void layernorm_row_parameter_grads(const float* x, const float* dout, double mean, double rstd,
                                    double* dgamma_acc, double* dbeta_acc, int64_t n);
