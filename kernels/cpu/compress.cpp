@@ -82,6 +82,7 @@ void CpuOps::compress_chunks_backward(Tensor& dx, Tensor& dweights, const Tensor
                 const T* gr = gg + k * d.cols + h * d.dh;
                 if (dwp) {
                   double s = 0.0;
+#pragma omp simd reduction(+ : s)
                   for (int64_t e = 0; e < d.dh; ++e)
                     s += static_cast<double>(gr[e]) * static_cast<double>(xr[e]);
                   dwp[wrow + k] += static_cast<T>(s);
