@@ -1,10 +1,14 @@
-// exp_shifted: expf on AVX2 lanes (kernels/cpu/exp_lanes_avx2.h) where the CPU has them, libm
-// elsewhere.
+// exp_shifted: expf on AVX-512 or AVX2 lanes (kernels/cpu/exp_lanes_avx512.h, exp_lanes_avx2.h)
+// where the CPU has them, libm elsewhere. On AVX-512 the row's tail runs on masked lanes too (a
+// softmax row of the compressed part ends anywhere; libm's expf on up to 7 tail elements per row
+// cost as much as the vector part of a short row).
 #include "kernels/cpu/vector_exp.h"
 
 #include <cmath>
+#include <stdexcept>
+#include <vector>
 
-#include "kernels/cpu/exp_lanes_avx2.h"
+#include "kernels/cpu/exp_lanes_avx512.h"
 
 namespace tls::cpu {
 namespace {
@@ -36,18 +40,90 @@ __attribute__((target("avx2,fma"))) double exp_shifted_avx2(float* x, int64_t n,
   return total + exp_shifted_libm(x + j, n - j, shift);
 }
 
+// GCC 12 warns inside its own avx512fintrin.h (the _mm512_undefined_ps of the unmasked
+// intrinsics); the warning is about the header, not this code.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+__attribute__((target("avx512f"))) inline __m512 exp_add_lanes(const float* in, float* out,
+                                                               __m512 vshift, __m512d& sum_lo,
+                                                               __m512d& sum_hi) {
+  const __m512 y = exp_lanes_avx512(_mm512_sub_ps(_mm512_loadu_ps(in), vshift));
+  _mm512_storeu_ps(out, y);
+  sum_lo = _mm512_add_pd(sum_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(y)));
+  sum_hi = _mm512_add_pd(
+      sum_hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1))));
+  return y;
+}
+
+__attribute__((target("avx512f"))) double exp_shifted_avx512(float* x, int64_t n, float shift) {
+  const __m512 vshift = _mm512_set1_ps(shift);
+  __m512d sum_lo = _mm512_setzero_pd(), sum_hi = _mm512_setzero_pd();
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) exp_add_lanes(x + j, x + j, vshift, sum_lo, sum_hi);
+  double tail_total = 0;
+  if (j < n) {  // the tail through a buffer whose unused lanes give exactly 0 (exp of -inf)
+    alignas(64) float buf[16];
+    const int64_t rest = n - j;
+    for (int k = 0; k < 16; ++k) buf[k] = k < rest ? x[j + k] : -INFINITY;
+    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+    exp_add_lanes(buf, buf, _mm512_set1_ps(shift), lo, hi);
+    for (int64_t k = 0; k < rest; ++k) x[j + k] = buf[k];
+    tail_total = _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(sum_lo, sum_hi)) + tail_total;
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
 const bool kAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+const bool kAvx512 = kAvx2 && __builtin_cpu_supports("avx512f");
 #else
 const bool kAvx2 = false;
+const bool kAvx512 = false;
 #endif
+
+bool supports(ExpLanes lanes) {
+  switch (lanes) {
+    case ExpLanes::libm:
+      return true;
+    case ExpLanes::avx2:
+      return kAvx2;
+    case ExpLanes::avx512:
+      return kAvx512;
+  }
+  return false;
+}
 
 }  // namespace
 
 double exp_shifted(float* x, int64_t n, float shift) {
 #ifdef TLS_HAVE_X86
+  if (kAvx512) return exp_shifted_avx512(x, n, shift);
   if (kAvx2) return exp_shifted_avx2(x, n, shift);
 #endif
   return exp_shifted_libm(x, n, shift);
+}
+
+double exp_shifted_on(ExpLanes lanes, float* x, int64_t n, float shift) {
+  if (!supports(lanes))
+    throw std::logic_error("exp_shifted_on: this CPU lacks the lanes asked for");
+#ifdef TLS_HAVE_X86
+  if (lanes == ExpLanes::avx512) return exp_shifted_avx512(x, n, shift);
+  if (lanes == ExpLanes::avx2) return exp_shifted_avx2(x, n, shift);
+#endif
+  return exp_shifted_libm(x, n, shift);
+}
+
+std::vector<ExpLanes> exp_lanes_available() {
+  std::vector<ExpLanes> out;
+  for (ExpLanes l : {ExpLanes::libm, ExpLanes::avx2, ExpLanes::avx512})
+    if (supports(l)) out.push_back(l);
+  return out;
 }
 
 double exp_shifted(double* x, int64_t n, double shift) { return exp_shifted_libm(x, n, shift); }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace tls::cpu {
 
@@ -14,7 +15,13 @@ namespace tls::cpu {
 double exp_shifted(float* x, int64_t n, float shift);
 double exp_shifted(double* x, int64_t n, double shift);
 
-// Whether exp_shifted(float*) runs the AVX2 lanes on this CPU (for tests and benchmarks).
+// Whether exp_shifted(float*) runs vector lanes (AVX2 or AVX-512) on this CPU.
 bool exp_shifted_is_vectorised();
+
+// For tests: exp_shifted(float*) on given lanes (std::logic_error where the CPU lacks them), and
+// the lanes this CPU has. exp_shifted itself takes the widest.
+enum class ExpLanes { libm, avx2, avx512 };
+double exp_shifted_on(ExpLanes lanes, float* x, int64_t n, float shift);
+std::vector<ExpLanes> exp_lanes_available();
 
 }  // namespace tls::cpu

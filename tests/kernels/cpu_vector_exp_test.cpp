@@ -34,6 +34,44 @@ TEST(VectorExp, MatchesExpWithinTwoUlpOverTheSoftmaxRange) {
   }
 }
 
+const char* lanes_name(cpu::ExpLanes l) {
+  return l == cpu::ExpLanes::libm ? "libm" : l == cpu::ExpLanes::avx2 ? "avx2" : "avx512";
+}
+
+// Every path this CPU has, not only the widest that exp_shifted takes: lengths around both
+// vector widths (the AVX-512 tail runs on masked-off lanes), and the paths agree bitwise where
+// they run the same polynomial.
+TEST(VectorExp, EveryLanesPathMatchesExpAndTheVectorPathsAgreeBitwise) {
+  std::mt19937 gen(11);
+  std::uniform_real_distribution<float> dist(-85.0f, 5.0f);
+  const auto available = cpu::exp_lanes_available();
+  std::printf("exp lanes on this CPU:");
+  for (auto l : available) std::printf(" %s", lanes_name(l));
+  std::printf("\n");
+  for (int64_t n : {1, 5, 8, 15, 16, 17, 31, 33, 256, 1001}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (float& v : x) v = dist(gen);
+    std::vector<std::vector<float>> results;
+    for (auto lanes : available) {
+      std::vector<float> y = x;
+      const double total = cpu::exp_shifted_on(lanes, y.data(), n, 1.5f);
+      double want_total = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        const double want = std::exp(static_cast<double>(x[j] - 1.5f));
+        want_total += y[j];
+        ASSERT_NEAR(y[j], want, 2.5e-7 * want)
+            << lanes_name(lanes) << ": x = " << x[j] << " (n = " << n << ")";
+      }
+      EXPECT_DOUBLE_EQ(total, want_total) << lanes_name(lanes);
+      if (lanes != cpu::ExpLanes::libm) results.push_back(y);
+    }
+    for (size_t k = 1; k < results.size(); ++k) {
+      for (int64_t j = 0; j < n / 8 * 8; ++j)  // the AVX2 path's tail is libm's
+        EXPECT_EQ(results[k][j], results[0][j]) << "element " << j << " of " << n;
+    }
+  }
+}
+
 TEST(VectorExp, ExactAtZeroAndZeroFarBelowTheNormalRange) {
   std::vector<float> x = {0.0f, -0.0f, -100.0f, -1e30f, -INFINITY, 0.0f, -1.0f, 1.0f, 0.5f};
   cpu::exp_shifted(x.data(), static_cast<int64_t>(x.size()), 0.0f);
