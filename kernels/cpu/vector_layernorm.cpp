@@ -30,15 +30,23 @@ namespace {
   return {mu, r};
 }
 
-[[gnu::always_inline]] inline void backward_row(const float* x, const float* dout,
-                                                const float* gamma, double mu, double r, float* dx,
-                                                int64_t n) {
+// dx of one row; with kParameterGrads the first pass also accumulates dgamma (ag) and dbeta (ab).
+template <bool kParameterGrads>
+[[gnu::always_inline]] inline void backward_row_pass(const float* x, const float* dout,
+                                                     const float* gamma, double mu, double r,
+                                                     float* dx, double* ag, double* ab, int64_t n) {
   double sg = 0.0, sgx = 0.0;
 #pragma omp simd reduction(+ : sg, sgx)
   for (int64_t j = 0; j < n; ++j) {
-    const double g = static_cast<double>(dout[j]) * static_cast<double>(gamma[j]);
+    const double d = static_cast<double>(dout[j]);
+    const double xhat = (static_cast<double>(x[j]) - mu) * r;
+    const double g = d * static_cast<double>(gamma[j]);
     sg += g;
-    sgx += g * (static_cast<double>(x[j]) - mu) * r;
+    sgx += g * xhat;
+    if constexpr (kParameterGrads) {
+      ag[j] += d * xhat;
+      ab[j] += d;
+    }
   }
   sg /= static_cast<double>(n);
   sgx /= static_cast<double>(n);
@@ -50,28 +58,16 @@ namespace {
   }
 }
 
+[[gnu::always_inline]] inline void backward_row(const float* x, const float* dout,
+                                                const float* gamma, double mu, double r, float* dx,
+                                                int64_t n) {
+  backward_row_pass<false>(x, dout, gamma, mu, r, dx, nullptr, nullptr, n);
+}
+
 [[gnu::always_inline]] inline void backward_with_parameter_grads_row(
     const float* x, const float* dout, const float* gamma, double mu, double r, float* dx,
     double* ag, double* ab, int64_t n) {
-  double sg = 0.0, sgx = 0.0;
-#pragma omp simd reduction(+ : sg, sgx)
-  for (int64_t j = 0; j < n; ++j) {
-    const double d = static_cast<double>(dout[j]);
-    const double xhat = (static_cast<double>(x[j]) - mu) * r;
-    const double g = d * static_cast<double>(gamma[j]);
-    sg += g;
-    sgx += g * xhat;
-    ag[j] += d * xhat;
-    ab[j] += d;
-  }
-  sg /= static_cast<double>(n);
-  sgx /= static_cast<double>(n);
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) {
-    const double g = static_cast<double>(dout[j]) * static_cast<double>(gamma[j]);
-    const double xhat = (static_cast<double>(x[j]) - mu) * r;
-    dx[j] += static_cast<float>(r * (g - sg - xhat * sgx));
-  }
+  backward_row_pass<true>(x, dout, gamma, mu, r, dx, ag, ab, n);
 }
 
 [[gnu::always_inline]] inline void parameter_grads_row(const float* x, const float* dout, double mu,
