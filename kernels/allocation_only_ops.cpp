@@ -1,8 +1,12 @@
 #include "kernels/allocation_only_ops.h"
 
+#include "kernels/cpu/kernel_scratch.h"
+
 namespace tls {
 
-// Every compute op ignores its arguments: that is the point of this Ops.
+// Every compute op ignores its arguments: that is the point of this Ops. The few that allocate
+// host tensors of their own in the CPU backend (kernels/cpu/kernel_scratch.h) allocate the same
+// here, for as long.
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 
 Device AllocationOnlyOps::device() const { return Device::cpu; }
@@ -36,7 +40,14 @@ void AllocationOnlyOps::layernorm_forward(Tensor& out, Tensor& mean, Tensor& rst
                                           const Tensor& gamma, const Tensor& beta, double eps) {}
 void AllocationOnlyOps::layernorm_backward(Tensor& dx, Tensor& dgamma, Tensor& dbeta,
                                            const Tensor& dout, const Tensor& x, const Tensor& gamma,
-                                           const Tensor& mean, const Tensor& rstd) {}
+                                           const Tensor& mean, const Tensor& rstd) {
+  // The float32 kernel's per-block column sums when it computes every gradient in one pass.
+  if (x.dtype() == DType::f32 && dx.defined() && dgamma.defined() && dbeta.defined()) {
+    const auto shape = cpu::scratch::layernorm_block_sums(x.matrix_rows(), x.matrix_cols());
+    Tensor sums_gamma = Tensor::empty(shape, DType::f64),
+           sums_beta = Tensor::empty(shape, DType::f64);
+  }
+}
 void AllocationOnlyOps::row_sum(Tensor& sums, const Tensor& x, const Tensor& center, bool square) {}
 void AllocationOnlyOps::layernorm_normalize(Tensor& out, Tensor& rstd, const Tensor& x,
                                             const Tensor& mean, const Tensor& sq_sum,
@@ -80,21 +91,35 @@ void AllocationOnlyOps::compress_chunks_backward(Tensor& dx, Tensor& dweights, c
 void AllocationOnlyOps::window_attention_forward(Tensor& out, Tensor& lse, const Tensor& q,
                                                  const Tensor& keys, const Tensor& values,
                                                  const Tensor& rel, const Tensor& r_w_bias,
-                                                 const Tensor& r_r_bias, const AttentionShape& s) {}
+                                                 const Tensor& r_r_bias, const AttentionShape& s) {
+  Tensor rel_reversed = Tensor::empty(cpu::scratch::window_reversed_rel(s), q.dtype());
+}
 void AllocationOnlyOps::window_attention_backward(
     Tensor& dq, Tensor& dkeys, Tensor& dvalues, Tensor& drel, Tensor& dr_w_bias, Tensor& dr_r_bias,
     const Tensor& dout, const Tensor& lse, const Tensor& delta, const Tensor& q, const Tensor& keys,
     const Tensor& values, const Tensor& rel, const Tensor& r_w_bias, const Tensor& r_r_bias,
-    const AttentionShape& s) {}
+    const AttentionShape& s) {
+  Tensor rel_reversed = Tensor::empty(cpu::scratch::window_reversed_rel(s), q.dtype());
+  Tensor drel_reversed;
+  if (drel.defined())
+    drel_reversed = Tensor::empty(cpu::scratch::window_reversed_rel(s), q.dtype());
+}
 void AllocationOnlyOps::chunk_attention_forward(Tensor& out, Tensor& lse, const Tensor& q,
                                                 const Tensor& khat, const Tensor& vhat,
-                                                const Tensor& pos, const AttentionShape& s) {}
+                                                const Tensor& pos, const AttentionShape& s) {
+  Tensor pos_reversed = Tensor::empty(cpu::scratch::chunk_reversed_pos(pos.dim(0), s), q.dtype());
+}
 void AllocationOnlyOps::chunk_attention_backward(Tensor& dq, Tensor& dkhat, Tensor& dvhat,
                                                  Tensor& dpos, const Tensor& dout,
                                                  const Tensor& lse, const Tensor& delta,
                                                  const Tensor& q, const Tensor& khat,
                                                  const Tensor& vhat, const Tensor& pos,
-                                                 const AttentionShape& s) {}
+                                                 const AttentionShape& s) {
+  Tensor pos_reversed = Tensor::empty(cpu::scratch::chunk_reversed_pos(pos.dim(0), s), q.dtype());
+  Tensor dpos_reversed;
+  if (dpos.defined())
+    dpos_reversed = Tensor::empty(cpu::scratch::chunk_reversed_pos(pos.dim(0), s), q.dtype());
+}
 void AllocationOnlyOps::attention_merge(Tensor& out, Tensor& lse, const Tensor& out_a,
                                         const Tensor& lse_a, const Tensor& out_b,
                                         const Tensor& lse_b, const AttentionShape& s) {}

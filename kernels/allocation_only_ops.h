@@ -4,7 +4,9 @@
 // fraction of a second at any length. bench/longest_sequence_bench uses it to find the longest
 // block that fits a memory budget without running steps that would take hours;
 // tests/kernels/allocation_only_ops_test.cpp checks that its peak equals a real step's.
-// Tensor contents are never written (zeros() does not clear, and values read back are 0).
+// Tensor contents are never written (zeros() does not clear, and values read back are 0). The
+// kernels' own scratch tensors are allocated too (kernels/cpu/kernel_scratch.h); per-thread tiles,
+// whose size does not depend on the problem, are not.
 #pragma once
 
 #include "kernels/ops.h"

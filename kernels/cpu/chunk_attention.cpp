@@ -18,6 +18,7 @@
 
 #include "kernels/cpu/blas_tiles.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/kernel_scratch.h"
 #include "kernels/cpu/softmax_row.h"
 #include "kernels/cpu/vector_exp.h"
 #include "runtime/error.h"
@@ -146,11 +147,13 @@ void chunk_block_scores(T* scores, T* qpos, const T* qt, const T* kb, const T* p
   }
 }
 
-// x [n, cols] with its rows in reverse order.
+// pos [n_pos, dl] with its rows in reverse order (a host tensor: see kernel_scratch.h).
 template <class T>
-std::vector<T> reversed_rows(const T* x, int64_t n, int64_t cols) {
-  std::vector<T> out(static_cast<size_t>(n * cols));
-  for (int64_t k = 0; k < n; ++k) std::copy_n(x + (n - 1 - k) * cols, cols, out.data() + k * cols);
+Tensor reversed_pos(const T* pos, int64_t n_pos, const AttentionShape& s) {
+  Tensor out = Tensor::empty(cpu::scratch::chunk_reversed_pos(n_pos, s), dtype_of<T>());
+  const int64_t cols = out.dim(1);
+  T* o = out.data<T>();
+  for (int64_t k = 0; k < n_pos; ++k) std::copy_n(pos + (n_pos - 1 - k) * cols, cols, o + k * cols);
   return out;
 }
 
@@ -161,7 +164,8 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
   const int idh = static_cast<int>(dh), idl = static_cast<int>(dl);
   const ChunkTiling tiling(s);
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
-  const std::vector<T> pos_rev = reversed_rows(pos, n_pos, dl);
+  const Tensor pos_reversed = reversed_pos(pos, n_pos, s);
+  const T* pos_rev = pos_reversed.data<T>();
 #pragma omp parallel
   {
     // Scratch is written before it is read, so it is left uninitialised.
@@ -186,8 +190,7 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
           std::fill(row_sum.begin(), row_sum.end(), 0.0);
           for (int64_t j0 = 0; j0 < g.nv_max; j0 += kSlotBlock) {
             const SlotBlock blk(g, j0, n_pos);
-            chunk_block_scores(scores.get(), qpos.get(), qt, kb, pos_rev.data() + ho, g, blk, n_pos,
-                               s);
+            chunk_block_scores(scores.get(), qpos.get(), qt, kb, pos_rev + ho, g, blk, n_pos, s);
             for (int64_t i = 0; i < g.rows; ++i) {
               T* row = scores.get() + i * blk.width;
               const int64_t n = blk.visible(s, g, i);
@@ -227,9 +230,13 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
   const int64_t B = s.batch, Tn = s.tokens, H = s.n_head, dh = s.d_head, dl = H * dh;
   const ChunkTiling tiling(s);
   const int idh = static_cast<int>(dh), idl = static_cast<int>(dl);
-  const std::vector<T> pos_rev = reversed_rows(pos, n_pos, dl);
+  const Tensor pos_reversed = reversed_pos(pos, n_pos, s);
+  const T* pos_rev = pos_reversed.data<T>();
   // The gradient of the reversed pos, added to dpos (rows reversed back) at the end.
-  std::vector<T> dpos_rev(dpos ? pos_rev.size() : 0, T(0));
+  Tensor dpos_reversed;
+  if (dpos)
+    dpos_reversed = Tensor::zeros(cpu::scratch::chunk_reversed_pos(n_pos, s), dtype_of<T>());
+  T* dpos_rev = dpos ? dpos_reversed.data<T>() : nullptr;
   // Threads own heads: every slot's and position's gradient of head h has one writer.
 #pragma omp parallel
   {
@@ -252,8 +259,7 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
           for (int64_t j0 = 0; j0 < g.nv_max; j0 += kSlotBlock) {
             const SlotBlock blk(g, j0, n_pos);
             const int w = static_cast<int>(blk.width), ids = static_cast<int>(blk.n_ids);
-            chunk_block_scores(probs.get(), qpos.get(), qt, kb, pos_rev.data() + ho, g, blk, n_pos,
-                               s);
+            chunk_block_scores(probs.get(), qpos.get(), qt, kb, pos_rev + ho, g, blk, n_pos, s);
             cpu::gemm_tile(false, true, rows, w, idh, T(1), go, idl, vb + j0 * dl, idl, T(0),
                            dprobs.get(), w);
             std::fill(dqpos.get(), dqpos.get() + g.rows * blk.n_ids, T(0));
@@ -285,8 +291,7 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
               cpu::gemm_tile(false, false, rows, idh, w, T(1), dprobs.get(), w, kb + j0 * dl, idl,
                              T(1), dqt, idl);
               cpu::gemm_tile(false, false, rows, idh, ids, T(1), dqpos.get(), ids,
-                             pos_rev.data() + blk.reversed_first(n_pos) * dl + ho, idl, T(1), dqt,
-                             idl);
+                             pos_rev + blk.reversed_first(n_pos) * dl + ho, idl, T(1), dqt, idl);
             }
             if (dvhat)
               cpu::gemm_tile(true, false, w, idh, rows, T(1), probs.get(), w, go, idl, T(1),
@@ -296,14 +301,14 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
                              dkhat + (b * n_slots + j0) * dl + ho, idl);
             if (dpos)
               cpu::gemm_tile(true, false, ids, idh, rows, T(1), dqpos.get(), ids, qt, idl, T(1),
-                             dpos_rev.data() + (blk.reversed_first(n_pos) * dl + ho), idl);
+                             dpos_rev + (blk.reversed_first(n_pos) * dl + ho), idl);
           }
         }
   }
   if (dpos) {
 #pragma omp parallel for schedule(static)
     for (int64_t k = 0; k < n_pos; ++k) {
-      const T* src = dpos_rev.data() + k * dl;
+      const T* src = dpos_rev + k * dl;
       T* dst = dpos + (n_pos - 1 - k) * dl;
       for (int64_t e = 0; e < dl; ++e) dst[e] += src[e];
     }

@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/dispatch.h"
+#include "kernels/cpu/kernel_scratch.h"
 #include "kernels/cpu/vector_layernorm.h"
 
 namespace tls {
@@ -71,13 +72,17 @@ namespace {
 void layernorm_backward_fused(float* dx, float* dgamma, float* dbeta, const float* dout,
                               const float* x, const float* gamma, const float* mean,
                               const float* rstd, int64_t rows, int64_t cols) {
-  constexpr int64_t kRowBlock = 256;
-  const int64_t n_blocks = (rows + kRowBlock - 1) / kRowBlock;
-  std::vector<double> ag(static_cast<size_t>(n_blocks * cols), 0.0), ab(ag.size(), 0.0);
+  constexpr int64_t kRowBlock = cpu::scratch::kLayerNormRowBlock;
+  const auto sums_shape = cpu::scratch::layernorm_block_sums(rows, cols);
+  const int64_t n_blocks = sums_shape[0];
+  Tensor ag_sums = Tensor::zeros(sums_shape, DType::f64);
+  Tensor ab_sums = Tensor::zeros(sums_shape, DType::f64);
+  double* ag = ag_sums.data<double>();
+  double* ab = ab_sums.data<double>();
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelMin)
   for (int64_t blk = 0; blk < n_blocks; ++blk) {
-    double* agb = ag.data() + blk * cols;
-    double* abb = ab.data() + blk * cols;
+    double* agb = ag + blk * cols;
+    double* abb = ab + blk * cols;
     for (int64_t i = blk * kRowBlock; i < std::min(rows, (blk + 1) * kRowBlock); ++i)
       cpu::layernorm_row_backward_with_parameter_grads(
           x + i * cols, dout + i * cols, gamma, static_cast<double>(mean[i]),
@@ -87,8 +92,8 @@ void layernorm_backward_fused(float* dx, float* dgamma, float* dbeta, const floa
   for (int64_t j = 0; j < cols; ++j) {
     double sg = 0.0, sb = 0.0;
     for (int64_t blk = 0; blk < n_blocks; ++blk) {
-      sg += ag[static_cast<size_t>(blk * cols + j)];
-      sb += ab[static_cast<size_t>(blk * cols + j)];
+      sg += ag[blk * cols + j];
+      sb += ab[blk * cols + j];
     }
     dgamma[j] += static_cast<float>(sg);
     dbeta[j] += static_cast<float>(sb);

@@ -15,6 +15,7 @@
 
 #include "kernels/cpu/blas_tiles.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/kernel_scratch.h"
 #include "kernels/cpu/softmax_row.h"
 #include "kernels/cpu/vector_exp.h"
 #include "runtime/error.h"
@@ -56,14 +57,15 @@ struct WindowTiling {
 };
 
 // rel [w, dl] with its rows reversed, per head: out[(h w + j) dh + e] = rel[(w - 1 - j) dl + h dh +
-// e].
+// e] (a host tensor: see kernel_scratch.h).
 template <class T>
-std::vector<T> reversed_rel_by_head(const T* rel, const AttentionShape& s) {
+Tensor reversed_rel_by_head(const T* rel, const AttentionShape& s) {
   const int64_t w = s.window, dh = s.d_head, dl = s.n_head * dh;
-  std::vector<T> out(static_cast<size_t>(w * dl));
+  Tensor out = Tensor::empty(cpu::scratch::window_reversed_rel(s), dtype_of<T>());
+  T* o = out.data<T>();
   for (int64_t h = 0; h < s.n_head; ++h)
     for (int64_t j = 0; j < w; ++j)
-      std::copy_n(rel + (w - 1 - j) * dl + h * dh, dh, out.data() + (h * w + j) * dh);
+      std::copy_n(rel + (w - 1 - j) * dl + h * dh, dh, o + (h * w + j) * dh);
   return out;
 }
 
@@ -117,7 +119,8 @@ void window_forward(T* out, T* lse, const T* q, const T* keys, const T* values, 
   const int64_t dl = H * dh;
   const WindowTiling tiling(w, Tn);
   const int64_t n_tiles = (Tn + tiling.tile - 1) / tiling.tile;
-  const std::vector<T> rel_rev = reversed_rel_by_head(rel, s);
+  const Tensor rel_reversed = reversed_rel_by_head(rel, s);
+  const T* rel_rev = rel_reversed.data<T>();
 #pragma omp parallel
   {
     WindowTile<T> tile(tiling.tile, w, dh);
@@ -128,7 +131,7 @@ void window_forward(T* out, T* lse, const T* q, const T* keys, const T* values, 
           const int64_t ho = h * dh;
           tile.t0 = k * tiling.tile;
           tile.len = std::min(tiling.tile, Tn - tile.t0);
-          window_tile_scores(tile, q, keys, rel_rev.data() + h * w * dh, rw, rr, b, ho, s);
+          window_tile_scores(tile, q, keys, rel_rev + h * w * dh, rw, rr, b, ho, s);
           const int64_t nb = tile.band;
           for (int64_t i = 0; i < tile.len; ++i) {
             lse[(b * H + h) * Tn + tile.t0 + i] = cpu::softmax_in_place(tile.segment(i), w);
@@ -151,9 +154,12 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
   const int64_t dl = H * dh;
   const WindowTiling tiling(w, Tn);
   const int64_t n_tiles = (Tn + tiling.tile - 1) / tiling.tile;
-  const std::vector<T> rel_rev = reversed_rel_by_head(rel, s);
+  const Tensor rel_reversed = reversed_rel_by_head(rel, s);
+  const T* rel_rev = rel_reversed.data<T>();
   // The gradient of the reversed R, per head; added to drel (rows reversed back) at the end.
-  std::vector<T> drel_rev(drel ? rel_rev.size() : 0, T(0));
+  Tensor drel_reversed;
+  if (drel) drel_reversed = Tensor::zeros(cpu::scratch::window_reversed_rel(s), dtype_of<T>());
+  T* drel_rev = drel ? drel_reversed.data<T>() : nullptr;
   // Threads own heads: the band rows of neighbouring tiles overlap, and rel / the biases are
   // shared by every query of a head, so one thread writes all of a head's gradients.
 #pragma omp parallel
@@ -166,7 +172,7 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
       for (int64_t b = 0; b < B; ++b)
         for (int64_t k = 0; k < n_tiles; ++k) {
           const int64_t ho = h * dh;
-          const T* rel_rev_h = rel_rev.data() + h * w * dh;
+          const T* rel_rev_h = rel_rev + h * w * dh;
           tile.t0 = k * tiling.tile;
           tile.len = std::min(tiling.tile, Tn - tile.t0);
           const int64_t L = tile.len;
@@ -203,7 +209,7 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
                            T(1), dkeys + band_row * dl + ho, idl);
           if (drel)
             cpu::gemm_tile(true, false, iw, idh, iL, T(1), dband.data(), seg_ld, tile.qr.data(),
-                           idh, T(1), drel_rev.data() + h * w * dh, idh);
+                           idh, T(1), drel_rev + h * w * dh, idh);
           // dq (and the biases, which enter like q): content part against the band, positional
           // part against the reversed R.
           for (int pass = 0; pass < 2; ++pass) {
@@ -226,7 +232,7 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
   if (drel)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t j = 0; j < w; ++j) {
-        const T* src = drel_rev.data() + (h * w + j) * dh;
+        const T* src = drel_rev + (h * w + j) * dh;
         T* dst = drel + (w - 1 - j) * dl + h * dh;
         for (int64_t e = 0; e < dh; ++e) dst[e] += src[e];
       }
