@@ -140,10 +140,12 @@ void chunk_block_scores(T* scores, T* qpos, const T* qt, const T* kb, const T* p
     const int64_t top = g.top(s, i) - blk.j0;  // id of row[j] is top - j
     // ids above n_pos - 1 were clamped to it: j < top - (n_pos - 1).
     const int64_t unclamped_from = std::clamp<int64_t>(top - (n_pos - 1), 0, n);
-    const T clamped = qp[blk.hi - (n_pos - 1)];
-    for (int64_t j = 0; j < unclamped_from; ++j) row[j] += clamped;
-    const T* shifted = qp + (blk.hi - top);  // shifted[j] = qp[hi - (top - j)]
-    for (int64_t j = unclamped_from; j < n; ++j) row[j] += shifted[j];
+    if (unclamped_from > 0) {  // only then is the clamped id among the block's columns
+      const T clamped = qp[blk.hi - (n_pos - 1)];
+      for (int64_t j = 0; j < unclamped_from; ++j) row[j] += clamped;
+    }
+    const int64_t base = blk.hi - top;  // column of row[j] is base + j = hi - (top - j) >= 0
+    for (int64_t j = unclamped_from; j < n; ++j) row[j] += qp[base + j];
   }
 }
 
@@ -281,8 +283,8 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
                 T clamped = 0;
                 for (int64_t j = 0; j < unclamped_from; ++j) clamped += dp[j];
                 if (unclamped_from > 0) dqp[blk.hi - (n_pos - 1)] += clamped;
-                T* shifted = dqp + (blk.hi - top);  // shifted[j] = dqp[hi - (top - j)]
-                for (int64_t j = unclamped_from; j < n; ++j) shifted[j] += dp[j];
+                const int64_t base = blk.hi - top;  // column of slot j is base + j
+                for (int64_t j = unclamped_from; j < n; ++j) dqp[base + j] += dp[j];
               }
               std::fill(p + n, p + blk.width, T(0));
               std::fill(dp + n, dp + blk.width, T(0));
