@@ -264,27 +264,31 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
             chunk_block_scores(probs.get(), qpos.get(), qt, kb, pos_rev + ho, g, blk, n_pos, s);
             cpu::gemm_tile(false, true, rows, w, idh, T(1), go, idl, vb + j0 * dl, idl, T(0),
                            dprobs.get(), w);
-            std::fill(dqpos.get(), dqpos.get() + g.rows * blk.n_ids, T(0));
             for (int64_t i = 0; i < g.rows; ++i) {
               const int64_t li = (b * H + h) * Tn + g.t0 + i;
               const int64_t n = blk.visible(s, g, i);
               T* p = probs.get() + i * blk.width;
               T* dp = dprobs.get() + i * blk.width;
-              if (n > 0) {
-                const double dlt = delta[li];
-                cpu::exp_shifted(p, n, static_cast<T>(lse[li]));
-                for (int64_t j = 0; j < n; ++j)
-                  dp[j] = static_cast<T>(p[j] * (static_cast<double>(dp[j]) - dlt));  // ds
-                // Row i's positional gradient: slot j's ds goes to id top - j; ids past the
-                // last row of pos were clamped to it.
-                T* dqp = dqpos.get() + i * blk.n_ids;  // dqp[hi - id]
+              T* dqp = dqpos.get() + i * blk.n_ids;  // dqp[hi - id]
+              if (n == 0) {
+                std::fill(dqp, dqp + blk.n_ids, T(0));
+              } else {
+                cpu::softmax_backward_row(p, dp, n, lse[li], delta[li]);  // dp becomes ds
+                // Row i's positional gradient: slot j's ds goes to id top - j, i.e. column
+                // base + j, one slot per column; ids past the last row of pos were clamped to
+                // it (column hi - (n_pos - 1), which is base + unclamped_from). Every column is
+                // written once, so the block needs no zeroing pass.
                 const int64_t top = g.top(s, i) - j0;
                 const int64_t unclamped_from = std::clamp<int64_t>(top - (n_pos - 1), 0, n);
-                T clamped = 0;
-                for (int64_t j = 0; j < unclamped_from; ++j) clamped += dp[j];
-                if (unclamped_from > 0) dqp[blk.hi - (n_pos - 1)] += clamped;
-                const int64_t base = blk.hi - top;  // column of slot j is base + j
-                for (int64_t j = unclamped_from; j < n; ++j) dqp[base + j] += dp[j];
+                const int64_t base = blk.hi - top;
+                std::fill(dqp, dqp + base + unclamped_from, T(0));
+                std::copy(dp + unclamped_from, dp + n, dqp + base + unclamped_from);
+                std::fill(dqp + base + n, dqp + blk.n_ids, T(0));
+                if (unclamped_from > 0) {
+                  T clamped = 0;
+                  for (int64_t j = 0; j < unclamped_from; ++j) clamped += dp[j];
+                  dqp[blk.hi - (n_pos - 1)] += clamped;
+                }
               }
               std::fill(p + n, p + blk.width, T(0));
               std::fill(dp + n, dp + blk.width, T(0));

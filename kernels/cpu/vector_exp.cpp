@@ -23,7 +23,27 @@ double exp_shifted_libm(T* x, int64_t n, T shift) {
   return total;
 }
 
+template <class T>
+void softmax_backward_row_scalar(T* p, T* dp, int64_t n, T lse, T delta) {
+  for (int64_t j = 0; j < n; ++j) {
+    p[j] = std::exp(p[j] - lse);
+    dp[j] = p[j] * (dp[j] - delta);
+  }
+}
+
 #ifdef TLS_HAVE_X86
+__attribute__((target("avx2,fma"))) void softmax_backward_row_avx2(float* p, float* dp, int64_t n,
+                                                                   float lse, float delta) {
+  const __m256 vlse = _mm256_set1_ps(lse), vdelta = _mm256_set1_ps(delta);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 y = exp_lanes_avx2(_mm256_sub_ps(_mm256_loadu_ps(p + j), vlse));
+    _mm256_storeu_ps(p + j, y);
+    _mm256_storeu_ps(dp + j, _mm256_mul_ps(y, _mm256_sub_ps(_mm256_loadu_ps(dp + j), vdelta)));
+  }
+  softmax_backward_row_scalar(p + j, dp + j, n - j, lse, delta);
+}
+
 __attribute__((target("avx2,fma"))) double exp_shifted_avx2(float* x, int64_t n, float shift) {
   const __m256 vshift = _mm256_set1_ps(shift);
   __m256d sum_lo = _mm256_setzero_pd(), sum_hi = _mm256_setzero_pd();
@@ -76,6 +96,21 @@ __attribute__((target("avx512f"))) double exp_shifted_avx512(float* x, int64_t n
   return _mm512_reduce_add_pd(_mm512_add_pd(sum_lo, sum_hi)) + tail_total;
 }
 
+// The tail runs on masked lanes: the unused ones load -inf, whose exp is 0, and are not stored.
+__attribute__((target("avx512f"))) void softmax_backward_row_avx512(float* p, float* dp, int64_t n,
+                                                                    float lse, float delta) {
+  const __m512 vlse = _mm512_set1_ps(lse), vdelta = _mm512_set1_ps(delta);
+  const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+  for (int64_t j = 0; j < n; j += 16) {
+    const int64_t rest = n - j;
+    const __mmask16 m = rest >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rest) - 1);
+    const __m512 y = exp_lanes_avx512(_mm512_sub_ps(_mm512_mask_loadu_ps(neg_inf, m, p + j), vlse));
+    _mm512_mask_storeu_ps(p + j, m, y);
+    const __m512 g = _mm512_maskz_loadu_ps(m, dp + j);
+    _mm512_mask_storeu_ps(dp + j, m, _mm512_mul_ps(y, _mm512_sub_ps(g, vdelta)));
+  }
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -117,6 +152,29 @@ double exp_shifted_on(ExpLanes lanes, float* x, int64_t n, float shift) {
   if (lanes == ExpLanes::avx2) return exp_shifted_avx2(x, n, shift);
 #endif
   return exp_shifted_libm(x, n, shift);
+}
+
+void softmax_backward_row(float* p, float* dp, int64_t n, float lse, float delta) {
+#ifdef TLS_HAVE_X86
+  if (kAvx512) return softmax_backward_row_avx512(p, dp, n, lse, delta);
+  if (kAvx2) return softmax_backward_row_avx2(p, dp, n, lse, delta);
+#endif
+  softmax_backward_row_scalar(p, dp, n, lse, delta);
+}
+
+void softmax_backward_row(double* p, double* dp, int64_t n, double lse, double delta) {
+  softmax_backward_row_scalar(p, dp, n, lse, delta);
+}
+
+void softmax_backward_row_on(ExpLanes lanes, float* p, float* dp, int64_t n, float lse,
+                             float delta) {
+  if (!supports(lanes))
+    throw std::logic_error("softmax_backward_row_on: this CPU lacks the lanes asked for");
+#ifdef TLS_HAVE_X86
+  if (lanes == ExpLanes::avx512) return softmax_backward_row_avx512(p, dp, n, lse, delta);
+  if (lanes == ExpLanes::avx2) return softmax_backward_row_avx2(p, dp, n, lse, delta);
+#endif
+  softmax_backward_row_scalar(p, dp, n, lse, delta);
 }
 
 std::vector<ExpLanes> exp_lanes_available() {

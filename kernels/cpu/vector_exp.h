@@ -15,6 +15,13 @@ namespace tls::cpu {
 double exp_shifted(float* x, int64_t n, float shift);
 double exp_shifted(double* x, int64_t n, double shift);
 
+// The attention backward's row pass over recomputed scores: p[j] <- exp(p[j] - lse) (the
+// probabilities) and dp[j] <- p[j] (dp[j] - delta) (the scores' gradient), j < n. One pass
+// instead of an exp pass and a gradient pass; the float version computes in float on the same
+// lanes as exp_shifted.
+void softmax_backward_row(float* p, float* dp, int64_t n, float lse, float delta);
+void softmax_backward_row(double* p, double* dp, int64_t n, double lse, double delta);
+
 // Whether exp_shifted(float*) runs vector lanes (AVX2 or AVX-512) on this CPU.
 bool exp_shifted_is_vectorised();
 
@@ -22,6 +29,8 @@ bool exp_shifted_is_vectorised();
 // the lanes this CPU has. exp_shifted itself takes the widest.
 enum class ExpLanes { libm, avx2, avx512 };
 double exp_shifted_on(ExpLanes lanes, float* x, int64_t n, float shift);
+void softmax_backward_row_on(ExpLanes lanes, float* p, float* dp, int64_t n, float lse,
+                             float delta);
 std::vector<ExpLanes> exp_lanes_available();
 
 }  // namespace tls::cpu

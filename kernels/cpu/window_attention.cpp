@@ -190,14 +190,9 @@ void window_backward(T* dq, T* dkeys, T* dvalues, T* drel, T* drw, T* drr, const
                          inb);
           // P = exp(s - lse) and dS = P (dP - delta) on the segments, zero elsewhere.
           for (int64_t i = 0; i < L; ++i) {
-            const T l = lse[(b * H + h) * Tn + tile.t0 + i];
-            const double dlt = delta[(b * H + h) * Tn + tile.t0 + i];
-            T* p = tile.segment(i);
-            cpu::exp_shifted(p, w, l);
-            T* ds = dband.data() + i * (nb + 1);
-            for (int64_t j = 0; j < w; ++j)
-              ds[j] =
-                  static_cast<T>(static_cast<double>(p[j]) * (static_cast<double>(ds[j]) - dlt));
+            const int64_t li = (b * H + h) * Tn + tile.t0 + i;
+            cpu::softmax_backward_row(tile.segment(i), dband.data() + i * (nb + 1), w, lse[li],
+                                      delta[li]);
             clear_outside_segment(tile.scores.data() + i * nb, i, nb, w);
             clear_outside_segment(dband.data() + i * nb, i, nb, w);
           }

@@ -93,5 +93,47 @@ TEST(VectorExp, DoubleIsLibm) {
   EXPECT_EQ(total, std::exp(-4.0) + std::exp(-1.0) + std::exp(1.0));
 }
 
+// The backward's fused row pass on every path: p = exp(s - lse) and ds = p (dp - delta) against
+// double arithmetic, lengths around both vector widths (the masked AVX-512 tail must neither
+// read nor write past n), and the vector paths agree bitwise.
+TEST(VectorExp, SoftmaxBackwardRowOnEveryLanesPath) {
+  std::mt19937 gen(13);
+  std::uniform_real_distribution<float> score(-20.0f, 4.0f), grad(-2.0f, 2.0f);
+  const float lse = 3.5f, delta = 0.25f;
+  for (int64_t n : {1, 7, 8, 15, 16, 17, 33, 256}) {
+    std::vector<float> s(static_cast<size_t>(n) + 3), g(static_cast<size_t>(n) + 3);
+    for (float& v : s) v = score(gen);
+    for (float& v : g) v = grad(gen);
+    std::vector<std::vector<float>> vector_ps, vector_ds;
+    for (auto lanes : cpu::exp_lanes_available()) {
+      std::vector<float> p = s, d = g;
+      cpu::softmax_backward_row_on(lanes, p.data(), d.data(), n, lse, delta);
+      for (int64_t j = 0; j < n; ++j) {
+        const double want_p = std::exp(static_cast<double>(s[j] - lse));
+        const double want_ds = want_p * (static_cast<double>(g[j]) - delta);
+        ASSERT_NEAR(p[j], want_p, 3e-7 * want_p) << lanes_name(lanes) << " j " << j;
+        ASSERT_NEAR(d[j], want_ds, 5e-7 * std::abs(want_ds) + 1e-12)
+            << lanes_name(lanes) << " j " << j;
+      }
+      for (size_t j = static_cast<size_t>(n); j < s.size(); ++j) {
+        EXPECT_EQ(p[j], s[j]) << lanes_name(lanes) << ": wrote past n = " << n;
+        EXPECT_EQ(d[j], g[j]) << lanes_name(lanes) << ": wrote past n = " << n;
+      }
+      if (lanes != cpu::ExpLanes::libm) vector_ps.push_back(p), vector_ds.push_back(d);
+    }
+    for (size_t k = 1; k < vector_ps.size(); ++k)
+      for (int64_t j = 0; j < n / 8 * 8; ++j) {  // the AVX2 path's tail is libm's
+        EXPECT_EQ(vector_ps[k][j], vector_ps[0][j]) << "element " << j << " of " << n;
+        EXPECT_EQ(vector_ds[k][j], vector_ds[0][j]) << "element " << j << " of " << n;
+      }
+  }
+  std::vector<double> p = {1.0, -2.0}, d = {0.5, -1.0};
+  cpu::softmax_backward_row(p.data(), d.data(), 2, 1.0, 0.5);
+  EXPECT_EQ(p[0], 1.0);
+  EXPECT_EQ(d[0], 0.0);
+  EXPECT_EQ(p[1], std::exp(-3.0));
+  EXPECT_EQ(d[1], std::exp(-3.0) * -1.5);
+}
+
 }  // namespace
 }  // namespace tls::test
