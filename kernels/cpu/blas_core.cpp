@@ -15,15 +15,26 @@ namespace {
 // OPENBLAS_CORETYPE is set.
 constexpr const char* kChosenMark = "TLS_OPENBLAS_CORETYPE_CHOSEN";
 
-// OpenBLAS x86 cores whose kernels predate AVX2.
-bool is_pre_avx2_core(const std::string& name) {
-  static constexpr std::array<const char*, 16> kOld = {
+// The vector width, in bits, of the kernels an OpenBLAS x86 core type runs: 512 for its AVX-512
+// cores, 128 for those that predate AVX2, 256 for the rest (Haswell, Zen, ...).
+int core_vector_bits(const std::string& name) {
+  static constexpr std::array<const char*, 3> kAvx512 = {"SkylakeX", "Cooperlake",
+                                                         "SapphireRapids"};
+  static constexpr std::array<const char*, 16> kPreAvx2 = {
       "Prescott",  "Core2",      "Penryn",      "Dunnington", "Nehalem", "Atom",
       "Katmai",    "Coppermine", "Northwood",   "Banias",     "Opteron", "Opteron_SSE3",
       "Barcelona", "Bobcat",     "Sandybridge", "Bulldozer"};
-  for (const char* old : kOld)
-    if (name == old) return true;
-  return false;
+  for (const char* core : kAvx512)
+    if (name == core) return 512;
+  for (const char* old : kPreAvx2)
+    if (name == old) return 128;
+  return 256;
+}
+
+int cpu_vector_bits(const std::string& fitting_core) {
+  if (fitting_core == "SkylakeX") return 512;
+  if (fitting_core == "Haswell") return 256;
+  return 0;
 }
 
 }  // namespace
@@ -44,12 +55,12 @@ std::string fitting_blas_core() {
   return "";
 }
 
-bool blas_core_is_generic() {
-  return !fitting_blas_core().empty() && is_pre_avx2_core(blas_core_name());
+bool blas_core_is_narrower_than_cpu() {
+  return cpu_vector_bits(fitting_blas_core()) > core_vector_bits(blas_core_name());
 }
 
 void ensure_fitting_blas_core(char** argv) {
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr || !blas_core_is_generic()) return;
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr || !blas_core_is_narrower_than_cpu()) return;
   const std::string core = fitting_blas_core();
   setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
   setenv(kChosenMark, blas_core_name().c_str(), 1);
@@ -64,8 +75,9 @@ std::string blas_core_description() {
   if (const char* was = std::getenv(kChosenMark))
     line += std::string(" (OPENBLAS_CORETYPE set by tls_dist: this OpenBLAS gave the CPU its ") +
             was + " kernels)";
-  else if (blas_core_is_generic())
-    line += " (generic: set OPENBLAS_CORETYPE=" + fitting_blas_core() + " for this CPU)";
+  else if (blas_core_is_narrower_than_cpu())
+    line += " (narrower than this CPU's vectors: OPENBLAS_CORETYPE=" + fitting_blas_core() +
+            " fits it)";
   return line;
 }
 

@@ -1,6 +1,6 @@
-// The guard against OpenBLAS's generic kernels (kernels/cpu/blas_core.h): a program started
-// without OPENBLAS_CORETYPE ends up with kernels that fit the CPU, keeps its arguments, and a
-// user's own OPENBLAS_CORETYPE is kept and reported.
+// The guard against OpenBLAS kernels narrower than the CPU (kernels/cpu/blas_core.h): a program
+// started without OPENBLAS_CORETYPE ends up with kernels that fit the CPU and keeps its
+// arguments, and a user's own OPENBLAS_CORETYPE is kept and reported when it is narrower.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -36,14 +36,14 @@ TEST(BlasCore, ThisTestProcessRunsKernelsThatFitTheCpu) {
   const char* user = std::getenv("OPENBLAS_CORETYPE");
   if (user != nullptr && std::getenv("TLS_OPENBLAS_CORETYPE_CHOSEN") == nullptr)
     GTEST_SKIP() << "OPENBLAS_CORETYPE=" << user << " was set by the user and is kept";
-  EXPECT_FALSE(cpu::blas_core_is_generic()) << cpu::blas_core_description();
+  EXPECT_FALSE(cpu::blas_core_is_narrower_than_cpu()) << cpu::blas_core_description();
 }
 
 TEST(BlasCore, AProgramStartedWithoutTheVariableGetsFittingKernelsAndKeepsItsArguments) {
   const ProcessResult r = run_command("env -u OPENBLAS_CORETYPE -u TLS_OPENBLAS_CORETYPE_CHOSEN " +
                                       helper() + " one 'two words'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(field(r.output, "generic"), "0") << r.output;
+  EXPECT_EQ(field(r.output, "narrower"), "0") << r.output;
   EXPECT_EQ(field(r.output, "args"), "one two words") << r.output;
 }
 
@@ -54,9 +54,30 @@ TEST(BlasCore, AUsersOwnCoreTypeIsKeptAndReported) {
   EXPECT_EQ(field(r.output, "core"), "Prescott") << r.output;
   const std::string fit = cpu::fitting_blas_core();
   if (fit.empty()) GTEST_SKIP() << "this CPU has neither AVX2 nor AVX-512";
-  EXPECT_EQ(field(r.output, "generic"), "1") << r.output;
-  EXPECT_NE(field(r.output, "description").find("set OPENBLAS_CORETYPE=" + fit), std::string::npos)
+  EXPECT_EQ(field(r.output, "narrower"), "1") << r.output;
+  EXPECT_NE(field(r.output, "description").find("OPENBLAS_CORETYPE=" + fit + " fits it"),
+            std::string::npos)
       << r.output;
+}
+
+// AVX2 kernels on an AVX-512 CPU (what OpenBLAS 0.3.21 gives AMD Zen 4 and 5): narrower, and a
+// user who chose them keeps them.
+TEST(BlasCore, AUsersAvx2CoreOnAnAvx512CpuIsKeptAndReportedNarrower) {
+  if (cpu::fitting_blas_core() != "SkylakeX") GTEST_SKIP() << "this CPU has no AVX-512";
+  const ProcessResult r =
+      run_command("env -u TLS_OPENBLAS_CORETYPE_CHOSEN OPENBLAS_CORETYPE=Haswell " + helper());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(field(r.output, "core"), "Haswell") << r.output;
+  EXPECT_EQ(field(r.output, "narrower"), "1") << r.output;
+}
+
+TEST(BlasCore, Avx512KernelsAreNeverReportedNarrower) {
+  const ProcessResult r =
+      run_command("env -u TLS_OPENBLAS_CORETYPE_CHOSEN OPENBLAS_CORETYPE=SkylakeX " + helper());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  if (field(r.output, "core") != "SkylakeX")
+    GTEST_SKIP() << "this OpenBLAS has no SkylakeX kernels: " << field(r.output, "core");
+  EXPECT_EQ(field(r.output, "narrower"), "0") << r.output;
 }
 
 }  // namespace
