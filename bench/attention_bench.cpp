@@ -10,7 +10,10 @@
 // dot products) and sums w values: 3 * 2 d_h w per query forward; the compressed part scores the
 // visible slots (content and positional dot) and sums them: 3 * 2 d_h visible(t). Backwards
 // both recompute the scores (2 units), then dP, dQ (2), dK or dV, dV or dK, dpos or drel:
-// 8 units against the forward's 3.
+// 8 units against the forward's 3. The compressed part's fused path (float32 on AVX-512,
+// kernels/cpu/chunk_fused_kernels.h) scores q . (khat + pos) as one product per chunk, and dS^T Q
+// serves both dK and dpos: 2 units forward (scores, P V), 5 backward (scores, dP, dQ, dV,
+// dK + dpos). Both paths of the compressed part are timed, alternating, in the same run.
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -20,6 +23,7 @@
 #include "bench/sgemm_rate.h"
 #include "bench/timing.h"
 #include "kernels/cpu/blas_core.h"
+#include "kernels/cpu/chunk_fused_kernels.h"
 #include "kernels/ops.h"
 
 using namespace tls;
@@ -102,18 +106,36 @@ int main(int argc, char** argv) {
     const double window_fwd = bench::fastest_seconds(reps, [&] {
       ops->window_attention_forward(out_w, lse_w, q, keys, values, rel, rw, rr, s);
     });
-    const double chunk_fwd = bench::fastest_seconds(
-        reps, [&] { ops->chunk_attention_forward(out_c, lse_c, q, khat, vhat, pos, s); });
+    // The compressed part on each float32 path this CPU runs, the paths alternating rep by rep
+    // (a shared machine's speed drifts): the GEMM path, and the fused one where there is AVX-512.
+    const bool fused_available = cpu::chunk_fused_kernels_available();
+    const std::vector<cpu::ChunkAttentionPath> paths =
+        fused_available ? std::vector<cpu::ChunkAttentionPath>{cpu::ChunkAttentionPath::gemm,
+                                                               cpu::ChunkAttentionPath::fused}
+                        : std::vector<cpu::ChunkAttentionPath>{cpu::ChunkAttentionPath::gemm};
+    std::vector<double> chunk_fwd(paths.size(), 1e30), chunk_bwd(paths.size(), 1e30);
+    for (int r = 0; r < reps; ++r)
+      for (size_t p = 0; p < paths.size(); ++p) {
+        cpu::set_chunk_attention_path(paths[p]);
+        chunk_fwd[p] = std::min(chunk_fwd[p], bench::fastest_seconds(1, [&] {
+                                  ops->chunk_attention_forward(out_c, lse_c, q, khat, vhat, pos, s);
+                                }));
+      }
     ops->attention_merge(out, lse, out_w, lse_w, out_c, lse_c, s);
     ops->attention_delta(delta, dout, out, s);
     const double window_bwd = bench::fastest_seconds(reps, [&] {
       ops->window_attention_backward(dq, dk, dv, drel, drw, drr, dout, lse, delta, q, keys, values,
                                      rel, rw, rr, s);
     });
-    const double chunk_bwd = bench::fastest_seconds(reps, [&] {
-      ops->chunk_attention_backward(dq, dkhat, dvhat, dpos, dout, lse, delta, q, khat, vhat, pos,
-                                    s);
-    });
+    for (int r = 0; r < reps; ++r)
+      for (size_t p = 0; p < paths.size(); ++p) {
+        cpu::set_chunk_attention_path(paths[p]);
+        chunk_bwd[p] = std::min(chunk_bwd[p], bench::fastest_seconds(1, [&] {
+                                  ops->chunk_attention_backward(dq, dkhat, dvhat, dpos, dout, lse,
+                                                                delta, q, khat, vhat, pos, s);
+                                }));
+      }
+    cpu::set_chunk_attention_path(cpu::ChunkAttentionPath::automatic);
     const double gemm = bench::sgemm_rate(2048, 3);
 
     // Visible slots summed over queries: query t sees (M/c + t div c) slots.
@@ -131,18 +153,31 @@ int main(int argc, char** argv) {
     std::printf("# %s; sgemm 2048^3: %.1f GFLOP/s\n", cpu::blas_core_description().c_str(),
                 gemm / 1e9);
     std::printf(
-        "# executed FLOPs: forward 3 units, backward 8 units; unit = 2 d_h x (w T | "
-        "sum_t visible(t)) x heads\n");
-    std::printf("| part | pass | ms/call | executed GFLOP | GFLOP/s | of sgemm |\n");
-    std::printf("|---|---|---|---|---|---|\n");
-    auto row = [&](const char* part, const char* pass, double sec, double flops) {
-      std::printf("| %s | %s | %.1f | %.2f | %.1f | %.3f |\n", part, pass, sec * 1e3, flops / 1e9,
-                  flops / sec / 1e9, flops / sec / gemm);
+        "# executed FLOPs: forward 3 units, backward 8 units (the compressed part's fused path: 2 "
+        "and 5, the positional term folded into the key); unit = 2 d_h x (w T | sum_t "
+        "visible(t)) x heads; model FLOPs count 3 units forward, 6 backward\n");
+    std::printf(
+        "| part | path | pass | ms/call | executed GFLOP | GFLOP/s | of sgemm | model "
+        "GFLOP/s | time vs GEMM path |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|\n");
+    auto row = [&](const char* part, const char* path, const char* pass, double sec, double flops,
+                   double model_flops, double gemm_path_sec) {
+      std::printf("| %s | %s | %s | %.1f | %.2f | %.1f | %.3f | %.1f | %.3f |\n", part, path, pass,
+                  sec * 1e3, flops / 1e9, flops / sec / 1e9, flops / sec / gemm,
+                  model_flops / sec / 1e9, sec / gemm_path_sec);
     };
-    row("window", "forward", window_fwd, 3 * window_unit);
-    row("window", "backward", window_bwd, 8 * window_unit);
-    row("compressed", "forward", chunk_fwd, 3 * chunk_unit);
-    row("compressed", "backward", chunk_bwd, 8 * chunk_unit);
+    row("window", "GEMM", "forward", window_fwd, 3 * window_unit, 3 * window_unit, window_fwd);
+    row("window", "GEMM", "backward", window_bwd, 8 * window_unit, 6 * window_unit, window_bwd);
+    for (size_t p = 0; p < paths.size(); ++p) {
+      const bool fused = paths[p] == cpu::ChunkAttentionPath::fused;
+      const char* name = fused ? "fused" : "GEMM";
+      row("compressed", name, "forward", chunk_fwd[p], (fused ? 2 : 3) * chunk_unit, 3 * chunk_unit,
+          chunk_fwd[0]);
+      row("compressed", name, "backward", chunk_bwd[p], (fused ? 5 : 8) * chunk_unit,
+          6 * chunk_unit, chunk_bwd[0]);
+    }
+    if (!fused_available)
+      std::printf("# no fused compressed-attention path here: this CPU has no AVX-512\n");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "attention_bench: %s\n", e.what());
     return 1;

@@ -1,5 +1,6 @@
 #include "kernels/allocation_only_ops.h"
 
+#include "kernels/cpu/chunk_fused_kernels.h"
 #include "kernels/cpu/kernel_scratch.h"
 
 namespace tls {
@@ -108,6 +109,11 @@ void AllocationOnlyOps::chunk_attention_forward(Tensor& out, Tensor& lse, const 
                                                 const Tensor& khat, const Tensor& vhat,
                                                 const Tensor& pos, const AttentionShape& s) {
   Tensor pos_reversed = Tensor::empty(cpu::scratch::chunk_reversed_pos(pos.dim(0), s), q.dtype());
+  Tensor khat_t, pos_t;
+  if (cpu::chunk_attention_runs_fused(q.dtype())) {
+    khat_t = Tensor::empty(cpu::scratch::chunk_transposed_khat(khat.dim(1), s), q.dtype());
+    pos_t = Tensor::empty(cpu::scratch::chunk_transposed_pos(pos.dim(0), s), q.dtype());
+  }
 }
 void AllocationOnlyOps::chunk_attention_backward(Tensor& dq, Tensor& dkhat, Tensor& dvhat,
                                                  Tensor& dpos, const Tensor& dout,
@@ -116,6 +122,11 @@ void AllocationOnlyOps::chunk_attention_backward(Tensor& dq, Tensor& dkhat, Tens
                                                  const Tensor& vhat, const Tensor& pos,
                                                  const AttentionShape& s) {
   Tensor pos_reversed = Tensor::empty(cpu::scratch::chunk_reversed_pos(pos.dim(0), s), q.dtype());
+  Tensor khat_t, pos_t;
+  if (cpu::chunk_attention_runs_fused(q.dtype())) {
+    khat_t = Tensor::empty(cpu::scratch::chunk_transposed_khat(khat.dim(1), s), q.dtype());
+    pos_t = Tensor::empty(cpu::scratch::chunk_transposed_pos(pos.dim(0), s), q.dtype());
+  }
   Tensor dpos_reversed;
   if (dpos.defined())
     dpos_reversed = Tensor::empty(cpu::scratch::chunk_reversed_pos(pos.dim(0), s), q.dtype());

@@ -14,9 +14,11 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/blas_tiles.h"
+#include "kernels/cpu/chunk_fused_kernels.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/kernel_scratch.h"
 #include "kernels/cpu/softmax_row.h"
@@ -149,14 +151,111 @@ void chunk_block_scores(T* scores, T* qpos, const T* qt, const T* kb, const T* p
   }
 }
 
-// pos [n_pos, dl] with its rows in reverse order (a host tensor: see kernel_scratch.h).
+// pos [n_pos, dl] with its rows in reverse order, after `pad` copies of its last row, one per id
+// past it that a query reaches (a host tensor: see kernel_scratch.h). Row m holds id
+// pad + n_pos - 1 - m, clamped: the GEMM path reads from row pad on (it clamps on the scores), the
+// fused path reads any row, so a chunk's positional rows are always a contiguous run.
 template <class T>
 Tensor reversed_pos(const T* pos, int64_t n_pos, const AttentionShape& s) {
   Tensor out = Tensor::empty(cpu::scratch::chunk_reversed_pos(n_pos, s), dtype_of<T>());
-  const int64_t cols = out.dim(1);
+  const int64_t cols = out.dim(1), pad = out.dim(0) - n_pos;
   T* o = out.data<T>();
-  for (int64_t k = 0; k < n_pos; ++k) std::copy_n(pos + (n_pos - 1 - k) * cols, cols, o + k * cols);
+  for (int64_t m = 0; m < pad; ++m) std::copy_n(pos + (n_pos - 1) * cols, cols, o + m * cols);
+  for (int64_t k = 0; k < n_pos; ++k)
+    std::copy_n(pos + (n_pos - 1 - k) * cols, cols, o + (pad + k) * cols);
   return out;
+}
+
+// The fused path's transposed tables (kernel_scratch.h): khat per batch and head as [d_h][slot],
+// and the extended reversed pos per head as [d_h][row], so the scores kernel reads along slots.
+struct TransposedTables {
+  Tensor khat_t, pos_t;
+  int64_t n_slots = 0, n_rows = 0;
+  const float* khat(int64_t b, int64_t h, const AttentionShape& s) const {
+    return khat_t.data<float>() + (b * s.n_head + h) * s.d_head * n_slots;
+  }
+  const float* pos(int64_t h, const AttentionShape& s) const {
+    return pos_t.data<float>() + h * s.d_head * n_rows;
+  }
+};
+
+TransposedTables transposed_tables(const float* khat, const Tensor& pos_reversed, int64_t n_slots,
+                                   int64_t n_pos, const AttentionShape& s) {
+  TransposedTables t;
+  t.n_slots = n_slots;
+  t.n_rows = pos_reversed.dim(0);
+  t.khat_t = Tensor::empty(cpu::scratch::chunk_transposed_khat(n_slots, s), DType::f32);
+  t.pos_t = Tensor::empty(cpu::scratch::chunk_transposed_pos(n_pos, s), DType::f32);
+  const int64_t H = s.n_head, dh = s.d_head, dl = H * dh;
+  float* kt = t.khat_t.data<float>();
+  float* pt = t.pos_t.data<float>();
+  const float* pr = pos_reversed.data<float>();
+  const int64_t n_rows = t.n_rows;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < s.batch + 1; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      // b == batch: the positional table (shared by the batch).
+      const bool is_pos = b == s.batch;
+      const int64_t n = is_pos ? n_rows : n_slots;
+      const float* src = is_pos ? pr + h * dh : khat + b * n_slots * dl + h * dh;
+      float* dst = is_pos ? pt + h * dh * n_rows : kt + (b * H + h) * dh * n_slots;
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t e = 0; e < dh; ++e) dst[e * n + j] = src[j * dl + e];
+    }
+  return t;
+}
+
+// The fused path's scores for one (tile, block): chunk by chunk, q . (khat[j] + pos[id]) with the
+// chunk's positional rows a contiguous run of the extended reversed table (from row m0).
+void fused_block_scores(float* scores, const float* qt, const float* kt, const float* pt,
+                        const TransposedTables& tables, const ChunkTileGeometry& g,
+                        const SlotBlock& blk, int64_t n_pos, const AttentionShape& s) {
+  const int64_t c = s.chunk_size, dl = s.n_head * s.d_head, pad = tables.n_rows - n_pos;
+  for (int64_t i = 0; i < g.rows; i += c) {
+    const int64_t n = blk.visible(s, g, i);
+    if (n == 0) continue;
+    const int64_t m0 = pad + n_pos - 1 - g.top(s, i) + blk.j0;
+    cpu::fused_chunk_scores(c, n, s.d_head, qt + i * dl, dl, kt + blk.j0, tables.n_slots, pt + m0,
+                            tables.n_rows, scores + i * blk.width, blk.width);
+  }
+}
+
+// The fused path's backward for one (tile, block), given the recomputed scores in `probs` and
+// dP = dO V^T in `dprobs`: per row P and dS; dV = P^T dO (a GEMM over the tile), and per chunk
+// dQ += dS (khat + pos) and dS^T Q added to both khat's and the positional rows' gradients.
+void fused_block_backward(float* probs, float* dprobs, float* dqt, float* dkhat, float* dvhat,
+                          float* dpos_ext, const float* qt, const float* go, const float* kb,
+                          const float* pos_ext, const float* lse, const float* delta,
+                          const ChunkTileGeometry& g, const SlotBlock& blk, int64_t b, int64_t h,
+                          int64_t n_slots, int64_t n_pos, int64_t n_rows, const AttentionShape& s) {
+  const int64_t H = s.n_head, dh = s.d_head, dl = H * dh, c = s.chunk_size, ho = h * dh;
+  const int64_t pad = n_rows - n_pos, j0 = blk.j0, width = blk.width;
+  for (int64_t i = 0; i < g.rows; ++i) {
+    const int64_t li = (b * H + h) * s.tokens + g.t0 + i;
+    const int64_t n = blk.visible(s, g, i);
+    float* p = probs + i * width;
+    float* dp = dprobs + i * width;
+    if (n > 0) cpu::softmax_backward_row(p, dp, n, lse[li], delta[li]);  // dp becomes dS
+    std::fill(p + n, p + width, 0.0f);
+    std::fill(dp + n, dp + width, 0.0f);
+  }
+  if (dvhat)
+    cpu::gemm_tile(true, false, static_cast<int>(width), static_cast<int>(dh),
+                   static_cast<int>(g.rows), 1.0f, probs, static_cast<int>(width), go,
+                   static_cast<int>(dl), 1.0f, dvhat + (b * n_slots + j0) * dl + ho,
+                   static_cast<int>(dl));
+  for (int64_t i = 0; i < g.rows; i += c) {
+    const int64_t n = blk.visible(s, g, i);
+    if (n == 0) continue;
+    const int64_t m0 = pad + n_pos - 1 - g.top(s, i) + j0;  // first positional row of slot j0
+    if (dqt)
+      cpu::fused_chunk_dq(c, n, dh, dprobs + i * width, width, kb + j0 * dl, dl,
+                          pos_ext + m0 * dl + ho, dl, dqt + i * dl, dl);
+    if (dkhat || dpos_ext)
+      cpu::fused_chunk_dkdp(c, n, dh, dprobs + i * width, width, qt + i * dl, dl,
+                            dkhat ? dkhat + (b * n_slots + j0) * dl + ho : nullptr, dl,
+                            dpos_ext ? dpos_ext + m0 * dl + ho : nullptr, dl);
+  }
 }
 
 template <class T>
@@ -167,7 +266,12 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
   const ChunkTiling tiling(s);
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   const Tensor pos_reversed = reversed_pos(pos, n_pos, s);
-  const T* pos_rev = pos_reversed.data<T>();
+  const int64_t pad = pos_reversed.dim(0) - n_pos;
+  const T* pos_rev = pos_reversed.data<T>() + pad * dl;  // row k: id n_pos - 1 - k
+  const bool fused = std::is_same_v<T, float> && cpu::chunk_attention_runs_fused(dtype_of<T>());
+  TransposedTables tables;
+  if constexpr (std::is_same_v<T, float>)
+    if (fused) tables = transposed_tables(khat, pos_reversed, n_slots, n_pos, s);
 #pragma omp parallel
   {
     // Scratch is written before it is read, so it is left uninitialised.
@@ -192,7 +296,13 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
           std::fill(row_sum.begin(), row_sum.end(), 0.0);
           for (int64_t j0 = 0; j0 < g.nv_max; j0 += kSlotBlock) {
             const SlotBlock blk(g, j0, n_pos);
-            chunk_block_scores(scores.get(), qpos.get(), qt, kb, pos_rev + ho, g, blk, n_pos, s);
+            if constexpr (std::is_same_v<T, float>) {
+              if (fused)
+                fused_block_scores(scores.get(), qt, tables.khat(b, h, s), tables.pos(h, s), tables,
+                                   g, blk, n_pos, s);
+            }
+            if (!fused)
+              chunk_block_scores(scores.get(), qpos.get(), qt, kb, pos_rev + ho, g, blk, n_pos, s);
             for (int64_t i = 0; i < g.rows; ++i) {
               T* row = scores.get() + i * blk.width;
               const int64_t n = blk.visible(s, g, i);
@@ -233,12 +343,20 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
   const ChunkTiling tiling(s);
   const int idh = static_cast<int>(dh), idl = static_cast<int>(dl);
   const Tensor pos_reversed = reversed_pos(pos, n_pos, s);
-  const T* pos_rev = pos_reversed.data<T>();
-  // The gradient of the reversed pos, added to dpos (rows reversed back) at the end.
+  const int64_t pad = pos_reversed.dim(0) - n_pos, n_rows = pos_reversed.dim(0);
+  const T* pos_ext = pos_reversed.data<T>();  // row m: id pad + n_pos - 1 - m, clamped
+  const T* pos_rev = pos_ext + pad * dl;      // row k: id n_pos - 1 - k
+  const bool fused = std::is_same_v<T, float> && cpu::chunk_attention_runs_fused(dtype_of<T>());
+  TransposedTables tables;
+  if constexpr (std::is_same_v<T, float>)
+    if (fused) tables = transposed_tables(khat, pos_reversed, n_slots, n_pos, s);
+  // The gradient of the extended reversed pos, added to dpos (rows reversed back, the clamped
+  // rows onto the last) at the end.
   Tensor dpos_reversed;
   if (dpos)
     dpos_reversed = Tensor::zeros(cpu::scratch::chunk_reversed_pos(n_pos, s), dtype_of<T>());
-  T* dpos_rev = dpos ? dpos_reversed.data<T>() : nullptr;
+  T* dpos_ext = dpos ? dpos_reversed.data<T>() : nullptr;
+  T* dpos_rev = dpos ? dpos_ext + pad * dl : nullptr;
   // Threads own heads: every slot's and position's gradient of head h has one writer.
 #pragma omp parallel
   {
@@ -261,6 +379,18 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
           for (int64_t j0 = 0; j0 < g.nv_max; j0 += kSlotBlock) {
             const SlotBlock blk(g, j0, n_pos);
             const int w = static_cast<int>(blk.width), ids = static_cast<int>(blk.n_ids);
+            if constexpr (std::is_same_v<T, float>) {
+              if (fused) {
+                fused_block_scores(probs.get(), qt, tables.khat(b, h, s), tables.pos(h, s), tables,
+                                   g, blk, n_pos, s);
+                cpu::gemm_tile(false, true, rows, w, idh, T(1), go, idl, vb + j0 * dl, idl, T(0),
+                               dprobs.get(), w);
+                fused_block_backward(probs.get(), dprobs.get(), dqt, dkhat, dvhat, dpos_ext, qt, go,
+                                     kb, pos_ext, lse, delta, g, blk, b, h, n_slots, n_pos, n_rows,
+                                     s);
+                continue;
+              }
+            }
             chunk_block_scores(probs.get(), qpos.get(), qt, kb, pos_rev + ho, g, blk, n_pos, s);
             cpu::gemm_tile(false, true, rows, w, idh, T(1), go, idl, vb + j0 * dl, idl, T(0),
                            dprobs.get(), w);
@@ -317,6 +447,9 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
       const T* src = dpos_rev + k * dl;
       T* dst = dpos + (n_pos - 1 - k) * dl;
       for (int64_t e = 0; e < dl; ++e) dst[e] += src[e];
+      if (k == 0)  // the clamped ids' rows (the fused path's) go to the last row of pos
+        for (int64_t m = 0; m < pad; ++m)
+          for (int64_t e = 0; e < dl; ++e) dst[e] += dpos_ext[m * dl + e];
     }
   }
 }

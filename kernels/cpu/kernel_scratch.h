@@ -17,9 +17,27 @@ inline std::vector<int64_t> window_reversed_rel(const AttentionShape& s) {
   return {s.n_head, s.window, s.d_head};
 }
 
-// The compressed part's pos [n_pos, H d_h] with its rows reversed (and its gradient, backward).
+// Relative ids past the last row of pos that the compressed part's queries reach (they are
+// clamped to it): the ids go up to g_q r - 1 for the last query chunk.
+inline int64_t chunk_clamped_ids(int64_t n_pos, const AttentionShape& s) {
+  const int64_t top = (s.first_query_chunk + s.tokens / s.chunk_size) * s.chunk_rank - 1;
+  return top > n_pos - 1 ? top - (n_pos - 1) : 0;
+}
+
+// The compressed part's pos [n_pos, H d_h] with its rows reversed, after one copy of its last
+// row per clamped id, so every id a query reaches has its own row (and its gradient, backward).
 inline std::vector<int64_t> chunk_reversed_pos(int64_t n_pos, const AttentionShape& s) {
-  return {n_pos, s.n_head * s.d_head};
+  return {chunk_clamped_ids(n_pos, s) + n_pos, s.n_head * s.d_head};
+}
+
+// The fused compressed-attention path (float32 on AVX-512, chunk_fused_kernels.h) also reads
+// khat [B, n_slots, H d_h] and the reversed pos transposed per head: [B, H, d_h, n_slots] and
+// [H, d_h, rows of chunk_reversed_pos].
+inline std::vector<int64_t> chunk_transposed_khat(int64_t n_slots, const AttentionShape& s) {
+  return {s.batch, s.n_head, s.d_head, n_slots};
+}
+inline std::vector<int64_t> chunk_transposed_pos(int64_t n_pos, const AttentionShape& s) {
+  return {s.n_head, s.d_head, chunk_reversed_pos(n_pos, s)[0]};
 }
 
 // Rows per block of the float32 LayerNorm backward's dgamma/dbeta sums, and the sums' shape

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 
+#include "kernels/cpu/chunk_fused_kernels.h"
 #include "kernels/ops.h"
 #include "support/gradcheck.h"
 
@@ -117,6 +118,15 @@ Forward run_forward(Ops& ops, const Inputs& in, DType dtype) {
   return f;
 }
 
+AttentionShape shape(int64_t T, int64_t w, int64_t c, int64_t r, int64_t first_chunk);
+AttentionShape wide_heads(int64_t T, int64_t w, int64_t c, int64_t r, int64_t first_chunk) {
+  AttentionShape s = shape(T, w, c, r, first_chunk);
+  s.batch = 1;
+  s.n_head = 2;
+  s.d_head = 80;
+  return s;
+}
+
 AttentionShape shape(int64_t T, int64_t w, int64_t c, int64_t r, int64_t first_chunk) {
   AttentionShape s;
   s.batch = 2;
@@ -148,7 +158,28 @@ std::vector<Case> cases() {
       // Several query tiles (256 rows) and slot blocks (256 slots) of the CPU kernel, with
       // clamped positional ids in some blocks only.
       {"several_query_tiles_and_slot_blocks", shape(640, 8, 2, 1, 300), 620, 400},
+      // Heads wider than the fused kernels' 64-column panels (80 = 64 + a masked 16), chunks of
+      // 16 rows (two row groups of the scores kernel), and clamped ids.
+      {"wide_heads_chunks_of_16", wide_heads(96, 8, 16, 1, 4), 40, 20},
   };
+}
+
+// Sets the compressed part's float32 path for one scope (process-wide; tests run serially).
+struct PathScope {
+  explicit PathScope(cpu::ChunkAttentionPath p) { cpu::set_chunk_attention_path(p); }
+  ~PathScope() { cpu::set_chunk_attention_path(cpu::ChunkAttentionPath::automatic); }
+};
+
+struct NamedPath {
+  const char* name;
+  cpu::ChunkAttentionPath path;
+};
+// The float32 paths this CPU runs (the fused one needs AVX-512).
+std::vector<NamedPath> float_paths() {
+  std::vector<NamedPath> paths = {{"gemm", cpu::ChunkAttentionPath::gemm}};
+  if (cpu::chunk_fused_kernels_available())
+    paths.push_back({"fused", cpu::ChunkAttentionPath::fused});
+  return paths;
 }
 
 class AttentionParts : public ::testing::TestWithParam<Case> {};
@@ -159,7 +190,52 @@ TEST_P(AttentionParts, ForwardMatchesDenseReference) {
   Inputs in = make_inputs(*ops, c.s, c.n_slots, c.n_pos, 17);
   const std::vector<double> want = dense_reference(in);
   EXPECT_LE(relative_error(ops->to_host(run_forward(*ops, in, DType::f64).out), want), 1e-13);
-  EXPECT_LE(relative_error(ops->to_host(run_forward(*ops, in, DType::f32).out), want), 1e-5);
+  for (const NamedPath& p : float_paths()) {
+    PathScope scope(p.path);
+    EXPECT_LE(relative_error(ops->to_host(run_forward(*ops, in, DType::f32).out), want), 1e-5)
+        << p.name << " path";
+  }
+}
+
+// The float32 backward of each compressed-attention path against the float64 one (which the
+// finite differences below check): every gradient, with and without the optional ones.
+TEST_P(AttentionParts, Float32ChunkBackwardMatchesFloat64OnEveryPath) {
+  auto ops = make_cpu_ops();
+  const Case& c = GetParam();
+  Inputs in = make_inputs(*ops, c.s, c.n_slots, c.n_pos, 29);
+  const AttentionShape& s = in.s;
+  std::mt19937_64 rng(7);
+  Tensor probe = ops->empty({s.batch, s.tokens, s.n_head * s.d_head}, DType::f64);
+  fill_normal(probe, rng);
+  auto backward = [&](DType dtype, bool with_optional) {
+    auto cv = [&](const Tensor& t) { return to_dtype(*ops, t, dtype); };
+    Forward f = run_forward(*ops, in, dtype);
+    Tensor dout = cv(probe);
+    Tensor delta = ops->empty(f.lse.shape(), dtype);
+    ops->attention_delta(delta, dout, f.out, s);
+    auto z = [&](const Tensor& t) { return ops->zeros(t.shape(), dtype); };
+    std::vector<Tensor> grads = {z(in.q), z(in.khat), z(in.vhat), z(in.pos)};
+    Tensor none;
+    ops->chunk_attention_backward(grads[0], with_optional ? grads[1] : none, grads[2],
+                                  with_optional ? grads[3] : none, dout, f.lse, delta, cv(in.q),
+                                  cv(in.khat), cv(in.vhat), cv(in.pos), s);
+    std::vector<std::vector<double>> host;
+    for (const Tensor& g : grads) host.push_back(ops->to_host(g));
+    return host;
+  };
+  const auto want = backward(DType::f64, true);
+  const char* names[] = {"q", "khat", "vhat", "pos"};
+  for (const NamedPath& p : float_paths()) {
+    PathScope scope(p.path);
+    for (bool with_optional : {true, false}) {
+      const auto got = backward(DType::f32, with_optional);
+      for (size_t k = 0; k < got.size(); ++k) {
+        if (!with_optional && (k == 1 || k == 3)) continue;
+        EXPECT_LE(relative_error(got[k], want[k]), 2e-5)
+            << p.name << " path, d" << names[k] << (with_optional ? "" : " (without dkhat, dpos)");
+      }
+    }
+  }
 }
 
 TEST_P(AttentionParts, BackwardMatchesFiniteDifferences) {
