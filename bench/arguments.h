@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "kernels/cpu/chunk_fused_kernels.h"
 #include "runtime/config.h"
 
 namespace tls::bench {
@@ -47,6 +48,41 @@ class Arguments {
     else
       return false;
     return true;
+  }
+  // --chunk-path auto|gemm|avx2|avx512: the compressed attention's float32 path (the fused one on
+  // the named lanes; kernels/cpu/chunk_fused_kernels.h). False when the current flag is another.
+  bool chunk_path() {
+    if (flag_ != "--chunk-path") return false;
+    if (i_ + 1 >= argc_) fail(flag_ + " needs a value");
+    const std::string word = argv_[++i_];
+    using cpu::ChunkAttentionPath;
+    using cpu::FusedLanes;
+    const auto lanes = cpu::fused_lanes_available();
+    const auto has = [&](FusedLanes l) {
+      for (FusedLanes a : lanes)
+        if (a == l) return true;
+      return false;
+    };
+    if (word == "auto")
+      cpu::set_chunk_attention_path(ChunkAttentionPath::automatic);
+    else if (word == "gemm")
+      cpu::set_chunk_attention_path(ChunkAttentionPath::gemm);
+    else if (word == "avx2" && has(FusedLanes::avx2))
+      cpu::set_chunk_attention_path(ChunkAttentionPath::fused_avx2);
+    else if (word == "avx512" && has(FusedLanes::avx512))
+      cpu::set_chunk_attention_path(ChunkAttentionPath::fused_avx512);
+    else if (word == "avx2" || word == "avx512")
+      fail(flag_ + " " + word + ": this CPU does not have those lanes");
+    else
+      fail(flag_ + " takes auto, gemm, avx2 or avx512, not '" + word + "'");
+    return true;
+  }
+  // The float32 compressed-attention path in force, for the benches' header lines.
+  static std::string chunk_path_description() {
+    const auto lanes = cpu::chunk_attention_fused_lanes(DType::f32);
+    if (!lanes) return "compressed attention: GEMM path";
+    return std::string("compressed attention: fused path on ") +
+           (*lanes == cpu::FusedLanes::avx512 ? "AVX-512" : "AVX2") + " lanes";
   }
   [[noreturn]] void unknown() const { fail("unknown option " + flag_); }
   [[noreturn]] void fail(const std::string& why) const {

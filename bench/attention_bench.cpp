@@ -10,7 +10,7 @@
 // dot products) and sums w values: 3 * 2 d_h w per query forward; the compressed part scores the
 // visible slots (content and positional dot) and sums them: 3 * 2 d_h visible(t). Backwards
 // both recompute the scores (2 units), then dP, dQ (2), dK or dV, dV or dK, dpos or drel:
-// 8 units against the forward's 3. The compressed part's fused path (float32 on AVX-512,
+// 8 units against the forward's 3. The compressed part's fused path (float32 on AVX-512 or AVX2,
 // kernels/cpu/chunk_fused_kernels.h) scores q . (khat + pos) as one product per chunk, and dS^T Q
 // serves both dK and dpos: 2 units forward (scores, P V), 5 backward (scores, dP, dQ, dV,
 // dK + dpos). Both paths of the compressed part are timed, alternating, in the same run.
@@ -107,12 +107,17 @@ int main(int argc, char** argv) {
       ops->window_attention_forward(out_w, lse_w, q, keys, values, rel, rw, rr, s);
     });
     // The compressed part on each float32 path this CPU runs, the paths alternating rep by rep
-    // (a shared machine's speed drifts): the GEMM path, and the fused one where there is AVX-512.
-    const bool fused_available = cpu::chunk_fused_kernels_available();
-    const std::vector<cpu::ChunkAttentionPath> paths =
-        fused_available ? std::vector<cpu::ChunkAttentionPath>{cpu::ChunkAttentionPath::gemm,
-                                                               cpu::ChunkAttentionPath::fused}
-                        : std::vector<cpu::ChunkAttentionPath>{cpu::ChunkAttentionPath::gemm};
+    // (a shared machine's speed drifts): the GEMM path, and the fused one on each instruction
+    // set the CPU has.
+    const std::vector<cpu::FusedLanes> fused_lanes = cpu::fused_lanes_available();
+    std::vector<cpu::ChunkAttentionPath> paths = {cpu::ChunkAttentionPath::gemm};
+    std::vector<const char*> path_names = {"GEMM"};
+    for (cpu::FusedLanes l : fused_lanes) {
+      const bool wide = l == cpu::FusedLanes::avx512;
+      paths.push_back(wide ? cpu::ChunkAttentionPath::fused_avx512
+                           : cpu::ChunkAttentionPath::fused_avx2);
+      path_names.push_back(wide ? "fused, AVX-512" : "fused, AVX2");
+    }
     std::vector<double> chunk_fwd(paths.size(), 1e30), chunk_bwd(paths.size(), 1e30);
     for (int r = 0; r < reps; ++r)
       for (size_t p = 0; p < paths.size(); ++p) {
@@ -169,15 +174,17 @@ int main(int argc, char** argv) {
     row("window", "GEMM", "forward", window_fwd, 3 * window_unit, 3 * window_unit, window_fwd);
     row("window", "GEMM", "backward", window_bwd, 8 * window_unit, 6 * window_unit, window_bwd);
     for (size_t p = 0; p < paths.size(); ++p) {
-      const bool fused = paths[p] == cpu::ChunkAttentionPath::fused;
-      const char* name = fused ? "fused" : "GEMM";
+      const bool fused = p > 0;
+      const char* name = path_names[p];
       row("compressed", name, "forward", chunk_fwd[p], (fused ? 2 : 3) * chunk_unit, 3 * chunk_unit,
           chunk_fwd[0]);
       row("compressed", name, "backward", chunk_bwd[p], (fused ? 5 : 8) * chunk_unit,
           6 * chunk_unit, chunk_bwd[0]);
     }
-    if (!fused_available)
-      std::printf("# no fused compressed-attention path here: this CPU has no AVX-512\n");
+    if (fused_lanes.empty())
+      std::printf(
+          "# no fused compressed-attention path here: this CPU has neither AVX2 nor "
+          "AVX-512\n");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "attention_bench: %s\n", e.what());
     return 1;

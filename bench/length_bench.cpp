@@ -7,6 +7,7 @@
 // --sequential measures one T after another (for T too long to hold several models). Usage:
 //   length_bench [--from 2048] [--to 32768] [--d-model 256] [--heads 4] [--layers 2]
 //                [--window 256] [--chunk 16] [--rounds 3] [--activation-checkpointing]
+//                [--chunk-path auto|gemm|avx2|avx512]
 //                [--sequential [--steps 3] [--min-seconds 5]]
 //                [--no-warmup]   (sequential, and time the first step too: for single steps at
 //                                 very long T)
@@ -37,7 +38,7 @@ int main(int argc, char** argv) {
   bool checkpointing = false, warmup = true;
   bench::Arguments args("length_bench", argc, argv);
   for (std::string a; args.next(a);) {
-    if (args.model_shape(cfg)) continue;
+    if (args.model_shape(cfg) || args.chunk_path()) continue;
     if (a == "--from")
       from = args.value();
     else if (a == "--to")
@@ -71,7 +72,8 @@ int main(int argc, char** argv) {
         static_cast<long long>(cfg.window_len), static_cast<long long>(cfg.chunk_size),
         checkpointing ? ", activation checkpointing" : "");
     std::printf("# model FLOPs: %s\n", bench::flops_formula());
-    std::printf("# %s\n", tls::cpu::blas_core_description().c_str());
+    std::printf("# %s; %s\n", tls::cpu::blas_core_description().c_str(),
+                bench::Arguments::chunk_path_description().c_str());
     struct Row {
       int64_t T;
       bench::TrainingStep::Times times;

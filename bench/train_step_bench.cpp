@@ -3,7 +3,7 @@
 // and the peak resident memory. Usage:
 //   train_step_bench [--layers L] [--d-model D] [--heads H] [--d-inner F] [--chunk C] [--rank R]
 //                    [--window W] [--tokens T] [--mem M] [--batch B] [--steps N] [--fp64]
-//                    [--activation-checkpointing]
+//                    [--activation-checkpointing] [--chunk-path auto|gemm|avx2|avx512]
 
 #include <algorithm>
 #include <cstdio>
@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   bool checkpointing = false;
   bench::Arguments args("train_step_bench", argc, argv);
   for (std::string a; args.next(a);) {
+    if (args.chunk_path()) continue;
     if (a == "--layers")
       cfg.n_layer = args.value();
     else if (a == "--d-model")
@@ -93,7 +94,8 @@ int main(int argc, char** argv) {
         "each as long as the step before it (side by side: a shared machine's speed drifts, and "
         "other work only ever adds time); the ratios are against the sustained sgemm rate\n",
         static_cast<long long>(steps));
-    std::printf("# %s\n", tls::cpu::blas_core_description().c_str());
+    std::printf("# %s; %s\n", tls::cpu::blas_core_description().c_str(),
+                bench::Arguments::chunk_path_description().c_str());
     std::printf(
         "| threads | B | step (s), mean | step (s), fastest | tokens/s | model GFLOP/s | sgemm "
         "2048^3 GFLOP/s, sustained | fastest sgemm call | ratio | ratio, two dots | peak RSS (GiB) "

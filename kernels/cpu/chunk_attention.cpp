@@ -14,6 +14,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -170,64 +171,65 @@ Tensor reversed_pos(const T* pos, int64_t n_pos, const AttentionShape& s) {
 // and the extended reversed pos per head as [d_h][row], so the scores kernel reads along slots.
 struct TransposedTables {
   Tensor khat_t, pos_t;
-  int64_t n_slots = 0, n_rows = 0;
+  int64_t ld_khat = 0, ld_pos = 0;  // row lengths (padded, kernel_scratch.h)
   const float* khat(int64_t b, int64_t h, const AttentionShape& s) const {
-    return khat_t.data<float>() + (b * s.n_head + h) * s.d_head * n_slots;
+    return khat_t.data<float>() + (b * s.n_head + h) * s.d_head * ld_khat;
   }
   const float* pos(int64_t h, const AttentionShape& s) const {
-    return pos_t.data<float>() + h * s.d_head * n_rows;
+    return pos_t.data<float>() + h * s.d_head * ld_pos;
   }
 };
 
 TransposedTables transposed_tables(const float* khat, const Tensor& pos_reversed, int64_t n_slots,
                                    int64_t n_pos, const AttentionShape& s) {
   TransposedTables t;
-  t.n_slots = n_slots;
-  t.n_rows = pos_reversed.dim(0);
   t.khat_t = Tensor::empty(cpu::scratch::chunk_transposed_khat(n_slots, s), DType::f32);
   t.pos_t = Tensor::empty(cpu::scratch::chunk_transposed_pos(n_pos, s), DType::f32);
-  const int64_t H = s.n_head, dh = s.d_head, dl = H * dh;
+  t.ld_khat = t.khat_t.dim(3);
+  t.ld_pos = t.pos_t.dim(2);
+  const int64_t H = s.n_head, dh = s.d_head, dl = H * dh, n_rows = pos_reversed.dim(0);
   float* kt = t.khat_t.data<float>();
   float* pt = t.pos_t.data<float>();
   const float* pr = pos_reversed.data<float>();
-  const int64_t n_rows = t.n_rows;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < s.batch + 1; ++b)
     for (int64_t h = 0; h < H; ++h) {
-      // b == batch: the positional table (shared by the batch).
+      // b == batch: the positional table (shared by the batch). The rows' padding is never read.
       const bool is_pos = b == s.batch;
-      const int64_t n = is_pos ? n_rows : n_slots;
+      const int64_t n = is_pos ? n_rows : n_slots, ld = is_pos ? t.ld_pos : t.ld_khat;
       const float* src = is_pos ? pr + h * dh : khat + b * n_slots * dl + h * dh;
-      float* dst = is_pos ? pt + h * dh * n_rows : kt + (b * H + h) * dh * n_slots;
+      float* dst = is_pos ? pt + h * dh * ld : kt + (b * H + h) * dh * ld;
       for (int64_t j = 0; j < n; ++j)
-        for (int64_t e = 0; e < dh; ++e) dst[e * n + j] = src[j * dl + e];
+        for (int64_t e = 0; e < dh; ++e) dst[e * ld + j] = src[j * dl + e];
     }
   return t;
 }
 
 // The fused path's scores for one (tile, block): chunk by chunk, q . (khat[j] + pos[id]) with the
 // chunk's positional rows a contiguous run of the extended reversed table (from row m0).
-void fused_block_scores(float* scores, const float* qt, const float* kt, const float* pt,
-                        const TransposedTables& tables, const ChunkTileGeometry& g,
+void fused_block_scores(cpu::FusedLanes lanes, float* scores, const float* qt, const float* kt,
+                        const float* pt, const TransposedTables& tables, const ChunkTileGeometry& g,
                         const SlotBlock& blk, int64_t n_pos, const AttentionShape& s) {
-  const int64_t c = s.chunk_size, dl = s.n_head * s.d_head, pad = tables.n_rows - n_pos;
+  const int64_t c = s.chunk_size, dl = s.n_head * s.d_head;
+  const int64_t pad = cpu::scratch::chunk_clamped_ids(n_pos, s);
   for (int64_t i = 0; i < g.rows; i += c) {
     const int64_t n = blk.visible(s, g, i);
     if (n == 0) continue;
     const int64_t m0 = pad + n_pos - 1 - g.top(s, i) + blk.j0;
-    cpu::fused_chunk_scores(c, n, s.d_head, qt + i * dl, dl, kt + blk.j0, tables.n_slots, pt + m0,
-                            tables.n_rows, scores + i * blk.width, blk.width);
+    cpu::fused_chunk_scores(lanes, c, n, s.d_head, qt + i * dl, dl, kt + blk.j0, tables.ld_khat,
+                            pt + m0, tables.ld_pos, scores + i * blk.width, blk.width);
   }
 }
 
 // The fused path's backward for one (tile, block), given the recomputed scores in `probs` and
 // dP = dO V^T in `dprobs`: per row P and dS; dV = P^T dO (a GEMM over the tile), and per chunk
 // dQ += dS (khat + pos) and dS^T Q added to both khat's and the positional rows' gradients.
-void fused_block_backward(float* probs, float* dprobs, float* dqt, float* dkhat, float* dvhat,
-                          float* dpos_ext, const float* qt, const float* go, const float* kb,
-                          const float* pos_ext, const float* lse, const float* delta,
-                          const ChunkTileGeometry& g, const SlotBlock& blk, int64_t b, int64_t h,
-                          int64_t n_slots, int64_t n_pos, int64_t n_rows, const AttentionShape& s) {
+void fused_block_backward(cpu::FusedLanes lanes, float* probs, float* dprobs, float* dqt,
+                          float* dkhat, float* dvhat, float* dpos_ext, const float* qt,
+                          const float* go, const float* kb, const float* pos_ext, const float* lse,
+                          const float* delta, const ChunkTileGeometry& g, const SlotBlock& blk,
+                          int64_t b, int64_t h, int64_t n_slots, int64_t n_pos, int64_t n_rows,
+                          const AttentionShape& s) {
   const int64_t H = s.n_head, dh = s.d_head, dl = H * dh, c = s.chunk_size, ho = h * dh;
   const int64_t pad = n_rows - n_pos, j0 = blk.j0, width = blk.width;
   for (int64_t i = 0; i < g.rows; ++i) {
@@ -249,10 +251,10 @@ void fused_block_backward(float* probs, float* dprobs, float* dqt, float* dkhat,
     if (n == 0) continue;
     const int64_t m0 = pad + n_pos - 1 - g.top(s, i) + j0;  // first positional row of slot j0
     if (dqt)
-      cpu::fused_chunk_dq(c, n, dh, dprobs + i * width, width, kb + j0 * dl, dl,
+      cpu::fused_chunk_dq(lanes, c, n, dh, dprobs + i * width, width, kb + j0 * dl, dl,
                           pos_ext + m0 * dl + ho, dl, dqt + i * dl, dl);
     if (dkhat || dpos_ext)
-      cpu::fused_chunk_dkdp(c, n, dh, dprobs + i * width, width, qt + i * dl, dl,
+      cpu::fused_chunk_dkdp(lanes, c, n, dh, dprobs + i * width, width, qt + i * dl, dl,
                             dkhat ? dkhat + (b * n_slots + j0) * dl + ho : nullptr, dl,
                             dpos_ext ? dpos_ext + m0 * dl + ho : nullptr, dl);
   }
@@ -268,7 +270,8 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
   const Tensor pos_reversed = reversed_pos(pos, n_pos, s);
   const int64_t pad = pos_reversed.dim(0) - n_pos;
   const T* pos_rev = pos_reversed.data<T>() + pad * dl;  // row k: id n_pos - 1 - k
-  const bool fused = std::is_same_v<T, float> && cpu::chunk_attention_runs_fused(dtype_of<T>());
+  const std::optional<cpu::FusedLanes> lanes = cpu::chunk_attention_fused_lanes(dtype_of<T>());
+  const bool fused = lanes.has_value();
   TransposedTables tables;
   if constexpr (std::is_same_v<T, float>)
     if (fused) tables = transposed_tables(khat, pos_reversed, n_slots, n_pos, s);
@@ -298,8 +301,8 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
             const SlotBlock blk(g, j0, n_pos);
             if constexpr (std::is_same_v<T, float>) {
               if (fused)
-                fused_block_scores(scores.get(), qt, tables.khat(b, h, s), tables.pos(h, s), tables,
-                                   g, blk, n_pos, s);
+                fused_block_scores(*lanes, scores.get(), qt, tables.khat(b, h, s), tables.pos(h, s),
+                                   tables, g, blk, n_pos, s);
             }
             if (!fused)
               chunk_block_scores(scores.get(), qpos.get(), qt, kb, pos_rev + ho, g, blk, n_pos, s);
@@ -346,7 +349,8 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
   const int64_t pad = pos_reversed.dim(0) - n_pos, n_rows = pos_reversed.dim(0);
   const T* pos_ext = pos_reversed.data<T>();  // row m: id pad + n_pos - 1 - m, clamped
   const T* pos_rev = pos_ext + pad * dl;      // row k: id n_pos - 1 - k
-  const bool fused = std::is_same_v<T, float> && cpu::chunk_attention_runs_fused(dtype_of<T>());
+  const std::optional<cpu::FusedLanes> lanes = cpu::chunk_attention_fused_lanes(dtype_of<T>());
+  const bool fused = lanes.has_value();
   TransposedTables tables;
   if constexpr (std::is_same_v<T, float>)
     if (fused) tables = transposed_tables(khat, pos_reversed, n_slots, n_pos, s);
@@ -381,13 +385,13 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
             const int w = static_cast<int>(blk.width), ids = static_cast<int>(blk.n_ids);
             if constexpr (std::is_same_v<T, float>) {
               if (fused) {
-                fused_block_scores(probs.get(), qt, tables.khat(b, h, s), tables.pos(h, s), tables,
-                                   g, blk, n_pos, s);
+                fused_block_scores(*lanes, probs.get(), qt, tables.khat(b, h, s), tables.pos(h, s),
+                                   tables, g, blk, n_pos, s);
                 cpu::gemm_tile(false, true, rows, w, idh, T(1), go, idl, vb + j0 * dl, idl, T(0),
                                dprobs.get(), w);
-                fused_block_backward(probs.get(), dprobs.get(), dqt, dkhat, dvhat, dpos_ext, qt, go,
-                                     kb, pos_ext, lse, delta, g, blk, b, h, n_slots, n_pos, n_rows,
-                                     s);
+                fused_block_backward(*lanes, probs.get(), dprobs.get(), dqt, dkhat, dvhat, dpos_ext,
+                                     qt, go, kb, pos_ext, lse, delta, g, blk, b, h, n_slots, n_pos,
+                                     n_rows, s);
                 continue;
               }
             }

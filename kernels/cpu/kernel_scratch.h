@@ -31,13 +31,19 @@ inline std::vector<int64_t> chunk_reversed_pos(int64_t n_pos, const AttentionSha
 }
 
 // The fused compressed-attention path (float32 on AVX-512, chunk_fused_kernels.h) also reads
-// khat [B, n_slots, H d_h] and the reversed pos transposed per head: [B, H, d_h, n_slots] and
-// [H, d_h, rows of chunk_reversed_pos].
+// khat [B, n_slots, H d_h] and the reversed pos transposed per head: [B, H, d_h, >= n_slots] and
+// [H, d_h, >= rows of chunk_reversed_pos].
+// Their rows are padded to an odd number of 64-byte lines: the kernel reads a column of d_h rows,
+// and at a power-of-two stride those rows would share a few cache sets and evict each other.
+inline int64_t chunk_transposed_row(int64_t columns) {
+  const int64_t lines = (columns + 15) / 16;
+  return 16 * (lines % 2 == 0 ? lines + 1 : lines);
+}
 inline std::vector<int64_t> chunk_transposed_khat(int64_t n_slots, const AttentionShape& s) {
-  return {s.batch, s.n_head, s.d_head, n_slots};
+  return {s.batch, s.n_head, s.d_head, chunk_transposed_row(n_slots)};
 }
 inline std::vector<int64_t> chunk_transposed_pos(int64_t n_pos, const AttentionShape& s) {
-  return {s.n_head, s.d_head, chunk_reversed_pos(n_pos, s)[0]};
+  return {s.n_head, s.d_head, chunk_transposed_row(chunk_reversed_pos(n_pos, s)[0])};
 }
 
 // Rows per block of the float32 LayerNorm backward's dgamma/dbeta sums, and the sums' shape

@@ -174,11 +174,13 @@ struct NamedPath {
   const char* name;
   cpu::ChunkAttentionPath path;
 };
-// The float32 paths this CPU runs (the fused one needs AVX-512).
+// The float32 paths this CPU runs (the fused one on each instruction set it has).
 std::vector<NamedPath> float_paths() {
   std::vector<NamedPath> paths = {{"gemm", cpu::ChunkAttentionPath::gemm}};
-  if (cpu::chunk_fused_kernels_available())
-    paths.push_back({"fused", cpu::ChunkAttentionPath::fused});
+  for (cpu::FusedLanes lanes : cpu::fused_lanes_available())
+    paths.push_back(lanes == cpu::FusedLanes::avx512
+                        ? NamedPath{"fused avx512", cpu::ChunkAttentionPath::fused_avx512}
+                        : NamedPath{"fused avx2", cpu::ChunkAttentionPath::fused_avx2});
   return paths;
 }
 
