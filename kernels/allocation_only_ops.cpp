@@ -1,5 +1,7 @@
 #include "kernels/allocation_only_ops.h"
 
+#include <omp.h>
+
 #include "kernels/cpu/chunk_fused_kernels.h"
 #include "kernels/cpu/kernel_scratch.h"
 
@@ -110,9 +112,9 @@ void AllocationOnlyOps::chunk_attention_forward(Tensor& out, Tensor& lse, const 
                                                 const Tensor& pos, const AttentionShape& s) {
   Tensor pos_reversed = Tensor::empty(cpu::scratch::chunk_reversed_pos(pos.dim(0), s), q.dtype());
   Tensor khat_t, pos_t;
-  if (cpu::chunk_attention_runs_fused(q.dtype())) {
-    khat_t = Tensor::empty(cpu::scratch::chunk_transposed_khat(khat.dim(1), s), q.dtype());
-    pos_t = Tensor::empty(cpu::scratch::chunk_transposed_pos(pos.dim(0), s), q.dtype());
+  if (cpu::chunk_attention_runs_fused(q.dtype())) {  // one head at a time
+    khat_t = Tensor::empty(cpu::scratch::chunk_transposed_khat(khat.dim(1), 1, s), q.dtype());
+    pos_t = Tensor::empty(cpu::scratch::chunk_transposed_pos(pos.dim(0), 1, s), q.dtype());
   }
 }
 void AllocationOnlyOps::chunk_attention_backward(Tensor& dq, Tensor& dkhat, Tensor& dvhat,
@@ -123,9 +125,10 @@ void AllocationOnlyOps::chunk_attention_backward(Tensor& dq, Tensor& dkhat, Tens
                                                  const AttentionShape& s) {
   Tensor pos_reversed = Tensor::empty(cpu::scratch::chunk_reversed_pos(pos.dim(0), s), q.dtype());
   Tensor khat_t, pos_t;
-  if (cpu::chunk_attention_runs_fused(q.dtype())) {
-    khat_t = Tensor::empty(cpu::scratch::chunk_transposed_khat(khat.dim(1), s), q.dtype());
-    pos_t = Tensor::empty(cpu::scratch::chunk_transposed_pos(pos.dim(0), s), q.dtype());
+  if (cpu::chunk_attention_runs_fused(q.dtype())) {  // one head per thread
+    const int64_t threads = omp_get_max_threads();
+    khat_t = Tensor::empty(cpu::scratch::chunk_transposed_khat(khat.dim(1), threads, s), q.dtype());
+    pos_t = Tensor::empty(cpu::scratch::chunk_transposed_pos(pos.dim(0), threads, s), q.dtype());
   }
   Tensor dpos_reversed;
   if (dpos.defined())

@@ -10,6 +10,8 @@
 // the backward takes the merged lse and delta, recomputes the scores and accumulates. Memory is
 // a few blocks of one query tile's scores per thread (kTileRows x kSlotBlock each, whatever T
 // is); the backward's threads split the heads so gradient writes never race.
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -167,57 +169,49 @@ Tensor reversed_pos(const T* pos, int64_t n_pos, const AttentionShape& s) {
   return out;
 }
 
-// The fused path's transposed tables (kernel_scratch.h): khat per batch and head as [d_h][slot],
-// and the extended reversed pos per head as [d_h][row], so the scores kernel reads along slots.
+// The fused path's transposed tables (kernel_scratch.h) for `heads_at_once` heads: slot i holds
+// one head's khat as [d_h][slot] and its extended reversed pos as [d_h][row], so the scores
+// kernel reads along slots. Rows are padded; the padding is never read.
 struct TransposedTables {
   Tensor khat_t, pos_t;
-  int64_t ld_khat = 0, ld_pos = 0;  // row lengths (padded, kernel_scratch.h)
-  const float* khat(int64_t b, int64_t h, const AttentionShape& s) const {
-    return khat_t.data<float>() + (b * s.n_head + h) * s.d_head * ld_khat;
-  }
-  const float* pos(int64_t h, const AttentionShape& s) const {
-    return pos_t.data<float>() + h * s.d_head * ld_pos;
-  }
+  int64_t ld_khat = 0, ld_pos = 0;
+  TransposedTables() = default;
+  TransposedTables(int64_t heads_at_once, int64_t n_slots, int64_t n_pos, const AttentionShape& s)
+      : khat_t(Tensor::empty(cpu::scratch::chunk_transposed_khat(n_slots, heads_at_once, s),
+                             DType::f32)),
+        pos_t(
+            Tensor::empty(cpu::scratch::chunk_transposed_pos(n_pos, heads_at_once, s), DType::f32)),
+        ld_khat(khat_t.dim(2)),
+        ld_pos(pos_t.dim(2)) {}
+  float* khat(int64_t slot) { return khat_t.data<float>() + slot * khat_t.dim(1) * ld_khat; }
+  float* pos(int64_t slot) { return pos_t.data<float>() + slot * pos_t.dim(1) * ld_pos; }
 };
 
-TransposedTables transposed_tables(const float* khat, const Tensor& pos_reversed, int64_t n_slots,
-                                   int64_t n_pos, const AttentionShape& s) {
-  TransposedTables t;
-  t.khat_t = Tensor::empty(cpu::scratch::chunk_transposed_khat(n_slots, s), DType::f32);
-  t.pos_t = Tensor::empty(cpu::scratch::chunk_transposed_pos(n_pos, s), DType::f32);
-  t.ld_khat = t.khat_t.dim(3);
-  t.ld_pos = t.pos_t.dim(2);
-  const int64_t H = s.n_head, dh = s.d_head, dl = H * dh, n_rows = pos_reversed.dim(0);
-  float* kt = t.khat_t.data<float>();
-  float* pt = t.pos_t.data<float>();
-  const float* pr = pos_reversed.data<float>();
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < s.batch + 1; ++b)
-    for (int64_t h = 0; h < H; ++h) {
-      // b == batch: the positional table (shared by the batch). The rows' padding is never read.
-      const bool is_pos = b == s.batch;
-      const int64_t n = is_pos ? n_rows : n_slots, ld = is_pos ? t.ld_pos : t.ld_khat;
-      const float* src = is_pos ? pr + h * dh : khat + b * n_slots * dl + h * dh;
-      float* dst = is_pos ? pt + h * dh * ld : kt + (b * H + h) * dh * ld;
-      for (int64_t j = 0; j < n; ++j)
-        for (int64_t e = 0; e < dh; ++e) dst[e * ld + j] = src[j * dl + e];
-    }
-  return t;
+// dst[e * ld + j] = src[j * ld_src + e] for j < n, e < dh: one head's rows, transposed. Split over
+// the threads when `parallel` (called outside a parallel region), else on the calling thread.
+void transpose_head(float* dst, int64_t ld, const float* src, int64_t ld_src, int64_t n, int64_t dh,
+                    bool parallel) {
+  constexpr int64_t kRows = 64;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t j0 = 0; j0 < n; j0 += kRows)
+    for (int64_t j = j0; j < std::min(n, j0 + kRows); ++j)
+      for (int64_t e = 0; e < dh; ++e) dst[e * ld + j] = src[j * ld_src + e];
 }
 
 // The fused path's scores for one (tile, block): chunk by chunk, q . (khat[j] + pos[id]) with the
 // chunk's positional rows a contiguous run of the extended reversed table (from row m0).
 void fused_block_scores(cpu::FusedLanes lanes, float* scores, const float* qt, const float* kt,
-                        const float* pt, const TransposedTables& tables, const ChunkTileGeometry& g,
-                        const SlotBlock& blk, int64_t n_pos, const AttentionShape& s) {
+                        int64_t ld_khat, const float* pt, int64_t ld_pos,
+                        const ChunkTileGeometry& g, const SlotBlock& blk, int64_t n_pos,
+                        const AttentionShape& s) {
   const int64_t c = s.chunk_size, dl = s.n_head * s.d_head;
   const int64_t pad = cpu::scratch::chunk_clamped_ids(n_pos, s);
   for (int64_t i = 0; i < g.rows; i += c) {
     const int64_t n = blk.visible(s, g, i);
     if (n == 0) continue;
     const int64_t m0 = pad + n_pos - 1 - g.top(s, i) + blk.j0;
-    cpu::fused_chunk_scores(lanes, c, n, s.d_head, qt + i * dl, dl, kt + blk.j0, tables.ld_khat,
-                            pt + m0, tables.ld_pos, scores + i * blk.width, blk.width);
+    cpu::fused_chunk_scores(lanes, c, n, s.d_head, qt + i * dl, dl, kt + blk.j0, ld_khat, pt + m0,
+                            ld_pos, scores + i * blk.width, blk.width);
   }
 }
 
@@ -272,69 +266,83 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
   const T* pos_rev = pos_reversed.data<T>() + pad * dl;  // row k: id n_pos - 1 - k
   const std::optional<cpu::FusedLanes> lanes = cpu::chunk_attention_fused_lanes(dtype_of<T>());
   const bool fused = lanes.has_value();
+  // The fused path takes one (batch, head) at a time, its tiles over the threads, so one head's
+  // transposed tables serve them all; the GEMM path spreads every (batch, head, tile).
   TransposedTables tables;
-  if constexpr (std::is_same_v<T, float>)
-    if (fused) tables = transposed_tables(khat, pos_reversed, n_slots, n_pos, s);
+  if (fused) tables = TransposedTables(1, n_slots, n_pos, s);
+  const int64_t passes = fused ? B * H : 1;
+  for (int64_t pass = 0; pass < passes; ++pass) {
+    const int64_t b_lo = fused ? pass / H : 0, b_hi = fused ? b_lo + 1 : B;
+    const int64_t h_lo = fused ? pass % H : 0, h_hi = fused ? h_lo + 1 : H;
+    if constexpr (std::is_same_v<T, float>)
+      if (fused) {
+        transpose_head(tables.khat(0), tables.ld_khat, khat + b_lo * n_slots * dl + h_lo * dh, dl,
+                       n_slots, dh, true);
+        transpose_head(tables.pos(0), tables.ld_pos, pos_reversed.data<float>() + h_lo * dh, dl,
+                       pos_reversed.dim(0), dh, true);
+      }
 #pragma omp parallel
-  {
-    // Scratch is written before it is read, so it is left uninitialised.
-    std::unique_ptr<T[]> scores(new T[static_cast<size_t>(tiling.max_rows * kSlotBlock)]);
-    std::unique_ptr<T[]> qpos(new T[static_cast<size_t>(tiling.max_rows * tiling.max_ids(s))]);
-    std::vector<T> row_max(static_cast<size_t>(tiling.max_rows));
-    std::vector<double> row_sum(static_cast<size_t>(tiling.max_rows));
+    {
+      // Scratch is written before it is read, so it is left uninitialised.
+      std::unique_ptr<T[]> scores(new T[static_cast<size_t>(tiling.max_rows * kSlotBlock)]);
+      std::unique_ptr<T[]> qpos(new T[static_cast<size_t>(tiling.max_rows * tiling.max_ids(s))]);
+      std::vector<T> row_max(static_cast<size_t>(tiling.max_rows));
+      std::vector<double> row_sum(static_cast<size_t>(tiling.max_rows));
 #pragma omp for collapse(3) schedule(dynamic)
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t k = 0; k < tiling.n_tiles; ++k) {
-          const int64_t ho = h * dh;
-          const ChunkTileGeometry g(s, tiling, k, n_slots);
-          const T* qt = q + (b * Tn + g.t0) * dl + ho;
-          const T* kb = khat + b * n_slots * dl + ho;
-          const T* vb = vhat + b * n_slots * dl + ho;
-          T* o = out + (b * Tn + g.t0) * dl + ho;
-          T* l = lse + (b * H + h) * Tn + g.t0;
-          // o accumulates the unnormalised weighted sum, rescaled when a row's max grows.
-          for (int64_t i = 0; i < g.rows; ++i) std::fill(o + i * dl, o + i * dl + dh, T(0));
-          std::fill(row_max.begin(), row_max.end(), kNegInf);
-          std::fill(row_sum.begin(), row_sum.end(), 0.0);
-          for (int64_t j0 = 0; j0 < g.nv_max; j0 += kSlotBlock) {
-            const SlotBlock blk(g, j0, n_pos);
-            if constexpr (std::is_same_v<T, float>) {
-              if (fused)
-                fused_block_scores(*lanes, scores.get(), qt, tables.khat(b, h, s), tables.pos(h, s),
-                                   tables, g, blk, n_pos, s);
-            }
-            if (!fused)
-              chunk_block_scores(scores.get(), qpos.get(), qt, kb, pos_rev + ho, g, blk, n_pos, s);
-            for (int64_t i = 0; i < g.rows; ++i) {
-              T* row = scores.get() + i * blk.width;
-              const int64_t n = blk.visible(s, g, i);
-              if (n > 0) {
-                const T mx = std::max(row_max[i], cpu::row_max(row, n));
-                if (row_max[i] != mx && row_max[i] != kNegInf) {
-                  const T scale = std::exp(row_max[i] - mx);
-                  row_sum[i] *= scale;
-                  for (int64_t e = 0; e < dh; ++e) o[i * dl + e] *= scale;
-                }
-                row_max[i] = mx;
-                row_sum[i] += cpu::exp_shifted(row, n, mx);
+      for (int64_t b = b_lo; b < b_hi; ++b)
+        for (int64_t h = h_lo; h < h_hi; ++h)
+          for (int64_t k = 0; k < tiling.n_tiles; ++k) {
+            const int64_t ho = h * dh;
+            const ChunkTileGeometry g(s, tiling, k, n_slots);
+            const T* qt = q + (b * Tn + g.t0) * dl + ho;
+            const T* kb = khat + b * n_slots * dl + ho;
+            const T* vb = vhat + b * n_slots * dl + ho;
+            T* o = out + (b * Tn + g.t0) * dl + ho;
+            T* l = lse + (b * H + h) * Tn + g.t0;
+            // o accumulates the unnormalised weighted sum, rescaled when a row's max grows.
+            for (int64_t i = 0; i < g.rows; ++i) std::fill(o + i * dl, o + i * dl + dh, T(0));
+            std::fill(row_max.begin(), row_max.end(), kNegInf);
+            std::fill(row_sum.begin(), row_sum.end(), 0.0);
+            for (int64_t j0 = 0; j0 < g.nv_max; j0 += kSlotBlock) {
+              const SlotBlock blk(g, j0, n_pos);
+              if constexpr (std::is_same_v<T, float>) {
+                if (fused)
+                  fused_block_scores(*lanes, scores.get(), qt, tables.khat(0), tables.ld_khat,
+                                     tables.pos(0), tables.ld_pos, g, blk, n_pos, s);
               }
-              std::fill(row + n, row + blk.width, T(0));
+              if (!fused)
+                chunk_block_scores(scores.get(), qpos.get(), qt, kb, pos_rev + ho, g, blk, n_pos,
+                                   s);
+              for (int64_t i = 0; i < g.rows; ++i) {
+                T* row = scores.get() + i * blk.width;
+                const int64_t n = blk.visible(s, g, i);
+                if (n > 0) {
+                  const T mx = std::max(row_max[i], cpu::row_max(row, n));
+                  if (row_max[i] != mx && row_max[i] != kNegInf) {
+                    const T scale = std::exp(row_max[i] - mx);
+                    row_sum[i] *= scale;
+                    for (int64_t e = 0; e < dh; ++e) o[i * dl + e] *= scale;
+                  }
+                  row_max[i] = mx;
+                  row_sum[i] += cpu::exp_shifted(row, n, mx);
+                }
+                std::fill(row + n, row + blk.width, T(0));
+              }
+              cpu::gemm_tile(false, false, static_cast<int>(g.rows), idh,
+                             static_cast<int>(blk.width), T(1), scores.get(),
+                             static_cast<int>(blk.width), vb + j0 * dl, idl, T(1), o, idl);
             }
-            cpu::gemm_tile(false, false, static_cast<int>(g.rows), idh, static_cast<int>(blk.width),
-                           T(1), scores.get(), static_cast<int>(blk.width), vb + j0 * dl, idl, T(1),
-                           o, idl);
-          }
-          for (int64_t i = 0; i < g.rows; ++i) {
-            if (row_sum[i] == 0) {  // no visible slot
-              l[i] = kNegInf;
-              continue;
+            for (int64_t i = 0; i < g.rows; ++i) {
+              if (row_sum[i] == 0) {  // no visible slot
+                l[i] = kNegInf;
+                continue;
+              }
+              const T inv = static_cast<T>(1.0 / row_sum[i]);
+              for (int64_t e = 0; e < dh; ++e) o[i * dl + e] *= inv;
+              l[i] = static_cast<T>(row_max[i] + std::log(row_sum[i]));
             }
-            const T inv = static_cast<T>(1.0 / row_sum[i]);
-            for (int64_t e = 0; e < dh; ++e) o[i * dl + e] *= inv;
-            l[i] = static_cast<T>(row_max[i] + std::log(row_sum[i]));
           }
-        }
+    }
   }
 }
 
@@ -351,9 +359,9 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
   const T* pos_rev = pos_ext + pad * dl;      // row k: id n_pos - 1 - k
   const std::optional<cpu::FusedLanes> lanes = cpu::chunk_attention_fused_lanes(dtype_of<T>());
   const bool fused = lanes.has_value();
+  // Threads own heads; each transposes its current head into its own slot of the tables.
   TransposedTables tables;
-  if constexpr (std::is_same_v<T, float>)
-    if (fused) tables = transposed_tables(khat, pos_reversed, n_slots, n_pos, s);
+  if (fused) tables = TransposedTables(omp_get_max_threads(), n_slots, n_pos, s);
   // The gradient of the extended reversed pos, added to dpos (rows reversed back, the clamped
   // rows onto the last) at the end.
   Tensor dpos_reversed;
@@ -368,9 +376,17 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
                  pos_size = static_cast<size_t>(tiling.max_rows * tiling.max_ids(s));
     std::unique_ptr<T[]> probs(new T[score_size]), dprobs(new T[score_size]);
     std::unique_ptr<T[]> qpos(new T[pos_size]), dqpos(new T[pos_size]);
+    const int slot = omp_get_thread_num();
 #pragma omp for schedule(dynamic)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      if constexpr (std::is_same_v<T, float>)
+        if (fused)
+          transpose_head(tables.pos(slot), tables.ld_pos, pos_ext + h * dh, dl, n_rows, dh, false);
+      for (int64_t b = 0; b < B; ++b) {
+        if constexpr (std::is_same_v<T, float>)
+          if (fused)
+            transpose_head(tables.khat(slot), tables.ld_khat, khat + b * n_slots * dl + h * dh, dl,
+                           n_slots, dh, false);
         for (int64_t k = 0; k < tiling.n_tiles; ++k) {
           const int64_t ho = h * dh;
           const ChunkTileGeometry g(s, tiling, k, n_slots);
@@ -385,8 +401,8 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
             const int w = static_cast<int>(blk.width), ids = static_cast<int>(blk.n_ids);
             if constexpr (std::is_same_v<T, float>) {
               if (fused) {
-                fused_block_scores(*lanes, probs.get(), qt, tables.khat(b, h, s), tables.pos(h, s),
-                                   tables, g, blk, n_pos, s);
+                fused_block_scores(*lanes, probs.get(), qt, tables.khat(slot), tables.ld_khat,
+                                   tables.pos(slot), tables.ld_pos, g, blk, n_pos, s);
                 cpu::gemm_tile(false, true, rows, w, idh, T(1), go, idl, vb + j0 * dl, idl, T(0),
                                dprobs.get(), w);
                 fused_block_backward(*lanes, probs.get(), dprobs.get(), dqt, dkhat, dvhat, dpos_ext,
@@ -444,6 +460,8 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
                              dpos_rev + (blk.reversed_first(n_pos) * dl + ho), idl);
           }
         }
+      }
+    }
   }
   if (dpos) {
 #pragma omp parallel for schedule(static)

@@ -30,20 +30,23 @@ inline std::vector<int64_t> chunk_reversed_pos(int64_t n_pos, const AttentionSha
   return {chunk_clamped_ids(n_pos, s) + n_pos, s.n_head * s.d_head};
 }
 
-// The fused compressed-attention path (float32 on AVX-512, chunk_fused_kernels.h) also reads
-// khat [B, n_slots, H d_h] and the reversed pos transposed per head: [B, H, d_h, >= n_slots] and
-// [H, d_h, >= rows of chunk_reversed_pos].
+// The fused compressed-attention path (float32 on AVX-512 or AVX2, chunk_fused_kernels.h) also
+// reads one head's khat [n_slots, d_h] and reversed pos transposed, [d_h][>= n_slots] and
+// [d_h][>= rows of chunk_reversed_pos], for `heads_at_once` heads: 1 in the forward (one head at a
+// time, its tiles over the threads), one per thread in the backward (threads own heads).
 // Their rows are padded to an odd number of 64-byte lines: the kernel reads a column of d_h rows,
 // and at a power-of-two stride those rows would share a few cache sets and evict each other.
 inline int64_t chunk_transposed_row(int64_t columns) {
   const int64_t lines = (columns + 15) / 16;
   return 16 * (lines % 2 == 0 ? lines + 1 : lines);
 }
-inline std::vector<int64_t> chunk_transposed_khat(int64_t n_slots, const AttentionShape& s) {
-  return {s.batch, s.n_head, s.d_head, chunk_transposed_row(n_slots)};
+inline std::vector<int64_t> chunk_transposed_khat(int64_t n_slots, int64_t heads_at_once,
+                                                  const AttentionShape& s) {
+  return {heads_at_once, s.d_head, chunk_transposed_row(n_slots)};
 }
-inline std::vector<int64_t> chunk_transposed_pos(int64_t n_pos, const AttentionShape& s) {
-  return {s.n_head, s.d_head, chunk_transposed_row(chunk_reversed_pos(n_pos, s)[0])};
+inline std::vector<int64_t> chunk_transposed_pos(int64_t n_pos, int64_t heads_at_once,
+                                                 const AttentionShape& s) {
+  return {heads_at_once, s.d_head, chunk_transposed_row(chunk_reversed_pos(n_pos, s)[0])};
 }
 
 // Rows per block of the float32 LayerNorm backward's dgamma/dbeta sums, and the sums' shape
