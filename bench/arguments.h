@@ -57,23 +57,19 @@ class Arguments {
     const std::string word = argv_[++i_];
     using cpu::ChunkAttentionPath;
     using cpu::FusedLanes;
-    const auto lanes = cpu::fused_lanes_available();
-    const auto has = [&](FusedLanes l) {
-      for (FusedLanes a : lanes)
-        if (a == l) return true;
-      return false;
-    };
     if (word == "auto")
       cpu::set_chunk_attention_path(ChunkAttentionPath::automatic);
     else if (word == "gemm")
       cpu::set_chunk_attention_path(ChunkAttentionPath::gemm);
-    else if (word == "avx2" && has(FusedLanes::avx2))
-      cpu::set_chunk_attention_path(ChunkAttentionPath::fused_avx2);
-    else if (word == "avx512" && has(FusedLanes::avx512))
-      cpu::set_chunk_attention_path(ChunkAttentionPath::fused_avx512);
-    else if (word == "avx2" || word == "avx512")
-      fail(flag_ + " " + word + ": this CPU does not have those lanes");
-    else
+    else if (word == "avx2" || word == "avx512") {
+      const bool wide = word == "avx512";
+      cpu::set_chunk_attention_path(wide ? ChunkAttentionPath::fused_avx512
+                                         : ChunkAttentionPath::fused_avx2);
+      // A lane set the CPU lacks falls back to the automatic choice: refuse it instead.
+      if (cpu::chunk_attention_fused_lanes(DType::f32) !=
+          (wide ? FusedLanes::avx512 : FusedLanes::avx2))
+        fail(flag_ + " " + word + ": this CPU does not have those lanes");
+    } else
       fail(flag_ + " takes auto, gemm, avx2 or avx512, not '" + word + "'");
     return true;
   }

@@ -203,9 +203,8 @@ void transpose_head(float* dst, int64_t ld, const float* src, int64_t ld_src, in
 void fused_block_scores(cpu::FusedLanes lanes, float* scores, const float* qt, const float* kt,
                         int64_t ld_khat, const float* pt, int64_t ld_pos,
                         const ChunkTileGeometry& g, const SlotBlock& blk, int64_t n_pos,
-                        const AttentionShape& s) {
+                        int64_t pad, const AttentionShape& s) {
   const int64_t c = s.chunk_size, dl = s.n_head * s.d_head;
-  const int64_t pad = cpu::scratch::chunk_clamped_ids(n_pos, s);
   for (int64_t i = 0; i < g.rows; i += c) {
     const int64_t n = blk.visible(s, g, i);
     if (n == 0) continue;
@@ -222,10 +221,10 @@ void fused_block_backward(cpu::FusedLanes lanes, float* probs, float* dprobs, fl
                           float* dkhat, float* dvhat, float* dpos_ext, const float* qt,
                           const float* go, const float* kb, const float* pos_ext, const float* lse,
                           const float* delta, const ChunkTileGeometry& g, const SlotBlock& blk,
-                          int64_t b, int64_t h, int64_t n_slots, int64_t n_pos, int64_t n_rows,
+                          int64_t b, int64_t h, int64_t n_slots, int64_t n_pos, int64_t pad,
                           const AttentionShape& s) {
   const int64_t H = s.n_head, dh = s.d_head, dl = H * dh, c = s.chunk_size, ho = h * dh;
-  const int64_t pad = n_rows - n_pos, j0 = blk.j0, width = blk.width;
+  const int64_t j0 = blk.j0, width = blk.width;
   for (int64_t i = 0; i < g.rows; ++i) {
     const int64_t li = (b * H + h) * s.tokens + g.t0 + i;
     const int64_t n = blk.visible(s, g, i);
@@ -266,26 +265,29 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
   const T* pos_rev = pos_reversed.data<T>() + pad * dl;  // row k: id n_pos - 1 - k
   const std::optional<cpu::FusedLanes> lanes = cpu::chunk_attention_fused_lanes(dtype_of<T>());
   const bool fused = lanes.has_value();
-  // The fused path takes one (batch, head) at a time, its tiles over the threads, so one head's
+  // The fused path takes one (head, batch) at a time, its tiles over the threads, so one head's
   // transposed tables serve them all; the GEMM path spreads every (batch, head, tile).
   TransposedTables tables;
   if (fused) tables = TransposedTables(1, n_slots, n_pos, s);
   const int64_t passes = fused ? B * H : 1;
   for (int64_t pass = 0; pass < passes; ++pass) {
-    const int64_t b_lo = fused ? pass / H : 0, b_hi = fused ? b_lo + 1 : B;
-    const int64_t h_lo = fused ? pass % H : 0, h_hi = fused ? h_lo + 1 : H;
+    const int64_t h_lo = fused ? pass / B : 0, h_hi = fused ? h_lo + 1 : H;
+    const int64_t b_lo = fused ? pass % B : 0, b_hi = fused ? b_lo + 1 : B;
     if constexpr (std::is_same_v<T, float>)
       if (fused) {
+        if (b_lo == 0)  // pos is the batch's
+          transpose_head(tables.pos(0), tables.ld_pos, pos_reversed.data<float>() + h_lo * dh, dl,
+                         pos_reversed.dim(0), dh, true);
         transpose_head(tables.khat(0), tables.ld_khat, khat + b_lo * n_slots * dl + h_lo * dh, dl,
                        n_slots, dh, true);
-        transpose_head(tables.pos(0), tables.ld_pos, pos_reversed.data<float>() + h_lo * dh, dl,
-                       pos_reversed.dim(0), dh, true);
       }
 #pragma omp parallel
     {
       // Scratch is written before it is read, so it is left uninitialised.
       std::unique_ptr<T[]> scores(new T[static_cast<size_t>(tiling.max_rows * kSlotBlock)]);
-      std::unique_ptr<T[]> qpos(new T[static_cast<size_t>(tiling.max_rows * tiling.max_ids(s))]);
+      // The GEMM path's positional scores (the fused path forms the key sums in registers).
+      std::unique_ptr<T[]> qpos(
+          fused ? nullptr : new T[static_cast<size_t>(tiling.max_rows * tiling.max_ids(s))]);
       std::vector<T> row_max(static_cast<size_t>(tiling.max_rows));
       std::vector<double> row_sum(static_cast<size_t>(tiling.max_rows));
 #pragma omp for collapse(3) schedule(dynamic)
@@ -308,7 +310,7 @@ void chunk_forward(T* out, T* lse, const T* q, const T* khat, const T* vhat, con
               if constexpr (std::is_same_v<T, float>) {
                 if (fused)
                   fused_block_scores(*lanes, scores.get(), qt, tables.khat(0), tables.ld_khat,
-                                     tables.pos(0), tables.ld_pos, g, blk, n_pos, s);
+                                     tables.pos(0), tables.ld_pos, g, blk, n_pos, pad, s);
               }
               if (!fused)
                 chunk_block_scores(scores.get(), qpos.get(), qt, kb, pos_rev + ho, g, blk, n_pos,
@@ -354,7 +356,7 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
   const ChunkTiling tiling(s);
   const int idh = static_cast<int>(dh), idl = static_cast<int>(dl);
   const Tensor pos_reversed = reversed_pos(pos, n_pos, s);
-  const int64_t pad = pos_reversed.dim(0) - n_pos, n_rows = pos_reversed.dim(0);
+  const int64_t n_rows = pos_reversed.dim(0), pad = n_rows - n_pos;
   const T* pos_ext = pos_reversed.data<T>();  // row m: id pad + n_pos - 1 - m, clamped
   const T* pos_rev = pos_ext + pad * dl;      // row k: id n_pos - 1 - k
   const std::optional<cpu::FusedLanes> lanes = cpu::chunk_attention_fused_lanes(dtype_of<T>());
@@ -375,7 +377,9 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
     const size_t score_size = static_cast<size_t>(tiling.max_rows * kSlotBlock),
                  pos_size = static_cast<size_t>(tiling.max_rows * tiling.max_ids(s));
     std::unique_ptr<T[]> probs(new T[score_size]), dprobs(new T[score_size]);
-    std::unique_ptr<T[]> qpos(new T[pos_size]), dqpos(new T[pos_size]);
+    // The GEMM path's positional scores and their gradient.
+    std::unique_ptr<T[]> qpos(fused ? nullptr : new T[pos_size]),
+        dqpos(fused ? nullptr : new T[pos_size]);
     const int slot = omp_get_thread_num();
 #pragma omp for schedule(dynamic)
     for (int64_t h = 0; h < H; ++h) {
@@ -402,12 +406,12 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
             if constexpr (std::is_same_v<T, float>) {
               if (fused) {
                 fused_block_scores(*lanes, probs.get(), qt, tables.khat(slot), tables.ld_khat,
-                                   tables.pos(slot), tables.ld_pos, g, blk, n_pos, s);
+                                   tables.pos(slot), tables.ld_pos, g, blk, n_pos, pad, s);
                 cpu::gemm_tile(false, true, rows, w, idh, T(1), go, idl, vb + j0 * dl, idl, T(0),
                                dprobs.get(), w);
                 fused_block_backward(*lanes, probs.get(), dprobs.get(), dqt, dkhat, dvhat, dpos_ext,
                                      qt, go, kb, pos_ext, lse, delta, g, blk, b, h, n_slots, n_pos,
-                                     n_rows, s);
+                                     pad, s);
                 continue;
               }
             }
@@ -469,10 +473,10 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
       const T* src = dpos_rev + k * dl;
       T* dst = dpos + (n_pos - 1 - k) * dl;
       for (int64_t e = 0; e < dl; ++e) dst[e] += src[e];
-      if (k == 0)  // the clamped ids' rows (the fused path's) go to the last row of pos
-        for (int64_t m = 0; m < pad; ++m)
-          for (int64_t e = 0; e < dl; ++e) dst[e] += dpos_ext[m * dl + e];
     }
+    // The clamped ids' rows (written by the fused path only) belong to the last row of pos.
+    for (int64_t m = 0; m < pad; ++m)
+      for (int64_t e = 0; e < dl; ++e) dpos[(n_pos - 1) * dl + e] += dpos_ext[m * dl + e];
   }
 }
 

@@ -118,6 +118,13 @@ Forward run_forward(Ops& ops, const Inputs& in, DType dtype) {
   return f;
 }
 
+// A float64 gradient for the merged output [B, T, H d_h], normally distributed.
+Tensor random_output_gradient(Ops& ops, const AttentionShape& s, std::mt19937_64& rng) {
+  Tensor probe = ops.empty({s.batch, s.tokens, s.n_head * s.d_head}, DType::f64);
+  fill_normal(probe, rng);
+  return probe;
+}
+
 AttentionShape shape(int64_t T, int64_t w, int64_t c, int64_t r, int64_t first_chunk);
 AttentionShape wide_heads(int64_t T, int64_t w, int64_t c, int64_t r, int64_t first_chunk) {
   AttentionShape s = shape(T, w, c, r, first_chunk);
@@ -207,8 +214,7 @@ TEST_P(AttentionParts, Float32ChunkBackwardMatchesFloat64OnEveryPath) {
   Inputs in = make_inputs(*ops, c.s, c.n_slots, c.n_pos, 29);
   const AttentionShape& s = in.s;
   std::mt19937_64 rng(7);
-  Tensor probe = ops->empty({s.batch, s.tokens, s.n_head * s.d_head}, DType::f64);
-  fill_normal(probe, rng);
+  Tensor probe = random_output_gradient(*ops, s, rng);
   auto backward = [&](DType dtype, bool with_optional) {
     auto cv = [&](const Tensor& t) { return to_dtype(*ops, t, dtype); };
     Forward f = run_forward(*ops, in, dtype);
@@ -246,8 +252,7 @@ TEST_P(AttentionParts, BackwardMatchesFiniteDifferences) {
   Inputs in = make_inputs(*ops, c.s, c.n_slots, c.n_pos, 23);
   const AttentionShape& s = in.s;
   std::mt19937_64 rng(5);
-  Tensor probe = ops->empty({s.batch, s.tokens, s.n_head * s.d_head}, DType::f64);
-  fill_normal(probe, rng);
+  Tensor probe = random_output_gradient(*ops, s, rng);
   auto loss = [&] { return dot(run_forward(*ops, in, DType::f64).out, probe); };
 
   Forward f = run_forward(*ops, in, DType::f64);

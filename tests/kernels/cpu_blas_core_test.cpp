@@ -25,6 +25,14 @@ std::string field(const std::string& output, const std::string& key) {
   return output.substr(from, output.find('\n', from) - from);
 }
 
+// The helper run with the user's OPENBLAS_CORETYPE set to `core`; it must exit cleanly.
+ProcessResult helper_with_core(const std::string& core) {
+  const ProcessResult r =
+      run_command("env -u TLS_OPENBLAS_CORETYPE_CHOSEN OPENBLAS_CORETYPE=" + core + " " + helper());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return r;
+}
+
 TEST(BlasCore, NamesTheKernelsAndTheFittingCore) {
   EXPECT_FALSE(cpu::blas_core_name().empty());
   EXPECT_NE(cpu::blas_core_description().find(cpu::blas_core_name()), std::string::npos);
@@ -48,9 +56,8 @@ TEST(BlasCore, AProgramStartedWithoutTheVariableGetsFittingKernelsAndKeepsItsArg
 }
 
 TEST(BlasCore, AUsersOwnCoreTypeIsKeptAndReported) {
-  const ProcessResult r =
-      run_command("env -u TLS_OPENBLAS_CORETYPE_CHOSEN OPENBLAS_CORETYPE=Prescott " + helper());
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const ProcessResult r = helper_with_core("Prescott");
+  ASSERT_EQ(r.exit_code, 0);
   EXPECT_EQ(field(r.output, "core"), "Prescott") << r.output;
   const std::string fit = cpu::fitting_blas_core();
   if (fit.empty()) GTEST_SKIP() << "this CPU has neither AVX2 nor AVX-512";
@@ -64,17 +71,15 @@ TEST(BlasCore, AUsersOwnCoreTypeIsKeptAndReported) {
 // user who chose them keeps them.
 TEST(BlasCore, AUsersAvx2CoreOnAnAvx512CpuIsKeptAndReportedNarrower) {
   if (cpu::fitting_blas_core() != "SkylakeX") GTEST_SKIP() << "this CPU has no AVX-512";
-  const ProcessResult r =
-      run_command("env -u TLS_OPENBLAS_CORETYPE_CHOSEN OPENBLAS_CORETYPE=Haswell " + helper());
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const ProcessResult r = helper_with_core("Haswell");
+  ASSERT_EQ(r.exit_code, 0);
   EXPECT_EQ(field(r.output, "core"), "Haswell") << r.output;
   EXPECT_EQ(field(r.output, "narrower"), "1") << r.output;
 }
 
 TEST(BlasCore, Avx512KernelsAreNeverReportedNarrower) {
-  const ProcessResult r =
-      run_command("env -u TLS_OPENBLAS_CORETYPE_CHOSEN OPENBLAS_CORETYPE=SkylakeX " + helper());
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const ProcessResult r = helper_with_core("SkylakeX");
+  ASSERT_EQ(r.exit_code, 0);
   if (field(r.output, "core") != "SkylakeX")
     GTEST_SKIP() << "this OpenBLAS has no SkylakeX kernels: " << field(r.output, "core");
   EXPECT_EQ(field(r.output, "narrower"), "0") << r.output;
