@@ -1,0 +1,648 @@
+// The CUDA emulator's runtime (see README.md): device memory, streams and events, and kernel
+// launches. One emulated device. Work runs synchronously at the call, so stream order holds
+// trivially; what the emulator checks instead is what a GPU run would trip over:
+//  - device memory lives in its own pages, inaccessible to the host outside emulated device
+//    work, with an inaccessible page after each allocation and fresh allocations filled with
+//    0xff bytes (NaN in floating point) instead of zeros;
+//  - a launch's configuration (block and grid limits, dynamic shared memory over 48 KiB only
+//    after cudaFuncSetAttribute), its stream, and pointer arguments outside device memory;
+//  - __syncthreads reached by only part of a block, warp shuffles by only part of a warp.
+// Each CUDA thread of a block is a fiber (ucontext) that runs until it reaches a barrier; the
+// fibers of a block run in alternating forward and reverse order between barriers, so code that
+// reads shared memory another thread writes without a barrier in between sees stale data.
+#include <dlfcn.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "emulator_internal.h"
+#include "include/cuda_runtime.h"
+
+thread_local uint3 threadIdx;
+thread_local uint3 blockIdx;
+thread_local dim3 blockDim;
+thread_local dim3 gridDim;
+
+struct CUstream_st {
+  unsigned flags = 0;
+};
+struct CUevent_st {
+  unsigned flags = 0;
+};
+struct CUmemPoolHandle_st {
+  uint64_t release_threshold = 0;
+};
+
+namespace tls_emu {
+namespace {
+
+constexpr size_t kPage = 4096;
+constexpr size_t kTotalMemory = size_t{80} << 30;  // reported by cudaMemGetInfo
+constexpr int kSharedOptin = 232448;               // H100 / H200: 227 KiB per block
+constexpr size_t kDefaultSharedLimit = 48 * 1024;
+
+struct Allocation {
+  const char* data;
+  char* map_base;
+  size_t map_bytes;  // data pages + the guard page
+  size_t bytes;      // asked for
+};
+
+struct State {
+  std::recursive_mutex mutex;
+  std::map<const char*, Allocation> allocations;  // by data start
+  size_t live_bytes = 0;
+  int access_depth = 0;
+  std::set<CUstream_st*> streams;
+  std::set<CUevent_st*> events;
+  std::map<const void*, int>
+      shared_limits;  // kernel -> cudaFuncAttributeMaxDynamicSharedMemorySize
+  CUmemPoolHandle_st pool;
+};
+
+State& state() {
+  static State* s = new State;  // never destroyed: Storage deleters run during exit
+  return *s;
+}
+
+thread_local cudaError_t g_last_error = cudaSuccess;
+thread_local int g_device = 0;
+
+cudaError_t set_error(cudaError_t e) {
+  if (e != cudaSuccess) g_last_error = e;
+  return e;
+}
+
+size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+void protect_all(int prot) {
+  for (auto& [data, a] : state().allocations)
+    if (mprotect(a.map_base, a.map_bytes - kPage, prot) != 0) {
+      std::perror("cuda emulator: mprotect");
+      std::abort();
+    }
+}
+
+// The allocation containing ptr, or null.
+const Allocation* find(const void* ptr) {
+  auto& allocs = state().allocations;
+  const char* p = static_cast<const char*>(ptr);
+  auto it = allocs.upper_bound(p);
+  if (it == allocs.begin()) return nullptr;
+  --it;
+  return p < it->first + std::max<size_t>(it->second.bytes, 1) ? &it->second : nullptr;
+}
+
+void on_segv(int sig, siginfo_t* info, void*) {
+  char msg[256];
+  const int n = std::snprintf(
+      msg, sizeof msg, "cuda emulator: segmentation fault at %p: %s\n", info->si_addr,
+      state().access_depth > 0 ? "device code or a copy went outside a device allocation"
+                               : "host code touched device memory (or a plain host fault)");
+  if (n > 0) (void)!write(2, msg, static_cast<size_t>(n));
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void install_fault_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigaction(SIGSEGV, &sa, nullptr);
+  });
+}
+
+bool valid_stream(cudaStream_t s) { return s == nullptr || state().streams.count(s) > 0; }
+
+// ---- kernel execution --------------------------------------------------------------------------
+
+enum class FiberState { ready, block_barrier, warp_barrier, done };
+
+struct Fiber {
+  ucontext_t context;
+  FiberState state = FiberState::ready;
+};
+
+constexpr size_t kStackBytes = 256 * 1024;
+
+// Fiber stacks (with a guard page below each), kept for the next block.
+struct StackPool {
+  std::vector<char*> stacks;
+  char* get(size_t i) {
+    while (stacks.size() <= i) {
+      void* m = mmap(nullptr, kStackBytes + kPage, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (m == MAP_FAILED) device_fault("cannot map a fiber stack");
+      mprotect(m, kPage, PROT_NONE);
+      stacks.push_back(static_cast<char*>(m) + kPage);
+    }
+    return stacks[i];
+  }
+};
+
+struct Block {
+  const LaunchConfig* config;
+  void (*body)(void*);
+  void* context;
+  int n_threads = 0;
+  std::vector<Fiber> fibers;
+  std::vector<uint64_t> lanes;  // warp_exchange slots, one per thread
+  ucontext_t scheduler;
+  int current = 0;
+  std::vector<unsigned char> shared;
+};
+
+thread_local Block* g_block = nullptr;
+thread_local StackPool g_stacks;
+
+std::string where(const LaunchConfig& c) {
+  return std::string("the kernel launched at ") + c.where.file_name() + ":" +
+         std::to_string(c.where.line()) + ", block (" + std::to_string(blockIdx.x) + "," +
+         std::to_string(blockIdx.y) + "," + std::to_string(blockIdx.z) + ")";
+}
+
+void set_thread_index(const Block& b, int i) {
+  const unsigned bx = b.config->block.x, by = b.config->block.y;
+  const unsigned u = static_cast<unsigned>(i);
+  threadIdx = {u % bx, (u / bx) % by, u / (bx * by)};
+}
+
+void fiber_main() {
+  Block* b = g_block;
+  b->body(b->context);
+  b->fibers[static_cast<size_t>(b->current)].state = FiberState::done;
+  // uc_link returns to the scheduler
+}
+
+void yield(FiberState s) {
+  Block* b = g_block;
+  Fiber& f = b->fibers[static_cast<size_t>(b->current)];
+  f.state = s;
+  swapcontext(&f.context, &b->scheduler);
+}
+
+void run_block(Block& b) {
+  const int n = b.n_threads;
+  b.fibers.assign(static_cast<size_t>(n), Fiber{});
+  b.lanes.assign(static_cast<size_t>(n), 0);
+  for (int i = 0; i < n; ++i) {
+    Fiber& f = b.fibers[static_cast<size_t>(i)];
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = g_stacks.get(static_cast<size_t>(i));
+    f.context.uc_stack.ss_size = kStackBytes;
+    f.context.uc_link = &b.scheduler;
+    makecontext(&f.context, fiber_main, 0);
+  }
+  const int n_warps = (n + 31) / 32;
+  for (int round = 0;; ++round) {
+    bool ran = false;
+    for (int k = 0; k < n; ++k) {
+      const int i = round % 2 == 0 ? k : n - 1 - k;
+      Fiber& f = b.fibers[static_cast<size_t>(i)];
+      if (f.state != FiberState::ready) continue;
+      b.current = i;
+      set_thread_index(b, i);
+      swapcontext(&b.scheduler, &f.context);
+      ran = true;
+    }
+    int done = 0, at_block = 0, at_warp = 0;
+    for (const Fiber& f : b.fibers) {
+      done += f.state == FiberState::done;
+      at_block += f.state == FiberState::block_barrier;
+      at_warp += f.state == FiberState::warp_barrier;
+    }
+    if (done == n) return;
+    if (ran) continue;
+    // Nobody can run: release the warps whose lanes all wait at a shuffle, else the barrier.
+    bool released = false;
+    for (int w = 0; w < n_warps; ++w) {
+      int waiting = 0, lanes = 0;
+      for (int i = w * 32; i < std::min(n, w * 32 + 32); ++i, ++lanes)
+        waiting += b.fibers[static_cast<size_t>(i)].state == FiberState::warp_barrier;
+      if (waiting == 0) continue;
+      if (waiting != lanes)
+        device_fault("a warp shuffle was reached by " + std::to_string(waiting) + " of the " +
+                     std::to_string(lanes) + " lanes of warp " + std::to_string(w) + " in " +
+                     where(*b.config));
+      for (int i = w * 32; i < w * 32 + lanes; ++i)
+        b.fibers[static_cast<size_t>(i)].state = FiberState::ready;
+      released = true;
+    }
+    if (released) continue;
+    if (at_block + done == n && done == 0) {
+      for (Fiber& f : b.fibers) f.state = FiberState::ready;
+      continue;
+    }
+    device_fault("__syncthreads was reached by " + std::to_string(at_block) + " of " +
+                 std::to_string(n) + " threads (" + std::to_string(done) + " had exited, " +
+                 std::to_string(at_warp) + " wait at a warp shuffle) in " + where(*b.config));
+  }
+}
+
+}  // namespace
+
+// ---- shared with cublas.cpp ---------------------------------------------------------------------
+
+DeviceAccess::DeviceAccess() {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  if (state().access_depth++ == 0) protect_all(PROT_READ | PROT_WRITE);
+}
+
+DeviceAccess::~DeviceAccess() {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  if (--state().access_depth == 0) protect_all(PROT_NONE);
+}
+
+bool is_device_range(const void* ptr, size_t bytes) {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  const Allocation* a = find(ptr);
+  if (!a) return false;
+  return static_cast<const char*>(ptr) + bytes <= a->data + a->bytes;
+}
+
+bool is_device_pointer(const void* ptr) { return is_device_range(ptr, 0); }
+
+void device_fault(const std::string& what) {
+  std::fprintf(stderr, "cuda emulator: %s\n", what.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+// ---- device side
+// ---------------------------------------------------------------------------------
+
+uint64_t warp_exchange(unsigned mask, uint64_t bits, int src_lane) {
+  Block* b = g_block;
+  if (!b) device_fault("a warp shuffle outside a kernel");
+  if (mask != 0xffffffffu) device_fault("warp shuffles with a partial lane mask are not emulated");
+  const int i = b->current, w = i / 32;
+  if (w * 32 + 32 > b->n_threads)
+    device_fault("a full-mask warp shuffle in the partial warp " + std::to_string(w) + " of " +
+                 where(*b->config));
+  b->lanes[static_cast<size_t>(i)] = bits;
+  yield(FiberState::warp_barrier);
+  const uint64_t out = b->lanes[static_cast<size_t>(w * 32 + src_lane)];
+  yield(FiberState::warp_barrier);  // nobody overwrites a slot before every lane has read
+  return out;
+}
+
+unsigned char* dynamic_shared() {
+  if (!g_block) device_fault("dynamic shared memory used outside a kernel");
+  return g_block->shared.data();
+}
+
+cudaError_t set_function_attribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > kSharedOptin)
+    return set_error(cudaErrorInvalidValue);
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  state().shared_limits[func] = value;
+  return cudaSuccess;
+}
+
+void run_grid(const LaunchConfig& c, const void* kernel, void (*body)(void*), void* context,
+              const void* const* pointers, int n_pointers) {
+  install_fault_handler();
+  const dim3 g = c.grid, bl = c.block;
+  const uint64_t threads = uint64_t{bl.x} * bl.y * bl.z;
+  if (threads == 0 || threads > 1024 || bl.x > 1024 || bl.y > 1024 || bl.z > 64 || g.x == 0 ||
+      g.y == 0 || g.z == 0 || g.x > 0x7fffffffu || g.y > 65535 || g.z > 65535) {
+    set_error(cudaErrorInvalidConfiguration);
+    return;
+  }
+  {
+    std::lock_guard<std::recursive_mutex> lock(state().mutex);
+    size_t limit = kDefaultSharedLimit;
+    auto it = state().shared_limits.find(kernel);
+    if (it != state().shared_limits.end()) limit = std::max<size_t>(limit, it->second);
+    if (c.shared_bytes > limit || !valid_stream(c.stream)) {
+      set_error(c.shared_bytes > limit ? cudaErrorInvalidValue : cudaErrorInvalidResourceHandle);
+      return;
+    }
+  }
+  for (int i = 0; i < n_pointers; ++i)
+    if (pointers[i] && !is_device_pointer(pointers[i]))
+      device_fault("argument " + std::to_string(i + 1) + " (a pointer, " +
+                   std::to_string(reinterpret_cast<uintptr_t>(pointers[i])) +
+                   ") of the kernel launched at " + c.where.file_name() + ":" +
+                   std::to_string(c.where.line()) + " is not device memory");
+  if (g_block) device_fault("a kernel launched from device code");
+  DeviceAccess access;
+  Block b;
+  b.config = &c;
+  b.body = body;
+  b.context = context;
+  b.n_threads = static_cast<int>(threads);
+  b.shared.assign(std::max<size_t>(c.shared_bytes, 1), 0xff);
+  g_block = &b;
+  gridDim = g;
+  blockDim = bl;
+  for (unsigned z = 0; z < g.z; ++z)
+    for (unsigned y = 0; y < g.y; ++y)
+      for (unsigned x = 0; x < g.x; ++x) {
+        blockIdx = {x, y, z};
+        run_block(b);
+      }
+  g_block = nullptr;
+}
+
+}  // namespace tls_emu
+
+using tls_emu::set_error;
+using tls_emu::state;
+
+void __syncthreads() {
+  if (!tls_emu::g_block) tls_emu::device_fault("__syncthreads outside a kernel");
+  tls_emu::yield(tls_emu::FiberState::block_barrier);
+}
+
+// ---- the runtime API
+// -----------------------------------------------------------------------------
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (device != 0) return set_error(cudaErrorInvalidDevice);
+  tls_emu::g_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  *device = tls_emu::g_device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (device != 0) return set_error(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrMaxSharedMemoryPerBlock:
+      *value = static_cast<int>(tls_emu::kDefaultSharedLimit);
+      return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount:
+      *value = 132;
+      return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = tls_emu::kSharedOptin;
+      return cudaSuccess;
+  }
+  return set_error(cudaErrorInvalidValue);
+}
+
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = tls_emu::g_last_error;
+  tls_emu::g_last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t cudaPeekAtLastError() { return tls_emu::g_last_error; }
+
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidPitchValue:
+      return "cudaErrorInvalidPitchValue";
+    case cudaErrorInvalidDevicePointer:
+      return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInvalidMemcpyDirection:
+      return "cudaErrorInvalidMemcpyDirection";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle:
+      return "cudaErrorInvalidResourceHandle";
+    case cudaErrorIllegalAddress:
+      return "cudaErrorIllegalAddress";
+    case cudaErrorLaunchFailure:
+      return "cudaErrorLaunchFailure";
+  }
+  return "cudaErrorUnknown";
+}
+
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInvalidConfiguration:
+      return "invalid configuration argument";
+    case cudaErrorInvalidPitchValue:
+      return "invalid pitch argument";
+    case cudaErrorInvalidDevicePointer:
+      return "invalid device pointer";
+    case cudaErrorInvalidMemcpyDirection:
+      return "invalid copy direction for memcpy";
+    case cudaErrorInvalidDevice:
+      return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle:
+      return "invalid resource handle";
+    case cudaErrorIllegalAddress:
+      return "an illegal memory access was encountered";
+    case cudaErrorLaunchFailure:
+      return "unspecified launch failure";
+  }
+  return "unknown error";
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  *stream = new CUstream_st{flags};
+  state().streams.insert(*stream);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  if (!stream || !state().streams.erase(stream)) return set_error(cudaErrorInvalidResourceHandle);
+  delete stream;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  return tls_emu::valid_stream(stream) ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle);
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  if (!tls_emu::valid_stream(stream) || !state().events.count(event))
+    return set_error(cudaErrorInvalidResourceHandle);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  *event = new CUevent_st{flags};
+  state().events.insert(*event);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  if (!state().events.erase(event)) return set_error(cudaErrorInvalidResourceHandle);
+  delete event;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  if (!state().events.count(event) || !tls_emu::valid_stream(stream))
+    return set_error(cudaErrorInvalidResourceHandle);
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  return state().events.count(event) ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle);
+}
+
+cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream) {
+  using tls_emu::kPage;
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  if (!ptr || !tls_emu::valid_stream(stream)) return set_error(cudaErrorInvalidValue);
+  if (state().live_bytes + bytes > tls_emu::kTotalMemory)
+    return set_error(cudaErrorMemoryAllocation);
+  tls_emu::install_fault_handler();
+  // Data ends (256-byte aligned) just before an inaccessible guard page.
+  const size_t padded = tls_emu::round_up(std::max<size_t>(bytes, 1), 256);
+  const size_t data_pages = tls_emu::round_up(padded, kPage);
+  void* m = mmap(nullptr, data_pages + kPage, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) return set_error(cudaErrorMemoryAllocation);
+  char* base = static_cast<char*>(m);
+  char* data = base + data_pages - padded;
+  state().allocations[data] = {data, base, data_pages + kPage, bytes};
+  state().live_bytes += bytes;
+  const int prot = state().access_depth > 0 ? PROT_READ | PROT_WRITE : PROT_NONE;
+  mprotect(base, data_pages, PROT_READ | PROT_WRITE);
+  std::memset(data, 0xff, padded);  // uninitialised device memory is not zero
+  mprotect(base, data_pages, prot);
+  *ptr = data;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  if (!tls_emu::valid_stream(stream)) return set_error(cudaErrorInvalidResourceHandle);
+  if (!ptr) return cudaSuccess;
+  auto it = state().allocations.find(static_cast<const char*>(ptr));
+  if (it == state().allocations.end()) return set_error(cudaErrorInvalidValue);
+  munmap(it->second.map_base, it->second.map_bytes);
+  state().live_bytes -= it->second.bytes;
+  state().allocations.erase(it);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemsetAsync(void* ptr, int value, size_t bytes, cudaStream_t stream) {
+  if (!tls_emu::valid_stream(stream)) return set_error(cudaErrorInvalidResourceHandle);
+  if (bytes == 0) return cudaSuccess;
+  if (!tls_emu::is_device_range(ptr, bytes)) return set_error(cudaErrorInvalidValue);
+  tls_emu::DeviceAccess access;
+  std::memset(ptr, value, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  if (!tls_emu::valid_stream(stream)) return set_error(cudaErrorInvalidResourceHandle);
+  if (bytes == 0) return cudaSuccess;
+  const bool dst_dev = tls_emu::is_device_range(dst, bytes),
+             src_dev = tls_emu::is_device_range(src, bytes);
+  bool ok = true;
+  switch (kind) {
+    case cudaMemcpyHostToHost:
+      ok = !dst_dev && !src_dev && !tls_emu::is_device_pointer(dst) &&
+           !tls_emu::is_device_pointer(src);
+      break;
+    case cudaMemcpyHostToDevice:
+      ok = dst_dev && !tls_emu::is_device_pointer(src);
+      break;
+    case cudaMemcpyDeviceToHost:
+      ok = src_dev && !tls_emu::is_device_pointer(dst);
+      break;
+    case cudaMemcpyDeviceToDevice:
+      ok = dst_dev && src_dev;
+      break;
+    case cudaMemcpyDefault:
+      ok = (dst_dev || !tls_emu::is_device_pointer(dst)) &&
+           (src_dev || !tls_emu::is_device_pointer(src));
+      break;
+  }
+  if (!ok) return set_error(cudaErrorInvalidValue);
+  tls_emu::DeviceAccess access;
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch,
+                              size_t width, size_t height, cudaMemcpyKind kind,
+                              cudaStream_t stream) {
+  if (width == 0 || height == 0) return cudaSuccess;
+  if (dpitch < width || spitch < width) return set_error(cudaErrorInvalidPitchValue);
+  // Each row is a copy of its own: the checks apply row by row, the gaps are not touched.
+  for (size_t r = 0; r < height; ++r) {
+    const cudaError_t e =
+        cudaMemcpyAsync(static_cast<char*>(dst) + r * dpitch,
+                        static_cast<const char*>(src) + r * spitch, width, kind, stream);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+}
+
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* ptr) {
+  if (!attr) return set_error(cudaErrorInvalidValue);
+  if (tls_emu::is_device_pointer(ptr)) {
+    *attr = {cudaMemoryTypeDevice, 0, const_cast<void*>(ptr), nullptr};
+  } else {
+    *attr = {cudaMemoryTypeUnregistered, -2, nullptr, const_cast<void*>(ptr)};
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  *total_bytes = tls_emu::kTotalMemory;
+  *free_bytes = tls_emu::kTotalMemory - state().live_bytes;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
+  if (device != 0) return set_error(cudaErrorInvalidDevice);
+  *pool = &state().pool;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
+  if (pool != &state().pool || attr != cudaMemPoolAttrReleaseThreshold || !value)
+    return set_error(cudaErrorInvalidValue);
+  pool->release_threshold = *static_cast<uint64_t*>(value);
+  return cudaSuccess;
+}
