@@ -49,14 +49,15 @@ __device__ inline double warp_sum(double v) {
 }
 
 // Column sums of f(i, j) over rows i: partial[slab, j] for slabs of kColSlab rows. Grid:
-// (ceil(cols / 32), n_slabs), block 32 x 8: threads of a warp read consecutive columns.
+// (n_slabs, ceil(cols / 32)), block 32 x 8: threads of a warp read consecutive columns. The
+// slabs go on grid.x, whose limit is 2^31 - 1 (grid.y stops at 65535, i.e. 16.7 M rows).
 constexpr int kColSlab = 256;
 
 template <class F>
 __global__ void column_partial_kernel(F f, int64_t rows, int64_t cols, double* partial) {
   __shared__ double acc[8][33];
-  const int64_t j = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
-  const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kColSlab;
+  const int64_t j = static_cast<int64_t>(blockIdx.y) * 32 + threadIdx.x;
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kColSlab;
   const int64_t i1 = i0 + kColSlab < rows ? i0 + kColSlab : rows;
   double s = 0.0;
   if (j < cols)
@@ -65,7 +66,7 @@ __global__ void column_partial_kernel(F f, int64_t rows, int64_t cols, double* p
   __syncthreads();
   if (threadIdx.y == 0 && j < cols) {
     for (int y = 1; y < 8; ++y) s += acc[y][threadIdx.x];
-    partial[blockIdx.y * cols + j] = s;
+    partial[static_cast<int64_t>(blockIdx.x) * cols + j] = s;
   }
 }
 
@@ -87,7 +88,8 @@ template <class T, class F>
 void column_sum(F f, int64_t rows, int64_t cols, T* out, double* partial, cudaStream_t stream) {
   if (cols == 0) return;
   const int64_t slabs = column_slabs(rows);
-  const dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>(slabs));
+  if ((cols + 31) / 32 > 65535) fail("column_sum", "more than 2,097,120 columns");
+  const dim3 grid(static_cast<unsigned>(slabs), static_cast<unsigned>((cols + 31) / 32));
   column_partial_kernel<<<grid, dim3(32, 8), 0, stream>>>(f, rows, cols, partial);
   TLS_CUDA_LAUNCHED("column_partial_kernel");
   column_finish_kernel<T><<<blocks_for(cols), kThreads, 0, stream>>>(partial, slabs, cols, out);

@@ -1,5 +1,11 @@
 #include "support/golden_case.h"
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
 #include "checkpoint/golden.h"
 #include "runtime/error.h"
 
@@ -51,6 +57,49 @@ Tensor GoldenCase::block_targets(Ops& ops, int64_t block) const {
 
 std::vector<double> GoldenCase::expected(const std::string& dataset) const {
   return file->read_doubles(dataset);
+}
+
+void check_golden(Ops& ops, const std::string& file, DType dtype, GoldenTolerance tol) {
+  const char* device = ops.device() == Device::cuda ? "cuda" : "cpu";
+  GoldenCase g(golden_path(file));
+  TransformerLSModel model(ops, g.config, dtype);
+  g.load_weights(ops, model);
+  ModelState state = model.initial_state(g.batch);
+  PassContext ctx;  // evaluation: no dropout
+  for (int64_t i = 0; i < g.n_blocks; ++i) {
+    SCOPED_TRACE(file + " " + dtype_name(dtype) + " on " + device + ", block " + std::to_string(i));
+    const std::string blk = "/golden/block_" + std::to_string(i);
+    ModelSaved saved;
+    model.zero_grad();
+    double nll = model.forward(g.block_inputs(ops, i), g.block_targets(ops, i), state, saved, ctx);
+    const double loss = nll / static_cast<double>(saved.n_targets);
+    const double want_loss = g.expected(blk + "/loss")[0];
+    EXPECT_LE(std::abs(loss - want_loss) / std::abs(want_loss), tol.logprobs);
+    EXPECT_LE(relative_error(ops.to_host(saved.logprobs), g.expected(blk + "/logprobs")),
+              tol.logprobs);
+    for (int64_t l = 0; l < g.config.n_layer; ++l)
+      EXPECT_LE(relative_error(ops.to_host(state.caches[static_cast<size_t>(l)]),
+                               g.expected(blk + "/cache/layers." + std::to_string(l))),
+                tol.logprobs)
+          << "cache of layer " << l;
+
+    model.backward(saved, 1.0 / static_cast<double>(saved.n_targets), ctx);
+    double grad_scale = 0, worst_grad = 0;
+    for (Parameter* p : model.parameters())
+      for (double v : g.expected(blk + "/grad/" + p->name))
+        grad_scale = std::max(grad_scale, std::abs(v));
+    for (Parameter* p : model.parameters()) {
+      std::vector<double> got = ops.to_host(p->grad), want = g.expected(blk + "/grad/" + p->name);
+      ASSERT_EQ(got.size(), want.size()) << p->name;
+      double err = 0;
+      for (size_t k = 0; k < got.size(); ++k) err = std::max(err, std::abs(got[k] - want[k]));
+      EXPECT_LE(err / grad_scale, tol.grads) << p->name;
+      worst_grad = std::max(worst_grad, err / grad_scale);
+    }
+    std::printf("  %s %s on %s, block %lld: loss %.12f (golden %.12f), worst gradient error %.3g\n",
+                file.c_str(), dtype_name(dtype), device, static_cast<long long>(i), loss, want_loss,
+                worst_grad);
+  }
 }
 
 }  // namespace tls::testing

@@ -1,5 +1,6 @@
 // Loading a golden file (tests/golden/, see its README) into a model: the weights through the
-// HDF5 reader, the tokens and the per-block expectations. Shared by the model and layer tests.
+// HDF5 reader, the tokens and the per-block expectations. Shared by the model and layer tests,
+// with check_golden, the whole-model check on any backend.
 #pragma once
 
 #include <memory>
@@ -28,5 +29,20 @@ struct GoldenCase {
   Tensor block_targets(Ops& ops, int64_t block) const;
   std::vector<double> expected(const std::string& dataset) const;
 };
+
+// Bounds of check_golden: log-probabilities, losses and caches relative to their scale, and
+// every parameter gradient relative to the block's largest golden gradient.
+struct GoldenTolerance {
+  double logprobs, grads;
+};
+// What the golden tests ask of each element type, on every backend.
+inline constexpr GoldenTolerance kGoldenFloat64{1e-9, 1e-8};
+inline constexpr GoldenTolerance kGoldenFloat32{2e-4, 1e-3};
+
+// Runs the golden file's model on ops in dtype, every block in order with the caches carried
+// (evaluation: no dropout), and checks each block's loss, log-probabilities, caches and
+// parameter gradients against the file within tol (GoogleTest failures, traced by file and
+// block). Prints one line per block with the loss and the worst gradient error.
+void check_golden(Ops& ops, const std::string& file, DType dtype, GoldenTolerance tol);
 
 }  // namespace tls::testing
