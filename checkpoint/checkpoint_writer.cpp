@@ -76,8 +76,23 @@ void write_tensor(Hdf5Writer& w, Ops& ops, const std::string& path, DType file_t
             mine ? local.raw() : nullptr);
     return;
   }
-  std::vector<double> host = ops.to_host(local);  // device tensors go through the host
-  w.write(path, file_type, slab.shape, slab.start, slab.count, DType::f64, host.data());
+  // Device tensors go through the host, converted to the file's type there: parallel HDF5 writes
+  // a filtered (checksummed) dataset only collectively, and a type conversion on the way would
+  // break collective I/O.
+  const std::vector<double> host = ops.to_host(local);
+  auto write_as = [&](auto element) {
+    using E = decltype(element);
+    const std::vector<E> converted(host.begin(), host.end());
+    w.write(path, file_type, slab.shape, slab.start, slab.count, file_type, converted.data());
+  };
+  switch (file_type) {
+    case DType::f32:
+      return write_as(float{});
+    case DType::f64:
+      return write_as(double{});
+    case DType::i32:
+      return write_as(int32_t{});
+  }
 }
 
 void write_attributes(Hdf5Writer& w, const CheckpointContents& c, const Topology& t) {

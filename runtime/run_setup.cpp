@@ -22,14 +22,22 @@ GemmInputs gemm_inputs_of(const RunOptions& o) {
   return o.allow_tf32 ? GemmInputs::tf32 : GemmInputs::exact;
 }
 
-int local_rank() {
+namespace {
+
+// This process's rank among the processes of its node, and their number.
+std::pair<int, int> node_rank_and_size() {
   MPI_Comm node;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-  int rank = 0;
+  int rank = 0, size = 1;
   MPI_Comm_rank(node, &rank);
+  MPI_Comm_size(node, &size);
   MPI_Comm_free(&node);
-  return rank;
+  return {rank, size};
 }
+
+}  // namespace
+
+int local_rank() { return node_rank_and_size().first; }
 
 std::unique_ptr<Ops> make_backend(const RunOptions& o) {
   std::unique_ptr<Ops> ops;
@@ -49,7 +57,16 @@ Topology make_run_topology(const RunOptions& o) {
   if (o.device == "cpu") return topo;
   const int count = cuda_device_count();
   if (count == 0) throw Error("--device cuda: " + cuda_unavailable_reason());
-  return with_device_comms(std::move(topo), Device::cuda, local_rank() % count);
+  const auto [rank, ranks_here] = node_rank_and_size();
+  // NCCL refuses two ranks of one communicator on the same GPU (its own message only says
+  // "invalid usage"); every multi-rank group of a multi-rank run is an NCCL communicator.
+  if (topo.layout.world() > 1 && ranks_here > count)
+    throw Error("--device cuda: " + std::to_string(ranks_here) +
+                " ranks run on this node but it has " + std::to_string(count) +
+                " CUDA device(s); NCCL needs a GPU of its own for each rank, "
+                "so start at most " +
+                std::to_string(count) + " rank(s) per node");
+  return with_device_comms(std::move(topo), Device::cuda, rank % count);
 }
 
 ModelConfig reconcile_with_checkpoint(const RunOptions& o, const CheckpointInfo& info,

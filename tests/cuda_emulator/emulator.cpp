@@ -1,19 +1,22 @@
 // The CUDA emulator's runtime (see README.md): device memory, streams and events, and kernel
-// launches. One emulated device. Work runs synchronously at the call, so stream order holds
-// trivially; what the emulator checks instead is what a GPU run would trip over:
+// launches. Eight emulated devices, as on a node of eight GPUs (each process has its own: the
+// emulator does not share memory between processes); they differ only in their index. Work runs
+// synchronously at the call, so stream order holds trivially; what the emulator checks instead is
+// what a GPU run would trip over:
 //  - device memory lives in its own pages, inaccessible to the host outside emulated device
 //    work, with an inaccessible page after each allocation and fresh allocations filled with
-//    0xff bytes (NaN in floating point) instead of zeros;
+//    0xff bytes (NaN in floating point) instead of zeros. Inside device work an allocation is
+//    opened when first touched (the fault handler makes it accessible) and closed again when
+//    the work ends, so the cost follows the allocations a kernel uses, not all live ones;
 //  - a launch's configuration (block and grid limits, dynamic shared memory over 48 KiB only
 //    after cudaFuncSetAttribute), its stream, and pointer arguments outside device memory;
 //  - __syncthreads reached by only part of a block, warp shuffles by only part of a warp.
-// Each CUDA thread of a block is a fiber (ucontext) that runs until it reaches a barrier; the
+// Each CUDA thread of a block is a fiber that runs until it reaches a barrier; the
 // fibers of a block run in alternating forward and reverse order between barriers, so code that
 // reads shared memory another thread writes without a barrier in between sees stale data.
 #include <dlfcn.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -47,11 +50,22 @@ namespace tls_emu {
 namespace {
 
 constexpr size_t kPage = 4096;
+constexpr int kMaxDevices = 8;
+// TLS_CUDA_EMULATOR_DEVICES (1-8, default 8) emulates a node with fewer GPUs.
+int device_count() {
+  static const int n = [] {
+    const char* env = std::getenv("TLS_CUDA_EMULATOR_DEVICES");
+    const int v = env ? std::atoi(env) : kMaxDevices;
+    return v >= 1 && v <= kMaxDevices ? v : kMaxDevices;
+  }();
+  return n;
+}
 constexpr size_t kTotalMemory = size_t{80} << 30;  // reported by cudaMemGetInfo
 constexpr int kSharedOptin = 232448;               // H100 / H200: 227 KiB per block
 constexpr size_t kDefaultSharedLimit = 48 * 1024;
 
 struct Allocation {
+  int device;
   const char* data;
   char* map_base;
   size_t map_bytes;  // data pages + the guard page
@@ -63,15 +77,20 @@ struct State {
   std::map<const char*, Allocation> allocations;  // by data start
   size_t live_bytes = 0;
   int access_depth = 0;
+  std::vector<const char*> opened;  // allocations made accessible in the current device work
   std::set<CUstream_st*> streams;
   std::set<CUevent_st*> events;
   std::map<const void*, int>
       shared_limits;  // kernel -> cudaFuncAttributeMaxDynamicSharedMemorySize
-  CUmemPoolHandle_st pool;
+  CUmemPoolHandle_st pools[kMaxDevices];
 };
 
 State& state() {
-  static State* s = new State;  // never destroyed: Storage deleters run during exit
+  static State* s = [] {
+    auto* st = new State;         // never destroyed: Storage deleters run during exit
+    st->opened.reserve(1 << 16);  // the fault handler appends without allocating
+    return st;
+  }();
   return *s;
 }
 
@@ -85,14 +104,6 @@ cudaError_t set_error(cudaError_t e) {
 
 size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
-void protect_all(int prot) {
-  for (auto& [data, a] : state().allocations)
-    if (mprotect(a.map_base, a.map_bytes - kPage, prot) != 0) {
-      std::perror("cuda emulator: mprotect");
-      std::abort();
-    }
-}
-
 // The allocation containing ptr, or null.
 const Allocation* find(const void* ptr) {
   auto& allocs = state().allocations;
@@ -103,7 +114,21 @@ const Allocation* find(const void* ptr) {
   return p < it->first + std::max<size_t>(it->second.bytes, 1) ? &it->second : nullptr;
 }
 
+void open_allocation(const Allocation& a) {
+  if (mprotect(a.map_base, a.map_bytes - kPage, PROT_READ | PROT_WRITE) != 0) {
+    std::perror("cuda emulator: mprotect");
+    std::abort();
+  }
+  state().opened.push_back(a.data);
+}
+
 void on_segv(int sig, siginfo_t* info, void*) {
+  // Device work touching a closed allocation: open it and retry the access.
+  if (state().access_depth > 0)
+    if (const Allocation* a = find(info->si_addr)) {
+      open_allocation(*a);
+      return;
+    }
   char msg[256];
   const int n = std::snprintf(
       msg, sizeof msg, "cuda emulator: segmentation fault at %p: %s\n", info->si_addr,
@@ -130,10 +155,62 @@ bool valid_stream(cudaStream_t s) { return s == nullptr || state().streams.count
 
 enum class FiberState { ready, block_barrier, warp_barrier, done };
 
+// The fiber switch: saves the callee-saved registers and the floating-point control words on
+// the current stack, stores the stack pointer in *save and continues on the stack `next` (a
+// hand-written x86-64 System V switch: ucontext's swapcontext makes two system calls per switch,
+// which made them most of the emulator's time).
+extern "C" void tls_emu_switch(void** save, void* next);
+asm(R"(
+.text
+.globl tls_emu_switch
+.type tls_emu_switch, @function
+tls_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+.size tls_emu_switch, .-tls_emu_switch
+.section .note.GNU-stack,"",@progbits
+.text
+)");
+
 struct Fiber {
-  ucontext_t context;
+  void* sp = nullptr;  // saved stack pointer while not running
   FiberState state = FiberState::ready;
 };
+
+void fiber_main();
+
+// A fresh stack whose first switch "returns" into fiber_main with the stack aligned as after a
+// call: [control words][r15 r14 r13 r12 rbx rbp][return address = fiber_main].
+void* initial_stack(char* stack_base, size_t bytes) {
+  auto top = reinterpret_cast<uintptr_t>(stack_base + bytes) & ~uintptr_t{15};
+  auto* slots = reinterpret_cast<uint64_t*>(top - 72);
+  const uint32_t mxcsr = 0x1f80;  // the defaults: round to nearest, exceptions masked
+  const uint16_t fpu_cw = 0x037f;
+  std::memcpy(&slots[0], &mxcsr, 4);
+  std::memcpy(reinterpret_cast<char*>(&slots[0]) + 4, &fpu_cw, 2);
+  for (int i = 1; i <= 6; ++i) slots[i] = 0;
+  slots[7] = reinterpret_cast<uint64_t>(&fiber_main);
+  return slots;
+}
 
 constexpr size_t kStackBytes = 256 * 1024;
 
@@ -159,7 +236,7 @@ struct Block {
   int n_threads = 0;
   std::vector<Fiber> fibers;
   std::vector<uint64_t> lanes;  // warp_exchange slots, one per thread
-  ucontext_t scheduler;
+  void* scheduler = nullptr;    // the scheduler's stack pointer while a fiber runs
   int current = 0;
   std::vector<unsigned char> shared;
 };
@@ -182,29 +259,26 @@ void set_thread_index(const Block& b, int i) {
 void fiber_main() {
   Block* b = g_block;
   b->body(b->context);
-  b->fibers[static_cast<size_t>(b->current)].state = FiberState::done;
-  // uc_link returns to the scheduler
+  Fiber& f = b->fibers[static_cast<size_t>(b->current)];
+  f.state = FiberState::done;
+  tls_emu_switch(&f.sp, b->scheduler);  // never resumed
+  std::abort();
 }
 
 void yield(FiberState s) {
   Block* b = g_block;
   Fiber& f = b->fibers[static_cast<size_t>(b->current)];
   f.state = s;
-  swapcontext(&f.context, &b->scheduler);
+  tls_emu_switch(&f.sp, b->scheduler);
 }
 
 void run_block(Block& b) {
   const int n = b.n_threads;
   b.fibers.assign(static_cast<size_t>(n), Fiber{});
   b.lanes.assign(static_cast<size_t>(n), 0);
-  for (int i = 0; i < n; ++i) {
-    Fiber& f = b.fibers[static_cast<size_t>(i)];
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = g_stacks.get(static_cast<size_t>(i));
-    f.context.uc_stack.ss_size = kStackBytes;
-    f.context.uc_link = &b.scheduler;
-    makecontext(&f.context, fiber_main, 0);
-  }
+  for (int i = 0; i < n; ++i)
+    b.fibers[static_cast<size_t>(i)].sp =
+        initial_stack(g_stacks.get(static_cast<size_t>(i)), kStackBytes);
   const int n_warps = (n + 31) / 32;
   for (int round = 0;; ++round) {
     bool ran = false;
@@ -214,7 +288,7 @@ void run_block(Block& b) {
       if (f.state != FiberState::ready) continue;
       b.current = i;
       set_thread_index(b, i);
-      swapcontext(&b.scheduler, &f.context);
+      tls_emu_switch(&b.scheduler, f.sp);
       ran = true;
     }
     int done = 0, at_block = 0, at_warp = 0;
@@ -257,12 +331,18 @@ void run_block(Block& b) {
 
 DeviceAccess::DeviceAccess() {
   std::lock_guard<std::recursive_mutex> lock(state().mutex);
-  if (state().access_depth++ == 0) protect_all(PROT_READ | PROT_WRITE);
+  ++state().access_depth;
 }
 
 DeviceAccess::~DeviceAccess() {
   std::lock_guard<std::recursive_mutex> lock(state().mutex);
-  if (--state().access_depth == 0) protect_all(PROT_NONE);
+  if (--state().access_depth > 0) return;
+  for (const char* data : state().opened) {
+    auto it = state().allocations.find(data);  // freed since: nothing to close
+    if (it != state().allocations.end())
+      mprotect(it->second.map_base, it->second.map_bytes - kPage, PROT_NONE);
+  }
+  state().opened.clear();
 }
 
 bool is_device_range(const void* ptr, size_t bytes) {
@@ -273,6 +353,12 @@ bool is_device_range(const void* ptr, size_t bytes) {
 }
 
 bool is_device_pointer(const void* ptr) { return is_device_range(ptr, 0); }
+
+void open_range(const void* ptr) {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  if (state().access_depth == 0) device_fault("open_range outside device work");
+  if (const Allocation* a = find(ptr)) open_allocation(*a);
+}
 
 void device_fault(const std::string& what) {
   std::fprintf(stderr, "cuda emulator: %s\n", what.c_str());
@@ -371,12 +457,12 @@ void __syncthreads() {
 // -----------------------------------------------------------------------------
 
 cudaError_t cudaGetDeviceCount(int* count) {
-  *count = 1;
+  *count = tls_emu::device_count();
   return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device) {
-  if (device != 0) return set_error(cudaErrorInvalidDevice);
+  if (device < 0 || device >= tls_emu::device_count()) return set_error(cudaErrorInvalidDevice);
   tls_emu::g_device = device;
   return cudaSuccess;
 }
@@ -387,7 +473,7 @@ cudaError_t cudaGetDevice(int* device) {
 }
 
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
-  if (device != 0) return set_error(cudaErrorInvalidDevice);
+  if (device < 0 || device >= tls_emu::device_count()) return set_error(cudaErrorInvalidDevice);
   switch (attr) {
     case cudaDevAttrMaxSharedMemoryPerBlock:
       *value = static_cast<int>(tls_emu::kDefaultSharedLimit);
@@ -535,12 +621,11 @@ cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream) {
   if (m == MAP_FAILED) return set_error(cudaErrorMemoryAllocation);
   char* base = static_cast<char*>(m);
   char* data = base + data_pages - padded;
-  state().allocations[data] = {data, base, data_pages + kPage, bytes};
+  state().allocations[data] = {tls_emu::g_device, data, base, data_pages + kPage, bytes};
   state().live_bytes += bytes;
-  const int prot = state().access_depth > 0 ? PROT_READ | PROT_WRITE : PROT_NONE;
   mprotect(base, data_pages, PROT_READ | PROT_WRITE);
   std::memset(data, 0xff, padded);  // uninitialised device memory is not zero
-  mprotect(base, data_pages, prot);
+  mprotect(base, data_pages, PROT_NONE);
   *ptr = data;
   return cudaSuccess;
 }
@@ -620,7 +705,8 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* ptr) {
   if (!attr) return set_error(cudaErrorInvalidValue);
   if (tls_emu::is_device_pointer(ptr)) {
-    *attr = {cudaMemoryTypeDevice, 0, const_cast<void*>(ptr), nullptr};
+    std::lock_guard<std::recursive_mutex> lock(state().mutex);
+    *attr = {cudaMemoryTypeDevice, tls_emu::find(ptr)->device, const_cast<void*>(ptr), nullptr};
   } else {
     *attr = {cudaMemoryTypeUnregistered, -2, nullptr, const_cast<void*>(ptr)};
   }
@@ -635,13 +721,14 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
 }
 
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
-  if (device != 0) return set_error(cudaErrorInvalidDevice);
-  *pool = &state().pool;
+  if (device < 0 || device >= tls_emu::device_count()) return set_error(cudaErrorInvalidDevice);
+  *pool = &state().pools[device];
   return cudaSuccess;
 }
 
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
-  if (pool != &state().pool || attr != cudaMemPoolAttrReleaseThreshold || !value)
+  if (pool < state().pools || pool >= state().pools + tls_emu::kMaxDevices ||
+      attr != cudaMemPoolAttrReleaseThreshold || !value)
     return set_error(cudaErrorInvalidValue);
   pool->release_threshold = *static_cast<uint64_t*>(value);
   return cudaSuccess;
