@@ -6,6 +6,8 @@
 #include <map>
 #include <string>
 
+#include "runtime/error.h"
+
 namespace tls {
 
 int fault_rank(const char* point) {
@@ -28,6 +30,16 @@ int nonfinite_loss_from() {
 }
 
 void maybe_inject_fault(const char* point, int world_rank) {
+  const char* value = std::getenv(kFaultInjectVariable);
+  const std::string throw_prefix = std::string(point) + "_throw_rank";
+  if (value != nullptr && std::string(value).rfind(throw_prefix, 0) == 0 &&
+      std::atoi(value + throw_prefix.size()) == world_rank) {
+    static std::map<std::string, int> throws;
+    if (++throws[point] == 3)
+      throw Error(std::string(kFaultInjectVariable) + ": rank " + std::to_string(world_rank) +
+                  " fails at " + point);
+    return;
+  }
   if (fault_rank(point) != world_rank) return;
   static std::map<std::string, int> visits;
   if (++visits[point] < 3) return;

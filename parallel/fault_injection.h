@@ -2,8 +2,10 @@
 // TLS_FAULT_INJECT=<point>_abort_rank<R> makes world rank R die by SIGKILL the third time it
 // reaches the named point, as a node failure would. Points: "step" (between a training step's
 // forward and backward), "halo" (inside a halo exchange), "save" (halfway through writing a
-// checkpoint, checkpoint/checkpoint_writer). TLS_FAULT_INJECT=nonfinite_loss_from<N> poisons the
-// loss instead (see below).
+// checkpoint, checkpoint/checkpoint_writer), "halo_posted" (a halo exchange's transfers posted,
+// not yet waited for). TLS_FAULT_INJECT=<point>_throw_rank<R> makes rank R throw a tls::Error
+// there instead (an ordinary error on one rank, such as running out of memory).
+// TLS_FAULT_INJECT=nonfinite_loss_from<N> poisons the loss instead (see below).
 #pragma once
 
 namespace tls {
@@ -19,7 +21,8 @@ bool fault_switch_on(const char* name);
 
 // The world rank told to die at `point`, or -1.
 int fault_rank(const char* point);
-// Kills this process if TLS_FAULT_INJECT names `point` and this world rank (on the third visit).
+// Kills this process (or throws) if TLS_FAULT_INJECT names `point` and this world rank (on the
+// third visit).
 void maybe_inject_fault(const char* point, int world_rank);
 
 }  // namespace tls

@@ -32,6 +32,7 @@ HaloExchange HaloExchange::start_forward(Ops& ops, const Topology& topo, const T
   maybe_inject_fault("halo", topo.world_rank);
   exchange(topo, tail_keys, tail_values, halo_keys, halo_values, (s + 1) % n, (s + n - 1) % n, tag,
            h.requests_);
+  maybe_inject_fault("halo_posted", topo.world_rank);
   return h;
 }
 

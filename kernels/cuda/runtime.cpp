@@ -3,6 +3,7 @@
 // freed blocks for reuse), and the CudaOps object itself (cuBLAS handle, TF32 switch, the
 // index-check flag).
 #include <cstdio>
+#include <exception>
 #include <limits>
 #include <mutex>
 
@@ -90,6 +91,9 @@ CudaOps::CudaOps(int device) : device_(device) {
 }
 
 CudaOps::~CudaOps() {
+  // Unwinding after an error: cublasDestroy synchronises the device, whose queue may hold NCCL
+  // work waiting for peers that wait for this rank; leave the handle to the process's end.
+  if (std::uncaught_exceptions() > 0) return;
   // Destructors cannot throw: report and go on.
   cudaSetDevice(device_);
   if (index_flag_ && cudaFreeAsync(index_flag_, stream_) != cudaSuccess) cudaGetLastError();

@@ -3,6 +3,7 @@
 #include "parallel/cuda/nccl_comm.h"
 
 #include <cstdio>
+#include <exception>
 
 #include "kernels/cuda/common.h"
 #include "runtime/error.h"
@@ -55,6 +56,9 @@ class NcclRequest final : public Request {
   NcclRequest(NcclComm* comm, uint64_t op, Tensor buffer)
       : comm_(comm), op_(op), buffer_(std::move(buffer)) {}
   ~NcclRequest() override {
+    // Unwinding after an error on this rank: launching the transfers now could wait forever on
+    // peers that wait for this rank elsewhere; the job is about to end (main's MPI_Abort).
+    if (std::uncaught_exceptions() > 0) return;
     try {
       wait();
     } catch (const std::exception& e) {
@@ -122,6 +126,14 @@ NcclComm::NcclComm(MPI_Comm comm, int device, std::string name)
 }
 
 NcclComm::~NcclComm() {
+  if (std::uncaught_exceptions() > 0) {
+    // Error path: no flush, no synchronisation, no collective clean-up; ncclCommAbort ends this
+    // rank's pending NCCL work without waiting for its peers (the stream, event and MPI
+    // communicator are left to the process's end).
+    if (p2p_) ncclCommAbort(p2p_);
+    if (coll_) ncclCommAbort(coll_);
+    return;
+  }
   try {
     flush();
   } catch (const std::exception& e) {
