@@ -41,6 +41,10 @@ class Comm {
   virtual void barrier() = 0;
   virtual std::unique_ptr<Request> isend(const Tensor& x, int dest, int tag) = 0;
   virtual std::unique_ptr<Request> irecv(Tensor& x, int source, int tag) = 0;
+  // Starts what isend / irecv have posted: a device Comm may hold posted transfers to launch
+  // them as one batch (NCCL groups), so an exchange calls this once all of its sides are posted.
+  // MPI starts each transfer when it is posted.
+  virtual void start_posted() {}
 };
 
 // The one-process Comm: every collective is the identity.

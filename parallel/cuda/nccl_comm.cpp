@@ -114,6 +114,7 @@ NcclComm::NcclComm(MPI_Comm comm, int device, std::string name)
   compute_ = cuda::compute_stream(device_);
   TLS_CUDA_CHECK(cudaStreamCreateWithFlags(&p2p_stream_, cudaStreamNonBlocking));
   TLS_CUDA_CHECK(cudaEventCreateWithFlags(&flushed_, cudaEventDisableTiming));
+  TLS_CUDA_CHECK(cudaEventCreateWithFlags(&posted_ready_, cudaEventDisableTiming));
   TLS_CUDA_CHECK(cudaEventRecord(flushed_, p2p_stream_));
   ncclUniqueId ids[2];
   if (rank_ == 0) {
@@ -144,6 +145,7 @@ NcclComm::~NcclComm() {
   if (p2p_) ncclCommDestroy(p2p_);
   if (coll_) ncclCommDestroy(coll_);
   if (flushed_) cudaEventDestroy(flushed_);
+  if (posted_ready_) cudaEventDestroy(posted_ready_);
   if (p2p_stream_) cudaStreamDestroy(p2p_stream_);
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -210,6 +212,10 @@ std::unique_ptr<Request> NcclComm::post(bool send, const Tensor& x, int peer) {
   if (peer < 0 || peer >= size_)
     throw Error((send ? "isend to rank " : "irecv from rank ") + std::to_string(peer) + " on " +
                 name_ + " of size " + std::to_string(size_));
+  if (pending_.empty()) {  // the batch's transfers depend on the compute queued until now
+    TLS_CUDA_CHECK(cudaSetDevice(device_));
+    TLS_CUDA_CHECK(cudaEventRecord(posted_ready_, compute_));
+  }
   pending_.push_back({send, x, peer});
   return std::make_unique<NcclRequest>(this, posted_++, x);
 }
@@ -225,13 +231,9 @@ std::unique_ptr<Request> NcclComm::irecv(Tensor& x, int source, int /*tag*/) {
 void NcclComm::flush() {
   if (pending_.empty()) return;
   TLS_CUDA_CHECK(cudaSetDevice(device_));
-  // The transfers start once the compute work queued so far (which produced the send buffers
-  // and last used the receive buffers) is done.
-  cudaEvent_t ready;
-  TLS_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-  TLS_CUDA_CHECK(cudaEventRecord(ready, compute_));
-  TLS_CUDA_CHECK(cudaStreamWaitEvent(p2p_stream_, ready, 0));
-  TLS_CUDA_CHECK(cudaEventDestroy(ready));
+  // The transfers start once the compute work queued before the batch's first post (which
+  // produced the send buffers and last used the receive buffers) is done.
+  TLS_CUDA_CHECK(cudaStreamWaitEvent(p2p_stream_, posted_ready_, 0));
   TLS_NCCL(ncclGroupStart());
   for (Pending& p : pending_) {
     const size_t n = static_cast<size_t>(p.tensor.numel());

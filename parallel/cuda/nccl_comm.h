@@ -7,13 +7,15 @@
 // Ordering: collectives run on the device's compute stream (kernels/cuda/common.h), so they are
 // ordered with the kernels around them without host synchronisation ("blocking" in the Comm
 // sense: every later device op sees the result). Scalar all-reduces and barrier go over MPI.
-// Point-to-point (isend / irecv) runs on its own stream and NCCL communicator so halo and chunk
+// Point-to-point (isend / irecv) runs on its own stream and NCCL communicator so halo
 // exchanges overlap with compute: the ops posted since the last flush are launched together in
-// one ncclGroupStart/End at the first wait() (or flush()), after the compute work queued so far
-// (cudaStreamWaitEvent) (NCCL has no tags: messages between a pair of ranks
-// match in posting order, so post both sides of an exchange before waiting, as
-// parallel/halo_exchange.cpp does). wait() makes the compute stream wait for the transfer; it
-// does not block the host.
+// one ncclGroupStart/End by start_posted() (which the halo exchange calls once both directions
+// are posted) or at the first wait(), after the compute work queued before the batch's first
+// post (an event recorded then: the send buffers are ready and the receive buffers free, while
+// compute queued after the post runs alongside the transfer). NCCL has no tags: messages
+// between a pair of ranks match in posting order, so post both sides of an exchange before
+// starting it, as parallel/halo_exchange.cpp does. wait() makes the compute stream wait for the
+// transfer; it does not block the host.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -59,6 +61,7 @@ class NcclComm final : public Comm {
 
   // Launches the point-to-point operations posted since the last flush (one NCCL group).
   void flush();
+  void start_posted() override { flush(); }
 
  private:
   struct Pending {
@@ -75,6 +78,7 @@ class NcclComm final : public Comm {
   std::string name_;
   std::vector<Pending> pending_;
   cudaEvent_t flushed_ = nullptr;       // recorded on p2p_stream_ after the last flushed group
+  cudaEvent_t posted_ready_ = nullptr;  // recorded on compute_ when a batch's first op is posted
   uint64_t posted_ = 0, launched_ = 0;  // op counters: a request flushes if its op is pending
   friend class NcclRequest;
 };

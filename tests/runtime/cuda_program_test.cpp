@@ -119,11 +119,11 @@ TEST_F(CudaProgram, SequenceParallelOverNcclFollowsOneCpuProcess) {
 TEST_F(CudaProgram, AnErrorOnOneRankEndsTheJobInsteadOfHangingInNccl) {
   if (cuda_device_count() < 2) GTEST_SKIP() << "two ranks need two GPUs (NCCL: one per rank)";
   const std::string dir = scratch_dir("cuda_program_error");
-  const ProcessResult r = run_command(
-      "TLS_FAULT_INJECT=halo_posted_throw_rank1 mpirun -n 2 -x TLS_FAULT_INJECT " + cuda_binary() +
-          " train --device cuda --sp 2" + model_flags() +
-          " --max-update 3 --save-interval 0 --save-dir " + dir + "/gpu",
-      120);
+  const ProcessResult r =
+      run_command("TLS_FAULT_INJECT=halo_posted_throw_rank1 mpirun -n 2 -x TLS_FAULT_INJECT " +
+                      cuda_binary() + " train --device cuda --sp 2" + model_flags() +
+                      " --max-update 3 --save-interval 0 --save-dir " + dir + "/gpu",
+                  120);
   EXPECT_NE(r.exit_code, 124) << "the job hung: " << r.output;
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("error on rank 1: TLS_FAULT_INJECT: rank 1 fails at halo_posted"),
