@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command for the GPU checks: configure and build the CUDA backend for sm_90 (Release),
-# run the GPU tests (ctest -R cuda, case-insensitive: CudaOpsTest.*, CudaAvailability.*) and
+# run the GPU tests (ctest -R cuda, case-insensitive: the per-op, model, layout and program
+# suites of tests/**/cuda_*_test.cpp; those needing more GPUs than the machine has skip) and
 # the GPU benchmark (bench/gpu_bench.cpp), which prints markdown tables. Meant to finish within
 # 8 minutes on one H100. Without a GPU it still builds, the tests skip with the reason, and the
 # benchmark prints "no GPU: <reason>"; the script then exits 0.
@@ -28,7 +29,8 @@ if ! grep -q "CUDA backend ON" "$build/gpu_check_configure.log"; then
 fi
 
 echo "== build (-j$jobs)"
-cmake --build "$build" -j"$jobs" --target cuda_ops_test gpu_bench
+cmake --build "$build" -j"$jobs" --target tls_dist cuda_ops_test cuda_model_test cuda_program_test \
+  cuda_parallel_model_mpi_test gpu_bench
 
 echo "== GPU tests"
 (cd "$build" && ctest -R '[Cc]uda' --output-on-failure -j4 --timeout 300)

@@ -63,6 +63,14 @@ void CudaOps::attention_merge(Tensor& out, Tensor& lse, const Tensor& out_a, con
   const int64_t n = out.numel();
   if (n == 0) return;
   activate();
+  if (lse.raw() == lse_a.raw() || lse.raw() == lse_b.raw()) {
+    // In place (as the CPU merge allows): the kernel's threads of one row read lse_a / lse_b
+    // while one of them writes lse, so merge into a fresh lse and copy it back.
+    Tensor merged = empty(lse.shape(), lse.dtype());
+    attention_merge(out, merged, out_a, lse_a, out_b, lse_b, s);
+    copy(lse, merged);
+    return;
+  }
   cuda::dispatch_float(op, out.dtype(), [&](auto tag) {
     using T = decltype(tag);
     merge_kernel<T><<<cuda::blocks_for(n), cuda::kThreads, 0, stream_>>>(

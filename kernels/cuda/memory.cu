@@ -2,6 +2,7 @@
 // dtype-converting copy dst[i] = T_dst(src[i]), row-block copies between 3-D tensors
 // [B, N, cols] (dst[b, d0 + i, :] = / += src[b, s0 + i, :]) and host transfers, which convert
 // through double on the host exactly as the CPU backend does.
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/cuda/common.h"
@@ -49,6 +50,16 @@ __global__ void add_rows_kernel(T* dst, const T* src, int64_t batch, int64_t blo
     dst[b * dst_stride + i] += src[b * src_stride + i];
   }
 }
+
+// Whether two tensors' bytes intersect (device copies of overlapping ranges are undefined).
+bool shares_bytes(const Tensor& a, const Tensor& b) {
+  const auto* a0 = static_cast<const char*>(a.raw());
+  const auto* b0 = static_cast<const char*>(b.raw());
+  return a.bytes() > 0 && b.bytes() > 0 && a0 < b0 + b.bytes() && b0 < a0 + a.bytes();
+}
+
+// cudaMemcpy2D's pitch limit (cudaDevAttrMaxPitch: 2^31 - 1 bytes on every current GPU).
+constexpr size_t kMaxPitch = 2147483647;
 
 void check_rows(const char* op, const Tensor& dst, int64_t dst_row0, const Tensor& src,
                 int64_t src_row0, int64_t n_rows) {
@@ -104,6 +115,12 @@ void CudaOps::copy(Tensor& dst, const Tensor& src) {
                      cuda::describe("src", src));
   activate();
   if (dst.numel() == 0) return;
+  if (dst.raw() != src.raw() && shares_bytes(dst, src)) {  // overlapping: via a copy of src
+    Tensor staged = empty(src.shape(), src.dtype());
+    copy(staged, src);
+    copy(dst, staged);
+    return;
+  }
   if (dst.dtype() == src.dtype()) {
     if (dst.raw() != src.raw())
       TLS_CUDA_CHECK(
@@ -130,13 +147,29 @@ void CudaOps::copy_rows(Tensor& dst, int64_t dst_row0, const Tensor& src, int64_
   const size_t esize = dtype_size(dst.dtype());
   const size_t width = static_cast<size_t>(n_rows * cols) * esize;
   if (width == 0 || batch == 0) return;
+  if (shares_bytes(dst, src)) {
+    // The CPU backend allows overlapping rows (memmove); device copies do not: go through a
+    // copy of the source.
+    Tensor staged = empty(src.shape(), src.dtype());
+    copy(staged, src);
+    copy_rows(dst, dst_row0, staged, src_row0, n_rows);
+    return;
+  }
   auto* d = static_cast<char*>(dst.raw()) + static_cast<size_t>(dst_row0 * cols) * esize;
   const auto* s =
       static_cast<const char*>(src.raw()) + static_cast<size_t>(src_row0 * cols) * esize;
-  // One 2-D copy: batch "rows" of `width` bytes with the two tensors' batch strides.
-  TLS_CUDA_CHECK(cudaMemcpy2DAsync(d, static_cast<size_t>(dst.dim(1) * cols) * esize, s,
-                                   static_cast<size_t>(src.dim(1) * cols) * esize, width,
-                                   static_cast<size_t>(batch), cudaMemcpyDeviceToDevice, stream_));
+  const size_t dst_pitch = static_cast<size_t>(dst.dim(1) * cols) * esize,
+               src_pitch = static_cast<size_t>(src.dim(1) * cols) * esize;
+  if (std::max(dst_pitch, src_pitch) <= kMaxPitch) {
+    // One 2-D copy: batch "rows" of `width` bytes with the two tensors' batch strides.
+    TLS_CUDA_CHECK(cudaMemcpy2DAsync(d, dst_pitch, s, src_pitch, width, static_cast<size_t>(batch),
+                                     cudaMemcpyDeviceToDevice, stream_));
+    return;
+  }
+  for (int64_t b = 0; b < batch; ++b)  // pitches over the 2-D copy's limit: one copy per row
+    TLS_CUDA_CHECK(cudaMemcpyAsync(d + static_cast<size_t>(b) * dst_pitch,
+                                   s + static_cast<size_t>(b) * src_pitch, width,
+                                   cudaMemcpyDeviceToDevice, stream_));
 }
 
 void CudaOps::add_rows(Tensor& dst, int64_t dst_row0, const Tensor& src, int64_t src_row0,

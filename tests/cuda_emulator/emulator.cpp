@@ -678,8 +678,13 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
       break;
   }
   if (!ok) return set_error(cudaErrorInvalidValue);
+  const char *d = static_cast<const char*>(dst), *s = static_cast<const char*>(src);
+  if (d != s && d < s + bytes && s < d + bytes)
+    tls_emu::device_fault(
+        "a copy between overlapping ranges (undefined on a GPU: cudaMemcpy is "
+        "not memmove)");
   tls_emu::DeviceAccess access;
-  std::memmove(dst, src, bytes);
+  std::memcpy(dst, src, bytes);
   return cudaSuccess;
 }
 

@@ -151,6 +151,11 @@ TEST_F(CudaOpsTest, MemoryOps) {
             [](Ops& o, auto& t) { o.copy(t[0], t[1]); });
     compare("copy_rows", {{{2, 7, 3}, dt}, {{2, 5, 3}, dt}},
             [](Ops& o, auto& t) { o.copy_rows(t[0], 2, t[1], 1, 4); });
+    // Overlapping rows of one tensor, both directions (the CPU backend moves them as memmove).
+    compare("copy_rows within one tensor", {{{2, 7, 3}, dt}}, [](Ops& o, auto& t) {
+      o.copy_rows(t[0], 0, t[0], 2, 5);
+      o.copy_rows(t[0], 1, t[0], 0, 4);
+    });
     compare("add_rows", {{{2, 7, 3}, dt}, {{2, 5, 3}, dt}},
             [](Ops& o, auto& t) { o.add_rows(t[0], 1, t[1], 0, 5); });
   }
@@ -441,6 +446,7 @@ TEST_F(CudaOpsTest, ChunkAttentionMergeDelta) {
       compare("chunk attention + merge + delta", bufs, [s](Ops& o, auto& t) {
         o.chunk_attention_forward(t[4], t[5], t[0], t[1], t[2], t[3], s);
         o.attention_merge(t[8], t[9], t[4], t[5], t[6], t[7], s);
+        o.attention_merge(t[6], t[7], t[4], t[5], t[6], t[7], s);  // in place, as the CPU allows
         o.attention_delta(t[11], t[10], t[8], s);
         o.chunk_attention_backward(t[12], t[13], t[14], t[15], t[10], t[9], t[11], t[0], t[1], t[2],
                                    t[3], s);
