@@ -110,16 +110,31 @@ NcclComm::NcclComm(MPI_Comm comm, int device, std::string name)
   MPI_Comm_set_errhandler(mpi_, MPI_ERRORS_RETURN);
   TLS_MPI(MPI_Comm_rank(mpi_, &rank_));
   TLS_MPI(MPI_Comm_size(mpi_, &size_));
-  TLS_CUDA_CHECK(cudaSetDevice(device_));
-  compute_ = cuda::compute_stream(device_);
-  TLS_CUDA_CHECK(cudaStreamCreateWithFlags(&p2p_stream_, cudaStreamNonBlocking));
-  TLS_CUDA_CHECK(cudaEventCreateWithFlags(&flushed_, cudaEventDisableTiming));
-  TLS_CUDA_CHECK(cudaEventCreateWithFlags(&posted_ready_, cudaEventDisableTiming));
-  TLS_CUDA_CHECK(cudaEventRecord(flushed_, p2p_stream_));
+  // The local steps first, then every rank of the group agrees they all succeeded before the
+  // collective ones: a rank failing alone here would leave the others waiting in MPI_Bcast or
+  // ncclCommInitRank for ever.
   ncclUniqueId ids[2];
-  if (rank_ == 0) {
-    TLS_NCCL(ncclGetUniqueId(&ids[0]));
-    TLS_NCCL(ncclGetUniqueId(&ids[1]));
+  std::string local_error;
+  try {
+    TLS_CUDA_CHECK(cudaSetDevice(device_));
+    compute_ = cuda::compute_stream(device_);
+    TLS_CUDA_CHECK(cudaStreamCreateWithFlags(&p2p_stream_, cudaStreamNonBlocking));
+    TLS_CUDA_CHECK(cudaEventCreateWithFlags(&flushed_, cudaEventDisableTiming));
+    TLS_CUDA_CHECK(cudaEventCreateWithFlags(&posted_ready_, cudaEventDisableTiming));
+    TLS_CUDA_CHECK(cudaEventRecord(flushed_, p2p_stream_));
+    if (rank_ == 0) {
+      TLS_NCCL(ncclGetUniqueId(&ids[0]));
+      TLS_NCCL(ncclGetUniqueId(&ids[1]));
+    }
+  } catch (const std::exception& e) {
+    local_error = e.what();
+  }
+  int failed = local_error.empty() ? 0 : 1, any_failed = 0;
+  TLS_MPI(MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, mpi_));
+  if (any_failed) {
+    release_local();
+    throw Error(local_error.empty() ? "setting up NCCL on " + name_ + " failed on another rank"
+                                    : local_error);
   }
   TLS_MPI(MPI_Bcast(ids, static_cast<int>(sizeof(ids)), MPI_BYTE, 0, mpi_));
   TLS_NCCL(ncclCommInitRank(&coll_, size_, ids[0], rank_));
@@ -144,9 +159,15 @@ NcclComm::~NcclComm() {
   cudaStreamSynchronize(p2p_stream_);
   if (p2p_) ncclCommDestroy(p2p_);
   if (coll_) ncclCommDestroy(coll_);
+  release_local();
+}
+
+void NcclComm::release_local() {
   if (flushed_) cudaEventDestroy(flushed_);
   if (posted_ready_) cudaEventDestroy(posted_ready_);
   if (p2p_stream_) cudaStreamDestroy(p2p_stream_);
+  flushed_ = posted_ready_ = nullptr;
+  p2p_stream_ = nullptr;
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized && mpi_ != MPI_COMM_NULL) MPI_Comm_free(&mpi_);

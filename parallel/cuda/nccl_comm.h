@@ -70,6 +70,8 @@ class NcclComm final : public Comm {
     int peer;
   };
   std::unique_ptr<Request> post(bool send, const Tensor& x, int peer);
+  // Frees the stream, events and MPI communicator (the destructor, or a failed constructor).
+  void release_local();
 
   MPI_Comm mpi_ = MPI_COMM_NULL;
   ncclComm_t coll_ = nullptr, p2p_ = nullptr;
