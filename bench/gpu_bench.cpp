@@ -11,7 +11,10 @@
 //     bf16 GEMM rate.
 // Peak device memory: the high-water mark of the stream-ordered allocator's pool (every
 // CudaOps tensor comes from it), reset before each measurement. Prints markdown tables.
-// Without a GPU it prints the reason and exits 0.
+// Without a GPU it prints the reason and exits 0. --smoke runs every part at toy sizes (GEMMs
+// 128^3, T = 256, a d = 64 model): the CUDA emulator's test of this program, so a GPU session's
+// few minutes are not lost to a mistake in the benchmark itself.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -35,6 +38,14 @@
 using namespace tls;
 
 namespace {
+
+// What one run measures: the paper-scale sizes, or toy ones (--smoke).
+struct Sizes {
+  int gemm_n = 4096;
+  std::vector<int64_t> tokens{8192, 32768, 131072};
+  int64_t train_d = 512, train_inner = 2048;
+};
+Sizes g_sizes;
 
 using Clock = std::chrono::steady_clock;
 
@@ -104,7 +115,7 @@ GemmRates measure_gemms() {
   cublasHandle_t h;
   TLS_CUBLAS_CHECK(cublasCreate(&h));
   GemmRates r;
-  const int n = 4096;
+  const int n = g_sizes.gemm_n;
   r.f32 = gemm_rate(h, n, CUDA_R_32F, CUBLAS_COMPUTE_32F_PEDANTIC);
   r.tf32 = gemm_rate(h, n, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32);
   r.f64 = gemm_rate(h, n, CUDA_R_64F, CUBLAS_COMPUTE_64F);
@@ -134,7 +145,7 @@ void attention_table(CudaOps& ops) {
   std::printf(
       "| T | part | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s | peak GiB "
       "|\n|---|---|---|---|---|---|---|\n");
-  for (int64_t T : {8192, 32768, 131072}) {
+  for (int64_t T : g_sizes.tokens) {
     AttentionShape s;
     s.batch = 1;
     s.tokens = T;
@@ -194,12 +205,14 @@ void training_row(CudaOps& ops, const GemmRates& g, int64_t T, GemmInputs mode);
 
 void training_table(CudaOps& ops, const GemmRates& g) {
   std::printf(
-      "\n### Training step (float32 weights, 2 layers, d 512, 8 heads, d_inner 2048, w 512, c 16, "
-      "r 1, mem_len = T, B 1)\n\n");
+      "\n### Training step (float32 weights, 2 layers, d %lld, 8 heads, d_inner %lld, w 512 (or "
+      "T), c 16, "
+      "r 1, mem_len = T, B 1)\n\n",
+      static_cast<long long>(g_sizes.train_d), static_cast<long long>(g_sizes.train_inner));
   std::printf(
       "| T | GEMM operands | step ms | tokens/s | model TFLOP/s | / bf16 GEMM | / fp32 GEMM | "
       "peak GiB | loss |\n|---|---|---|---|---|---|---|---|---|\n");
-  for (int64_t T : {8192, 32768, 131072})
+  for (int64_t T : g_sizes.tokens)
     for (GemmInputs mode : {GemmInputs::exact, GemmInputs::bf16}) {
       ops.set_gemm_inputs(mode);
       training_row(ops, g, T, mode);
@@ -208,7 +221,9 @@ void training_table(CudaOps& ops, const GemmRates& g) {
 }
 
 void training_row(CudaOps& ops, const GemmRates& g, int64_t T, GemmInputs mode) {
-  ModelConfig cfg = bench::base_config_two_layers(512, T);
+  ModelConfig cfg = bench::base_config_two_layers(std::min<int64_t>(512, T), T);
+  cfg.d_model = g_sizes.train_d;
+  cfg.d_inner = g_sizes.train_inner;
   try {
     cfg.validate();
     reset_peak();
@@ -247,7 +262,14 @@ void training_row(CudaOps& ops, const GemmRates& g, int64_t T, GemmInputs mode) 
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--smoke") != 0) {
+      std::fprintf(stderr, "gpu_bench: unknown option %s (the only one is --smoke)\n", argv[i]);
+      return 2;
+    }
+    g_sizes = Sizes{128, {256}, 64, 256};
+  }
   if (cuda_device_count() == 0) {
     std::printf("gpu_bench: no GPU: %s\n", cuda_unavailable_reason().c_str());
     return 0;
@@ -259,7 +281,8 @@ int main() {
                 static_cast<double>(prop.totalGlobalMem) / (1 << 30));
     const GemmRates g = measure_gemms();
     std::printf(
-        "| cuBLAS 4096^3 | FP32 | TF32 | FP64 | BF16 (FP32 accumulate) |\n|---|---|---|---|---|\n");
+        "| cuBLAS %d^3 | FP32 | TF32 | FP64 | BF16 (FP32 accumulate) |\n|---|---|---|---|---|\n",
+        g_sizes.gemm_n);
     std::printf("| TFLOP/s | %.1f | %.1f | %.1f | %.1f |\n", g.f32 / 1e12, g.tf32 / 1e12,
                 g.f64 / 1e12, g.bf16 / 1e12);
     std::fflush(stdout);

@@ -163,9 +163,29 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             int lda, const void* B, cudaDataType Btype, int ldb, const void* beta,
                             void* C, cudaDataType Ctype, int ldc, cublasComputeType_t compute,
                             cublasGemmAlgo_t) {
-  if (Atype != CUDA_R_16BF || Btype != CUDA_R_16BF || Ctype != CUDA_R_32F ||
-      compute != CUBLAS_COMPUTE_32F)
-    return CUBLAS_STATUS_NOT_SUPPORTED;  // the emulator knows only the backend's combination
+  // Same-type float32 / float64 products (bench/gpu_bench's reference rates) as the plain GEMMs.
+  const bool f32 = compute == CUBLAS_COMPUTE_32F || compute == CUBLAS_COMPUTE_32F_PEDANTIC ||
+                   compute == CUBLAS_COMPUTE_32F_FAST_TF32;
+  if (Atype == CUDA_R_32F && Btype == CUDA_R_32F && Ctype == CUDA_R_32F && f32) {
+    const cublasMath_t saved = h ? h->math : CUBLAS_DEFAULT_MATH;
+    if (h)
+      h->math = compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                        : CUBLAS_DEFAULT_MATH;
+    const cublasStatus_t st =
+        cublasSgemm(h, ta, tb, m, n, k, static_cast<const float*>(alpha),
+                    static_cast<const float*>(A), lda, static_cast<const float*>(B), ldb,
+                    static_cast<const float*>(beta), static_cast<float*>(C), ldc);
+    if (h) h->math = saved;
+    return st;
+  }
+  if (Atype == CUDA_R_64F && Btype == CUDA_R_64F && Ctype == CUDA_R_64F &&
+      compute == CUBLAS_COMPUTE_64F)
+    return cublasDgemm(h, ta, tb, m, n, k, static_cast<const double*>(alpha),
+                       static_cast<const double*>(A), lda, static_cast<const double*>(B), ldb,
+                       static_cast<const double*>(beta), static_cast<double*>(C), ldc);
+  if (Atype != CUDA_R_16BF || Btype != CUDA_R_16BF || Ctype != CUDA_R_32F || !f32 ||
+      compute == CUBLAS_COMPUTE_32F_FAST_TF32)
+    return CUBLAS_STATUS_NOT_SUPPORTED;  // combinations nothing here uses
   const cublasStatus_t st = check_gemm(h, ta, tb, m, n, k, A, lda, 2, B, ldb, 2, C, ldc, 4);
   if (st != CUBLAS_STATUS_SUCCESS || m == 0 || n == 0) return st;
   auto load = [](const void* p) {

@@ -44,12 +44,15 @@ struct CUevent_st {
 };
 struct CUmemPoolHandle_st {
   uint64_t release_threshold = 0;
+  uint64_t used = 0, used_high = 0;  // bytes of its live allocations, and their high-water mark
 };
 
 namespace tls_emu {
 namespace {
 
 constexpr size_t kPage = 4096;
+// The stream cudaMalloc passes to cudaMallocAsync: its memory is not the pool's.
+const cudaStream_t kUnpooled = reinterpret_cast<cudaStream_t>(uintptr_t{1});
 constexpr int kMaxDevices = 8;
 // TLS_CUDA_EMULATOR_DEVICES (1-8, default 8) emulates a node with fewer GPUs.
 int device_count() {
@@ -66,6 +69,7 @@ constexpr size_t kDefaultSharedLimit = 48 * 1024;
 
 struct Allocation {
   int device;
+  bool pooled;  // from cudaMallocAsync (counted by the device's pool), not cudaMalloc
   const char* data;
   char* map_base;
   size_t map_bytes;  // data pages + the guard page
@@ -609,7 +613,8 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
 cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream) {
   using tls_emu::kPage;
   std::lock_guard<std::recursive_mutex> lock(state().mutex);
-  if (!ptr || !tls_emu::valid_stream(stream)) return set_error(cudaErrorInvalidValue);
+  if (!ptr || (stream != tls_emu::kUnpooled && !tls_emu::valid_stream(stream)))
+    return set_error(cudaErrorInvalidValue);
   if (state().live_bytes + bytes > tls_emu::kTotalMemory)
     return set_error(cudaErrorMemoryAllocation);
   tls_emu::install_fault_handler();
@@ -621,8 +626,14 @@ cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream) {
   if (m == MAP_FAILED) return set_error(cudaErrorMemoryAllocation);
   char* base = static_cast<char*>(m);
   char* data = base + data_pages - padded;
-  state().allocations[data] = {tls_emu::g_device, data, base, data_pages + kPage, bytes};
+  state().allocations[data] = {
+      tls_emu::g_device, stream != tls_emu::kUnpooled, data, base, data_pages + kPage, bytes};
   state().live_bytes += bytes;
+  if (stream != tls_emu::kUnpooled) {
+    CUmemPoolHandle_st& pool = state().pools[tls_emu::g_device];
+    pool.used += bytes;
+    pool.used_high = std::max(pool.used_high, pool.used);
+  }
   mprotect(base, data_pages, PROT_READ | PROT_WRITE);
   std::memset(data, 0xff, padded);  // uninitialised device memory is not zero
   mprotect(base, data_pages, PROT_NONE);
@@ -638,6 +649,7 @@ cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
   if (it == state().allocations.end()) return set_error(cudaErrorInvalidValue);
   munmap(it->second.map_base, it->second.map_bytes);
   state().live_bytes -= it->second.bytes;
+  if (it->second.pooled) state().pools[it->second.device].used -= it->second.bytes;
   state().allocations.erase(it);
   return cudaSuccess;
 }
@@ -731,10 +743,69 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
   return cudaSuccess;
 }
 
+namespace {
+bool valid_pool(cudaMemPool_t pool) {
+  return pool >= state().pools && pool < state().pools + tls_emu::kMaxDevices;
+}
+}  // namespace
+
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
-  if (pool < state().pools || pool >= state().pools + tls_emu::kMaxDevices ||
-      attr != cudaMemPoolAttrReleaseThreshold || !value)
-    return set_error(cudaErrorInvalidValue);
-  pool->release_threshold = *static_cast<uint64_t*>(value);
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  if (!valid_pool(pool) || !value) return set_error(cudaErrorInvalidValue);
+  const uint64_t v = *static_cast<uint64_t*>(value);
+  switch (attr) {
+    case cudaMemPoolAttrReleaseThreshold:
+      pool->release_threshold = v;
+      return cudaSuccess;
+    case cudaMemPoolAttrUsedMemHigh:
+    case cudaMemPoolAttrReservedMemHigh:
+      if (v != 0) return set_error(cudaErrorInvalidValue);  // high-water marks reset to 0 only
+      pool->used_high = pool->used;
+      return cudaSuccess;
+    default:
+      return set_error(cudaErrorInvalidValue);
+  }
+}
+
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  if (!valid_pool(pool) || !value) return set_error(cudaErrorInvalidValue);
+  auto* out = static_cast<uint64_t*>(value);
+  switch (attr) {
+    case cudaMemPoolAttrReleaseThreshold:
+      *out = pool->release_threshold;
+      return cudaSuccess;
+    case cudaMemPoolAttrUsedMemCurrent:
+    case cudaMemPoolAttrReservedMemCurrent:
+      *out = pool->used;
+      return cudaSuccess;
+    case cudaMemPoolAttrUsedMemHigh:
+    case cudaMemPoolAttrReservedMemHigh:
+      *out = pool->used_high;
+      return cudaSuccess;
+  }
+  return set_error(cudaErrorInvalidValue);
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (!prop || device < 0 || device >= tls_emu::device_count())
+    return set_error(cudaErrorInvalidDevice);
+  *prop = {};
+  std::snprintf(prop->name, sizeof prop->name, "tls_dist CUDA emulator (host)");
+  prop->totalGlobalMem = tls_emu::kTotalMemory;
+  prop->major = 9;
+  prop->minor = 0;
+  prop->multiProcessorCount = 132;
+  prop->sharedMemPerBlockOptin = tls_emu::kSharedOptin;
   return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  return cudaMallocAsync(ptr, bytes, tls_emu::kUnpooled);
+}
+
+cudaError_t cudaFree(void* ptr) { return cudaFreeAsync(ptr, nullptr); }
+
+cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
+  return cudaMemsetAsync(ptr, value, bytes, nullptr);
 }

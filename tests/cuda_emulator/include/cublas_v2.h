@@ -1,5 +1,6 @@
 // The CUDA emulator's stand-in for <cublas_v2.h>: the handle, math modes and the three GEMMs
-// the CUDA backend calls, with cuBLAS's column-major semantics and argument checks.
+// the CUDA backend and bench/gpu_bench call, with cuBLAS's column-major semantics and argument
+// checks.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -29,6 +30,7 @@ using cudaDataType = cudaDataType_t;
 enum cublasComputeType_t {
   CUBLAS_COMPUTE_16F = 64,
   CUBLAS_COMPUTE_32F = 68,
+  CUBLAS_COMPUTE_32F_PEDANTIC = 69,
   CUBLAS_COMPUTE_32F_FAST_TF32 = 77,
   CUBLAS_COMPUTE_64F = 70,
 };
