@@ -70,8 +70,11 @@ __global__ void __launch_bounds__(kAttnThreads) attn_forward_kernel(AttnArgs<T> 
   T* ks = qb + QT * ld;
   T* vs = ks + KT * ld;
   T* ps = vs + KT * ld;
+  // Score rows padded to KT + 1: the online softmax (one thread per query row) reads a column
+  // of s at a time, which a stride of KT (32 words) would put in one shared-memory bank.
+  const int lds = KT + 1;
   T* s = ps + a.span * ld;
-  T* o = s + QT * KT;
+  T* o = s + QT * lds;
   T* m = o + QT * dh;
   T* l = m + QT;
   T* alpha = l + QT;
@@ -119,11 +122,11 @@ __global__ void __launch_bounds__(kAttnThreads) attn_forward_kernel(AttnArgs<T> 
         for (int e = 0; e < dh; ++e) acc += qar[e] * kr[e] + qbr[e] * pr[e];
         sc = acc;
       }
-      s[i] = sc;
+      s[r * lds + c] = sc;
     }
     __syncthreads();
     for (int r = tid; r < QT; r += nt) {  // online softmax, one thread per query
-      T* sr = s + r * KT;
+      T* sr = s + r * lds;
       T mx = m[r];
       for (int c = 0; c < nk; ++c) mx = max(mx, sr[c]);
       if (mx == neg_inf) {
@@ -145,7 +148,7 @@ __global__ void __launch_bounds__(kAttnThreads) attn_forward_kernel(AttnArgs<T> 
     __syncthreads();
     for (int i = tid; i < QT * dh; i += nt) {
       const int r = i / dh, e = i % dh;
-      const T* sr = s + r * KT;
+      const T* sr = s + r * lds;
       T acc = o[i] * alpha[r];
       for (int c = 0; c < nk; ++c) acc += sr[c] * vs[c * ld + e];
       o[i] = acc;
@@ -294,7 +297,7 @@ inline size_t attn_smem(bool backward, int qt, int kt, int span, int64_t dh, siz
   const int64_t ld = dh + 1;
   const int64_t n = backward
                         ? 3 * qt * ld + 2 * kt * ld + span * ld + 2 * qt * kt + 2 * qt * dh + 2 * qt
-                        : 2 * qt * ld + 2 * kt * ld + span * ld + qt * kt + qt * dh + 3 * qt;
+                        : 2 * qt * ld + 2 * kt * ld + span * ld + qt * (kt + 1) + qt * dh + 3 * qt;
   return static_cast<size_t>(n) * esize;
 }
 
