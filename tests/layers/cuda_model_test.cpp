@@ -20,6 +20,7 @@
 #include "layers/init.h"
 #include "runtime/trainer.h"
 #include "support/golden_case.h"
+#include "support/tiny_model.h"
 
 namespace tls::testing {
 namespace {
@@ -61,21 +62,7 @@ constexpr int64_t kBatch = 4;
 // The tiny model of tests/runtime/training_test.cpp, with both dropouts on so that the masks
 // (the counter-based generator keyed by seed, step, tensor and element: the same on every
 // backend) are part of the comparison.
-ModelConfig tiny_model() {
-  ModelConfig cfg;
-  cfg.n_layer = 2;
-  cfg.d_model = 32;
-  cfg.n_head = 4;
-  cfg.d_inner = 64;
-  cfg.chunk_size = 8;
-  cfg.chunk_rank = 1;
-  cfg.window_len = 16;
-  cfg.mem_len = 32;
-  cfg.tokens_per_sample = 32;
-  cfg.dropout = 0.1;
-  cfg.emb_dropout = 0.1;
-  return cfg;
-}
+ModelConfig tiny_model() { return tiny_training_model(0.1, 0.1); }
 
 const ByteCorpus& corpus() {
   static const ByteCorpus c(std::string(TLS_TEST_DATA_DIR) + "/english.txt", kBatch,

@@ -11,24 +11,12 @@
 #include "layers/init.h"
 #include "parallel/gradient_reduction.h"
 #include "runtime/trainer.h"
+#include "support/tiny_model.h"
 
 namespace tls {
 namespace {
 
-ModelConfig tiny_model() {
-  ModelConfig cfg;
-  cfg.n_layer = 2;
-  cfg.d_model = 32;
-  cfg.n_head = 4;
-  cfg.d_inner = 64;
-  cfg.chunk_size = 8;
-  cfg.chunk_rank = 1;
-  cfg.window_len = 16;
-  cfg.mem_len = 32;
-  cfg.tokens_per_sample = 32;
-  cfg.dropout = 0.05;
-  return cfg;
-}
+ModelConfig tiny_model() { return testing::tiny_training_model(0.05); }
 
 TEST(Training, LossFallsOnRealText) {
   auto ops = make_cpu_ops();
