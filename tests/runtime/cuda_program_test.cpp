@@ -113,6 +113,37 @@ TEST_F(CudaProgram, SequenceParallelOverNcclFollowsOneCpuProcess) {
   expect_same_losses(losses(dir + "/gpu/metrics.jsonl"), losses(dir + "/cpu/metrics.jsonl"));
 }
 
+// Activation checkpointing with bf16 GEMM operands on the GPU follows the same run on the CPU
+// (bf16 rounding is the same round-to-nearest-even on both; the products' summation order is
+// not, hence 1e-3), and generate samples from the GPU's checkpoint on the GPU.
+TEST_F(CudaProgram, CheckpointedBf16TrainingAndGenerationRun) {
+  const std::string dir = scratch_dir("cuda_program_bf16");
+  const std::string flags = model_flags() +
+                            " --activation-checkpointing --precision bf16 --max-update 3"
+                            " --save-interval 3 --save-dir ";
+  ProcessResult r = run_command(tls_dist_binary() + " train" + flags + dir + "/cpu");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(cuda_binary() + " train --device cuda" + flags + dir + "/gpu");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::vector<double> got = losses(dir + "/gpu/metrics.jsonl"),
+                            want = losses(dir + "/cpu/metrics.jsonl");
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], 1e-3 * std::abs(want[i])) << "step " << i + 1;
+
+  const std::string gen = " generate --checkpoint " + dir +
+                          "/gpu/checkpoint_last.h5 --prompt 'The ' --max-new-bytes 24 --top-k 5";
+  const ProcessResult on_gpu = run_command(cuda_binary() + gen + " --device cuda");
+  ASSERT_EQ(on_gpu.exit_code, 0) << on_gpu.output;
+  EXPECT_EQ(on_gpu.output.rfind("The ", 0), 0u) << on_gpu.output;
+  EXPECT_GE(on_gpu.output.size(), 4u + 24u);
+#ifdef TLS_CUDA_EMULATED
+  // The emulator computes with the host's arithmetic, so the samples match the CPU's exactly.
+  const ProcessResult on_cpu = run_command(tls_dist_binary() + gen);
+  EXPECT_EQ(on_gpu.output, on_cpu.output);
+#endif
+}
+
 // An ordinary error on one rank while its halo transfers are posted: the job ends with that
 // rank's error. (Unwinding used to wait for the transfers, launching them while the other rank
 // waited in an NCCL all-gather for this one: both hung until the wall time.)
