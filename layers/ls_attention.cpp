@@ -157,11 +157,9 @@ void LSAttention::forward(Ops& ops, const Tensor& h, const Tensor& cache, const 
   sv.vhat_raw = slots_of(ops, values_cache, values_chunks);
   dual_ln_dproj.forward(ops, sv.khat_raw, sv.khat_local, sv.khat_ln);
   dual_ln_dproj.forward(ops, sv.vhat_raw, sv.vhat_local, sv.vhat_ln);
-  sv.khat = gather_chunks(ops, *topo_, sv.khat_local, cache_slots);
-  sv.vhat = gather_chunks(ops, *topo_, sv.vhat_local, cache_slots);
-  r_net_chunk.forward(ops, pos.chunk, sv.rel_chunk);
-  Tensor out_chunk = ops.empty({B, T, dl}, dt), lse_chunk = ops.empty({B, n_head_local_, T}, dt);
-  ops.chunk_attention_forward(out_chunk, lse_chunk, sv.q, sv.khat, sv.vhat, sv.rel_chunk, s);
+  // The slots of every slice: gathered over sp while the window part runs.
+  ChunkExchange khat_gather = start_gather_chunks(ops, *topo_, sv.khat_local, cache_slots);
+  ChunkExchange vhat_gather = start_gather_chunks(ops, *topo_, sv.vhat_local, cache_slots);
 
   // Window part: [halo ; block] keys and values through LN_win.
   halo.wait();
@@ -177,6 +175,13 @@ void LSAttention::forward(Ops& ops, const Tensor& h, const Tensor& cache, const 
   Tensor out_win = ops.empty({B, T, dl}, dt), lse_win = ops.empty({B, n_head_local_, T}, dt);
   ops.window_attention_forward(out_win, lse_win, sv.q, sv.keys_win, sv.values_win, sv.rel_window,
                                r_w_bias.value, r_r_bias.value, s);
+
+  // Compressed attention over the gathered slots.
+  sv.khat = khat_gather.wait();
+  sv.vhat = vhat_gather.wait();
+  r_net_chunk.forward(ops, pos.chunk, sv.rel_chunk);
+  Tensor out_chunk = ops.empty({B, T, dl}, dt), lse_chunk = ops.empty({B, n_head_local_, T}, dt);
+  ops.chunk_attention_forward(out_chunk, lse_chunk, sv.q, sv.khat, sv.vhat, sv.rel_chunk, s);
 
   sv.attn = ops.empty({B, T, dl}, dt);
   sv.lse = ops.empty({B, n_head_local_, T}, dt);
@@ -211,6 +216,11 @@ void LSAttention::backward(Ops& ops, const Tensor& dout, const Tensor& h, const 
   Tensor drel_chunk = ops.zeros(sv.rel_chunk.shape(), dt);
   ops.chunk_attention_backward(dq, dkhat, dvhat, drel_chunk, dattn, sv.lse, delta, sv.q, sv.khat,
                                sv.vhat, sv.rel_chunk, s);
+  // Each slot's gradient back to its owner, while the window part's backward runs.
+  ChunkExchange dkhat_scatter =
+      start_reduce_scatter_chunks(ops, *topo_, dkhat, cache_slots, block_slots);
+  ChunkExchange dvhat_scatter =
+      start_reduce_scatter_chunks(ops, *topo_, dvhat, cache_slots, block_slots);
   Tensor dkeys_win = ops.zeros({B, w + T, dl}, dt), dvalues_win = ops.zeros({B, w + T, dl}, dt);
   Tensor drel_window = ops.zeros(sv.rel_window.shape(), dt);
   ops.window_attention_backward(dq, dkeys_win, dvalues_win, drel_window, r_w_bias.grad,
@@ -234,9 +244,9 @@ void LSAttention::backward(Ops& ops, const Tensor& dout, const Tensor& h, const 
   ops.add_rows(dkeys_block, 0, dkeys_raw, w, T);
   ops.add_rows(dvalues_block, 0, dvalues_raw, w, T);
 
-  // Compressed: each slot's gradient back to its owner, then LN_dproj.
-  Tensor dkhat_local = reduce_scatter_chunks(ops, *topo_, dkhat, cache_slots, block_slots);
-  Tensor dvhat_local = reduce_scatter_chunks(ops, *topo_, dvhat, cache_slots, block_slots);
+  // Compressed: this rank's slots' summed gradient, then LN_dproj.
+  Tensor dkhat_local = dkhat_scatter.wait();
+  Tensor dvhat_local = dvhat_scatter.wait();
   Tensor dkhat_raw = ops.zeros(sv.khat_raw.shape(), dt),
          dvhat_raw = ops.zeros(sv.vhat_raw.shape(), dt);
   dual_ln_dproj.backward(ops, dkhat_local, sv.khat_raw, sv.khat_ln, dkhat_raw);

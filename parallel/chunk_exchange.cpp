@@ -25,30 +25,63 @@ void reorder(Ops& ops, Tensor& buffer, Tensor& global, int n_ranks, int64_t cach
 
 }  // namespace
 
-Tensor gather_chunks(Ops& ops, const Topology& topo, const Tensor& local, int64_t cache_slots) {
-  const int n = topo.sp->size();
-  if (n == 1) return local;
+ChunkExchange start_gather_chunks(Ops& ops, const Topology& topo, const Tensor& local,
+                                  int64_t cache_slots) {
+  ChunkExchange x;
+  x.ops_ = &ops;
+  x.n_ranks_ = topo.sp->size();
+  if (x.n_ranks_ == 1) {
+    x.result_ = local;
+    return x;
+  }
   const int64_t B = local.dim(0), slots = local.dim(1), dl = local.dim(2);
-  Tensor buffer = ops.empty({n, B, slots, dl}, local.dtype());
-  topo.sp->allgather(buffer, local);
-  traffic().chunks += static_cast<int64_t>(local.bytes()) * (n - 1);
-  Tensor global = ops.empty({B, n * slots, dl}, local.dtype());
-  reorder(ops, buffer, global, n, cache_slots, slots - cache_slots, true);
-  return global;
+  x.cache_slots_ = cache_slots;
+  x.block_slots_ = slots - cache_slots;
+  x.buffer_ = ops.empty({x.n_ranks_, B, slots, dl}, local.dtype());
+  x.request_ = topo.sp->start_allgather(x.buffer_, local);
+  traffic().chunks += static_cast<int64_t>(local.bytes()) * (x.n_ranks_ - 1);
+  x.result_ = ops.empty({B, x.n_ranks_ * slots, dl}, local.dtype());
+  return x;
+}
+
+ChunkExchange start_reduce_scatter_chunks(Ops& ops, const Topology& topo, const Tensor& dglobal,
+                                          int64_t cache_slots, int64_t block_slots) {
+  ChunkExchange x;
+  x.ops_ = &ops;
+  x.n_ranks_ = topo.sp->size();
+  if (x.n_ranks_ == 1) {
+    x.result_ = dglobal;
+    return x;
+  }
+  const int64_t B = dglobal.dim(0), dl = dglobal.dim(2), local = cache_slots + block_slots;
+  Tensor buffer = ops.empty({x.n_ranks_, B, local, dl}, dglobal.dtype());
+  Tensor global = dglobal;
+  reorder(ops, buffer, global, x.n_ranks_, cache_slots, block_slots, false);
+  x.result_ = ops.empty({B, local, dl}, dglobal.dtype());
+  x.request_ = topo.sp->start_reduce_scatter_sum(x.result_, buffer);
+  traffic().chunks += static_cast<int64_t>(x.result_.bytes()) * (x.n_ranks_ - 1);
+  return x;
+}
+
+Tensor ChunkExchange::wait() {
+  if (request_) {
+    request_->wait();
+    request_.reset();
+    if (buffer_.defined()) {  // a gather: from rank order to the global slot order
+      reorder(*ops_, buffer_, result_, n_ranks_, cache_slots_, block_slots_, true);
+      buffer_ = Tensor();
+    }
+  }
+  return result_;
+}
+
+Tensor gather_chunks(Ops& ops, const Topology& topo, const Tensor& local, int64_t cache_slots) {
+  return start_gather_chunks(ops, topo, local, cache_slots).wait();
 }
 
 Tensor reduce_scatter_chunks(Ops& ops, const Topology& topo, const Tensor& dglobal,
                              int64_t cache_slots, int64_t block_slots) {
-  const int n = topo.sp->size();
-  if (n == 1) return dglobal;
-  const int64_t B = dglobal.dim(0), dl = dglobal.dim(2), local = cache_slots + block_slots;
-  Tensor buffer = ops.empty({n, B, local, dl}, dglobal.dtype());
-  Tensor global = dglobal;
-  reorder(ops, buffer, global, n, cache_slots, block_slots, false);
-  Tensor mine = ops.empty({B, local, dl}, dglobal.dtype());
-  topo.sp->reduce_scatter_sum(mine, buffer);
-  traffic().chunks += static_cast<int64_t>(mine.bytes()) * (n - 1);
-  return mine;
+  return start_reduce_scatter_chunks(ops, topo, dglobal, cache_slots, block_slots).wait();
 }
 
 }  // namespace tls

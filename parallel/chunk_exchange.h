@@ -5,12 +5,40 @@
 //   [cache slots of rank 0, 1, ..., sp-1 ; block slots of rank 0, 1, ..., sp-1].
 // The backward is the mirror: the gradient of every slot, summed over the ranks whose queries
 // saw it, is reduce-scattered back to the slot's owner.
+//
+// The start_* forms let the exchange run alongside later work (on GPUs: NCCL on the
+// point-to-point stream); wait() gives the result. Inputs must not change before then.
 #pragma once
 
+#include <memory>
+
 #include "kernels/ops.h"
+#include "parallel/comm.h"
 #include "parallel/topology.h"
 
 namespace tls {
+
+class ChunkExchange {
+ public:
+  ChunkExchange() = default;
+  // The exchanged tensor, once the transfer is done (ordered before later device work).
+  Tensor wait();
+
+ private:
+  friend ChunkExchange start_gather_chunks(Ops&, const Topology&, const Tensor&, int64_t);
+  friend ChunkExchange start_reduce_scatter_chunks(Ops&, const Topology&, const Tensor&, int64_t,
+                                                   int64_t);
+  Ops* ops_ = nullptr;
+  std::unique_ptr<Request> request_;
+  Tensor result_, buffer_;  // buffer_: the gather's rank-ordered rows, to reorder
+  int n_ranks_ = 1;
+  int64_t cache_slots_ = 0, block_slots_ = 0;
+};
+
+ChunkExchange start_gather_chunks(Ops& ops, const Topology& topo, const Tensor& local,
+                                  int64_t cache_slots);
+ChunkExchange start_reduce_scatter_chunks(Ops& ops, const Topology& topo, const Tensor& dglobal,
+                                          int64_t cache_slots, int64_t block_slots);
 
 // local: [B, cache_slots + block_slots, dl] (this rank's cache slots, then block slots);
 // returns [B, sp * (cache_slots + block_slots), dl] in global order.

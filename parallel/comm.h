@@ -45,7 +45,16 @@ class Comm {
   // them as one batch (NCCL groups), so an exchange calls this once all of its sides are posted.
   // MPI starts each transfer when it is posted.
   virtual void start_posted() {}
+
+  // allgather / reduce_scatter_sum that may run alongside the caller's later work until wait()
+  // (NCCL: on the point-to-point stream). out and in must not be touched before wait(); the
+  // request keeps them alive. The default runs the blocking collective at once.
+  virtual std::unique_ptr<Request> start_allgather(Tensor& out, const Tensor& in);
+  virtual std::unique_ptr<Request> start_reduce_scatter_sum(Tensor& out, const Tensor& in);
 };
+
+// A Request that is complete from the start (what blocking operations return).
+std::unique_ptr<Request> completed_request();
 
 // The one-process Comm: every collective is the identity.
 std::unique_ptr<Comm> make_self_comm();

@@ -9,11 +9,6 @@
 namespace tls {
 namespace {
 
-class DoneRequest final : public Request {
- public:
-  void wait() override {}
-};
-
 class SelfComm final : public Comm {
  public:
   int rank() const override { return 0; }

@@ -81,6 +81,35 @@ class NcclRequest final : public Request {
   bool done_ = false;
 };
 
+// A collective queued on the point-to-point stream: wait() makes the compute stream wait for
+// its end (the event `done`); the tensors live until then.
+class NcclSideRequest final : public Request {
+ public:
+  NcclSideRequest(NcclComm* comm, cudaEvent_t done, Tensor out, Tensor in)
+      : comm_(comm), done_(done), out_(std::move(out)), in_(std::move(in)) {}
+  ~NcclSideRequest() override {
+    if (std::uncaught_exceptions() > 0) return;  // as NcclRequest: never wait while unwinding
+    try {
+      wait();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tls_dist: NCCL collective: %s\n", e.what());
+    }
+  }
+  void wait() override {
+    if (done_ == nullptr) return;
+    TLS_CUDA_CHECK(cudaSetDevice(comm_->device_));
+    TLS_CUDA_CHECK(cudaStreamWaitEvent(comm_->compute_, done_, 0));
+    TLS_CUDA_CHECK(cudaEventDestroy(done_));  // released once the wait has happened
+    done_ = nullptr;
+    out_ = in_ = Tensor();  // freed (stream-ordered) after the collective from here on
+  }
+
+ private:
+  NcclComm* comm_;
+  cudaEvent_t done_;
+  Tensor out_, in_;
+};
+
 int node_local_rank(MPI_Comm comm) {
   MPI_Comm local;
   check_mpi(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local),
@@ -226,6 +255,46 @@ void NcclComm::broadcast(Tensor& x, int root) {
 void NcclComm::barrier() {
   TLS_CUDA_CHECK(cudaStreamSynchronize(compute_));
   TLS_MPI(MPI_Barrier(mpi_));
+}
+
+template <class F>
+std::unique_ptr<Request> NcclComm::start_on_side_stream(const Tensor& out, const Tensor& in,
+                                                        F collective) {
+  TLS_CUDA_CHECK(cudaSetDevice(device_));
+  flush();  // the stream's order is the posting order: transfers posted earlier go first
+  cudaEvent_t ready = nullptr, done = nullptr;
+  TLS_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  TLS_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  TLS_CUDA_CHECK(cudaEventRecord(ready, compute_));
+  TLS_CUDA_CHECK(cudaStreamWaitEvent(p2p_stream_, ready, 0));
+  TLS_CUDA_CHECK(cudaEventDestroy(ready));
+  collective();
+  TLS_CUDA_CHECK(cudaEventRecord(done, p2p_stream_));
+  return std::make_unique<NcclSideRequest>(this, done, out, in);
+}
+
+std::unique_ptr<Request> NcclComm::start_allgather(Tensor& out, const Tensor& in) {
+  check_device(out, "allgather on " + name_);
+  check_device(in, "allgather on " + name_);
+  if (out.numel() != in.numel() * size_ || out.dtype() != in.dtype())
+    throw Error("allgather on " + name_ + ": out " + out.shape_string() + " is not " +
+                std::to_string(size_) + " x in " + in.shape_string());
+  return start_on_side_stream(out, in, [&] {
+    TLS_NCCL(ncclAllGather(in.raw(), out.raw(), static_cast<size_t>(in.numel()),
+                           nccl_type(in.dtype()), p2p_, p2p_stream_));
+  });
+}
+
+std::unique_ptr<Request> NcclComm::start_reduce_scatter_sum(Tensor& out, const Tensor& in) {
+  check_device(out, "reduce_scatter on " + name_);
+  check_device(in, "reduce_scatter on " + name_);
+  if (in.numel() != out.numel() * size_ || out.dtype() != in.dtype())
+    throw Error("reduce_scatter on " + name_ + ": in " + in.shape_string() + " is not " +
+                std::to_string(size_) + " x out " + out.shape_string());
+  return start_on_side_stream(out, in, [&] {
+    TLS_NCCL(ncclReduceScatter(in.raw(), out.raw(), static_cast<size_t>(out.numel()),
+                               nccl_type(in.dtype()), ncclSum, p2p_, p2p_stream_));
+  });
 }
 
 std::unique_ptr<Request> NcclComm::post(bool send, const Tensor& x, int peer) {

@@ -15,7 +15,9 @@
 // compute queued after the post runs alongside the transfer). NCCL has no tags: messages
 // between a pair of ranks match in posting order, so post both sides of an exchange before
 // starting it, as parallel/halo_exchange.cpp does. wait() makes the compute stream wait for the
-// transfer; it does not block the host.
+// transfer; it does not block the host. start_allgather / start_reduce_scatter_sum (the chunk
+// exchanges) queue their collective on the same stream and communicator, after the posted
+// transfers, behind the compute queued so far.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -62,6 +64,10 @@ class NcclComm final : public Comm {
   // Launches the point-to-point operations posted since the last flush (one NCCL group).
   void flush();
   void start_posted() override { flush(); }
+  // On the point-to-point stream and communicator, after the compute queued so far; wait()
+  // makes the compute stream wait for it.
+  std::unique_ptr<Request> start_allgather(Tensor& out, const Tensor& in) override;
+  std::unique_ptr<Request> start_reduce_scatter_sum(Tensor& out, const Tensor& in) override;
 
  private:
   struct Pending {
@@ -82,7 +88,11 @@ class NcclComm final : public Comm {
   cudaEvent_t flushed_ = nullptr;       // recorded on p2p_stream_ after the last flushed group
   cudaEvent_t posted_ready_ = nullptr;  // recorded on compute_ when a batch's first op is posted
   uint64_t posted_ = 0, launched_ = 0;  // op counters: a request flushes if its op is pending
+  // Queues `collective` on the point-to-point stream behind the compute queued so far.
+  template <class F>
+  std::unique_ptr<Request> start_on_side_stream(const Tensor& out, const Tensor& in, F collective);
   friend class NcclRequest;
+  friend class NcclSideRequest;
 };
 
 }  // namespace tls
