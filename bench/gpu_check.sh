@@ -6,11 +6,62 @@
 # 8 minutes on one H100. Without a GPU it still builds, the tests skip with the reason, and the
 # benchmark prints "no GPU: <reason>"; the script then exits 0.
 #   bench/gpu_check.sh [build-dir]      (default: build-gpu next to the sources; JOBS=16)
+#
+# On a machine without tls_dist's build dependencies (the lent GPU machine: CUDA, CMake and
+# Python only, no network) it runs the prebuilt programs of gpu_bundle.tar.xz instead (made here
+# by bench/gpu_bundle.sh and carried along): the same GPU tests, run directly, then the bench.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${1:-$root/build-gpu}
 jobs=${JOBS:-16}
+
+run_bundle() {
+  echo "== prebuilt bundle (this machine has no MPI compiler: nothing can be built here)"
+  rm -rf /tmp/tls_gpu
+  tar -C /tmp -xJf "$root/gpu_bundle.tar.xz"
+  # The paths compiled into the tests: the checkout they were built from, its build/gpu.
+  local src
+  src=$(cat /tmp/tls_gpu/source_root)
+  if [ "$src" != "$root" ] && [ ! -e "$src" ]; then
+    mkdir -p "$(dirname "$src")"
+    ln -s "$root" "$src"
+  fi
+  mkdir -p "$src/build"
+  rm -rf "$src/build/gpu"
+  ln -s /tmp/tls_gpu/build/gpu "$src/build/gpu"
+  # CUDA's own libraries from this machine (toolkit folders or Python wheels).
+  local dirs="" lib
+  for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libnccl.so.2 libcudnn.so.9; do
+    local at
+    at=$(find /usr/local/cuda/ /usr/lib /usr/local/lib /opt -name "$lib" 2>/dev/null | head -1 || true)
+    [ -n "$at" ] || { echo "gpu_check: $lib not found on this machine" >&2; exit 1; }
+    dirs="$dirs:$(dirname "$at")"
+  done
+  export LD_LIBRARY_PATH="${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export OPAL_PKGLIBDIR=/tmp/tls_gpu/ompi/components OPAL_PKGDATADIR=/tmp/tls_gpu/ompi/share
+  export OMPI_MCA_ess_singleton_isolated=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-8}
+  echo "== GPU tests"
+  local t failed=0
+  for t in cuda_ops_test cuda_model_test cuda_program_test cuda_parallel_model_mpi_test; do
+    echo "-- $t"
+    timeout 300 "$src/build/gpu/tests/$t" --gtest_brief=1 || failed=1
+  done
+  echo "== GPU benchmark"
+  timeout 420 "$src/build/gpu/bench/gpu_bench" || failed=1
+  return $failed
+}
+
+if ! command -v mpicc >/dev/null 2>&1; then
+  if [ -f "$root/gpu_bundle.tar.xz" ]; then
+    run_bundle
+    exit $?
+  fi
+  echo "gpu_check: no MPI compiler here, so tls_dist cannot be built; make gpu_bundle.tar.xz with" \
+    "bench/gpu_bundle.sh on a machine that can build it and bring it along" >&2
+  exit 1
+fi
 
 cuda_flags=()
 if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
