@@ -49,11 +49,21 @@ for p in "${programs[@]}"; do cp "$build/$p" "$out/build/gpu/$p"; done
   for c in "$out"/ompi/components/*.so; do needed_libs "$c"; done
 } | sort -u | while read -r lib; do cp -L "$lib" "$out/lib/"; done
 cp -L /lib64/ld-linux-x86-64.so.2 "$out/lib/"
+# Libraries with a RUNPATH of their own (Open MPI's point at its install folder) would look there
+# and in the system's folders for what they need, not at the program's rpath: point every one
+# at the bundle.
+for lib in "$out"/lib/*.so* "$out"/ompi/components/*.so; do
+  case $(basename "$lib") in ld-linux*) continue ;; esac
+  patchelf --force-rpath --set-rpath "$dest/lib" "$lib"
+done
 for p in "${programs[@]}"; do
   patchelf --set-interpreter "$dest/lib/ld-linux-x86-64.so.2" --force-rpath \
     --set-rpath "$dest/lib" "$out/build/gpu/$p"
 done
 echo "$root" >"$out/source_root"  # the paths compiled into the tests start here
+# CUDA's libraries the programs load, which gpu_check.sh looks for on the GPU machine.
+for p in "${programs[@]}"; do ldd "$build/$p"; done | awk '/=> / {print $1}' |
+  grep -E "$cuda_libs" | grep -v '^libcuda\.' | sort -u >"$out/cuda_libs"
 tar -C "$stage" -cJf "$root/gpu_bundle.tar.xz" tls_gpu
 echo "gpu_bundle: $(du -h "$root/gpu_bundle.tar.xz" | cut -f1) in $root/gpu_bundle.tar.xz" \
   "($(ls "$out/lib" | wc -l) libraries)"

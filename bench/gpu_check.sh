@@ -17,7 +17,7 @@ build=${1:-$root/build-gpu}
 jobs=${JOBS:-16}
 
 run_bundle() {
-  echo "== prebuilt bundle (this machine has no MPI compiler: nothing can be built here)"
+  echo "== prebuilt bundle $root/gpu_bundle.tar.xz"
   rm -rf /tmp/tls_gpu
   tar -C /tmp -xJf "$root/gpu_bundle.tar.xz"
   # The paths compiled into the tests: the checkout they were built from, its build/gpu.
@@ -31,10 +31,12 @@ run_bundle() {
   rm -rf "$src/build/gpu"
   ln -s /tmp/tls_gpu/build/gpu "$src/build/gpu"
   # CUDA's own libraries from this machine (toolkit folders or Python wheels).
-  local dirs="" lib
-  for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libnccl.so.2 libcudnn.so.9; do
+  local dirs="" lib python_dirs
+  python_dirs=$(python3 -c 'import site; print(" ".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null || true)
+  for lib in $(cat /tmp/tls_gpu/cuda_libs); do
     local at
-    at=$(find /usr/local/cuda/ /usr/lib /usr/local/lib /opt -name "$lib" 2>/dev/null | head -1 || true)
+    at=$(find /usr/local/cuda/ /usr/lib /usr/local/lib /opt $python_dirs -name "$lib" 2>/dev/null |
+      head -1 || true)
     [ -n "$at" ] || { echo "gpu_check: $lib not found on this machine" >&2; exit 1; }
     dirs="$dirs:$(dirname "$at")"
   done
@@ -53,7 +55,8 @@ run_bundle() {
   return $failed
 }
 
-if ! command -v mpicc >/dev/null 2>&1; then
+# TLS_GPU_CHECK_BUNDLE=1 runs the bundle even where tls_dist could be built (to test it).
+if [ "${TLS_GPU_CHECK_BUNDLE:-0}" = 1 ] || ! command -v mpicc >/dev/null 2>&1; then
   if [ -f "$root/gpu_bundle.tar.xz" ]; then
     run_bundle
     exit $?
