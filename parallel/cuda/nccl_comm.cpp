@@ -202,6 +202,22 @@ void NcclComm::release_local() {
   if (!finalized && mpi_ != MPI_COMM_NULL) MPI_Comm_free(&mpi_);
 }
 
+void NcclComm::check_allgather(const Tensor& out, const Tensor& in) const {
+  check_device(out, "allgather on " + name_);
+  check_device(in, "allgather on " + name_);
+  if (out.numel() != in.numel() * size_ || out.dtype() != in.dtype())
+    throw Error("allgather on " + name_ + ": out " + out.shape_string() + " is not " +
+                std::to_string(size_) + " x in " + in.shape_string());
+}
+
+void NcclComm::check_reduce_scatter(const Tensor& out, const Tensor& in) const {
+  check_device(out, "reduce_scatter on " + name_);
+  check_device(in, "reduce_scatter on " + name_);
+  if (in.numel() != out.numel() * size_ || out.dtype() != in.dtype())
+    throw Error("reduce_scatter on " + name_ + ": in " + in.shape_string() + " is not " +
+                std::to_string(size_) + " x out " + out.shape_string());
+}
+
 void NcclComm::allreduce_sum(Tensor& x) {
   check_device(x, "allreduce on " + name_);
   if (size_ == 1 || x.numel() == 0) return;
@@ -223,22 +239,14 @@ double NcclComm::allreduce_max(double x) {
 }
 
 void NcclComm::allgather(Tensor& out, const Tensor& in) {
-  check_device(out, "allgather on " + name_);
-  check_device(in, "allgather on " + name_);
-  if (out.numel() != in.numel() * size_ || out.dtype() != in.dtype())
-    throw Error("allgather on " + name_ + ": out " + out.shape_string() + " is not " +
-                std::to_string(size_) + " x in " + in.shape_string());
+  check_allgather(out, in);
   TLS_CUDA_CHECK(cudaSetDevice(device_));
   TLS_NCCL(ncclAllGather(in.raw(), out.raw(), static_cast<size_t>(in.numel()),
                          nccl_type(in.dtype()), coll_, compute_));
 }
 
 void NcclComm::reduce_scatter_sum(Tensor& out, const Tensor& in) {
-  check_device(out, "reduce_scatter on " + name_);
-  check_device(in, "reduce_scatter on " + name_);
-  if (in.numel() != out.numel() * size_ || out.dtype() != in.dtype())
-    throw Error("reduce_scatter on " + name_ + ": in " + in.shape_string() + " is not " +
-                std::to_string(size_) + " x out " + out.shape_string());
+  check_reduce_scatter(out, in);
   TLS_CUDA_CHECK(cudaSetDevice(device_));
   TLS_NCCL(ncclReduceScatter(in.raw(), out.raw(), static_cast<size_t>(out.numel()),
                              nccl_type(in.dtype()), ncclSum, coll_, compute_));
@@ -274,11 +282,7 @@ std::unique_ptr<Request> NcclComm::start_on_side_stream(const Tensor& out, const
 }
 
 std::unique_ptr<Request> NcclComm::start_allgather(Tensor& out, const Tensor& in) {
-  check_device(out, "allgather on " + name_);
-  check_device(in, "allgather on " + name_);
-  if (out.numel() != in.numel() * size_ || out.dtype() != in.dtype())
-    throw Error("allgather on " + name_ + ": out " + out.shape_string() + " is not " +
-                std::to_string(size_) + " x in " + in.shape_string());
+  check_allgather(out, in);
   return start_on_side_stream(out, in, [&] {
     TLS_NCCL(ncclAllGather(in.raw(), out.raw(), static_cast<size_t>(in.numel()),
                            nccl_type(in.dtype()), p2p_, p2p_stream_));
@@ -286,11 +290,7 @@ std::unique_ptr<Request> NcclComm::start_allgather(Tensor& out, const Tensor& in
 }
 
 std::unique_ptr<Request> NcclComm::start_reduce_scatter_sum(Tensor& out, const Tensor& in) {
-  check_device(out, "reduce_scatter on " + name_);
-  check_device(in, "reduce_scatter on " + name_);
-  if (in.numel() != out.numel() * size_ || out.dtype() != in.dtype())
-    throw Error("reduce_scatter on " + name_ + ": in " + in.shape_string() + " is not " +
-                std::to_string(size_) + " x out " + out.shape_string());
+  check_reduce_scatter(out, in);
   return start_on_side_stream(out, in, [&] {
     TLS_NCCL(ncclReduceScatter(in.raw(), out.raw(), static_cast<size_t>(out.numel()),
                                nccl_type(in.dtype()), ncclSum, p2p_, p2p_stream_));

@@ -76,6 +76,9 @@ class NcclComm final : public Comm {
     int peer;
   };
   std::unique_ptr<Request> post(bool send, const Tensor& x, int peer);
+  // The argument checks of allgather / reduce_scatter_sum and their start_ forms.
+  void check_allgather(const Tensor& out, const Tensor& in) const;
+  void check_reduce_scatter(const Tensor& out, const Tensor& in) const;
   // Frees the stream, events and MPI communicator (the destructor, or a failed constructor).
   void release_local();
 
