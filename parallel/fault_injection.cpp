@@ -10,30 +10,28 @@
 
 namespace tls {
 
-int fault_rank(const char* point) {
+namespace {
+
+// The number after `prefix` when TLS_FAULT_INJECT starts with it, else -1.
+int number_after(const std::string& prefix) {
   const char* value = std::getenv(kFaultInjectVariable);
-  const std::string prefix = std::string(point) + "_abort_rank";
   if (value == nullptr || std::string(value).rfind(prefix, 0) != 0) return -1;
   return std::atoi(value + prefix.size());
 }
+
+}  // namespace
+
+int fault_rank(const char* point) { return number_after(std::string(point) + "_abort_rank"); }
 
 bool fault_switch_on(const char* name) {
   const char* value = std::getenv(kFaultInjectVariable);
   return value != nullptr && std::string(value) == name;
 }
 
-int nonfinite_loss_from() {
-  const char* value = std::getenv(kFaultInjectVariable);
-  const std::string prefix = "nonfinite_loss_from";
-  if (value == nullptr || std::string(value).rfind(prefix, 0) != 0) return -1;
-  return std::atoi(value + prefix.size());
-}
+int nonfinite_loss_from() { return number_after("nonfinite_loss_from"); }
 
 void maybe_inject_fault(const char* point, int world_rank) {
-  const char* value = std::getenv(kFaultInjectVariable);
-  const std::string throw_prefix = std::string(point) + "_throw_rank";
-  if (value != nullptr && std::string(value).rfind(throw_prefix, 0) == 0 &&
-      std::atoi(value + throw_prefix.size()) == world_rank) {
+  if (number_after(std::string(point) + "_throw_rank") == world_rank) {
     static std::map<std::string, int> throws;
     if (++throws[point] == 3)
       throw Error(std::string(kFaultInjectVariable) + ": rank " + std::to_string(world_rank) +

@@ -239,7 +239,7 @@ struct Block {
   void* context;
   int n_threads = 0;
   std::vector<Fiber> fibers;
-  std::vector<uint64_t> lanes;  // warp_exchange slots, one per thread
+  std::vector<uint64_t> lanes;  // warp_xor_exchange slots, one per thread
   void* scheduler = nullptr;    // the scheduler's stack pointer while a fiber runs
   int current = 0;
   std::vector<unsigned char> shared;
@@ -373,7 +373,7 @@ void device_fault(const std::string& what) {
 // ---- device side
 // ---------------------------------------------------------------------------------
 
-uint64_t warp_exchange(unsigned mask, uint64_t bits, int src_lane) {
+uint64_t warp_xor_exchange(unsigned mask, uint64_t bits, int lane_mask, int width) {
   Block* b = g_block;
   if (!b) device_fault("a warp shuffle outside a kernel");
   if (mask != 0xffffffffu) device_fault("warp shuffles with a partial lane mask are not emulated");
@@ -383,6 +383,8 @@ uint64_t warp_exchange(unsigned mask, uint64_t bits, int src_lane) {
                  where(*b->config));
   b->lanes[static_cast<size_t>(i)] = bits;
   yield(FiberState::warp_barrier);
+  const int lane = i % 32, partner = lane ^ lane_mask;
+  const int src_lane = partner / width == lane / width ? partner : lane;
   const uint64_t out = b->lanes[static_cast<size_t>(w * 32 + src_lane)];
   yield(FiberState::warp_barrier);  // nobody overwrites a slot before every lane has read
   return out;
@@ -500,8 +502,6 @@ cudaError_t cudaGetLastError() {
   return e;
 }
 
-cudaError_t cudaPeekAtLastError() { return tls_emu::g_last_error; }
-
 const char* cudaGetErrorName(cudaError_t error) {
   switch (error) {
     case cudaSuccess:
@@ -603,11 +603,6 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!state().events.count(event) || !tls_emu::valid_stream(stream))
     return set_error(cudaErrorInvalidResourceHandle);
   return cudaSuccess;
-}
-
-cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-  std::lock_guard<std::recursive_mutex> lock(state().mutex);
-  return state().events.count(event) ? cudaSuccess : set_error(cudaErrorInvalidResourceHandle);
 }
 
 cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream) {
@@ -713,10 +708,6 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
-}
-
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
-  return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
 }
 
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* ptr) {

@@ -43,8 +43,9 @@ extern thread_local dim3 gridDim;
 void __syncthreads();
 
 namespace tls_emu {
-// Lane `src_lane` of the calling warp's values `bits` (every lane of the warp must call it).
-uint64_t warp_exchange(unsigned mask, uint64_t bits, int src_lane);
+// The calling warp's `bits` of lane (this lane ^ lane_mask), or this lane's own where that
+// lies outside its group of `width` lanes (every lane of the warp must call it).
+uint64_t warp_xor_exchange(unsigned mask, uint64_t bits, int lane_mask, int width);
 // The running block's dynamic shared memory.
 unsigned char* dynamic_shared();
 }  // namespace tls_emu
@@ -54,10 +55,7 @@ T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>);
   uint64_t bits = 0;
   std::memcpy(&bits, &v, sizeof(T));
-  const int lane = static_cast<int>(
-      (threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y) % 32);
-  const int src = (lane ^ lane_mask) < ((lane / width + 1) * width) ? (lane ^ lane_mask) : lane;
-  bits = tls_emu::warp_exchange(mask, bits, src);
+  bits = tls_emu::warp_xor_exchange(mask, bits, lane_mask, width);
   T out;
   std::memcpy(&out, &bits, sizeof(T));
   return out;
@@ -89,8 +87,6 @@ inline std::common_type_t<A, B> min(A a, B b) {
   using C = std::common_type_t<A, B>;
   return static_cast<C>(b) < static_cast<C>(a) ? static_cast<C>(b) : static_cast<C>(a);
 }
-inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
-inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 
 // ---- the runtime API -------------------------------------------------------------------------
 enum cudaError_t {
@@ -167,7 +163,6 @@ cudaError_t cudaGetDevice(int* device);
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
 cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaGetLastError();
-cudaError_t cudaPeekAtLastError();
 const char* cudaGetErrorName(cudaError_t error);
 const char* cudaGetErrorString(cudaError_t error);
 
@@ -178,7 +173,6 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
-cudaError_t cudaEventSynchronize(cudaEvent_t event);
 
 cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream);
 cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream);
@@ -188,7 +182,6 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch,
                               size_t width, size_t height, cudaMemcpyKind kind,
                               cudaStream_t stream = nullptr);
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* ptr);
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes);
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device);
