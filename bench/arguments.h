@@ -8,7 +8,7 @@
 #include <string>
 
 #include "kernels/cpu/chunk_fused_kernels.h"
-#include "runtime/config.h"
+#include "layers/model_config.h"
 
 namespace tls::bench {
 

@@ -20,7 +20,7 @@
 #include "checkpoint/checkpoint_writer.h"
 #include "kernels/cpu/blas_core.h"
 #include "parallel/mpi_comm.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 using namespace tls;
 

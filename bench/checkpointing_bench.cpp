@@ -1,6 +1,6 @@
 // Activation checkpointing's trade (issue 7, target 3): the same model trained with and without
 // --activation-checkpointing, side by side in one process. Prints each one's peak bytes of host
-// tensors during a step (runtime/tensor.h: exact, per step) and its fastest step from interleaved
+// tensors during a step (kernels/tensor.h: exact, per step) and its fastest step from interleaved
 // rounds (a slow spell of a shared machine falls on both alike), and the two ratios. Usage:
 //   checkpointing_bench [--tokens 16384] [--d-model 256] [--heads 4] [--layers 2] [--window 256]
 //                       [--chunk 16] [--piece 0] [--rounds 3]

@@ -33,7 +33,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "layers/init.h"
 #include "layers/model.h"
-#include "runtime/optimizer.h"
+#include "training/optimizer.h"
 
 using namespace tls;
 

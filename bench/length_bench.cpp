@@ -1,7 +1,7 @@
 // Cost against length (issue 7, targets 2 and 3): one process trains the same model at block
 // lengths T = M from 2048 up (doubling), and prints per T the time per token, the model FLOPs per
 // token (bench/model_flops.h: the compressed part grows with T/c), both as ratios to the first
-// row, and the peak bytes of host tensors per token during a step (runtime/tensor.h: exact, and
+// row, and the peak bytes of host tensors per token during a step (kernels/tensor.h: exact, and
 // per step, unlike the resident set size). By default every T's model is built at once and
 // `--rounds` rounds step each in turn (ratios measured side by side on a shared machine);
 // --sequential measures one T after another (for T too long to hold several models). Usage:

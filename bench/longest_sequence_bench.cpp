@@ -29,8 +29,8 @@
 #include "kernels/cpu/blas_core.h"
 #include "layers/init.h"
 #include "parallel/mpi_comm.h"
-#include "runtime/error.h"
-#include "runtime/optimizer.h"
+#include "kernels/error.h"
+#include "training/optimizer.h"
 
 using namespace tls;
 

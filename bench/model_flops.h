@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "runtime/config.h"
+#include "layers/model_config.h"
 
 namespace tls::bench {
 

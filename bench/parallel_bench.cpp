@@ -21,10 +21,10 @@
 #include "bench/model_flops.h"
 #include "kernels/cpu/blas_core.h"
 #include "layers/init.h"
-#include "parallel/gradient_reduction.h"
+#include "training/gradient_reduction.h"
 #include "parallel/mpi_comm.h"
 #include "parallel/traffic.h"
-#include "runtime/optimizer.h"
+#include "training/optimizer.h"
 
 using namespace tls;
 

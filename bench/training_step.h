@@ -11,7 +11,7 @@
 #include "bench/timing.h"
 #include "layers/init.h"
 #include "layers/model.h"
-#include "runtime/optimizer.h"
+#include "training/optimizer.h"
 
 namespace tls::bench {
 

@@ -16,7 +16,7 @@
 
 #include "layers/model.h"
 #include "parallel/topology.h"
-#include "runtime/trainer.h"
+#include "training/trainer.h"
 
 namespace tls {
 
@@ -30,7 +30,7 @@ struct CheckpointContents {
   int64_t step = 0;                       // updates done
   TrainSettings training;                 // batch_size is B_global
   int64_t data_bytes = -1;                // size of the training corpus (-1: unknown)
-  int64_t data_digest = 0;                // its FNV-1a digest (runtime/byte_corpus.h)
+  int64_t data_digest = 0;                // its FNV-1a digest (training/byte_corpus.h)
 
   bool has_optimizer() const { return exp_avg != nullptr && exp_avg_sq != nullptr; }
   // "fp64" or "fp32", the root attribute `precision`.

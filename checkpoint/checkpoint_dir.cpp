@@ -8,8 +8,8 @@
 #include <regex>
 
 #include "checkpoint/durable_files.h"
-#include "checkpoint/rank_agreement.h"
-#include "runtime/error.h"
+#include "parallel/rank_agreement.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace fs = std::filesystem;

@@ -6,8 +6,8 @@
 #include <sstream>
 
 #include "checkpoint/golden.h"
-#include "checkpoint/rank_agreement.h"
-#include "runtime/error.h"
+#include "parallel/rank_agreement.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

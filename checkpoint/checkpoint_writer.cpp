@@ -11,10 +11,10 @@
 #include "checkpoint/durable_files.h"
 #include "checkpoint/golden.h"
 #include "checkpoint/hdf5_writer.h"
-#include "checkpoint/rank_agreement.h"
+#include "parallel/rank_agreement.h"
 #include "parallel/fault_injection.h"
 #include "parallel/mpi_comm.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

@@ -2,7 +2,7 @@
 // Shared by checkpoint loading, `inspect` and the tests that read the golden files.
 #include "checkpoint/golden.h"
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "checkpoint/hdf5_reader.h"
-#include "runtime/config.h"
+#include "layers/model_config.h"
 
 namespace tls {
 

@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "checkpoint/durable_files.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

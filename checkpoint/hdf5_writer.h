@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "checkpoint/hdf5_reader.h"
-#include "runtime/tensor.h"
+#include "kernels/tensor.h"
 
 namespace tls {
 

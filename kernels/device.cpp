@@ -2,7 +2,7 @@
 // when the CUDA backend is (TLS_HAVE_CUDA).
 #include "kernels/device.h"
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 #ifdef TLS_HAVE_CUDA
 #include <cuda_runtime.h>

@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <string>
 
-#include "runtime/error.h"
-#include "runtime/tensor.h"
+#include "kernels/error.h"
+#include "kernels/tensor.h"
 
 namespace tls::op_checks {
 

@@ -14,7 +14,7 @@
 #include <memory>
 #include <vector>
 
-#include "runtime/tensor.h"
+#include "kernels/tensor.h"
 
 namespace tls {
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "layers/linear.h"
+#include "layers/pass_context.h"
 
 namespace tls {
 

@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/counter_rng.h"
+#include "kernels/counter_rng.h"
 
 namespace tls {
 namespace {

@@ -1,6 +1,6 @@
 #include "layers/linear.h"
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 

@@ -5,7 +5,7 @@
 #include "parallel/chunk_exchange.h"
 #include "parallel/halo_exchange.h"
 #include "parallel/mappings.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 
@@ -136,7 +136,7 @@ void LSAttention::forward(Ops& ops, const Tensor& h, const Tensor& cache, const 
     ops.copy_rows(tail_values, 0, sv.values_block, T - w, w);
   }
   Tensor halo_keys = ops.empty({B, w, dl}, dt), halo_values = ops.empty({B, w, dl}, dt);
-  HaloExchange halo = HaloExchange::start_forward(ops, *topo_, tail_keys, tail_values, halo_keys,
+  HaloExchange halo = halo_exchange_forward_start(ops, *topo_, tail_keys, tail_values, halo_keys,
                                                   halo_values, tag_);
 
   // Compressed part (needs no halo): weights, compression, LN_dproj, gather over sp.
@@ -158,8 +158,8 @@ void LSAttention::forward(Ops& ops, const Tensor& h, const Tensor& cache, const 
   dual_ln_dproj.forward(ops, sv.khat_raw, sv.khat_local, sv.khat_ln);
   dual_ln_dproj.forward(ops, sv.vhat_raw, sv.vhat_local, sv.vhat_ln);
   // The slots of every slice: gathered over sp while the window part runs.
-  ChunkExchange khat_gather = start_gather_chunks(ops, *topo_, sv.khat_local, cache_slots);
-  ChunkExchange vhat_gather = start_gather_chunks(ops, *topo_, sv.vhat_local, cache_slots);
+  ChunkExchange khat_gather = gather_chunks_forward_start(ops, *topo_, sv.khat_local, cache_slots);
+  ChunkExchange vhat_gather = gather_chunks_forward_start(ops, *topo_, sv.vhat_local, cache_slots);
 
   // Window part: [halo ; block] keys and values through LN_win.
   halo.wait();
@@ -218,9 +218,9 @@ void LSAttention::backward(Ops& ops, const Tensor& dout, const Tensor& h, const 
                                sv.vhat, sv.rel_chunk, s);
   // Each slot's gradient back to its owner, while the window part's backward runs.
   ChunkExchange dkhat_scatter =
-      start_reduce_scatter_chunks(ops, *topo_, dkhat, cache_slots, block_slots);
+      gather_chunks_backward_start(ops, *topo_, dkhat, cache_slots, block_slots);
   ChunkExchange dvhat_scatter =
-      start_reduce_scatter_chunks(ops, *topo_, dvhat, cache_slots, block_slots);
+      gather_chunks_backward_start(ops, *topo_, dvhat, cache_slots, block_slots);
   Tensor dkeys_win = ops.zeros({B, w + T, dl}, dt), dvalues_win = ops.zeros({B, w + T, dl}, dt);
   Tensor drel_window = ops.zeros(sv.rel_window.shape(), dt);
   ops.window_attention_backward(dq, dkeys_win, dvalues_win, drel_window, r_w_bias.grad,
@@ -238,7 +238,7 @@ void LSAttention::backward(Ops& ops, const Tensor& dout, const Tensor& h, const 
   ops.copy_rows(dhalo_keys, 0, dkeys_raw, 0, w);
   ops.copy_rows(dhalo_values, 0, dvalues_raw, 0, w);
   Tensor dtail_keys = ops.empty({B, w, dl}, dt), dtail_values = ops.empty({B, w, dl}, dt);
-  HaloExchange halo = HaloExchange::start_backward(ops, *topo_, dhalo_keys, dhalo_values,
+  HaloExchange halo = halo_exchange_backward_start(ops, *topo_, dhalo_keys, dhalo_values,
                                                    dtail_keys, dtail_values, tag_ + 1);
   Tensor dkeys_block = ops.zeros({B, T, dl}, dt), dvalues_block = ops.zeros({B, T, dl}, dt);
   ops.add_rows(dkeys_block, 0, dkeys_raw, w, T);
@@ -269,7 +269,7 @@ void LSAttention::backward(Ops& ops, const Tensor& dout, const Tensor& h, const 
                                sv.block_weights, c, r, n_head_local_, head_offset_);
   ops.compress_chunks_backward(dvalues_block, dblock_weights, dvalues_chunks, sv.values_block,
                                sv.block_weights, c, r, n_head_local_, head_offset_);
-  gather_columns_from_tp(*topo_, dblock_weights);
+  split_columns_to_tp_backward(*topo_, dblock_weights);
   Tensor dscores = ops.zeros({B, T, H * r}, dt);
   ops.chunk_softmax_backward(dscores, dblock_weights, sv.block_weights, c);
   dconv_1.backward(ops, dscores, h, dh);

@@ -15,14 +15,14 @@
 // r_*_bias and both DualLNs hold this rank's heads; proj_out is row-parallel; dconv_1 is
 // replicated so the cache path can compress with every head's weights before projecting). The
 // block and the cache are cut into sp slices: the window's halo comes from the previous rank
-// (halo_exchange) and the compressed vectors of every slice are all-gathered (gather_chunks).
+// (halo_exchange) and the compressed vectors of every slice are all-gathered (gather_chunks_forward).
 #pragma once
 
 #include <functional>
 
 #include "layers/layernorm.h"
 #include "layers/linear.h"
-#include "runtime/config.h"
+#include "layers/model_config.h"
 
 namespace tls {
 

@@ -12,7 +12,7 @@
 #include "parallel/chunk_exchange.h"
 #include "parallel/halo_exchange.h"
 #include "parallel/mappings.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {
@@ -70,7 +70,7 @@ void LSAttention::forward_slots(Ops& ops, const RowsOf& rows, int64_t T, int64_t
   }
   slots.halo_keys = ops.empty({B, w, dl}, dt);
   slots.halo_values = ops.empty({B, w, dl}, dt);
-  HaloExchange halo = HaloExchange::start_forward(ops, *topo_, tail_keys, tail_values,
+  HaloExchange halo = halo_exchange_forward_start(ops, *topo_, tail_keys, tail_values,
                                                   slots.halo_keys, slots.halo_values, tag_);
 
   Tensor keys_cache, values_cache;
@@ -81,8 +81,8 @@ void LSAttention::forward_slots(Ops& ops, const RowsOf& rows, int64_t T, int64_t
   Tensor khat_local, vhat_local;
   dual_ln_dproj.forward(ops, slots.khat_raw, khat_local, slots.khat_ln);
   dual_ln_dproj.forward(ops, slots.vhat_raw, vhat_local, slots.vhat_ln);
-  slots.khat = gather_chunks(ops, *topo_, khat_local, cache_slots);
-  slots.vhat = gather_chunks(ops, *topo_, vhat_local, cache_slots);
+  slots.khat = gather_chunks_forward(ops, *topo_, khat_local, cache_slots);
+  slots.vhat = gather_chunks_forward(ops, *topo_, vhat_local, cache_slots);
   r_net_chunk.forward(ops, pos.chunk, slots.rel_chunk);
   r_net.forward(ops, pos.window, slots.rel_window);
   halo.wait();
@@ -252,15 +252,15 @@ void LSAttention::backward_slots(Ops& ops, const RowsOf& rows, int64_t T, int64_
   if (!grads.dhalo_keys.defined())
     throw Error("attention pieces: backward_slots before the piece at row 0");
   Tensor dtail_keys = ops.empty({B, w, dl}, dt), dtail_values = ops.empty({B, w, dl}, dt);
-  HaloExchange halo = HaloExchange::start_backward(
+  HaloExchange halo = halo_exchange_backward_start(
       ops, *topo_, grads.dhalo_keys, grads.dhalo_values, dtail_keys, dtail_values, tag_ + 1);
   Tensor none;
   r_net_chunk.backward(ops, grads.drel_chunk, pos.chunk, none);
   r_net.backward(ops, grads.drel_window, pos.window, none);
 
   // Each slot's gradient back to its owner, then LN_dproj.
-  Tensor dkhat_local = reduce_scatter_chunks(ops, *topo_, grads.dkhat, cache_slots, block_slots);
-  Tensor dvhat_local = reduce_scatter_chunks(ops, *topo_, grads.dvhat, cache_slots, block_slots);
+  Tensor dkhat_local = gather_chunks_backward(ops, *topo_, grads.dkhat, cache_slots, block_slots);
+  Tensor dvhat_local = gather_chunks_backward(ops, *topo_, grads.dvhat, cache_slots, block_slots);
   grads = LSAttentionSlotGrads();
   Tensor dkhat_raw = ops.zeros(slots.khat_raw.shape(), dt),
          dvhat_raw = ops.zeros(slots.vhat_raw.shape(), dt);
@@ -305,7 +305,7 @@ void LSAttention::backward_slots(Ops& ops, const RowsOf& rows, int64_t T, int64_
       ops.add_rows(dkeys, tail0 - t0, dtail_keys, tail0 - (T - w), t0 + n - tail0);
       ops.add_rows(dvalues, tail0 - t0, dtail_values, tail0 - (T - w), t0 + n - tail0);
     }
-    gather_columns_from_tp(*topo_, dweights);
+    split_columns_to_tp_backward(*topo_, dweights);
     Tensor dscores = ops.zeros({B, n, H * r}, dt);
     ops.chunk_softmax_backward(dscores, dweights, weights, c);
     Tensor dh = ops.zeros(h.shape(), dt);

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

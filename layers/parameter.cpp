@@ -1,6 +1,6 @@
 #include "layers/parameter.h"
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 

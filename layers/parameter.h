@@ -45,38 +45,4 @@ struct Parameter {
 // parameter is not sharded): for loading full weights into a sharded parameter.
 std::vector<double> shard_of(const Parameter& p, const std::vector<double>& full);
 
-// Context of one forward/backward pass: whether dropout is active and which key draws it.
-struct PassContext {
-  bool training = false;
-  // Keep only each layer's input in the forward and recompute its activations in the backward.
-  bool activation_checkpointing = false;
-  // Tokens per piece of that recomputation (0: automatic; else a multiple of the chunk size and
-  // at least the window).
-  int64_t recompute_piece = 0;
-  uint64_t seed = 0;
-  uint64_t step = 0;
-  double dropout = 0.0;
-  double emb_dropout = 0.0;
-  int64_t b_offset = 0;  // first local batch row in the global batch (data parallel)
-  int64_t t_offset = 0;  // first local position in the block (sequence parallel)
-  int64_t t_global = 0;  // positions of the whole block (0: the local count)
-
-  // Key for a [B_local, tokens, cols] activation, tensor_id unique per dropout site. Columns
-  // split over tp pass their global count and offset.
-  DropoutKey key(uint64_t tensor_id, int64_t tokens, int64_t cols_global = 0,
-                 int64_t col_offset = 0) const {
-    DropoutKey k;
-    k.seed = seed;
-    k.step = step;
-    k.tensor_id = tensor_id;
-    k.t_local = tokens;
-    k.t_global = t_global > 0 ? t_global : tokens;
-    k.t_offset = t_global > 0 ? t_offset : 0;
-    k.b_offset = b_offset;
-    k.cols_global = cols_global;
-    k.col_offset = col_offset;
-    return k;
-  }
-};
-
 }  // namespace tls

@@ -10,6 +10,7 @@
 
 #include "layers/feed_forward.h"
 #include "layers/ls_attention.h"
+#include "layers/pass_context.h"
 
 namespace tls {
 

@@ -11,7 +11,7 @@
 #include <algorithm>
 
 #include "layers/transformer_layer.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

@@ -25,7 +25,7 @@ void reorder(Ops& ops, Tensor& buffer, Tensor& global, int n_ranks, int64_t cach
 
 }  // namespace
 
-ChunkExchange start_gather_chunks(Ops& ops, const Topology& topo, const Tensor& local,
+ChunkExchange gather_chunks_forward_start(Ops& ops, const Topology& topo, const Tensor& local,
                                   int64_t cache_slots) {
   ChunkExchange x;
   x.ops_ = &ops;
@@ -44,7 +44,7 @@ ChunkExchange start_gather_chunks(Ops& ops, const Topology& topo, const Tensor& 
   return x;
 }
 
-ChunkExchange start_reduce_scatter_chunks(Ops& ops, const Topology& topo, const Tensor& dglobal,
+ChunkExchange gather_chunks_backward_start(Ops& ops, const Topology& topo, const Tensor& dglobal,
                                           int64_t cache_slots, int64_t block_slots) {
   ChunkExchange x;
   x.ops_ = &ops;
@@ -75,13 +75,13 @@ Tensor ChunkExchange::wait() {
   return result_;
 }
 
-Tensor gather_chunks(Ops& ops, const Topology& topo, const Tensor& local, int64_t cache_slots) {
-  return start_gather_chunks(ops, topo, local, cache_slots).wait();
+Tensor gather_chunks_forward(Ops& ops, const Topology& topo, const Tensor& local, int64_t cache_slots) {
+  return gather_chunks_forward_start(ops, topo, local, cache_slots).wait();
 }
 
-Tensor reduce_scatter_chunks(Ops& ops, const Topology& topo, const Tensor& dglobal,
+Tensor gather_chunks_backward(Ops& ops, const Topology& topo, const Tensor& dglobal,
                              int64_t cache_slots, int64_t block_slots) {
-  return start_reduce_scatter_chunks(ops, topo, dglobal, cache_slots, block_slots).wait();
+  return gather_chunks_backward_start(ops, topo, dglobal, cache_slots, block_slots).wait();
 }
 
 }  // namespace tls

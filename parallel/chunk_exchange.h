@@ -1,4 +1,4 @@
-// gather_chunks / reduce_scatter_chunks: the compressed chunk vectors across sequence-parallel
+// gather_chunks_forward / gather_chunks_backward: the compressed chunk vectors across sequence-parallel
 // ranks (DESIGN.md section 3). Each rank compresses its own slice of the cache and of the block;
 // every query may see compressed vectors of any earlier slice, so the small [B, slots, dl]
 // tensors are all-gathered, in the global slot order
@@ -25,8 +25,8 @@ class ChunkExchange {
   Tensor wait();
 
  private:
-  friend ChunkExchange start_gather_chunks(Ops&, const Topology&, const Tensor&, int64_t);
-  friend ChunkExchange start_reduce_scatter_chunks(Ops&, const Topology&, const Tensor&, int64_t,
+  friend ChunkExchange gather_chunks_forward_start(Ops&, const Topology&, const Tensor&, int64_t);
+  friend ChunkExchange gather_chunks_backward_start(Ops&, const Topology&, const Tensor&, int64_t,
                                                    int64_t);
   Ops* ops_ = nullptr;
   std::unique_ptr<Request> request_;
@@ -35,17 +35,17 @@ class ChunkExchange {
   int64_t cache_slots_ = 0, block_slots_ = 0;
 };
 
-ChunkExchange start_gather_chunks(Ops& ops, const Topology& topo, const Tensor& local,
+ChunkExchange gather_chunks_forward_start(Ops& ops, const Topology& topo, const Tensor& local,
                                   int64_t cache_slots);
-ChunkExchange start_reduce_scatter_chunks(Ops& ops, const Topology& topo, const Tensor& dglobal,
+ChunkExchange gather_chunks_backward_start(Ops& ops, const Topology& topo, const Tensor& dglobal,
                                           int64_t cache_slots, int64_t block_slots);
 
 // local: [B, cache_slots + block_slots, dl] (this rank's cache slots, then block slots);
 // returns [B, sp * (cache_slots + block_slots), dl] in global order.
-Tensor gather_chunks(Ops& ops, const Topology& topo, const Tensor& local, int64_t cache_slots);
+Tensor gather_chunks_forward(Ops& ops, const Topology& topo, const Tensor& local, int64_t cache_slots);
 // dglobal: [B, sp * (cache_slots + block_slots), dl]; returns this rank's summed gradient
 // [B, cache_slots + block_slots, dl].
-Tensor reduce_scatter_chunks(Ops& ops, const Topology& topo, const Tensor& dglobal,
+Tensor gather_chunks_backward(Ops& ops, const Topology& topo, const Tensor& dglobal,
                              int64_t cache_slots, int64_t block_slots);
 
 }  // namespace tls

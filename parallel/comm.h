@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/tensor.h"
+#include "kernels/tensor.h"
 
 namespace tls {
 

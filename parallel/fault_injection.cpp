@@ -6,7 +6,7 @@
 #include <map>
 #include <string>
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 

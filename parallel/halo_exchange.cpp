@@ -20,7 +20,7 @@ void exchange(const Topology& topo, const Tensor& send_keys, const Tensor& send_
 
 }  // namespace
 
-HaloExchange HaloExchange::start_forward(Ops& ops, const Topology& topo, const Tensor& tail_keys,
+HaloExchange halo_exchange_forward_start(Ops& ops, const Topology& topo, const Tensor& tail_keys,
                                          const Tensor& tail_values, Tensor& halo_keys,
                                          Tensor& halo_values, int tag) {
   HaloExchange h;
@@ -37,7 +37,7 @@ HaloExchange HaloExchange::start_forward(Ops& ops, const Topology& topo, const T
   return h;
 }
 
-HaloExchange HaloExchange::start_backward(Ops& ops, const Topology& topo, const Tensor& dhalo_keys,
+HaloExchange halo_exchange_backward_start(Ops& ops, const Topology& topo, const Tensor& dhalo_keys,
                                           const Tensor& dhalo_values, Tensor& dtail_keys,
                                           Tensor& dtail_values, int tag) {
   HaloExchange h;

@@ -14,23 +14,29 @@
 
 namespace tls {
 
+// A pending halo transfer (forward or backward); wait() completes it.
 class HaloExchange {
  public:
-  // Forward: sends tail_keys/tail_values [B, w, dl] to the next rank, receives halo_keys/
-  // halo_values (allocated by the caller, same shape) from the previous one. With sp = 1 the
-  // halo is this rank's own tail.
-  static HaloExchange start_forward(Ops& ops, const Topology& topo, const Tensor& tail_keys,
-                                    const Tensor& tail_values, Tensor& halo_keys,
-                                    Tensor& halo_values, int tag);
-  // Backward: sends the halo's gradients to the previous rank, receives the gradients of this
-  // rank's tail from the next one (dtail_* allocated by the caller).
-  static HaloExchange start_backward(Ops& ops, const Topology& topo, const Tensor& dhalo_keys,
-                                     const Tensor& dhalo_values, Tensor& dtail_keys,
-                                     Tensor& dtail_values, int tag);
   void wait();
 
  private:
+  friend HaloExchange halo_exchange_forward_start(Ops&, const Topology&, const Tensor&,
+                                                  const Tensor&, Tensor&, Tensor&, int);
+  friend HaloExchange halo_exchange_backward_start(Ops&, const Topology&, const Tensor&,
+                                                   const Tensor&, Tensor&, Tensor&, int);
   std::vector<std::unique_ptr<Request>> requests_;
 };
+
+// Forward: sends tail_keys/tail_values [B, w, dl] to the next rank, receives halo_keys/
+// halo_values (allocated by the caller, same shape) from the previous one. With sp = 1 the halo
+// is this rank's own tail.
+HaloExchange halo_exchange_forward_start(Ops& ops, const Topology& topo, const Tensor& tail_keys,
+                                         const Tensor& tail_values, Tensor& halo_keys,
+                                         Tensor& halo_values, int tag);
+// Backward: sends the halo's gradients to the previous rank, receives the gradients of this
+// rank's tail from the next one (dtail_* allocated by the caller).
+HaloExchange halo_exchange_backward_start(Ops& ops, const Topology& topo,
+                                          const Tensor& dhalo_keys, const Tensor& dhalo_values,
+                                          Tensor& dtail_keys, Tensor& dtail_values, int tag);
 
 }  // namespace tls

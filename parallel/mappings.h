@@ -3,8 +3,10 @@
 //   reduce_from_tp: forward all-reduce over tp  backward identity
 // A layer's forward shows its communication: column-parallel projections read the replicated
 // input through copy_to_tp; row-parallel projections end in reduce_from_tp.
-// gather_columns_from_tp assembles a tensor whose tp ranks each filled disjoint columns (the
-// rest zero) by a sum: exact, so every rank ends with bit-identical values.
+//   split_columns_to_tp: forward each rank reads its own columns of a replicated tensor (no
+//                        communication: the kernels index them)
+//                        backward the ranks' disjoint columns (the rest zero) are assembled by
+//                        an all-reduce: exact, so every rank ends with bit-identical values.
 #pragma once
 
 #include "parallel/topology.h"
@@ -24,6 +26,7 @@ inline void copy_to_tp_backward(const Topology& t, Tensor& grad) { tp_allreduce(
 inline void reduce_from_tp_forward(const Topology& t, Tensor& x) { tp_allreduce(t, x); }
 inline void reduce_from_tp_backward(const Topology&, Tensor&) {}
 
-inline void gather_columns_from_tp(const Topology& t, Tensor& x) { tp_allreduce(t, x); }
+inline void split_columns_to_tp_forward(const Topology&, const Tensor&) {}
+inline void split_columns_to_tp_backward(const Topology& t, Tensor& grad) { tp_allreduce(t, grad); }
 
 }  // namespace tls

@@ -2,7 +2,7 @@
 
 #include <cstdlib>
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

@@ -4,7 +4,7 @@
 
 #include "parallel/comm.h"
 #include "parallel/topology.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

@@ -3,10 +3,10 @@
 // The last line of the output is `bpc <value> tokens <count>`.
 #include <cstdio>
 
-#include "checkpoint/rank_agreement.h"
+#include "parallel/rank_agreement.h"
 #include "parallel/mpi_comm.h"
 #include "runtime/commands.h"
-#include "runtime/evaluator.h"
+#include "training/evaluator.h"
 #include "runtime/run_setup.h"
 
 namespace tls {

@@ -1,10 +1,10 @@
-// tls_dist generate: text sampled from a checkpoint after --prompt (runtime/generator.h).
+// tls_dist generate: text sampled from a checkpoint after --prompt (training/generator.h).
 // Runs on one process; in a multi-rank launch rank 0 generates and prints.
 #include <cstdio>
 
 #include "runtime/commands.h"
-#include "runtime/error.h"
-#include "runtime/generator.h"
+#include "kernels/error.h"
+#include "training/generator.h"
 #include "runtime/run_setup.h"
 
 namespace tls {

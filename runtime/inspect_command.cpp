@@ -4,7 +4,7 @@
 
 #include "checkpoint/hdf5_reader.h"
 #include "runtime/commands.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 #include "runtime/run_setup.h"
 
 namespace tls {

@@ -12,7 +12,7 @@
 #include "kernels/cpu/blas_core.h"
 #include "parallel/mpi_comm.h"
 #include "runtime/commands.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace {
 

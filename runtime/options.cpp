@@ -6,7 +6,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace po = boost::program_options;
 

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/config.h"
-#include "runtime/trainer.h"
+#include "layers/model_config.h"
+#include "training/trainer.h"
 
 namespace tls {
 

@@ -7,7 +7,7 @@
 #include "kernels/device.h"
 #include "parallel/device_topology.h"
 #include "parallel/mpi_comm.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 

@@ -11,14 +11,14 @@
 #include <filesystem>
 
 #include "checkpoint/checkpoint_dir.h"
-#include "checkpoint/rank_agreement.h"
+#include "parallel/rank_agreement.h"
 #include "kernels/cpu/blas_core.h"
 #include "layers/init.h"
 #include "parallel/mpi_comm.h"
 #include "runtime/commands.h"
-#include "runtime/error.h"
-#include "runtime/evaluator.h"
-#include "runtime/metrics_log.h"
+#include "kernels/error.h"
+#include "training/evaluator.h"
+#include "training/metrics_log.h"
 #include "runtime/run_setup.h"
 #include "runtime/signals.h"
 

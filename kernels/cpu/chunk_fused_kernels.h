@@ -17,7 +17,7 @@
 #include <optional>
 #include <vector>
 
-#include "runtime/tensor.h"
+#include "kernels/tensor.h"
 
 namespace tls::cpu {
 

@@ -1,11 +1,11 @@
 // Dropout of the CPU backend: x *= keep / (1 - p), keep = [u >= p] with u in [0, 1) a
 // counter-based uniform of (seed, step, tensor_id, global index) (see DropoutKey and
-// runtime/counter_rng.h), so every parallel layout draws the same mask.
+// kernels/counter_rng.h), so every parallel layout draws the same mask.
 #include <string>
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/dispatch.h"
-#include "runtime/counter_rng.h"
+#include "kernels/counter_rng.h"
 
 namespace tls {
 

@@ -14,7 +14,7 @@
 #include "kernels/cpu/blas_tiles.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/dispatch.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

@@ -18,7 +18,7 @@
 #include "kernels/cpu/kernel_scratch.h"
 #include "kernels/cpu/softmax_row.h"
 #include "kernels/cpu/vector_exp.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

@@ -1,12 +1,12 @@
 // Dropout of the CUDA backend: x *= keep / (1 - p), keep = [u >= p] with u in [0, 1) the
-// counter-based uniform of runtime/counter_rng.h: u = (mix64(key + (index + 1) * golden) >> 11)
+// counter-based uniform of kernels/counter_rng.h: u = (mix64(key + (index + 1) * golden) >> 11)
 // * 2^-53 with key = stream_key(seed, step, tensor_id) (computed on the host by the same
 // function), index the element's global index of DropoutKey. Same bits as the CPU, so the
 // masks are equal on every backend and layout.
 #include "kernels/cuda/common.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/device_util.cuh"
-#include "runtime/counter_rng.h"
+#include "kernels/counter_rng.h"
 
 namespace tls {
 

@@ -6,7 +6,7 @@
 #include <exception>
 
 #include "kernels/cuda/common.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 

@@ -15,7 +15,7 @@
 #include "checkpoint/checkpoint_writer.h"
 #include "layers/init.h"
 #include "parallel/mpi_comm.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

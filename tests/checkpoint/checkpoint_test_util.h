@@ -14,7 +14,7 @@
 #include <string>
 
 #include "checkpoint/checkpoint_contents.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls::testing {
 

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "checkpoint/golden.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 #include "support/temp_files.h"
 
 namespace tls {

@@ -26,8 +26,8 @@
 #include "checkpoint/golden.h"
 #include "kernels/ops.h"
 #include "layers/model.h"
-#include "runtime/error.h"
-#include "runtime/optimizer.h"
+#include "kernels/error.h"
+#include "training/optimizer.h"
 
 namespace {
 

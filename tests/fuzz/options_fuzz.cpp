@@ -20,7 +20,7 @@
 #include <typeinfo>
 #include <vector>
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 #include "runtime/options.h"
 
 namespace {

@@ -11,7 +11,7 @@
 
 #include "layers/init.h"
 #include "layers/model.h"
-#include "runtime/optimizer.h"
+#include "training/optimizer.h"
 
 namespace tls {
 namespace {

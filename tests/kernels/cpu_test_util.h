@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "kernels/ops.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls::test {
 

@@ -15,7 +15,7 @@
 
 #include "kernels/device.h"
 #include "kernels/ops.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls::test {
 namespace {

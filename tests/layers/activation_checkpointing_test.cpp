@@ -13,7 +13,7 @@
 
 #include "layers/init.h"
 #include "layers/model.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

@@ -18,7 +18,7 @@
 
 #include "kernels/device.h"
 #include "layers/init.h"
-#include "runtime/trainer.h"
+#include "training/trainer.h"
 #include "support/golden_case.h"
 #include "support/tiny_model.h"
 

@@ -5,7 +5,7 @@
 
 #include "kernels/ops.h"
 #include "parallel/mpi_comm.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

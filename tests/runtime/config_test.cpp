@@ -1,13 +1,13 @@
 // ModelConfig::validate: valid configurations pass; each rule of DESIGN.md section 1 is refused
 // with a one-line message that names the flag.
-#include "runtime/config.h"
+#include "layers/model_config.h"
 
 #include <gtest/gtest.h>
 
 #include <functional>
 #include <string>
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

@@ -7,7 +7,7 @@
 #include <cstdio>
 
 #include "checkpoint/golden.h"
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls::testing {
 

@@ -13,7 +13,7 @@
 
 #include "kernels/ops.h"
 #include "parallel/topology.h"
-#include "runtime/config.h"
+#include "layers/model_config.h"
 
 namespace tls::testing {
 

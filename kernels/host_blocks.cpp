@@ -1,4 +1,4 @@
-#include "runtime/host_blocks.h"
+#include "kernels/host_blocks.h"
 
 #include <atomic>
 #include <cstdlib>

@@ -1,10 +1,10 @@
-#include "runtime/metrics_log.h"
+#include "training/metrics_log.h"
 
 #include <sys/resource.h>
 
 #include <cmath>
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 

@@ -1,9 +1,9 @@
-#include "runtime/evaluator.h"
+#include "training/evaluator.h"
 
 #include <cmath>
 #include <vector>
 
-#include "runtime/byte_corpus.h"
+#include "training/byte_corpus.h"
 
 namespace tls {
 

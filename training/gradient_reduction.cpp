@@ -1,4 +1,4 @@
-#include "parallel/gradient_reduction.h"
+#include "training/gradient_reduction.h"
 
 #include <cmath>
 

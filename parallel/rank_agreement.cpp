@@ -1,8 +1,8 @@
 // throw_if_any_rank_failed: one max-reduction finds the lowest failing rank, one broadcast sends
 // its message (as int32 characters, the Comm's host types).
-#include "checkpoint/rank_agreement.h"
+#include "parallel/rank_agreement.h"
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 

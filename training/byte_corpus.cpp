@@ -1,6 +1,6 @@
 // The row-stream layout of DESIGN.md section 4 over an mmap'ed byte file. Only the pages a rank
 // touches are read from disk, so every rank can map the whole corpus.
-#include "runtime/byte_corpus.h"
+#include "training/byte_corpus.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -11,7 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 

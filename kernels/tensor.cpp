@@ -1,4 +1,4 @@
-#include "runtime/tensor.h"
+#include "kernels/tensor.h"
 
 #include <atomic>
 #include <cstdlib>
@@ -6,8 +6,8 @@
 #include <new>
 #include <sstream>
 
-#include "runtime/error.h"
-#include "runtime/host_blocks.h"
+#include "kernels/error.h"
+#include "kernels/host_blocks.h"
 
 namespace tls {
 

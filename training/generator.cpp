@@ -1,12 +1,12 @@
-#include "runtime/generator.h"
+#include "training/generator.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <vector>
 
-#include "runtime/counter_rng.h"
-#include "runtime/error.h"
+#include "kernels/counter_rng.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

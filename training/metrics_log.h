@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <string>
 
-#include "runtime/trainer.h"
+#include "training/trainer.h"
 
 namespace tls {
 

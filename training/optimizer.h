@@ -25,7 +25,7 @@ class AdamW {
  public:
   AdamW(Ops& ops, std::vector<Parameter*> params, OptimizerSettings settings);
 
-  // Scales the gradients so their norm (parallel/gradient_reduction.h: global_gradient_norm) is
+  // Scales the gradients so their norm (training/gradient_reduction.h: global_gradient_norm) is
   // at most clip_norm (no-op when clipping is off).
   void clip(double grad_norm);
   // One update with the learning rate of update `update` (1-based); returns that rate.

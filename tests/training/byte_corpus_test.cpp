@@ -1,13 +1,13 @@
 // ByteCorpus and ByteStream on small temporary files with known bytes: the row-stream layout and
 // the evaluation stream of DESIGN.md section 4, and the refusals of unusable corpora.
-#include "runtime/byte_corpus.h"
+#include "training/byte_corpus.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 #include "support/temp_files.h"
 
 namespace tls {

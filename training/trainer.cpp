@@ -1,10 +1,10 @@
-#include "runtime/trainer.h"
+#include "training/trainer.h"
 
 #include <cmath>
 
 #include "parallel/fault_injection.h"
-#include "parallel/gradient_reduction.h"
-#include "runtime/error.h"
+#include "training/gradient_reduction.h"
+#include "kernels/error.h"
 
 namespace tls {
 

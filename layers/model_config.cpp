@@ -1,11 +1,11 @@
 // ModelConfig::validate and describe: the constraints of DESIGN.md section 1, checked once at
 // start. Each refusal is one line naming the flag(s) and the rule, so the user can fix the
 // command line without reading code.
-#include "runtime/config.h"
+#include "layers/model_config.h"
 
 #include <sstream>
 
-#include "runtime/error.h"
+#include "kernels/error.h"
 
 namespace tls {
 namespace {

@@ -9,8 +9,8 @@
 
 #include "kernels/cpu/bf16.h"
 #include "layers/init.h"
-#include "parallel/gradient_reduction.h"
-#include "runtime/trainer.h"
+#include "training/gradient_reduction.h"
+#include "training/trainer.h"
 #include "support/tiny_model.h"
 
 namespace tls {

@@ -9,8 +9,8 @@
 #include <memory>
 
 #include "layers/model.h"
-#include "runtime/byte_corpus.h"
-#include "runtime/optimizer.h"
+#include "training/byte_corpus.h"
+#include "training/optimizer.h"
 
 namespace tls {
 

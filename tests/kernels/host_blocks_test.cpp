@@ -1,4 +1,4 @@
-// The large-block cache behind host tensors (runtime/host_blocks.h): a freed block of the same
+// The large-block cache behind host tensors (kernels/host_blocks.h): a freed block of the same
 // size is handed out again instead of a fresh mmap, and what it keeps never takes the process
 // past the most its live blocks have needed.
 #include <gtest/gtest.h>
@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <cstring>
 
-#include "runtime/host_blocks.h"
-#include "runtime/tensor.h"
+#include "kernels/host_blocks.h"
+#include "kernels/tensor.h"
 
 namespace tls {
 namespace {
