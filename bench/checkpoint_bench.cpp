@@ -1,4 +1,4 @@
-// Checkpoint write and read throughput (DESIGN.md section 5) at the world size it is launched
+// Checkpoint write and read throughput (docs/DESIGN.md section 5) at the world size it is launched
 // with, next to the rate of writing the same bytes with plain write() + fsync in the same run.
 // The model (default: 4 layers, d_model 1024, d_inner 4096, about 240 MB of float32 parameters)
 // is tensor-parallel over the whole world when its heads divide, else data parallel; each rank

@@ -1,4 +1,4 @@
-// Model FLOPs of one forward pass, counted from the math of DESIGN.md section 1 (a multiply-add
+// Model FLOPs of one forward pass, counted from the math of docs/DESIGN.md section 1 (a multiply-add
 // is 2 FLOPs; LayerNorms, softmaxes and elementwise work are not counted). Training counts
 // 3 x forward (backward = 2 x forward); recomputation is not counted.
 #pragma once
@@ -25,7 +25,7 @@ inline ModelConfig long_sequence_config(int64_t n_layer) {
 }
 
 // How the compressed part's score q_t . khat[j] + q_t . P[id] is counted: as the two dot products
-// DESIGN.md writes (like the window's content and positional terms), or as one, folding P into
+// docs/DESIGN.md writes (like the window's content and positional terms), or as one, folding P into
 // the key of the query's chunk (an add per chunk, not per query).
 enum class CompressedScore { two_dot_products, folded };
 

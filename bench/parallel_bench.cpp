@@ -145,7 +145,7 @@ int main(int argc, char** argv) {
     mine.data<double>()[0] = rss;
     topo.world->allgather(every, mine);
     const TrafficCounters& t = traffic();
-    // Predictions per rank per step, float32 (DESIGN.md section 3).
+    // Predictions per rank per step, float32 (docs/DESIGN.md section 3).
     const double dl = static_cast<double>(cfg.d_model) / tp, L = static_cast<double>(cfg.n_layer);
     const double halo_pred =
         sp > 1 ? 2 * 2 * cfg.window_len * dl * 4 * L : 0;  // K and V, forward + backward

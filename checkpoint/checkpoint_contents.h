@@ -1,4 +1,4 @@
-// What one rank saves to, or loads from, a checkpoint (DESIGN.md section 5): views of the live
+// What one rank saves to, or loads from, a checkpoint (docs/DESIGN.md section 5): views of the live
 // parameters, AdamW moments and carried caches, plus the run's model config and the training
 // settings exact resume needs. Nothing is copied; the writer reads and the reader fills these.
 //

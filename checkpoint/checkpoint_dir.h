@@ -1,4 +1,4 @@
-// The save directory (DESIGN.md sections 5 and 6): checkpoints are
+// The save directory (docs/DESIGN.md sections 5 and 6): checkpoints are
 // `<save-dir>/checkpoint_<update>.h5`, and `checkpoint_last.h5` is a symbolic link naming the
 // newest complete one. The link is replaced atomically (a new link under a temporary name,
 // renamed over the old one), only after its target is completely written and renamed into

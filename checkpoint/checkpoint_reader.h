@@ -1,10 +1,10 @@
-// Loading a checkpoint (DESIGN.md section 5) into any parallel layout: tensors are stored whole,
+// Loading a checkpoint (docs/DESIGN.md section 5) into any parallel layout: tensors are stored whole,
 // so each rank reads only the hyperslab its own Parameter sharding and cache slice declare
 // (checkpoint_contents.h), whatever layout saved the file.
 //
 // Validation, each failure a tls::Error whose one line names the file, the dataset or attribute
 // and the problem: the file exists and is HDF5 (not truncated), `format` and `format_version`
-// (only version 1 is read), every hyperparameter equals the run's (DESIGN.md section 4: with
+// (only version 1 is read), every hyperparameter equals the run's (docs/DESIGN.md section 4: with
 // allow_length_change, tokens_per_sample and mem_len may differ and the caches are not loaded),
 // every dataset is present with the expected shape and a floating-point type, and, in files that
 // declare checksums, carries its Fletcher32 checksum, which HDF5 verifies on every read. Stored

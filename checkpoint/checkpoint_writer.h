@@ -1,4 +1,4 @@
-// Saving a checkpoint (DESIGN.md section 5): one HDF5 file written collectively through parallel
+// Saving a checkpoint (docs/DESIGN.md section 5): one HDF5 file written collectively through parallel
 // HDF5 over the world communicator, every tensor stored whole under its reference name and
 // shape, each rank writing only its hyperslab and a replicated tensor written by one rank.
 //

@@ -1,5 +1,5 @@
 // Reading a model's hyperparameters back from a checkpoint's (or golden file's) root attributes,
-// DESIGN.md section 5: `format` = "tls_dist-checkpoint", `format_version` = 1, and every model
+// docs/DESIGN.md section 5: `format` = "tls_dist-checkpoint", `format_version` = 1, and every model
 // hyperparameter as an int64 scalar (booleans 0/1, clamps -1 when off).
 #pragma once
 
@@ -18,7 +18,7 @@ inline constexpr int64_t kCheckpointFormatVersion = 1;
 // Throws tls::Error naming the file if the format or version is wrong, an attribute is missing,
 // or a boolean is not 0/1. `dropout` / `emb_dropout` are read when present (float attributes),
 // else left at 0. The result is not validated: callers may override tokens_per_sample and
-// mem_len first (DESIGN.md section 4), then call validate().
+// mem_len first (docs/DESIGN.md section 4), then call validate().
 ModelConfig config_from_attributes(const Hdf5Reader& file);
 
 // The integer root attributes of `config`, in a fixed order: every int64 hyperparameter under its

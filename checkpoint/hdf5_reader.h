@@ -1,5 +1,5 @@
 // Hdf5Reader: a small read-only view of one HDF5 file (serial open, HDF5 C API), enough to read
-// checkpoints' attributes and the golden files' datasets (DESIGN.md section 5). Every error is a
+// checkpoints' attributes and the golden files' datasets (docs/DESIGN.md section 5). Every error is a
 // tls::Error naming the file and the object (dataset, group or attribute) involved.
 #pragma once
 

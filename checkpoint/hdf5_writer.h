@@ -1,5 +1,5 @@
 // Hdf5Writer: creates one HDF5 file and writes attributes and whole tensors into it, each
-// process writing only its own hyperslab (DESIGN.md section 5). Given an MPI communicator it
+// process writing only its own hyperslab (docs/DESIGN.md section 5). Given an MPI communicator it
 // uses parallel HDF5 (MPI-IO) and every call is collective over it: every rank calls every
 // method in the same order with the same names, shapes and attribute values, and a rank with
 // nothing to write passes no data (it still takes part). Without one it is plain serial HDF5.

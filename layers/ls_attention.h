@@ -1,4 +1,4 @@
-// Long-short attention (the reference's ChunkedLSAttention), DESIGN.md sections 1 and 1.1.
+// Long-short attention (the reference's ChunkedLSAttention), docs/DESIGN.md sections 1 and 1.1.
 //
 // For a block h [B, T, d] and its cache C [B, M, d] (both already normed in the pre-LN model):
 //   q  = (h Wq^T) / sqrt(d_h)
@@ -11,7 +11,7 @@
 // Each part runs as its own kernel (kernels/ops.h) and the parts are merged by their
 // log-sum-exp, so no T x T matrix or dense mask ever exists.
 //
-// Parallel (DESIGN.md section 3): heads are split over tp (q/k/v, r_net, r_net_chunk, the
+// Parallel (docs/DESIGN.md section 3): heads are split over tp (q/k/v, r_net, r_net_chunk, the
 // r_*_bias and both DualLNs hold this rank's heads; proj_out is row-parallel; dconv_1 is
 // replicated so the cache path can compress with every head's weights before projecting). The
 // block and the cache are cut into sp slices: the window's halo comes from the previous rank

@@ -1,4 +1,4 @@
-// The whole Transformer-LS language model (the reference's TransformerLSModel), DESIGN.md
+// The whole Transformer-LS language model (the reference's TransformerLSModel), docs/DESIGN.md
 // section 1:
 //   h = drop_emb(E[x] * sqrt(d))
 //   for each layer l: C_next_l = last M rows of [C_l ; h];  h = layer_l(h, C_l)
@@ -8,7 +8,7 @@
 //
 // In a parallel run each rank holds its tp shard of the parameters and its sp slice of the block
 // and of the cache ([B_local, T / sp] tokens, [B_local, M / sp, d] caches); the forward returns
-// this rank's partial loss sum and the caller sums it over dp x sp (DESIGN.md section 3).
+// this rank's partial loss sum and the caller sums it over dp x sp (docs/DESIGN.md section 3).
 #pragma once
 
 #include <memory>

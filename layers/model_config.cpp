@@ -1,4 +1,4 @@
-// ModelConfig::validate and describe: the constraints of DESIGN.md section 1, checked once at
+// ModelConfig::validate and describe: the constraints of docs/DESIGN.md section 1, checked once at
 // start. Each refusal is one line naming the flag(s) and the rule, so the user can fix the
 // command line without reading code.
 #include "layers/model_config.h"

@@ -1,4 +1,4 @@
-// The model's hyperparameters (DESIGN.md section 1), named like the reference's flags, and
+// The model's hyperparameters (docs/DESIGN.md section 1), named like the reference's flags, and
 // their validation. Validation happens once, at start; each broken rule is reported with the
 // option's flag name and the rule, e.g. "--tokens-per-sample 30 must be a multiple of
 // --chunk-size 4".
@@ -34,7 +34,7 @@ struct ModelConfig {
 
   // Throws tls::Error naming the first broken rule (flag name and rule).
   void validate() const;
-  // The parallel layout's rules (DESIGN.md section 3), checked before any work: tp divides
+  // The parallel layout's rules (docs/DESIGN.md section 3), checked before any work: tp divides
   // --d-model, --n-head and --d-inner; sp > 1 needs --mem-len = --tokens-per-sample, and each
   // slice is at least --window-len long and a multiple of --chunk-size. Throws tls::Error
   // naming the option and the rule.

@@ -1,4 +1,4 @@
-// A trainable tensor: its reference name and shape (the state_dict key of DESIGN.md section 5),
+// A trainable tensor: its reference name and shape (the state_dict key of docs/DESIGN.md section 5),
 // the values this rank holds and their gradient. Layers own their Parameters; the model lists
 // them for the optimizer and the checkpoint.
 #pragma once

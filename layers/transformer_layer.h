@@ -1,4 +1,4 @@
-// One Transformer-LS layer (the reference's TransformerLSLayer), DESIGN.md section 1.
+// One Transformer-LS layer (the reference's TransformerLSLayer), docs/DESIGN.md section 1.
 //
 // pre-LN (the paper's runs):           post-LN:
 //   h1 = LN1(x); C' = LN1(C)              a  = drop(attn(x, C))

@@ -1,5 +1,5 @@
 // gather_chunks_forward / gather_chunks_backward: the compressed chunk vectors across sequence-parallel
-// ranks (DESIGN.md section 3). Each rank compresses its own slice of the cache and of the block;
+// ranks (docs/DESIGN.md section 3). Each rank compresses its own slice of the cache and of the block;
 // every query may see compressed vectors of any earlier slice, so the small [B, slots, dl]
 // tensors are all-gathered, in the global slot order
 //   [cache slots of rank 0, 1, ..., sp-1 ; block slots of rank 0, 1, ..., sp-1].

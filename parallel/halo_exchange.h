@@ -1,4 +1,4 @@
-// halo_exchange: the window's w positions before each sequence-parallel slice (DESIGN.md
+// halo_exchange: the window's w positions before each sequence-parallel slice (docs/DESIGN.md
 // section 3). Rank s needs the projected keys and values of the w positions before its slice:
 // rank s-1's last block rows, and for rank 0 the cache tail held by rank sp-1 (a ring). Each
 // rank therefore sends its "tail" to rank s+1 (mod sp) and receives its halo from rank s-1.

@@ -42,7 +42,7 @@ class MpiComm final : public Comm {
 void mpi_initialize(int* argc, char*** argv);
 bool mpi_initialized();
 
-// The grid of DESIGN.md section 3 over MPI_COMM_WORLD. Throws tls::Error (on every rank) when
+// The grid of docs/DESIGN.md section 3 over MPI_COMM_WORLD. Throws tls::Error (on every rank) when
 // the world size is not tp * sp * dp.
 Topology make_mpi_topology(int tp, int sp);
 

@@ -1,4 +1,4 @@
-// The four commands of tls_dist (DESIGN.md section 6), each in its own file. They run on every
+// The four commands of tls_dist (docs/DESIGN.md section 6), each in its own file. They run on every
 // rank and throw tls::Error with a one-line message; main prints it and exits non-zero.
 #pragma once
 

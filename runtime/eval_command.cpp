@@ -1,4 +1,4 @@
-// tls_dist eval: bits per character of a checkpoint on a file (DESIGN.md section 4), with its
+// tls_dist eval: bits per character of a checkpoint on a file (docs/DESIGN.md section 4), with its
 // own --tokens-per-sample and --mem-len (the paper evaluates with longer memory), on any --sp.
 // The last line of the output is `bpc <value> tokens <count>`.
 #include <cstdio>

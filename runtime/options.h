@@ -1,4 +1,4 @@
-// The command line of tls_dist (DESIGN.md section 6): `tls_dist train|eval|generate|inspect`,
+// The command line of tls_dist (docs/DESIGN.md section 6): `tls_dist train|eval|generate|inspect`,
 // flags named like the reference's fairseq flags, an optional INI --config file that the command
 // line overrides, and one validation pass before any work whose errors name the option.
 #pragma once

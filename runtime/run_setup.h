@@ -1,5 +1,5 @@
 // What every command does before any work: the process grid, the backend, the precision, and
-// the model's hyperparameters reconciled with a checkpoint's (DESIGN.md sections 4 and 6).
+// the model's hyperparameters reconciled with a checkpoint's (docs/DESIGN.md sections 4 and 6).
 #pragma once
 
 #include <memory>

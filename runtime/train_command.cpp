@@ -1,4 +1,4 @@
-// tls_dist train (DESIGN.md sections 4 and 6). Before any work, on every rank: the grid, the
+// tls_dist train (docs/DESIGN.md sections 4 and 6). Before any work, on every rank: the grid, the
 // backend, the model's hyperparameters (from a resumed or fine-tuned checkpoint, or the flags),
 // the layout's rules and the corpora are checked, and any rank's refusal stops every rank with
 // one line. Then: resume from <save-dir>/checkpoint_last.h5 by itself when it exists, train to

@@ -1,4 +1,4 @@
-// The row-stream layout of DESIGN.md section 4 over an mmap'ed byte file. Only the pages a rank
+// The row-stream layout of docs/DESIGN.md section 4 over an mmap'ed byte file. Only the pages a rank
 // touches are read from disk, so every rank can map the whole corpus.
 #include "training/byte_corpus.h"
 

@@ -1,4 +1,4 @@
-// Byte-corpus data streams (DESIGN.md section 4). A corpus is a raw byte file, memory-mapped
+// Byte-corpus data streams (docs/DESIGN.md section 4). A corpus is a raw byte file, memory-mapped
 // read-only (never loaded whole: enwik8 is 100 MB, and every rank maps the same file).
 //
 // ByteCorpus (training): N bytes cut into B_global contiguous rows of n = floor(N / B_global)

@@ -1,4 +1,4 @@
-// Evaluation (DESIGN.md section 4): one stream (B = 1) with the cache carried, block i with
+// Evaluation (docs/DESIGN.md section 4): one stream (B = 1) with the cache carried, block i with
 // inputs b[iT .. iT+T) and targets b[iT+1 .. iT+T+1), so every byte after the first is predicted
 // once; the final short block is right-padded and only its real targets count. With sp > 1 each
 // rank evaluates its slice of every block. Bits per character = total NLL / (count ln 2).

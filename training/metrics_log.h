@@ -1,4 +1,4 @@
-// Training logs (DESIGN.md section 6): a human line on stdout and one JSON object per logged
+// Training logs (docs/DESIGN.md section 6): a human line on stdout and one JSON object per logged
 // update appended to <save-dir>/metrics.jsonl (step, loss, bpc, lr, grad_norm, tokens_per_s,
 // peak memory, ETA; validation lines carry "split": "valid"). Only rank 0 writes.
 #pragma once

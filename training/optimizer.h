@@ -1,4 +1,4 @@
-// AdamW exactly as torch.optim.AdamW defines it (DESIGN.md section 4), the reference's
+// AdamW exactly as torch.optim.AdamW defines it (docs/DESIGN.md section 4), the reference's
 // learning-rate schedule, and global-norm gradient clipping.
 //   lr(u) = lr * min(1, u / warmup_updates)        (u = 1, 2, ...; fixed after warm-up)
 //   clip:  if ||g|| > clip_norm > 0, g *= clip_norm / (||g|| + 1e-6)   (fairseq's rule)

@@ -1,4 +1,4 @@
-// One training update on any parallel layout (DESIGN.md sections 3 and 4): each rank reads its
+// One training update on any parallel layout (docs/DESIGN.md sections 3 and 4): each rank reads its
 // data-parallel rows and sequence-parallel positions of update u's block from the corpus,
 // forward with the carried caches, backward, gradients summed over dp x sp, clipping by the
 // global norm (every shard counted once), AdamW. The loss is the mean NLL over every target of

@@ -1,4 +1,4 @@
-// The long-range (dynamic projection) part of LS attention, DESIGN.md section 1.1, and the merge
+// The long-range (dynamic projection) part of LS attention, docs/DESIGN.md section 1.1, and the merge
 // of the two parts' softmaxes.
 //
 // Query t lies in global chunk g_q = first_query_chunk + t / c and sees the compressed slots

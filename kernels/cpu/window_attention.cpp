@@ -1,4 +1,4 @@
-// The short-term (sliding window) part of LS attention, DESIGN.md section 1.1.
+// The short-term (sliding window) part of LS attention, docs/DESIGN.md section 1.1.
 //
 // Query t sees the w keys at distances delta = 0 .. w-1 back (itself included). Its score is
 //   s[t, delta] = (q_t + r_w_bias) . K[t - delta] + (q_t + r_r_bias) . R[delta]

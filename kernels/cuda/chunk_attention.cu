@@ -1,4 +1,4 @@
-// The long-range (compressed) part of LS attention on the GPU (DESIGN.md section 1.1), as a
+// The long-range (compressed) part of LS attention on the GPU (docs/DESIGN.md section 1.1), as a
 // policy of the fused tile kernels in attention_tile.cuh. Query t lies in global chunk
 // g = first_query_chunk + t / c and sees the slots j < min(g r, n_slots) of khat/vhat
 // [B, n_slots, dl]; its score is

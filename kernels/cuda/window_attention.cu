@@ -1,4 +1,4 @@
-// The short-term (sliding window) part of LS attention on the GPU (DESIGN.md section 1.1), as
+// The short-term (sliding window) part of LS attention on the GPU (docs/DESIGN.md section 1.1), as
 // a policy of the fused tile kernels in attention_tile.cuh. Query t (block row) sees the keys
 // rows j = t + w - delta, delta = 0 .. w-1, of keys/values [B, w + T, dl], i.e. j in
 // [t + 1, t + w]; its score is

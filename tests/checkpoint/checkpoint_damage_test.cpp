@@ -1,4 +1,4 @@
-// Every damaged or mismatched checkpoint is refused (DESIGN.md section 5), with one line that
+// Every damaged or mismatched checkpoint is refused (docs/DESIGN.md section 5), with one line that
 // names the file, the dataset or attribute and the problem, and without changing any file: a
 // truncated file, flipped bytes inside a dataset's data (Fletcher32), a missing dataset, a wrong
 // shape, a hyperparameter that differs from the run's, an unknown format_version, a file that is
@@ -174,7 +174,7 @@ TEST_F(Damage, DifferentHyperparameterIsRefused) {
   EXPECT_MENTIONS(m, "attribute 'dropout' is 0 in the file but 0.1 in this run");
 
   other = testing::tiny_checkpoint_model();
-  other.mem_len = 32;  // changing lengths needs the caller's permission (DESIGN.md section 4)
+  other.mem_len = 32;  // changing lengths needs the caller's permission (docs/DESIGN.md section 4)
   m = refusal(copy("hyper.h5"), other);
   EXPECT_MENTIONS(m, "attribute 'mem_len' is 16 in the file but 32 in this run");
 }

@@ -1,4 +1,4 @@
-// A save interrupted by a rank dying halfway (DESIGN.md section 5): with the fault-injection
+// A save interrupted by a rank dying halfway (docs/DESIGN.md section 5): with the fault-injection
 // switch TLS_FAULT_INJECT=save_abort_rank<R>, `mpiexec -n 2 checkpoint_fault_helper` aborts
 // within 30 s, the checkpoint it was writing never appears under its final name, and the
 // previous checkpoint and checkpoint_last are intact and load. The next good save cleans up the

@@ -1,7 +1,7 @@
 // A checkpoint tls_dist writes, read back with nothing but the plain HDF5 C API (as any HDF5
 // tool would): the reference's state_dict names and shapes under /model, the optimizer and state
 // groups, float32 (float64 for fp64 runs) data, int64 hyperparameter attributes, an ASCII
-// `format` string, and a Fletcher32 checksum on every dataset (DESIGN.md section 5).
+// `format` string, and a Fletcher32 checksum on every dataset (docs/DESIGN.md section 5).
 #include <gtest/gtest.h>
 #include <hdf5.h>
 

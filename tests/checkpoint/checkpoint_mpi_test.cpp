@@ -1,5 +1,5 @@
 // mpi-ranks: 2 4
-// Checkpoints across parallel layouts (DESIGN.md section 5): tensors sharded by hand (along dim
+// Checkpoints across parallel layouts (docs/DESIGN.md section 5): tensors sharded by hand (along dim
 // 0, along dim 1, along the head dim of a [1, H, 1, d_h] bias, replicated) and caches split over
 // dp and sp are saved collectively from every layout that fits the world and loaded into every
 // other one; each rank must get exactly its hyperslab, a replicated tensor must come from its one

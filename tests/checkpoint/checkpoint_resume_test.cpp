@@ -1,4 +1,4 @@
-// Exact resume (DESIGN.md sections 4 and 5): training 6 updates straight and training 3, saving,
+// Exact resume (docs/DESIGN.md sections 4 and 5): training 6 updates straight and training 3, saving,
 // loading into a fresh model and trainer, and training 3 more give the same losses and the same
 // parameters and AdamW moments, bit for bit, in float32 and float64 (dropout on, clipping on,
 // warm-up spanning the save).

@@ -1,4 +1,4 @@
-// Save and load in one process (DESIGN.md section 5): a bitwise round trip of parameters,
+// Save and load in one process (docs/DESIGN.md section 5): a bitwise round trip of parameters,
 // AdamW moments, step and caches in float32 and float64, either precision loading into the
 // other, every golden file loading into a model that then reproduces its first block's loss,
 // and the save directory's checkpoint_last link and pruning.

@@ -1,5 +1,5 @@
 // The two attention kernels and their merge against a plain dense reference: for every query
-// build the full row of [compressed ; window] scores with the visibility rule of DESIGN.md 1.1,
+// build the full row of [compressed ; window] scores with the visibility rule of docs/DESIGN.md 1.1,
 // one softmax, one weighted sum. The backward kernels are checked against finite differences
 // of the forward pipeline (window + chunk + merge) in float64.
 #include <gtest/gtest.h>

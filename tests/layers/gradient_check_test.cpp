@@ -1,6 +1,6 @@
 // Finite-difference gradient checks, in float64, of each layer on its own: the long-short
 // attention, the feed-forward block, LayerNorm, the transformer layer (pre- and post-LN, with
-// dropout on) and the whole model. The shapes exercise the edge cases of DESIGN.md 1.1: a single
+// dropout on) and the whole model. The shapes exercise the edge cases of docs/DESIGN.md 1.1: a single
 // chunk, T = w, T < w, M > T, r > 1, clamp_len and cpos_clamp_len.
 #include <gtest/gtest.h>
 

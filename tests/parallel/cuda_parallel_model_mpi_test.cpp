@@ -1,6 +1,6 @@
 // mpi-ranks: 2
 // Every parallel layout computes the same function as one process with the CUDA backend on
-// every rank (DESIGN.md section 3): each rank runs CudaOps on its device and the topology's
+// every rank (docs/DESIGN.md section 3): each rank runs CudaOps on its device and the topology's
 // multi-process groups move device tensors over NCCL (with_device_comms); for every layout
 // (tp, sp, dp) of 2 ranks that fits, the loss, every parameter gradient and the parameters after
 // the AdamW steps must equal one process on the CPU backend, on every rank, within the bounds of

@@ -1,5 +1,5 @@
 // mpi-ranks: 2 4 8
-// Every parallel layout computes the same function as one process (DESIGN.md section 3): for
+// Every parallel layout computes the same function as one process (docs/DESIGN.md section 3): for
 // the layouts (tp, sp, dp) that fit the world size, the loss, every parameter gradient and the
 // parameters after five AdamW steps equal a single-process run on every rank, on golden files
 // and on random configs, in float64 and float32, with dropout off and on.

@@ -1,4 +1,4 @@
-// ModelConfig::validate: valid configurations pass; each rule of DESIGN.md section 1 is refused
+// ModelConfig::validate: valid configurations pass; each rule of docs/DESIGN.md section 1 is refused
 // with a one-line message that names the flag.
 #include "layers/model_config.h"
 

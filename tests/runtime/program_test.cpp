@@ -1,4 +1,4 @@
-// The tls_dist program end to end (DESIGN.md section 6): training under mpirun on the default
+// The tls_dist program end to end (docs/DESIGN.md section 6): training under mpirun on the default
 // corpus with the loss and validation BPC falling, eval's output contract, generate, inspect,
 // SIGTERM with resume, a dying rank ending the job, and bad input refused with one line, a
 // non-zero exit and no checkpoint touched.

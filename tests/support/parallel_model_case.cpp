@@ -220,7 +220,7 @@ void compare(const Scenario& s, DType dtype, double tol, Device device) {
     }
     // AdamW divides by sqrt(v): where a gradient is rounding noise its update is not, so
     // parameters are compared at a looser bound in float32, and dconv_1.bias (whose gradient
-    // is exactly zero in exact arithmetic, DESIGN.md 1.1) only in float64.
+    // is exactly zero in exact arithmetic, docs/DESIGN.md 1.1) only in float64.
     const double param_tol = dtype == DType::f32 ? 10 * tol : tol;
     for (Parameter* p : shape_model.parameters()) {
       if (dtype == DType::f32 && p->name.find("dconv_1.bias") != std::string::npos) continue;

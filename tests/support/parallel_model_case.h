@@ -1,4 +1,4 @@
-// The parallel-layout check of DESIGN.md section 3, shared by the multi-rank model suites
+// The parallel-layout check of docs/DESIGN.md section 3, shared by the multi-rank model suites
 // (tests/parallel/parallel_model_mpi_test.cpp on the CPU backend,
 // tests/parallel/cuda_parallel_model_mpi_test.cpp on CUDA): for every layout (tp, sp, dp) that
 // fits the world size, the loss, every parameter gradient and the parameters after the AdamW

@@ -1,5 +1,5 @@
 // ByteCorpus and ByteStream on small temporary files with known bytes: the row-stream layout and
-// the evaluation stream of DESIGN.md section 4, and the refusals of unusable corpora.
+// the evaluation stream of docs/DESIGN.md section 4, and the refusals of unusable corpora.
 #include "training/byte_corpus.h"
 
 #include <gtest/gtest.h>
