@@ -21,7 +21,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
 
 PACKAGES=(cmake g++ make libopenmpi-dev openmpi-bin libhdf5-openmpi-dev
-  libboost-program-options-dev libopenblas-dev libgtest-dev hdf5-tools
+  libboost-program-options-dev libopenblas-dev libgtest-dev hdf5-tools unzip
   # Slurm for tests/launch/slurm_test.cpp and launch/slurm/train.sbatch. Slurm's mpi/pmix plugin
   # (slurm-wlm-basic-plugins) dlopens libpmix.so, which only libpmix-dev provides.
   slurmctld slurmd slurm-client munge libpmix-dev
