@@ -143,6 +143,7 @@ CheckpointInfo read_checkpoint_info(const Hdf5Reader& file) {
     TrainSettings& s = info.training;
     s.seed = static_cast<uint64_t>(file.int_attribute("/", "seed"));
     s.batch_size = file.int_attribute("/", "batch_size");
+    s.update_freq = int_or("update_freq", 1);  // absent before --update-freq existed: 1
     s.optimizer.lr = file.double_attribute("/", "lr");
     s.optimizer.warmup_updates = file.int_attribute("/", "warmup_updates");
     s.optimizer.weight_decay = file.double_attribute("/", "weight_decay");

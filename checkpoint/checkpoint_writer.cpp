@@ -110,6 +110,7 @@ void write_attributes(Hdf5Writer& w, const CheckpointContents& c, const Topology
   const TrainSettings& s = c.training;
   w.attribute("/", "seed", static_cast<int64_t>(s.seed));
   w.attribute("/", "batch_size", s.batch_size);
+  w.attribute("/", "update_freq", s.update_freq);
   w.attribute("/", "lr", s.optimizer.lr);
   w.attribute("/", "warmup_updates", s.optimizer.warmup_updates);
   w.attribute("/", "weight_decay", s.optimizer.weight_decay);

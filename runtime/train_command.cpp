@@ -47,6 +47,10 @@ void prepare(const RunOptions& o, TrainSetup& s) {
       throw Error("--batch-size " + std::to_string(o.training.batch_size) + " differs from " +
                   std::to_string(s.info.training.batch_size) + " of the run being resumed from " +
                   last + " (the data stream depends on it)");
+    if (s.info.has_training && s.info.training.update_freq != o.training.update_freq)
+      throw Error("--update-freq " + std::to_string(o.training.update_freq) + " differs from " +
+                  std::to_string(s.info.training.update_freq) + " of the run being resumed from " +
+                  last + " (the data stream depends on it)");
   } else if (!o.finetune_from.empty()) {
     s.info = read_checkpoint_info(o.finetune_from);
     s.config = reconcile_with_checkpoint(o, s.info, true);

@@ -59,23 +59,23 @@ ByteCorpus::ByteCorpus(const std::string& path, int64_t batch_rows, int64_t toke
   }
 }
 
-void ByteCorpus::batch(int64_t update_in_epoch, int64_t row_begin, int64_t row_count,
+void ByteCorpus::batch(int64_t block_in_epoch, int64_t row_begin, int64_t row_count,
                        int64_t t_begin, int64_t t_count, std::vector<int32_t>& inputs,
                        std::vector<int32_t>& targets) const {
-  if (update_in_epoch < 0 || update_in_epoch >= updates_per_epoch() || row_begin < 0 ||
+  if (block_in_epoch < 0 || block_in_epoch >= blocks_per_epoch() || row_begin < 0 ||
       row_count < 0 || row_begin + row_count > rows_ || t_begin < 0 || t_count < 0 ||
       t_begin + t_count > tokens_) {
-    throw Error("corpus '" + path() + "': batch(update " + std::to_string(update_in_epoch) +
+    throw Error("corpus '" + path() + "': batch(block " + std::to_string(block_in_epoch) +
                 ", rows " + std::to_string(row_begin) + "+" + std::to_string(row_count) +
                 ", positions " + std::to_string(t_begin) + "+" + std::to_string(t_count) +
-                ") is outside " + std::to_string(updates_per_epoch()) + " updates x " +
+                ") is outside " + std::to_string(blocks_per_epoch()) + " blocks x " +
                 std::to_string(rows_) + " rows x " + std::to_string(tokens_) + " positions");
   }
   inputs.resize(static_cast<size_t>(row_count * t_count));
   targets.resize(inputs.size());
   for (int64_t r = 0; r < row_count; ++r) {
     const unsigned char* src =
-        file_.data() + (row_begin + r) * row_len_ + update_in_epoch * tokens_ + t_begin;
+        file_.data() + (row_begin + r) * row_len_ + block_in_epoch * tokens_ + t_begin;
     int32_t* in = inputs.data() + r * t_count;
     int32_t* tg = targets.data() + r * t_count;
     for (int64_t t = 0; t < t_count; ++t) {

@@ -2,9 +2,10 @@
 // read-only (never loaded whole: enwik8 is 100 MB, and every rank maps the same file).
 //
 // ByteCorpus (training): N bytes cut into B_global contiguous rows of n = floor(N / B_global)
-// bytes. Update i of an epoch reads block i of every row: inputs row[iT .. iT+T), targets
-// row[iT+1 .. iT+T+1). An epoch has floor((n-1) / T) updates. The position is a pure function of
-// the update number, so resuming needs only that number.
+// bytes. Block i of an epoch is block i of every row: inputs row[iT .. iT+T), targets
+// row[iT+1 .. iT+T+1). An epoch has floor((n-1) / T) blocks; an update reads --update-freq
+// consecutive ones (training/trainer.h). The position is a pure function of the update number,
+// so resuming needs only that number.
 //
 // ByteStream (evaluation, B = 1): block i has inputs b[iT .. iT+T) and targets b[iT+1 ..
 // iT+T+1); every byte after the first is predicted exactly once, so the last block may be short.
@@ -47,15 +48,15 @@ class ByteCorpus {
   int64_t rows() const { return rows_; }                 // B_global
   int64_t row_len() const { return row_len_; }           // n
   int64_t tokens_per_sample() const { return tokens_; }  // T
-  int64_t updates_per_epoch() const { return (row_len_ - 1) / tokens_; }
+  int64_t blocks_per_epoch() const { return (row_len_ - 1) / tokens_; }
   // FNV-1a over every byte of the file (as an int64 bit pattern): a resumed run checks that its
   // corpus is the one the checkpoint was trained on.
   int64_t digest() const;
 
-  // Rows [row_begin, row_begin + row_count) of update `update_in_epoch`, block positions
+  // Rows [row_begin, row_begin + row_count) of block `block_in_epoch`, block positions
   // [t_begin, t_begin + t_count) (a sequence-parallel slice, or the whole block). Fills
   // inputs/targets row-major, [row_count, t_count], with the byte values 0..255.
-  void batch(int64_t update_in_epoch, int64_t row_begin, int64_t row_count, int64_t t_begin,
+  void batch(int64_t block_in_epoch, int64_t row_begin, int64_t row_count, int64_t t_begin,
              int64_t t_count, std::vector<int32_t>& inputs, std::vector<int32_t>& targets) const;
 
  private:

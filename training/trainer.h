@@ -1,8 +1,10 @@
 // One training update on any parallel layout (docs/DESIGN.md sections 3 and 4): each rank reads its
-// data-parallel rows and sequence-parallel positions of update u's block from the corpus,
-// forward with the carried caches, backward, gradients summed over dp x sp, clipping by the
-// global norm (every shard counted once), AdamW. The loss is the mean NLL over every target of
-// the global batch. Caches restart at zeros with each epoch.
+// data-parallel rows and sequence-parallel positions of update u's --update-freq blocks from the
+// corpus; each block runs forward with the carried caches and backward, its gradients added to
+// the update's; then gradients are summed over dp x sp, clipped by the global norm (every shard
+// counted once), and AdamW steps once. The loss is the mean NLL over every target of the update's
+// blocks and global rows. Caches restart at zeros with each epoch; an epoch ends when fewer than
+// --update-freq blocks remain.
 #pragma once
 
 #include <chrono>
@@ -16,6 +18,9 @@ namespace tls {
 
 struct TrainSettings {
   int64_t batch_size = 1;  // B_global: rows of the corpus (split over the dp groups)
+  // Blocks per update (fairseq's --update-freq under truncated BPTT): one update sums the
+  // gradients of this many consecutive blocks of the same rows, the caches carried between them.
+  int64_t update_freq = 1;
   uint64_t seed = 1;
   bool activation_checkpointing = false;
   OptimizerSettings optimizer;
@@ -52,6 +57,7 @@ class Trainer {
   ModelState state_;
   int64_t update_ = 0;  // updates done so far
   int64_t local_batch_ = 1;
+  int64_t updates_per_epoch_ = 1;  // floor(corpus blocks per epoch / update_freq)
 };
 
 }  // namespace tls

@@ -1,10 +1,12 @@
 // Exact resume (docs/DESIGN.md sections 4 and 5): training 6 updates straight and training 3, saving,
 // loading into a fresh model and trainer, and training 3 more give the same losses and the same
 // parameters and AdamW moments, bit for bit, in float32 and float64 (dropout on, clipping on,
-// warm-up spanning the save).
+// warm-up spanning the save), with one block per update and with --update-freq 2 (the save in
+// the middle of an epoch, between updates of two blocks each).
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <tuple>
 
 #include "checkpoint/checkpoint_reader.h"
 #include "checkpoint/checkpoint_test_util.h"
@@ -23,8 +25,9 @@ ModelConfig resume_model() {
   return cfg;
 }
 
-TrainSettings resume_settings() {
+TrainSettings resume_settings(int64_t update_freq) {
   TrainSettings s;
+  s.update_freq = update_freq;
   s.batch_size = 2;
   s.seed = 5;
   s.optimizer.lr = 3e-3;
@@ -36,16 +39,17 @@ TrainSettings resume_settings() {
 
 bool same_double(double a, double b) { return std::memcmp(&a, &b, sizeof(double)) == 0; }
 
-class Resume : public ::testing::TestWithParam<DType> {};
+class Resume : public ::testing::TestWithParam<std::tuple<DType, int64_t>> {};
 
 TEST_P(Resume, SixStepsEqualThreeSaveLoadThree) {
   auto ops = make_cpu_ops();
   const ModelConfig cfg = resume_model();
-  const TrainSettings settings = resume_settings();
+  const DType dtype = std::get<0>(GetParam());
+  const TrainSettings settings = resume_settings(std::get<1>(GetParam()));
   ByteCorpus corpus(std::string(TLS_TEST_DATA_DIR) + "/english.txt", settings.batch_size,
                     cfg.tokens_per_sample);
 
-  TransformerLSModel straight(*ops, cfg, GetParam());
+  TransformerLSModel straight(*ops, cfg, dtype);
   initialize_parameters(*ops, straight, 11);
   Trainer straight_trainer(*ops, straight, corpus, settings);
   std::vector<double> losses;
@@ -54,7 +58,7 @@ TEST_P(Resume, SixStepsEqualThreeSaveLoadThree) {
   testing::TempDir dir;
   const std::string path = dir.file("checkpoint_3.h5");
   {
-    TransformerLSModel first(*ops, cfg, GetParam());
+    TransformerLSModel first(*ops, cfg, dtype);
     initialize_parameters(*ops, first, 11);
     Trainer trainer(*ops, first, corpus, settings);
     for (int i = 0; i < 3; ++i) ASSERT_TRUE(same_double(trainer.train_step().loss, losses[i]));
@@ -63,7 +67,7 @@ TEST_P(Resume, SixStepsEqualThreeSaveLoadThree) {
                                         trainer.update(), settings),
                     Topology::single(), *ops);
   }
-  TransformerLSModel resumed(*ops, cfg, GetParam());
+  TransformerLSModel resumed(*ops, cfg, dtype);
   initialize_parameters(*ops, resumed, 99);  // different weights: the load must replace them
   Trainer trainer(*ops, resumed, corpus, settings);
   CheckpointContents c =
@@ -91,8 +95,13 @@ TEST_P(Resume, SixStepsEqualThreeSaveLoadThree) {
     EXPECT_TRUE(same_bits(straight_trainer.state().caches[l], trainer.state().caches[l]));
 }
 
-INSTANTIATE_TEST_SUITE_P(Precisions, Resume, ::testing::Values(DType::f32, DType::f64),
-                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+INSTANTIATE_TEST_SUITE_P(PrecisionsAndUpdateFreqs, Resume,
+                         ::testing::Combine(::testing::Values(DType::f32, DType::f64),
+                                            ::testing::Values(int64_t{1}, int64_t{2})),
+                         [](const auto& info) {
+                           return std::string(dtype_name(std::get<0>(info.param))) +
+                                  "_update_freq" + std::to_string(std::get<1>(info.param));
+                         });
 
 }  // namespace
 }  // namespace tls

@@ -35,16 +35,16 @@ TEST(ByteCorpusTest, CutsRowsAndCountsUpdates) {
   ByteCorpus corpus(file.path(), 4, 6);  // n = 25 bytes per row, 3 bytes unused
   EXPECT_EQ(corpus.size(), 103);
   EXPECT_EQ(corpus.row_len(), 25);
-  EXPECT_EQ(corpus.updates_per_epoch(), 4);  // floor(24 / 6)
+  EXPECT_EQ(corpus.blocks_per_epoch(), 4);  // floor(24 / 6)
   ByteCorpus exact(file.path(), 4, 8);       // floor(24 / 8) = 3: the last block ends at byte 24
-  EXPECT_EQ(exact.updates_per_epoch(), 3);
+  EXPECT_EQ(exact.blocks_per_epoch(), 3);
 }
 
 TEST(ByteCorpusTest, BatchReadsBlockIOfEveryRow) {
   testing::TempFile file(counting_bytes(103));
   ByteCorpus corpus(file.path(), 4, 6);
   std::vector<int32_t> inputs, targets;
-  for (int64_t i = 0; i < corpus.updates_per_epoch(); ++i) {
+  for (int64_t i = 0; i < corpus.blocks_per_epoch(); ++i) {
     corpus.batch(i, 0, 4, 0, 6, inputs, targets);
     ASSERT_EQ(inputs.size(), 24u);
     ASSERT_EQ(targets.size(), 24u);
@@ -152,12 +152,12 @@ TEST(ByteCorpusTest, ReadsTheEnglishTestCorpus) {
   ByteCorpus corpus(std::string(TLS_TEST_DATA_DIR) + "/english.txt", 4, 256);
   EXPECT_GT(corpus.size(), 60000);
   EXPECT_LT(corpus.size(), 200000);
-  EXPECT_GT(corpus.updates_per_epoch(), 20);
+  EXPECT_GT(corpus.blocks_per_epoch(), 20);
   std::vector<int32_t> inputs, targets;
   corpus.batch(0, 0, 1, 0, 8, inputs, targets);
   std::string start(inputs.begin(), inputs.end());
   EXPECT_EQ(start, "        ");  // the GPL-3 text starts with an indented title
-  corpus.batch(corpus.updates_per_epoch() - 1, 0, 4, 0, 256, inputs, targets);
+  corpus.batch(corpus.blocks_per_epoch() - 1, 0, 4, 0, 256, inputs, targets);
   for (int32_t b : inputs) ASSERT_TRUE(b > 0 && b < 128) << b;  // plain ASCII
 }
 
