@@ -11,6 +11,7 @@
 //   /state attribute `step`; root attributes: hyperparameters, layout, precision, settings.
 #pragma once
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,9 @@ struct CheckpointContents {
   TrainSettings training;                 // batch_size is B_global
   int64_t data_bytes = -1;                // size of the training corpus (-1: unknown)
   int64_t data_digest = 0;                // its FNV-1a digest (training/byte_corpus.h)
+  // The validation loss of this state, when the save follows a validation (root attribute
+  // `valid_loss`; NaN: none): how checkpoint_best.h5 is chosen, also after a resume.
+  double valid_loss = std::numeric_limits<double>::quiet_NaN();
 
   bool has_optimizer() const { return exp_avg != nullptr && exp_avg_sq != nullptr; }
   // "fp64" or "fp32", the root attribute `precision`.

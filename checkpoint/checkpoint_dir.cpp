@@ -22,6 +22,10 @@ std::string last_checkpoint_path(const std::string& dir) {
   return (fs::path(dir) / kLastCheckpointName).string();
 }
 
+std::string best_checkpoint_path(const std::string& dir) {
+  return (fs::path(dir) / kBestCheckpointName).string();
+}
+
 std::vector<int64_t> checkpoint_steps(const std::string& dir) {
   static const std::regex name("checkpoint_([0-9]+)\\.h5");
   std::vector<int64_t> steps;
@@ -47,10 +51,28 @@ void point_last_at(const std::string& dir, const std::string& file_name) {
   durable_rename(temporary.string(), link.string());
 }
 
+void point_best_at(const std::string& dir, const std::string& file_name) {
+  const fs::path source = fs::path(dir) / file_name;
+  const fs::path temporary =
+      fs::path(dir) / (std::string(kBestCheckpointName) + ".tmp-" + std::to_string(::getpid()));
+  std::error_code ec;
+  fs::remove(temporary, ec);
+  fs::create_hard_link(source, temporary, ec);
+  if (ec) {  // a file system without hard links: a complete copy under the temporary name
+    ec.clear();
+    fs::copy_file(source, temporary, ec);
+    if (ec)
+      throw Error("cannot copy '" + source.string() + "' to '" + temporary.string() +
+                  "': " + ec.message());
+    fsync_file(temporary.string());
+  }
+  durable_rename(temporary.string(), (fs::path(dir) / kBestCheckpointName).string());
+}
+
 void prune_checkpoints(const std::string& dir, int keep_last) {
   std::error_code ec;
   // Temporary files of interrupted saves (ours are renamed by now; only one job owns a dir).
-  static const std::regex leftover("checkpoint_(last|[0-9]+)\\.h5\\.tmp-[0-9]+");
+  static const std::regex leftover("checkpoint_(last|best|[0-9]+)\\.h5\\.tmp-[0-9]+");
   for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
     if (std::regex_match(e.path().filename().string(), leftover)) fs::remove(e.path(), ec);
   }
@@ -70,7 +92,8 @@ void prune_checkpoints(const std::string& dir, int keep_last) {
 }
 
 std::string save_to_directory(const std::string& dir, int keep_last,
-                              const CheckpointContents& contents, const Topology& t, Ops& ops) {
+                              const CheckpointContents& contents, const Topology& t, Ops& ops,
+                              bool best) {
   const std::string name = checkpoint_file_name(contents.step);
   const std::string path = (fs::path(dir) / name).string();
   std::string error;
@@ -84,6 +107,7 @@ std::string save_to_directory(const std::string& dir, int keep_last,
   if (t.world_rank == 0) {
     error = error_message_of([&] {
       point_last_at(dir, name);
+      if (best) point_best_at(dir, name);
       prune_checkpoints(dir, keep_last);
     });
   }

@@ -154,6 +154,7 @@ CheckpointInfo read_checkpoint_info(const Hdf5Reader& file) {
   }
   info.data_bytes = int_or("data_bytes", -1);
   info.data_digest = int_or("data_digest", 0);
+  if (file.has_attribute("valid_loss")) info.valid_loss = file.double_attribute("/", "valid_loss");
   return info;
 }
 

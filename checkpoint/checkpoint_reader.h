@@ -12,6 +12,7 @@
 // tensor is touched; a damaged chunk is found while reading.
 #pragma once
 
+#include <limits>
 #include <string>
 
 #include "checkpoint/checkpoint_contents.h"
@@ -33,6 +34,8 @@ struct CheckpointInfo {
   TrainSettings training;  // the run's settings, when has_training
   int64_t data_bytes = -1;
   int64_t data_digest = 0;
+  // The validation loss of the model saved (NaN when the save did not follow a validation).
+  double valid_loss = std::numeric_limits<double>::quiet_NaN();
 };
 
 CheckpointInfo read_checkpoint_info(const std::string& path);

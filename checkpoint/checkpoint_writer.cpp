@@ -2,6 +2,8 @@
 // Hdf5Writer, then the durable rename. Layout of the file: checkpoint_contents.h.
 #include "checkpoint/checkpoint_writer.h"
 
+#include <cmath>
+
 #include <unistd.h>
 
 #include <cstdio>
@@ -120,6 +122,7 @@ void write_attributes(Hdf5Writer& w, const CheckpointContents& c, const Topology
   w.attribute("/", "adam_eps", s.optimizer.eps);
   w.attribute("/", "data_bytes", c.data_bytes);
   w.attribute("/", "data_digest", c.data_digest);
+  if (std::isfinite(c.valid_loss)) w.attribute("/", "valid_loss", c.valid_loss);
 }
 
 void write_contents(Hdf5Writer& w, const CheckpointContents& c, const Topology& t, Ops& ops) {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "checkpoint/checkpoint_dir.h"
 #include "parallel/rank_agreement.h"
@@ -33,6 +34,8 @@ struct TrainSetup {
   std::string resume_from;  // checkpoint_last when resuming
   CheckpointInfo info;      // of resume_from or --finetune-from-model
   std::unique_ptr<ByteCorpus> corpus;
+  // The validation loss of checkpoint_best.h5 when resuming a run that has one, else +inf.
+  double best_valid_loss = std::numeric_limits<double>::infinity();
 };
 
 void prepare(const RunOptions& o, TrainSetup& s) {
@@ -51,6 +54,11 @@ void prepare(const RunOptions& o, TrainSetup& s) {
       throw Error("--update-freq " + std::to_string(o.training.update_freq) + " differs from " +
                   std::to_string(s.info.training.update_freq) + " of the run being resumed from " +
                   last + " (the data stream depends on it)");
+    const std::string best = best_checkpoint_path(o.save_dir);
+    if (std::filesystem::exists(best)) {
+      const double loss = read_checkpoint_info(best).valid_loss;
+      if (std::isfinite(loss)) s.best_valid_loss = loss;
+    }
   } else if (!o.finetune_from.empty()) {
     s.info = read_checkpoint_info(o.finetune_from);
     s.config = reconcile_with_checkpoint(o, s.info, true);
@@ -105,7 +113,11 @@ int run_train(const RunOptions& o) {
     CheckpointContents c = contents();
     const CheckpointInfo info = load_checkpoint(s.resume_from, c, topo, ops);
     trainer.set_update(info.step);
-    log.note("resumed from " + s.resume_from + " at update " + std::to_string(info.step));
+    log.note("resumed from " + s.resume_from + " at update " + std::to_string(info.step) +
+             (o.finetune_from.empty()
+                  ? std::string()
+                  : "; --finetune-from-model " + o.finetune_from +
+                        " is ignored: the save directory already holds this run"));
   } else if (!o.finetune_from.empty()) {
     CheckpointContents c = checkpoint_contents(model, nullptr, nullptr, 0, settings);
     LoadOptions load;
@@ -126,15 +138,29 @@ int run_train(const RunOptions& o) {
       (o.device == "cpu" ? "; " + cpu::blas_core_description() : std::string()));
 
   int64_t saved_at = trainer.update();
-  auto save = [&] {
-    const std::string path = save_to_directory(o.save_dir, o.keep_last, contents(), topo, ops);
+  double best_valid_loss = s.best_valid_loss, valid_loss = 0;
+  int64_t validated_at = -1;
+  // Saves this update's state; `best` also names it checkpoint_best.h5.
+  auto save = [&](bool best) {
+    CheckpointContents c = contents();
+    if (validated_at == trainer.update()) c.valid_loss = valid_loss;
+    const std::string path = save_to_directory(o.save_dir, o.keep_last, c, topo, ops, best);
     saved_at = trainer.update();
-    log.note("saved " + path);
+    if (best) best_valid_loss = valid_loss;
+    log.note("saved " + path +
+             (best ? " (the best so far: validation loss " + std::to_string(valid_loss) + ")"
+                   : std::string()));
   };
   auto validate = [&] {
     if (o.valid_data.empty()) return;
     const EvalResult r = evaluate(model, o.valid_data, o.valid_max_bytes);
     log.valid(trainer.update(), r.loss(), r.count);
+    valid_loss = r.loss();
+    validated_at = trainer.update();
+  };
+  // A validation that beats every earlier one is saved at once and becomes checkpoint_best.h5.
+  auto is_new_best = [&] {
+    return validated_at == trainer.update() && valid_loss < best_valid_loss;
   };
 
   const int64_t first = trainer.update();
@@ -152,7 +178,7 @@ int run_train(const RunOptions& o) {
                " has a non-finite loss or gradient; skipped (" + std::to_string(bad_steps) +
                " in a row)");
       if (bad_steps >= o.max_bad_steps) {
-        save();  // skipped updates left the weights untouched: this is the last good state
+        save(false);  // skipped updates left the weights untouched: this is the last good state
         throw CollectiveError(
             std::to_string(bad_steps) +
             " consecutive updates had a non-finite loss or gradient (--max-bad-steps " +
@@ -163,16 +189,17 @@ int run_train(const RunOptions& o) {
     }
     if (m.step % o.log_interval == 0 || m.step == o.max_update) log.train(m, eta);
     if (o.validate_interval > 0 && m.step % o.validate_interval == 0) validate();
-    if (o.save_interval > 0 && m.step % o.save_interval == 0) save();
+    if (is_new_best() || (o.save_interval > 0 && m.step % o.save_interval == 0))
+      save(is_new_best());
     if (stop_requested(*topo.world)) {
-      if (saved_at != trainer.update()) save();
+      if (saved_at != trainer.update()) save(false);
       log.note("stopping on signal " + std::to_string(stop_signal()) + " at update " +
                std::to_string(trainer.update()));
       return 0;
     }
   }
-  if (saved_at != trainer.update()) save();
   if (o.validate_interval == 0) validate();
+  if (saved_at != trainer.update() || is_new_best()) save(is_new_best());
   if (!o.test_data.empty()) {
     const EvalResult r = evaluate(model, o.test_data);
     log.note("test | loss " + std::to_string(r.loss()) + " | bpc " + std::to_string(r.bpc()) +

@@ -4,6 +4,7 @@
 // and the save directory's checkpoint_last link and pruning.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "checkpoint/checkpoint_dir.h"
@@ -126,5 +127,37 @@ TEST(SaveDirectory, LastNamesTheNewestAndPruningKeepsN) {
   EXPECT_EQ(checkpoint_steps(dir.path()), (std::vector<int64_t>{8}));
 }
 
+
+// checkpoint_best.h5 names the save made with `best`, keeps its validation loss, survives
+// pruning of its numbered file (--keep-last 1) and is never overwritten by later saves.
+TEST(SaveDirectory, BestSurvivesPruningAndLaterSaves) {
+  auto ops = make_cpu_ops();
+  TempDir dir;
+  FullModel a(*ops, testing::tiny_checkpoint_model(), DType::f32, 1);
+  for (int64_t step : {2, 4, 6, 8}) {
+    CheckpointContents c = a.contents(step);
+    fill_contents(*ops, c, static_cast<double>(step));
+    c.valid_loss = step == 4 ? 1.25 : 2.0;
+    save_to_directory(dir.path(), 1, c, Topology::single(), *ops, step == 4);
+  }
+  EXPECT_EQ(checkpoint_steps(dir.path()), (std::vector<int64_t>{8}));
+  ASSERT_TRUE(std::filesystem::exists(best_checkpoint_path(dir.path())));
+  const CheckpointInfo best = read_checkpoint_info(best_checkpoint_path(dir.path()));
+  EXPECT_EQ(best.step, 4);
+  EXPECT_EQ(best.valid_loss, 1.25);
+  FullModel b(*ops, testing::tiny_checkpoint_model(), DType::f32, 1);
+  CheckpointContents c = b.contents();
+  load_checkpoint(best_checkpoint_path(dir.path()), c, Topology::single(), *ops);
+  FullModel want(*ops, testing::tiny_checkpoint_model(), DType::f32, 1);
+  CheckpointContents w = want.contents(4);
+  fill_contents(*ops, w, 4.0);
+  EXPECT_TRUE(same_bits(want.model.in_emb.value, b.model.in_emb.value));
+  EXPECT_EQ(read_checkpoint_info(last_checkpoint_path(dir.path())).valid_loss, 2.0);
+  // A save without a validation records none, and leaves the best alone.
+  CheckpointContents plain = a.contents(10);
+  save_to_directory(dir.path(), 1, plain, Topology::single(), *ops);
+  EXPECT_TRUE(std::isnan(read_checkpoint_info(last_checkpoint_path(dir.path())).valid_loss));
+  EXPECT_EQ(read_checkpoint_info(best_checkpoint_path(dir.path())).step, 4);
+}
 }  // namespace
 }  // namespace tls
