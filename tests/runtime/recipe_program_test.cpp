@@ -15,6 +15,7 @@
 
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/checkpoint_reader.h"
+#include "layers/model.h"
 #include "support/process.h"
 
 namespace tls::testing {
@@ -98,6 +99,62 @@ TEST_F(Recipe, BestCheckpointFollowsValidationAndTheNextPhaseStartsFromIt) {
             std::string::npos)
       << next.output;
   EXPECT_EQ(read_checkpoint_info(dir + "/phase2/checkpoint_last.h5").config.tokens_per_sample, 256);
+}
+
+// tls_dist eval as the paper runs it (batch 1, the file as one stream, --tokens-per-sample far
+// below the training block and the window, --mem-len far above the training memory), here on
+// two tensor-parallel ranks in float32, against the same protocol computed in float64 in one
+// process: block by block, the caches carried, every byte after the first predicted once.
+TEST_F(Recipe, ThePapersEvaluationProtocolMatchesAFloat64Reference) {
+  const std::string dir = scratch_dir("recipe_eval"), run = dir + "/run";
+  ProcessResult train = run_command(tls_dist_binary() + " train" + flags() +
+                                    " --max-update 20 --validate-interval 0 --save-interval 0 "
+                                    "--save-dir " + run);
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  const int64_t T = 16, M = 512;  // training: T = M = 128, window 32
+  const std::string text = read_file(corpus("test")).substr(0, 100 * T + 1);
+  const std::string data = dir + "/test.txt";
+  std::ofstream(data, std::ios::binary) << text;
+  const std::string checkpoint = run + "/checkpoint_last.h5";
+  ProcessResult eval = run_command("mpirun -n 2 " + tls_dist_binary() + " eval --tp 2 --checkpoint " +
+                                   checkpoint + " --data " + data + " --tokens-per-sample " +
+                                   std::to_string(T) + " --mem-len " + std::to_string(M));
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  std::smatch m;
+  const std::string last = last_line(eval.output);
+  ASSERT_TRUE(std::regex_match(last, m, std::regex("bpc ([0-9.]+) tokens ([0-9]+)"))) << last;
+  EXPECT_EQ(std::stoll(m[2]), 100 * T);
+
+  CheckpointInfo info = read_checkpoint_info(checkpoint);
+  ModelConfig cfg = info.config;
+  ASSERT_LT(T, cfg.window_len);
+  ASSERT_GT(M, cfg.mem_len);
+  cfg.tokens_per_sample = T;
+  cfg.mem_len = M;
+  cfg.dropout = cfg.emb_dropout = 0;
+  auto ops = make_cpu_ops();
+  TransformerLSModel model(*ops, cfg, DType::f64);
+  CheckpointContents contents = checkpoint_contents(model, nullptr, nullptr, 0, TrainSettings());
+  LoadOptions load;
+  load.weights_only = true;
+  load.allow_length_change = true;
+  load_checkpoint(checkpoint, contents, Topology::single(), *ops, load);
+  ModelState state = model.initial_state(1);
+  double nll = 0;
+  for (int64_t b = 0; b < 100; ++b) {
+    std::vector<double> in, tg;
+    for (int64_t t = 0; t < T; ++t) {
+      in.push_back(static_cast<unsigned char>(text[static_cast<size_t>(b * T + t)]));
+      tg.push_back(static_cast<unsigned char>(text[static_cast<size_t>(b * T + t + 1)]));
+    }
+    Tensor tokens = ops->empty({1, T}, DType::i32), targets = ops->empty({1, T}, DType::i32);
+    ops->from_host(tokens, in);
+    ops->from_host(targets, tg);
+    ModelSaved saved;
+    nll += model.forward(tokens, targets, state, saved, PassContext{});
+  }
+  const double bpc = nll / static_cast<double>(100 * T) / std::log(2.0);
+  EXPECT_NEAR(std::stod(m[1]), bpc, 1e-5 * bpc) << "program (float32, tp 2) vs float64 reference";
 }
 
 }  // namespace
