@@ -144,11 +144,21 @@ run_tests() {
   fi
 }
 
+# Runs one stage of the demo and says how long it took.
+timed() {
+  local name="$1" start=$SECONDS
+  shift
+  "$@"
+  log "$name: $((SECONDS - start)) s"
+}
+
+# The demo builds only the program it runs (the test suites are the test command's business).
 demo() {
-  deps
-  bash launch/prepare_corpus.sh data/kernel-docs
-  build cpu
-  bash launch/train_demo.sh build/cpu/tls_dist data/kernel-docs runs/demo
+  timed "packages" deps
+  timed "corpus" bash launch/prepare_corpus.sh data/kernel-docs
+  timed "configure" cmake --preset cpu
+  timed "build tls_dist" cmake --build --preset cpu -j"$JOBS" --target tls_dist
+  timed "train, evaluate and sample" bash launch/train_demo.sh build/cpu/tls_dist data/kernel-docs runs/demo
 }
 
 case "${1:-}" in
