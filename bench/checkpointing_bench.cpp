@@ -1,4 +1,4 @@
-// Activation checkpointing's trade (issue 7, target 3): the same model trained with and without
+// Activation checkpointing's trade: the same model trained with and without
 // --activation-checkpointing, side by side in one process. Prints each one's peak bytes of host
 // tensors during a step (kernels/tensor.h: exact, per step) and its fastest step from interleaved
 // rounds (a slow spell of a shared machine falls on both alike), and the two ratios. Usage:

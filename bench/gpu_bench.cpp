@@ -12,8 +12,8 @@
 // Peak device memory: the high-water mark of the stream-ordered allocator's pool (every
 // CudaOps tensor comes from it), reset before each measurement. Prints markdown tables.
 // Without a GPU it prints the reason and exits 0. --smoke runs every part at toy sizes (GEMMs
-// 128^3, T = 256, a d = 64 model): the CUDA emulator's test of this program, so a GPU session's
-// few minutes are not lost to a mistake in the benchmark itself.
+// 128^3, T = 256, a d = 64 model): the CUDA emulator's test of this program, so a mistake in the
+// benchmark itself shows before it runs on a GPU.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

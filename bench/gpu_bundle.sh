@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Prepares the GPU check for the lent GPU machine, here, before any device time is spent. That
-# machine has the CUDA toolkit, CMake and Python but none of tls_dist's other dependencies (Open
-# MPI, parallel HDF5, OpenBLAS, Boost, GoogleTest) and no network, so bench/gpu_check.sh cannot
-# build there. This script builds the CUDA preset for sm_90 here and packs what the GPU check
-# runs into gpu_bundle.tar.xz at the repository root (git-ignored; name it in the device tool's
-# `carry`):
+# Prepares the GPU check for a GPU machine that cannot build tls_dist: one with the CUDA toolkit,
+# CMake and Python but none of tls_dist's other dependencies (Open MPI, parallel HDF5, OpenBLAS,
+# Boost, GoogleTest) and no network, where bench/gpu_check.sh cannot build. Run on a machine
+# that can build tls_dist, this script builds the CUDA preset for sm_90 and packs what the GPU
+# check runs into gpu_bundle.tar.xz at the repository root (git-ignored; copy it to the root of a
+# checkout on the GPU machine):
 #   tls_gpu/build/gpu/{tls_dist,tests/cuda_*_test,bench/gpu_bench}  the programs
 #   tls_gpu/lib/    every shared library they and Open MPI's components load, except CUDA's own
-#                   (driver, cudart, cuBLAS, NCCL, cuDNN: the GPU machine's are used), and this
-#                   machine's dynamic loader: each program's interpreter and rpath point here, so
-#                   they run whatever C library the GPU machine has
+#                   (driver, cudart, cuBLAS, NCCL and the like: the GPU machine's are used), and
+#                   the build machine's dynamic loader: each program's interpreter and rpath
+#                   point here, so they run whatever C library the GPU machine has
 #   tls_gpu/ompi/   Open MPI's components and help files (found through OPAL_PKGLIBDIR /
 #                   OPAL_PKGDATADIR; single-process runs need no orted: ess_singleton_isolated)
 # bench/gpu_check.sh unpacks it into /tmp/tls_gpu when the tools to build are missing.

@@ -7,9 +7,9 @@
 # benchmark prints "no GPU: <reason>"; the script then exits 0.
 #   bench/gpu_check.sh [build-dir]      (default: build-gpu next to the sources; JOBS=16)
 #
-# On a machine without tls_dist's build dependencies (the lent GPU machine: CUDA, CMake and
-# Python only, no network) it runs the prebuilt programs of gpu_bundle.tar.xz instead (made here
-# by bench/gpu_bundle.sh and carried along): the same GPU tests, run directly, then the bench.
+# On a GPU machine without tls_dist's build dependencies (CUDA, CMake and Python only, no
+# network) it runs the prebuilt programs of gpu_bundle.tar.xz instead (made by bench/gpu_bundle.sh
+# on a machine that can build tls_dist): the same GPU tests, run directly, then the bench.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -78,7 +78,7 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTLS_WITH_CUDA=ON \
   || { cat "$build/gpu_check_configure.log"; exit 1; }
 if ! grep -q "CUDA backend ON" "$build/gpu_check_configure.log"; then
   grep "tls_dist:" "$build/gpu_check_configure.log" || true
-  echo "gpu_check: the CUDA backend was not enabled (nvcc, cuBLAS, NCCL or cuDNN missing)"
+  echo "gpu_check: the CUDA backend was not enabled (nvcc, cuBLAS or NCCL missing)"
   exit 1
 fi
 

@@ -1,4 +1,4 @@
-// Cost against length (issue 7, targets 2 and 3): one process trains the same model at block
+// Cost against length: one process trains the same model at block
 // lengths T = M from 2048 up (doubling), and prints per T the time per token, the model FLOPs per
 // token (bench/model_flops.h: the compressed part grows with T/c), both as ratios to the first
 // row, and the peak bytes of host tensors per token during a step (kernels/tensor.h: exact, and

@@ -1,4 +1,4 @@
-// The longest block that trains within a memory budget (issue 7, target 4): the peak host memory
+// The longest block that trains within a memory budget: the peak host memory
 // of a training step at length T is found by stepping through AllocationOnlyOps
 // (kernels/allocation_only_ops.h), which allocates every tensor of a real step and computes
 // nothing, so lengths whose real step would take hours are sized in seconds. T doubles while the

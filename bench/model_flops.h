@@ -10,7 +10,7 @@
 
 namespace tls::bench {
 
-// The long-sequence config of issue 7's length, memory and parallel targets: d = 256, 4 heads,
+// The long-sequence config of the length, memory and parallel benches: d = 256, 4 heads,
 // d_inner 1024, window 256, chunk 16, rank 1 (T and M are set by each bench).
 inline ModelConfig long_sequence_config(int64_t n_layer) {
   ModelConfig cfg;
@@ -30,7 +30,7 @@ inline ModelConfig long_sequence_config(int64_t n_layer) {
 enum class CompressedScore { two_dot_products, folded };
 
 // The paper's base model, two layers of it (d = 512, 8 heads, d_inner 2048, chunk 16, rank 1):
-// issue 7's efficiency target (window 256) and the GPU benchmark (window 512), T = M = tokens.
+// the training-step bench (window 256) and the GPU benchmark (window 512), T = M = tokens.
 inline ModelConfig base_config_two_layers(int64_t window, int64_t tokens) {
   ModelConfig cfg;
   cfg.n_layer = 2;

@@ -1,4 +1,4 @@
-// Sequence and tensor parallel scaling of one training step on a long block (issue 3's table):
+// Sequence and tensor parallel scaling of one training step on a long block:
 // step time, per-rank peak memory, and the bytes each rank sends per step next to what the
 // design predicts (halo: 2 w d/tp per layer per direction, in K and V; chunks: the block's
 // compressed vectors, T/c r d/tp per layer for K and V, gathered forward and scattered back).

@@ -1,7 +1,7 @@
 // Large host blocks kept for reuse between training steps. glibc serves every block over 32 MiB
 // (its mmap ceiling) with a fresh mmap and unmaps it on free, so each step of a long sequence
-// paid the page faults and the kernel's zeroing of every large activation again (4% of a
-// T = 32768 step; nothing at T = 2048, whose tensors stay on the heap: a cost growing with T).
+// would pay the page faults and the kernel's zeroing of every large activation again, a cost
+// that grows with T (the tensors of short blocks stay on the heap).
 // Freed large blocks are kept by exact size and handed out again; the blocks held, live and
 // kept together, never exceed the most the live ones have ever needed.
 #pragma once

@@ -98,7 +98,7 @@ fuzz_smoke() {
   for t in options_fuzz checkpoint_fuzz; do
     work="$dir/fuzz-work/$t"
     rm -rf "$work" && mkdir -p "$work/corpus" "$work/artifacts"
-    # The seeds (earlier findings among them) first: each must pass.
+    # The seeds (the regress_* inputs among them) first: each must pass.
     "$dir/tests/fuzz/$t" -runs=0 -timeout=30 "tests/fuzz/corpus/$t" > "$work/seeds.log" 2>&1 ||
       { cat "$work/seeds.log" >&2; log "fuzz: $t fails on its seed corpus"; return 1; }
     "$dir/tests/fuzz/$t" -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \

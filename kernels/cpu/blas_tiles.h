@@ -4,8 +4,8 @@
 // One thread pool: OpenBLAS always computes on the calling thread, and the CPU backend spreads
 // work over OpenMP's threads itself (the attention kernels by tiles, CpuOps::gemm by blocks of
 // the output). OpenBLAS's own pthreads and OpenMP's threads on the same cores fight: OpenMP's
-// threads spin-wait after each parallel region while OpenBLAS's run, which cost a quarter of the
-// training step at 2 threads (bench/train_step_bench, see the README's performance section).
+// threads spin-wait after each parallel region while OpenBLAS's run on the same cores, so each
+// pool slows the other (bench/README.md has the measurement).
 #pragma once
 
 #include <cblas.h>

@@ -49,8 +49,8 @@ void check_rows(const char* op, const Tensor& dst, int64_t dst_row0, const Tenso
                  cpu::describe("dst", dst) + ", " + cpu::describe("src", src));
 }
 
-// Large clears and copies are split over OpenMP's threads: serial, they left the other thread
-// waiting (1.3% of the training step, bench/train_step_bench).
+// Large clears and copies are split over OpenMP's threads, so no thread waits while another
+// clears: they run over activation-sized buffers on every step.
 constexpr size_t kParallelBytes = size_t{1} << 20;
 
 template <class F>
@@ -70,10 +70,10 @@ void in_byte_slices(size_t bytes, F&& f) {
 
 std::unique_ptr<Ops> make_cpu_ops() {
   // A training step frees and allocates the same activation sizes every step. By default glibc
-  // serves blocks over 128 KiB by mmap and trims the heap's free top, so each step pays the page
-  // faults and zeroing of fresh pages again (3% of the step, bench/train_step_bench). Blocks up
-  // to 32 MiB stay on the heap and freed pages are kept for the next step; the resident peak is
-  // the same, since each step reaches it anyway.
+  // serves blocks over 128 KiB by mmap and trims the heap's free top, so each step would pay the
+  // page faults and zeroing of fresh pages again. Blocks up to 32 MiB stay on the heap and freed
+  // pages are kept for the next step; the resident peak is the same, since each step reaches it
+  // anyway.
   static const bool tuned = [] {
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);

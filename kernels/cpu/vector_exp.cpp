@@ -1,7 +1,7 @@
 // exp_shifted: expf on AVX-512 or AVX2 lanes (kernels/cpu/exp_lanes_avx512.h, exp_lanes_avx2.h)
 // where the CPU has them, libm elsewhere. On AVX-512 the row's tail runs on masked lanes too (a
-// softmax row of the compressed part ends anywhere; libm's expf on up to 7 tail elements per row
-// cost as much as the vector part of a short row).
+// softmax row of the compressed part ends anywhere, and libm's expf on up to 7 tail elements per
+// row costs as much as the vector part of a short row).
 #include "kernels/cpu/vector_exp.h"
 
 #include <cmath>

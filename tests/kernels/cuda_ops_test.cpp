@@ -196,7 +196,7 @@ TEST_F(CudaOpsTest, Gemm) {
 }
 
 // --precision bf16: both backends round the float32 operands to bf16 the same way (to nearest
-// even) and accumulate in float32, so they agree far inside the 1e-2 (which would also
+// even) and accumulate in float32, so they agree far inside a 1e-2 tolerance (which would also
 // pass unrounded operands: 1e-4 would not). --allow-tf32 against the exact CPU product: TF32
 // keeps 10 mantissa bits.
 TEST_F(CudaOpsTest, GemmOnBf16AndTf32Operands) {

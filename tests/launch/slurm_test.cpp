@@ -1,4 +1,4 @@
-// launch/slurm/train.sbatch on a real Slurm (issue 5): the test starts a single-node cluster of its
+// launch/slurm/train.sbatch on a real Slurm: the test starts a single-node cluster of its
 // own (munged, slurmctld and slurmd from Debian, as root, with every file in a temporary folder
 // and free ports, so a system-wide /etc/slurm or a running Slurm is never touched), submits the
 // script with the tiny config under `srun --mpi=pmix`, checks that the job trains, checkpoints and
@@ -324,8 +324,8 @@ class Slurm : public ::testing::Test {
 
   // sbatch of the training script with the tiny config; returns the job id (-1 on failure).
   std::string Sbatch(const std::string& options, const std::string& train_args) {
-    // Single-copy (CMA) shared-memory transfers crashed once inside a container; plain copies are
-    // safe.
+    // Single-copy (CMA) shared-memory transfers need ptrace rights between the ranks, which
+    // containers may withhold; plain copies work everywhere.
     return "OMPI_MCA_btl_vader_single_copy_mechanism=none TLS_DIST=" + quote(tls_dist_binary()) +
            " sbatch --parsable " + options + " -n 2 --ntasks-per-node=2 " +
            quote(source_path("launch/slurm/train.sbatch")) + " --config " +

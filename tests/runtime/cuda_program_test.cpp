@@ -145,8 +145,8 @@ TEST_F(CudaProgram, CheckpointedBf16TrainingAndGenerationRun) {
 }
 
 // An ordinary error on one rank while its halo transfers are posted: the job ends with that
-// rank's error. (Unwinding used to wait for the transfers, launching them while the other rank
-// waited in an NCCL all-gather for this one: both hung until the wall time.)
+// rank's error. (Were unwinding to wait for the transfers, it would launch them while the other
+// rank waits in an NCCL all-gather for this one, and both would hang until the wall time.)
 TEST_F(CudaProgram, AnErrorOnOneRankEndsTheJobInsteadOfHangingInNccl) {
   if (cuda_device_count() < 2) GTEST_SKIP() << "two ranks need two GPUs (NCCL: one per rank)";
   const std::string dir = scratch_dir("cuda_program_error");

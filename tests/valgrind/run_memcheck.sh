@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# valgrind memcheck of a short two-rank training run (issue 8): no invalid reads or writes, no
+# valgrind memcheck of a short two-rank training run: no invalid reads or writes, no
 # leaks attributed to tls_dist. Too slow for CI (a few minutes); run by hand:
 #
 #   bash tests/valgrind/run_memcheck.sh [path/to/tls_dist] [output folder]
