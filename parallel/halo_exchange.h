@@ -37,8 +37,9 @@ class HaloExchange {
 
 // Forward: sends tail_keys/tail_values [B, w, dl] to the next rank, receives halo_keys/
 // halo_values (allocated by the caller, same shape) from the previous one. With sp = 1 the halo
-// is this rank's own tail. Exchanges in flight together need distinct tags (the messages use
-// 2 tag and 2 tag + 1).
+// is this rank's own tail. Over MPI, exchanges in flight together are told apart by their tags
+// (the messages use 2 tag and 2 tag + 1); NCCL has no tags and matches them in posting order
+// (parallel/cuda/nccl_comm.h), so every rank starts them in the same order.
 HaloExchange halo_exchange_forward_start(Ops& ops, const Topology& topo, const Tensor& tail_keys,
                                          const Tensor& tail_values, Tensor& halo_keys,
                                          Tensor& halo_values, int tag);
