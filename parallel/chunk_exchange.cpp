@@ -26,7 +26,7 @@ void reorder(Ops& ops, Tensor& buffer, Tensor& global, int n_ranks, int64_t cach
 }  // namespace
 
 ChunkExchange gather_chunks_forward_start(Ops& ops, const Topology& topo, const Tensor& local,
-                                  int64_t cache_slots) {
+                                          int64_t cache_slots) {
   ChunkExchange x;
   x.ops_ = &ops;
   x.n_ranks_ = topo.sp->size();
@@ -45,7 +45,7 @@ ChunkExchange gather_chunks_forward_start(Ops& ops, const Topology& topo, const 
 }
 
 ChunkExchange gather_chunks_backward_start(Ops& ops, const Topology& topo, const Tensor& dglobal,
-                                          int64_t cache_slots, int64_t block_slots) {
+                                           int64_t cache_slots, int64_t block_slots) {
   ChunkExchange x;
   x.ops_ = &ops;
   x.n_ranks_ = topo.sp->size();
@@ -75,12 +75,13 @@ Tensor ChunkExchange::wait() {
   return result_;
 }
 
-Tensor gather_chunks_forward(Ops& ops, const Topology& topo, const Tensor& local, int64_t cache_slots) {
+Tensor gather_chunks_forward(Ops& ops, const Topology& topo, const Tensor& local,
+                             int64_t cache_slots) {
   return gather_chunks_forward_start(ops, topo, local, cache_slots).wait();
 }
 
 Tensor gather_chunks_backward(Ops& ops, const Topology& topo, const Tensor& dglobal,
-                             int64_t cache_slots, int64_t block_slots) {
+                              int64_t cache_slots, int64_t block_slots) {
   return gather_chunks_backward_start(ops, topo, dglobal, cache_slots, block_slots).wait();
 }
 

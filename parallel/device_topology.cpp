@@ -1,7 +1,7 @@
 #include "parallel/device_topology.h"
 
-#include "parallel/mpi_comm.h"
 #include "kernels/error.h"
+#include "parallel/mpi_comm.h"
 
 #ifdef TLS_HAVE_CUDA
 #include "parallel/cuda/nccl_comm.h"

@@ -57,4 +57,18 @@ void HaloExchange::wait() {
   requests_.clear();
 }
 
+void halo_exchange_forward(Ops& ops, const Topology& topo, const Tensor& tail_keys,
+                           const Tensor& tail_values, Tensor& halo_keys, Tensor& halo_values,
+                           int tag) {
+  halo_exchange_forward_start(ops, topo, tail_keys, tail_values, halo_keys, halo_values, tag)
+      .wait();
+}
+
+void halo_exchange_backward(Ops& ops, const Topology& topo, const Tensor& dhalo_keys,
+                            const Tensor& dhalo_values, Tensor& dtail_keys, Tensor& dtail_values,
+                            int tag) {
+  halo_exchange_backward_start(ops, topo, dhalo_keys, dhalo_values, dtail_keys, dtail_values, tag)
+      .wait();
+}
+
 }  // namespace tls

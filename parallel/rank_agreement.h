@@ -1,6 +1,6 @@
-// Agreeing on failure across ranks (docs/DESIGN.md section 5: a save or load either succeeds on every
-// rank or is refused on every rank). A damaged chunk or a failed rename is seen by one rank; the
-// others must refuse too, with the same one-line message, instead of hanging or going on.
+// Agreeing on failure across ranks (docs/DESIGN.md section 5: a save or load either succeeds on
+// every rank or is refused on every rank). A damaged chunk or a failed rename is seen by one rank;
+// the others must refuse too, with the same one-line message, instead of hanging or going on.
 #pragma once
 
 #include <string>

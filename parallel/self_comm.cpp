@@ -2,9 +2,9 @@
 // reduce_scatter copy), so single-process runs go through the same code as parallel ones.
 #include <cstring>
 
+#include "kernels/error.h"
 #include "parallel/comm.h"
 #include "parallel/topology.h"
-#include "kernels/error.h"
 
 namespace tls {
 namespace {

@@ -1,6 +1,6 @@
-// Topology: the process grid of docs/DESIGN.md section 3. World = dp x sp x tp with tp fastest, then
-// sp, then dp, so tensor-parallel peers are neighbouring ranks (the same node). Each rank has a
-// communicator for its tp group, its sp group, its dp group and its dp x sp group (the ranks
+// Topology: the process grid of docs/DESIGN.md section 3. World = dp x sp x tp with tp fastest,
+// then sp, then dp, so tensor-parallel peers are neighbouring ranks (the same node). Each rank has
+// a communicator for its tp group, its sp group, its dp group and its dp x sp group (the ranks
 // holding the same parameter shard, over which gradients are summed).
 #pragma once
 

@@ -17,11 +17,11 @@ void tp_layernorm_forward(Ops& ops, const Topology& topo, const Tensor& x, const
   }
   Tensor none;
   ops.row_sum(stats.mean, x, none, false);
-  tp_allreduce(topo, stats.mean);
+  detail::tp_allreduce(topo, stats.mean);
   ops.scale(stats.mean, 1.0 / static_cast<double>(n_features));
   Tensor sq = ops.zeros({rows}, x.dtype());
   ops.row_sum(sq, x, stats.mean, true);
-  tp_allreduce(topo, sq);
+  detail::tp_allreduce(topo, sq);
   ops.layernorm_normalize(out, stats.rstd, x, stats.mean, sq, gamma, beta, n_features, eps);
 }
 
@@ -34,7 +34,7 @@ void tp_layernorm_backward(Ops& ops, const Topology& topo, const Tensor& dout, c
   }
   Tensor sums = ops.zeros({x.matrix_rows(), 2}, x.dtype());
   ops.layernorm_backward_sums(sums, dout, x, gamma, stats.mean, stats.rstd);
-  tp_allreduce(topo, sums);
+  detail::tp_allreduce(topo, sums);
   ops.layernorm_backward_apply(dx, dgamma, dbeta, dout, x, gamma, stats.mean, stats.rstd, sums,
                                n_features);
 }
