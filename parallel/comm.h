@@ -1,6 +1,6 @@
 // Comm: how ranks talk. One of the two seams of tls_dist (the other is Ops): layers and the
 // parallel operations call these and never ask which transport runs them. MpiComm moves host
-// memory over MPI; the NCCL implementation (kernels/cuda) moves device memory. A Comm of size 1
+// memory over MPI; the NCCL implementation (parallel/cuda) moves device memory. A Comm of size 1
 // (SelfComm) makes every collective the identity, so single-process code runs the same path.
 //
 // All collectives are blocking unless they return a Request. Tensors must be contiguous and of
