@@ -1,6 +1,7 @@
 // The command line of tls_dist (docs/DESIGN.md section 6): `tls_dist train|eval|generate|inspect`,
 // flags named like the reference's fairseq flags, an optional INI --config file that the command
-// line overrides, and one validation pass before any work whose errors name the option.
+// line overrides, and one validation pass before any work whose errors name the option. The
+// options themselves are the rows of runtime/option_table.h; RunOptions holds their values.
 #pragma once
 
 #include <cstdint>
@@ -13,14 +14,21 @@
 namespace tls {
 
 enum class Command { train, eval, generate, inspect, help };
+const char* command_name(Command c);
 
 struct RunOptions {
   Command command = Command::help;
   std::string help_text;  // for Command::help
+  bool help = false;      // --help
+  std::string config;     // --config: the INI file read under the command line
+
+  // The flags the user set explicitly, on the command line or in the INI file (a switch only
+  // when on): a model flag given for a run that starts from a checkpoint must agree with it.
+  std::vector<std::string> flags_given;
+  bool given(const std::string& flag) const;
 
   // Model (train; eval/generate take it from the checkpoint).
   ModelConfig model;
-  std::vector<std::string> model_flags_given;  // model flags the user set explicitly
 
   // Data and training.
   std::string train_data, valid_data, test_data;
@@ -56,5 +64,10 @@ struct RunOptions {
 // the rule for an unknown flag, a malformed value, a --config file that does not parse, or an
 // option that contradicts another.
 RunOptions parse_options(int argc, const char* const* argv);
+
+// parse_options in its two steps: reading the values (errors: an unknown flag, a malformed value
+// or --config file), then checking each against its rule and the others.
+RunOptions read_options(int argc, const char* const* argv);
+void validate_options(const RunOptions& o);
 
 }  // namespace tls

@@ -2,12 +2,11 @@
 
 #include <mpi.h>
 
-#include <algorithm>
-
 #include "kernels/device.h"
+#include "kernels/error.h"
 #include "parallel/device_topology.h"
 #include "parallel/mpi_comm.h"
-#include "kernels/error.h"
+#include "runtime/option_table.h"
 
 namespace tls {
 
@@ -71,40 +70,31 @@ Topology make_run_topology(const RunOptions& o) {
 
 ModelConfig reconcile_with_checkpoint(const RunOptions& o, const CheckpointInfo& info,
                                       bool allow_length_change) {
-  ModelConfig cfg = info.config;
-  const ModelConfig& given = o.model;
-  auto is_given = [&](const std::string& flag) {
-    return std::find(o.model_flags_given.begin(), o.model_flags_given.end(), flag) !=
-           o.model_flags_given.end();
-  };
-  auto agree = [&](const char* flag, int64_t mine, int64_t theirs) {
-    if (is_given(flag) && mine != theirs)
-      throw Error("--" + std::string(flag) + " " + std::to_string(mine) + " differs from " +
-                  std::to_string(theirs) + " in checkpoint " + info.path +
-                  " (the model's hyperparameters come from the checkpoint)");
-  };
-  agree("n-layer", given.n_layer, cfg.n_layer);
-  agree("d-model", given.d_model, cfg.d_model);
-  agree("n-head", given.n_head, cfg.n_head);
-  agree("d-inner", given.d_inner, cfg.d_inner);
-  agree("chunk-size", given.chunk_size, cfg.chunk_size);
-  agree("chunk-rank", given.chunk_rank, cfg.chunk_rank);
-  agree("window-len", given.window_len, cfg.window_len);
-  agree("pre-ln", given.pre_ln, cfg.pre_ln);
-  agree("use-gelu", given.use_gelu, cfg.use_gelu);
-  agree("use-bias", given.use_bias, cfg.use_bias);
-  agree("clamp-len", given.clamp_len, cfg.clamp_len);
-  agree("cpos-clamp-len", given.cpos_clamp_len, cfg.cpos_clamp_len);
-  if (allow_length_change) {
-    if (is_given("tokens-per-sample")) cfg.tokens_per_sample = given.tokens_per_sample;
-    if (is_given("mem-len")) cfg.mem_len = given.mem_len;
-  } else {
-    agree("tokens-per-sample", given.tokens_per_sample, cfg.tokens_per_sample);
-    agree("mem-len", given.mem_len, cfg.mem_len);
+  RunOptions theirs = o;
+  theirs.model = info.config;
+  for (const OptionRow& row : option_table()) {
+    if (!(row.commands & kTrain)) continue;
+    switch (row.from_checkpoint) {
+      case FromCheckpoint::no:
+        break;
+      case FromCheckpoint::run_value:
+        copy_value(row, o, theirs);
+        break;
+      case FromCheckpoint::length:
+        if (allow_length_change) {
+          if (o.given(row.flag)) copy_value(row, o, theirs);
+          break;
+        }
+        [[fallthrough]];
+      case FromCheckpoint::must_agree:
+        if (o.given(row.flag) && !same_value(row, o, theirs))
+          throw Error("--" + std::string(row.flag) + " " + show(row, o) + " differs from " +
+                      show(row, theirs) + " in checkpoint " + info.path +
+                      " (the model's hyperparameters come from the checkpoint)");
+        break;
+    }
   }
-  cfg.dropout = given.dropout;
-  cfg.emb_dropout = given.emb_dropout;
-  return cfg;
+  return theirs.model;
 }
 
 }  // namespace tls

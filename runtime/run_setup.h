@@ -27,6 +27,7 @@ Topology make_run_topology(const RunOptions& o);
 // The model of a run that starts from checkpoint `info`: its hyperparameters, except
 // tokens_per_sample and mem_len when allow_length_change and the user gave them, and dropout
 // (a training setting, always the run's). A model flag the user gave explicitly must agree.
+// Each model flag's row in runtime/option_table.h says which of these it is.
 ModelConfig reconcile_with_checkpoint(const RunOptions& o, const CheckpointInfo& info,
                                       bool allow_length_change);
 
