@@ -114,6 +114,9 @@ std::vector<OptionRow> rows() {
 
       {"batch-size", Group::training, kTrain, "rows of the global batch",
        field<&R::training, &S::batch_size>(1), at_least(1)},
+      {"update-freq", Group::training, kTrain,
+       "blocks per update: their gradients are summed, the memory carried between them",
+       field<&R::training, &S::update_freq>(1), at_least(1)},
       {"lr", Group::training, kTrain, "learning rate",
        field<&R::training, &S::optimizer, &A::lr>(2.5e-4), positive()},
       {"warmup-updates", Group::training, kTrain, "linear warm-up updates",
