@@ -11,7 +11,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1   # 2 ranks x 1 thread on a 2-core machine
 
 echo "[demo] training (a fresh run, or resuming $run if it is there)"
-mpirun -n 2 "$bin" train --config "$here/configs/tiny_demo.ini" --sp 2 \
+mpirun -n 2 "$bin" train --config "$here/tiny_demo.ini" --sp 2 \
   --train-data "$corpus/train.txt" --valid-data "$corpus/valid.txt" --save-dir "$run"
 echo "[demo] evaluating on the test split"
 mpirun -n 2 "$bin" eval --checkpoint "$run/checkpoint_last.h5" --data "$corpus/test.txt" --sp 2 | tee "$run/eval.txt"

@@ -11,7 +11,7 @@ OUT=tests/fuzz/corpus/checkpoint_fuzz
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-base=(train --config launch/configs/tiny_demo.ini --n-layer 1 --tokens-per-sample 16 --mem-len 16
+base=(train --config launch/tiny_demo.ini --n-layer 1 --tokens-per-sample 16 --mem-len 16
   --window-len 8 --chunk-size 4 --batch-size 2 --max-update 1 --validate-interval 0
   --train-data data/kernel-docs/train.txt)
 seed() {  # name, extra flags...

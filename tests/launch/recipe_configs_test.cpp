@@ -51,8 +51,8 @@ RunOptions parse_config(const std::string& name) {
   return parse_options(static_cast<int>(argv.size()), argv.data());
 }
 
-TEST(RecipeConfigs, TheFolderHoldsTheNineRecipesAndTheDemo) {
-  std::set<std::string> want = {"tiny_demo.ini"}, have;
+TEST(RecipeConfigs, TheFolderHoldsExactlyTheNineRecipes) {
+  std::set<std::string> want, have;
   for (const Recipe& r : kRecipes) want.insert(std::string(r.name) + ".ini");
   for (const auto& e : fs::directory_iterator(source_path("launch/configs")))
     have.insert(e.path().filename().string());

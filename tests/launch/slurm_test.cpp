@@ -329,7 +329,7 @@ class Slurm : public ::testing::Test {
     return "OMPI_MCA_btl_vader_single_copy_mechanism=none TLS_DIST=" + quote(tls_dist_binary()) +
            " sbatch --parsable " + options + " -n 2 --ntasks-per-node=2 " +
            quote(source_path("launch/slurm/train.sbatch")) + " --config " +
-           quote(source_path("launch/configs/tiny_demo.ini")) +
+           quote(source_path("launch/tiny_demo.ini")) +
            " --validate-interval 0 --log-interval 5 --save-interval 10 --train-data " +
            quote(corpus()) + " --save-dir " + quote(run_dir()) + train_args;
   }

@@ -24,7 +24,7 @@ std::string corpus(const std::string& split) {
 }
 
 std::string tiny_flags() {
-  return " --config " + source_path("launch/configs/tiny_demo.ini") +
+  return " --config " + source_path("launch/tiny_demo.ini") +
          " --validate-interval 0 --save-interval 0 --log-interval 1 --valid-max-bytes 0";
 }
 

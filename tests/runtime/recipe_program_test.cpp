@@ -28,7 +28,7 @@ std::string corpus(const std::string& split) {
 }
 
 std::string flags() {
-  return " --config " + source_path("launch/configs/tiny_demo.ini") +
+  return " --config " + source_path("launch/tiny_demo.ini") +
          " --log-interval 10 --valid-max-bytes 0 --train-data " + corpus("train");
 }
 

@@ -34,7 +34,7 @@ phase() {
     valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite,indirect,possible \
       --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=1 --num-callers=60 \
       "${supp[@]}" --log-file="$OUT/memcheck.$1.%q{OMPI_COMM_WORLD_RANK}.log" \
-      "$BIN" train --config launch/configs/tiny_demo.ini --d-model 16 --n-head 2 --d-inner 32 \
+      "$BIN" train --config launch/tiny_demo.ini --d-model 16 --n-head 2 --d-inner 32 \
         --tokens-per-sample 16 --mem-len 16 --window-len 8 --chunk-size 4 --batch-size 2 \
         --max-update "$2" --log-interval 1 --save-interval 1 --validate-interval 0 \
         --train-data "$DATA" --save-dir "$OUT/run" > "$OUT/$1.log" 2>&1
