@@ -413,7 +413,9 @@ int lane_id() {
 
 unsigned char* dynamic_shared() {
   if (!g_block) device_fault("dynamic shared memory used outside a kernel");
-  return g_block->shared.data();
+  // 128-byte aligned, as a GPU places it (WMMA needs 256-bit aligned tiles).
+  const auto at = reinterpret_cast<uintptr_t>(g_block->shared.data());
+  return g_block->shared.data() + ((128 - at % 128) % 128);
 }
 
 cudaError_t set_function_attribute(const void* func, cudaFuncAttribute attr, int value) {
@@ -457,7 +459,7 @@ void run_grid(const LaunchConfig& c, const void* kernel, void (*body)(void*), vo
   b.body = body;
   b.context = context;
   b.n_threads = static_cast<int>(threads);
-  b.shared.assign(std::max<size_t>(c.shared_bytes, 1), 0xff);
+  b.shared.assign(std::max<size_t>(c.shared_bytes, 1) + 128, 0xff);  // + alignment
   g_block = &b;
   gridDim = g;
   blockDim = bl;
