@@ -10,9 +10,19 @@
 # On a GPU machine without tls_dist's build dependencies (CUDA, CMake and Python only, no
 # network) it runs the prebuilt programs of gpu_bundle.tar.xz instead (made by bench/gpu_bundle.sh
 # on a machine that can build tls_dist): the same GPU tests, run directly, then the bench.
+#
+#   bench/gpu_check.sh --emulated       the benchmark's tables at tiny shapes on the CUDA emulator
+#                                       (no GPU needed: builds gpu_bench_emulated in build/cpu)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+if [ "${1:-}" = "--emulated" ]; then
+  cpu_build=$root/build/cpu
+  [ -f "$cpu_build/CMakeCache.txt" ] || (cd "$root" && cmake --preset cpu >/dev/null)
+  cmake --build "$cpu_build" -j"${JOBS:-2}" --target gpu_bench_emulated >/dev/null
+  exec "$cpu_build/tests/cuda_emulator/gpu_bench_emulated" --emulated
+fi
 build=${1:-$root/build-gpu}
 jobs=${JOBS:-16}
 
