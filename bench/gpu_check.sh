@@ -56,7 +56,8 @@ run_bundle() {
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-8}
   echo "== GPU tests"
   local t failed=0
-  for t in cuda_ops_test cuda_model_test cuda_program_test cuda_parallel_model_mpi_test; do
+  for t in cuda_ops_test cuda_tensor_core_attention_test cuda_model_test cuda_program_test \
+    cuda_parallel_model_mpi_test; do
     echo "-- $t"
     timeout 300 "$src/build/gpu/tests/$t" --gtest_brief=1 || failed=1
   done
@@ -93,7 +94,8 @@ if ! grep -q "CUDA backend ON" "$build/gpu_check_configure.log"; then
 fi
 
 echo "== build (-j$jobs)"
-cmake --build "$build" -j"$jobs" --target tls_dist cuda_ops_test cuda_model_test cuda_program_test \
+cmake --build "$build" -j"$jobs" --target tls_dist cuda_ops_test cuda_tensor_core_attention_test \
+  cuda_model_test cuda_program_test \
   cuda_parallel_model_mpi_test gpu_bench
 
 echo "== GPU tests"
