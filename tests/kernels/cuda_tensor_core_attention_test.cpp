@@ -4,7 +4,9 @@
 //   inputs, for shapes with partial query, key and positional tiles, several key tiles per
 //   query tile, clamped positional ids and queries that see no compressed slot;
 // - head sizes that are not a multiple of 16 keep the float32 kernels (bit for bit);
-// - two runs of the same backward, and two runs of a short training job, agree bit for bit.
+// - two runs of the same backward, and two runs of a short training job, agree bit for bit;
+// - tls_dist --device cuda --precision bf16 resumed from a checkpoint ends with the same
+//   parameters and optimizer state, bit for bit, as the same job run without a break.
 //
 // Tolerance of the bf16 path. Its products take operands rounded to bf16 (8 significant bits:
 // unit roundoff u = 2^-8) and accumulate in float32 (whose error is negligible beside u). A dot
@@ -26,10 +28,12 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/hdf5_reader.h"
 #include "kernels/device.h"
 #include "kernels/ops.h"
 #include "layers/init.h"
 #include "layers/model.h"
+#include "support/process.h"
 #include "support/tiny_model.h"
 #include "training/optimizer.h"
 
@@ -275,6 +279,48 @@ TEST(CudaTensorCoreAttention, TrainingRunsRepeatBitForBit) {
     EXPECT_EQ(la, lb) << to_string(mode);
     EXPECT_TRUE(a == b) << to_string(mode) << ": parameters differ between two runs";
   }
+}
+
+std::string cuda_binary() {
+#ifdef TLS_CUDA_PROGRAM
+  return TLS_CUDA_PROGRAM;
+#else
+  return testing::tls_dist_binary();
+#endif
+}
+
+// Every dataset under /model and /optimizer of a checkpoint, in name order.
+std::vector<std::vector<double>> checkpoint_state(const std::string& path) {
+  Hdf5Reader r(path);
+  std::vector<std::vector<double>> out;
+  for (const char* group : {"/model", "/optimizer/exp_avg", "/optimizer/exp_avg_sq"})
+    for (const std::string& name : r.list(group))
+      out.push_back(r.read_doubles(std::string(group) + "/" + name));
+  return out;
+}
+
+TEST(CudaTensorCoreAttention, ResumedBf16RunEqualsAnUninterruptedOne) {
+  TLS_REQUIRE_CUDA();
+  const std::string dir = testing::scratch_dir("cuda_tc_resume");
+  // d_head 16: the tensor-core attention; dropout on.
+  const std::string train =
+      cuda_binary() +
+      " train --device cuda --precision bf16 --n-layer 2 --d-model 32 --n-head 2 --d-inner 64"
+      " --chunk-size 8 --chunk-rank 1 --window-len 16 --mem-len 32 --tokens-per-sample 32"
+      " --batch-size 4 --dropout 0.1 --log-interval 1 --validate-interval 0 --train-data " +
+      std::string(TLS_TEST_DATA_DIR) + "/english.txt";
+  testing::ProcessResult r =
+      testing::run_command(train + " --max-update 4 --save-interval 4 --save-dir " + dir + "/a");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = testing::run_command(train + " --max-update 2 --save-interval 2 --save-dir " + dir + "/b");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = testing::run_command(train + " --max-update 4 --save-interval 4 --save-dir " + dir + "/b");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resum"), std::string::npos) << r.output;  // from checkpoint_2
+  const auto a = checkpoint_state(dir + "/a/checkpoint_4.h5"),
+             b = checkpoint_state(dir + "/b/checkpoint_4.h5");
+  ASSERT_FALSE(a.empty());
+  EXPECT_TRUE(a == b) << "the resumed run's parameters or moments differ";
 }
 
 }  // namespace
