@@ -2,9 +2,10 @@
 //  1. cuBLAS GEMM rates at 4096^3 measured in this run: sgemm (FP32), sgemm with TF32, dgemm,
 //     and bf16 inputs with float32 accumulation (cublasGemmEx) - the reference rates.
 //  2. The fused attention kernels (CudaOps window / chunk attention, forward and backward) for
-//     T = 8192, 32768, 131072 with d = 512, 8 heads, window 512, chunk 16, rank 1, mem_len = T:
-//     time and achieved FLOP/s, counting per visible (query, key) pair and head dimension
-//     window 6 (fwd) / 16 (bwd) and compressed 4 (fwd) / 14 (bwd) FLOPs.
+//     T = 8192, 32768, 131072 with d = 512, 8 heads, window 512, chunk 16, rank 1, mem_len = T,
+//     the float32 kernels beside the tensor-core ones (--precision bf16): time, achieved
+//     FLOP/s and its fraction of the bf16 GEMM rate, counting per visible (query, key) pair and
+//     head dimension window 6 (fwd) / 16 (bwd) and compressed 4 (fwd) / 14 (bwd) FLOPs.
 //  3. The training step (forward + backward + AdamW, float32 weights) of a 2-layer model of the
 //     same shape on CudaOps, with exact float32 GEMMs and with bf16 GEMM operands
 //     (--precision bf16): tokens/s and model FLOP/s (bench/model_flops.h) as a fraction of the
@@ -12,8 +13,9 @@
 // Peak device memory: the high-water mark of the stream-ordered allocator's pool (every
 // CudaOps tensor comes from it), reset before each measurement. Prints markdown tables.
 // Without a GPU it prints the reason and exits 0. --smoke runs every part at toy sizes (GEMMs
-// 128^3, T = 256, a d = 64 model): the CUDA emulator's test of this program, so a mistake in the
-// benchmark itself shows before it runs on a GPU.
+// 128^3, T = 256, a d = 64 model); --emulated at tinier ones (T = 64, attention 2 heads and window
+// 32, a d = 128 model), for the CUDA emulator in CI (gpu_check.sh --emulated): a mistake in the
+// benchmark shows, and its tables print, before it runs on a GPU.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -44,6 +46,7 @@ struct Sizes {
   int gemm_n = 4096;
   std::vector<int64_t> tokens{8192, 32768, 131072};
   int64_t train_d = 512, train_inner = 2048;
+  int64_t attn_heads = 8, attn_window = 512;
 };
 Sizes g_sizes;
 
@@ -138,67 +141,94 @@ Tensor random_tensor(Ops& ops, std::vector<int64_t> shape, uint64_t seed) {
   return t;
 }
 
-void attention_table(CudaOps& ops) {
+// One part's kernels at one size: forward and backward seconds and peak GiB.
+struct AttnTiming {
+  double wf = 0, wb = 0, cf = 0, cb = 0, peak = 0;
+};
+
+AttnTiming time_attention(CudaOps& ops, const AttentionShape& s) {
+  const int64_t T = s.tokens, H = s.n_head, dl = H * s.d_head, w = s.window;
+  const int64_t slots = 2 * T / s.chunk_size * s.chunk_rank;
+  reset_peak();
+  Tensor q = random_tensor(ops, {1, T, dl}, 1), keys = random_tensor(ops, {1, w + T, dl}, 2);
+  Tensor values = random_tensor(ops, {1, w + T, dl}, 3), rel = random_tensor(ops, {w, dl}, 4);
+  Tensor rw = random_tensor(ops, {dl}, 5), rr = random_tensor(ops, {dl}, 6);
+  Tensor khat = random_tensor(ops, {1, slots, dl}, 7), vhat = random_tensor(ops, {1, slots, dl}, 8);
+  Tensor pos = random_tensor(ops, {slots, dl}, 9), dout = random_tensor(ops, {1, T, dl}, 10);
+  Tensor ow = ops.empty({1, T, dl}, DType::f32), oc = ops.empty({1, T, dl}, DType::f32);
+  Tensor out = ops.empty({1, T, dl}, DType::f32);
+  Tensor lw = ops.empty({1, H, T}, DType::f32), lc = ops.empty({1, H, T}, DType::f32);
+  Tensor lse = ops.empty({1, H, T}, DType::f32), delta = ops.empty({1, H, T}, DType::f32);
+  Tensor dq = ops.zeros({1, T, dl}, DType::f32), dk = ops.zeros({1, w + T, dl}, DType::f32);
+  Tensor dv = ops.zeros({1, w + T, dl}, DType::f32), drel = ops.zeros({w, dl}, DType::f32);
+  Tensor drw = ops.zeros({dl}, DType::f32), drr = ops.zeros({dl}, DType::f32);
+  Tensor dkh = ops.zeros({1, slots, dl}, DType::f32), dvh = ops.zeros({1, slots, dl}, DType::f32);
+  Tensor dpos = ops.zeros({slots, dl}, DType::f32);
+  const int reps = T >= 131072 ? 1 : 3;
+  AttnTiming r;
+  r.wf =
+      time_it(reps, [&] { ops.window_attention_forward(ow, lw, q, keys, values, rel, rw, rr, s); });
+  r.cf = time_it(reps, [&] { ops.chunk_attention_forward(oc, lc, q, khat, vhat, pos, s); });
+  ops.attention_merge(out, lse, ow, lw, oc, lc, s);
+  ops.attention_delta(delta, dout, out, s);
+  r.wb = time_it(reps, [&] {
+    ops.window_attention_backward(dq, dk, dv, drel, drw, drr, dout, lse, delta, q, keys, values,
+                                  rel, rw, rr, s);
+  });
+  r.cb = time_it(reps, [&] {
+    ops.chunk_attention_backward(dq, dkh, dvh, dpos, dout, lse, delta, q, khat, vhat, pos, s);
+  });
+  r.peak = peak_gib();
+  return r;
+}
+
+// The float32 kernels (CUDA cores) beside the tensor-core ones (bf16 operands, --precision
+// bf16), each as TFLOP/s and as a fraction of the bf16 GEMM rate measured in this run.
+void attention_table(CudaOps& ops, const GemmRates& g) {
+  const int64_t H = g_sizes.attn_heads, dh = 64, w = g_sizes.attn_window;
   std::printf(
-      "\n### Fused attention kernels (float32, B 1, d 512, 8 heads, w 512, c 16, r 1, mem_len = "
-      "T)\n\n");
+      "\n### Fused attention kernels (B 1, d %lld, %lld heads, w %lld, c 16, r 1, mem_len = T)\n\n"
+      "Targets on an H100 / H200 for the tensor-core kernels: forward >= 50%%, backward >= 35%% "
+      "of the bf16 GEMM rate (targets until measured on a GPU).\n\n",
+      static_cast<long long>(H * dh), static_cast<long long>(H), static_cast<long long>(w));
   std::printf(
-      "| T | part | fwd ms | fwd TFLOP/s | bwd ms | bwd TFLOP/s | peak GiB "
-      "|\n|---|---|---|---|---|---|---|\n");
+      "| T | part | kernels | fwd ms | fwd TFLOP/s | fwd / bf16 GEMM | bwd ms | bwd TFLOP/s | "
+      "bwd / bf16 GEMM | peak GiB |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (int64_t T : g_sizes.tokens) {
     AttentionShape s;
     s.batch = 1;
     s.tokens = T;
-    s.n_head = 8;
-    s.d_head = 64;
-    s.window = 512;
+    s.n_head = H;
+    s.d_head = dh;
+    s.window = w;
     s.chunk_size = 16;
     s.chunk_rank = 1;
     s.first_query_chunk = T / 16;  // mem_len = T
-    const int64_t dl = 512, slots = 2 * T / 16, H = 8;
-    reset_peak();
-    Tensor q = random_tensor(ops, {1, T, dl}, 1), keys = random_tensor(ops, {1, 512 + T, dl}, 2);
-    Tensor values = random_tensor(ops, {1, 512 + T, dl}, 3), rel = random_tensor(ops, {512, dl}, 4);
-    Tensor rw = random_tensor(ops, {dl}, 5), rr = random_tensor(ops, {dl}, 6);
-    Tensor khat = random_tensor(ops, {1, slots, dl}, 7),
-           vhat = random_tensor(ops, {1, slots, dl}, 8);
-    Tensor pos = random_tensor(ops, {slots, dl}, 9), dout = random_tensor(ops, {1, T, dl}, 10);
-    Tensor ow = ops.empty({1, T, dl}, DType::f32), oc = ops.empty({1, T, dl}, DType::f32);
-    Tensor out = ops.empty({1, T, dl}, DType::f32);
-    Tensor lw = ops.empty({1, H, T}, DType::f32), lc = ops.empty({1, H, T}, DType::f32);
-    Tensor lse = ops.empty({1, H, T}, DType::f32), delta = ops.empty({1, H, T}, DType::f32);
-    Tensor dq = ops.zeros({1, T, dl}, DType::f32), dk = ops.zeros({1, 512 + T, dl}, DType::f32);
-    Tensor dv = ops.zeros({1, 512 + T, dl}, DType::f32), drel = ops.zeros({512, dl}, DType::f32);
-    Tensor drw = ops.zeros({dl}, DType::f32), drr = ops.zeros({dl}, DType::f32);
-    Tensor dkh = ops.zeros({1, slots, dl}, DType::f32), dvh = ops.zeros({1, slots, dl}, DType::f32);
-    Tensor dpos = ops.zeros({slots, dl}, DType::f32);
-    const int reps = T >= 131072 ? 1 : 3;
-    const double wf = time_it(
-        reps, [&] { ops.window_attention_forward(ow, lw, q, keys, values, rel, rw, rr, s); });
-    const double cf =
-        time_it(reps, [&] { ops.chunk_attention_forward(oc, lc, q, khat, vhat, pos, s); });
-    ops.attention_merge(out, lse, ow, lw, oc, lc, s);
-    ops.attention_delta(delta, dout, out, s);
-    const double wb = time_it(reps, [&] {
-      ops.window_attention_backward(dq, dk, dv, drel, drw, drr, dout, lse, delta, q, keys, values,
-                                    rel, rw, rr, s);
-    });
-    const double cb = time_it(reps, [&] {
-      ops.chunk_attention_backward(dq, dkh, dvh, dpos, dout, lse, delta, q, khat, vhat, pos, s);
-    });
-    const double win_pairs = static_cast<double>(H) * T * 512;
+    const double win_pairs = static_cast<double>(H) * T * w;
     double chunk_pairs = 0;
     for (int64_t t = 0; t < T; ++t) chunk_pairs += static_cast<double>(T / 16 + t / 16);
     chunk_pairs *= H;
-    const double peak = peak_gib();
-    std::printf("| %lld | window | %.2f | %.2f | %.2f | %.2f | %.2f |\n", static_cast<long long>(T),
-                wf * 1e3, 6 * 64 * win_pairs / wf / 1e12, wb * 1e3, 16 * 64 * win_pairs / wb / 1e12,
-                peak);
-    std::printf("| %lld | compressed | %.2f | %.2f | %.2f | %.2f | %.2f |\n",
-                static_cast<long long>(T), cf * 1e3, 4 * 64 * chunk_pairs / cf / 1e12, cb * 1e3,
-                14 * 64 * chunk_pairs / cb / 1e12, peak);
-    std::fflush(stdout);
+    for (GemmInputs mode : {GemmInputs::exact, GemmInputs::bf16}) {
+      ops.set_gemm_inputs(mode);
+      const char* kind = mode == GemmInputs::bf16 ? "bf16 tensor cores" : "float32";
+      try {
+        const AttnTiming r = time_attention(ops, s);
+        auto row = [&](const char* part, double fwd_flops, double f, double bwd_flops, double b) {
+          std::printf("| %lld | %s | %s | %.2f | %.2f | %.3f | %.2f | %.2f | %.3f | %.2f |\n",
+                      static_cast<long long>(T), part, kind, f * 1e3, fwd_flops / f / 1e12,
+                      fwd_flops / f / g.bf16, b * 1e3, bwd_flops / b / 1e12, bwd_flops / b / g.bf16,
+                      r.peak);
+        };
+        row("window", 6 * dh * win_pairs, r.wf, 16 * dh * win_pairs, r.wb);
+        row("compressed", 4 * dh * chunk_pairs, r.cf, 14 * dh * chunk_pairs, r.cb);
+      } catch (const std::exception& e) {
+        std::printf("| %lld | both | %s | failed: %s | | | | | | |\n", static_cast<long long>(T),
+                    kind, e.what());
+      }
+      std::fflush(stdout);
+    }
   }
+  ops.set_gemm_inputs(GemmInputs::exact);
 }
 
 void training_row(CudaOps& ops, const GemmRates& g, int64_t T, GemmInputs mode);
@@ -209,6 +239,9 @@ void training_table(CudaOps& ops, const GemmRates& g) {
       "T), c 16, "
       "r 1, mem_len = T, B 1)\n\n",
       static_cast<long long>(g_sizes.train_d), static_cast<long long>(g_sizes.train_inner));
+  std::printf(
+      "Target on an H100 / H200: model FLOP/s >= 40%% of the bf16 GEMM rate at T = 32768 "
+      "with bf16 operands (a target until measured on a GPU).\n\n");
   std::printf(
       "| T | GEMM operands | step ms | tokens/s | model TFLOP/s | / bf16 GEMM | / fp32 GEMM | "
       "peak GiB | loss |\n|---|---|---|---|---|---|---|---|---|\n");
@@ -263,12 +296,19 @@ void training_row(CudaOps& ops, const GemmRates& g, int64_t T, GemmInputs mode) 
 }  // namespace
 
 int main(int argc, char** argv) {
+  bool emulated = false;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--smoke") != 0) {
-      std::fprintf(stderr, "gpu_bench: unknown option %s (the only one is --smoke)\n", argv[i]);
+    if (std::strcmp(argv[i], "--smoke") == 0) {
+      g_sizes = Sizes{128, {256}, 64, 256, 8, 512};
+    } else if (std::strcmp(argv[i], "--emulated") == 0) {
+      // Tiny shapes for the CUDA emulator: every table, with host timings (meaningless).
+      g_sizes = Sizes{64, {64}, 128, 256, 2, 32};  // a d_head 16 model: tensor cores under bf16
+      emulated = true;
+    } else {
+      std::fprintf(stderr, "gpu_bench: unknown option %s (the options are --smoke, --emulated)\n",
+                   argv[i]);
       return 2;
     }
-    g_sizes = Sizes{128, {256}, 64, 256};
   }
   if (cuda_device_count() == 0) {
     std::printf("gpu_bench: no GPU: %s\n", cuda_unavailable_reason().c_str());
@@ -279,6 +319,9 @@ int main(int argc, char** argv) {
     TLS_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     std::printf("## gpu_bench on %s (sm_%d%d, %.0f GiB)\n\n", prop.name, prop.major, prop.minor,
                 static_cast<double>(prop.totalGlobalMem) / (1 << 30));
+    if (emulated)
+      std::printf(
+          "(--emulated: tiny shapes; times are the emulator's on the host, not a GPU's)\n\n");
     const GemmRates g = measure_gemms();
     std::printf(
         "| cuBLAS %d^3 | FP32 | TF32 | FP64 | BF16 (FP32 accumulate) |\n|---|---|---|---|---|\n",
@@ -287,7 +330,7 @@ int main(int argc, char** argv) {
                 g.f64 / 1e12, g.bf16 / 1e12);
     std::fflush(stdout);
     CudaOps ops(0);
-    attention_table(ops);
+    attention_table(ops, g);
     training_table(ops, g);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gpu_bench: %s\n", e.what());

@@ -26,8 +26,8 @@ command -v patchelf >/dev/null || apt-get install -y -q patchelf >/dev/null
 export PATH="$PATH:/usr/local/cuda/bin"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTLS_WITH_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DTLS_BUILD_TESTS=ON -DTLS_BUILD_BENCH=ON >/dev/null
-programs=(tls_dist tests/cuda_ops_test tests/cuda_model_test tests/cuda_program_test
-  tests/cuda_parallel_model_mpi_test bench/gpu_bench)
+programs=(tls_dist tests/cuda_ops_test tests/cuda_tensor_core_attention_test tests/cuda_model_test
+  tests/cuda_program_test tests/cuda_parallel_model_mpi_test bench/gpu_bench)
 targets=()
 for p in "${programs[@]}"; do targets+=("$(basename "$p")"); done
 cmake --build "$build" -j"$jobs" --target "${targets[@]}"

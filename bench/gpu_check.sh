@@ -10,9 +10,19 @@
 # On a GPU machine without tls_dist's build dependencies (CUDA, CMake and Python only, no
 # network) it runs the prebuilt programs of gpu_bundle.tar.xz instead (made by bench/gpu_bundle.sh
 # on a machine that can build tls_dist): the same GPU tests, run directly, then the bench.
+#
+#   bench/gpu_check.sh --emulated       the benchmark's tables at tiny shapes on the CUDA emulator
+#                                       (no GPU needed: builds gpu_bench_emulated in build/cpu)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+if [ "${1:-}" = "--emulated" ]; then
+  cpu_build=$root/build/cpu
+  [ -f "$cpu_build/CMakeCache.txt" ] || (cd "$root" && cmake --preset cpu >/dev/null)
+  cmake --build "$cpu_build" -j"${JOBS:-2}" --target gpu_bench_emulated >/dev/null
+  exec "$cpu_build/tests/cuda_emulator/gpu_bench_emulated" --emulated
+fi
 build=${1:-$root/build-gpu}
 jobs=${JOBS:-16}
 
@@ -46,7 +56,8 @@ run_bundle() {
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-8}
   echo "== GPU tests"
   local t failed=0
-  for t in cuda_ops_test cuda_model_test cuda_program_test cuda_parallel_model_mpi_test; do
+  for t in cuda_ops_test cuda_tensor_core_attention_test cuda_model_test cuda_program_test \
+    cuda_parallel_model_mpi_test; do
     echo "-- $t"
     timeout 300 "$src/build/gpu/tests/$t" --gtest_brief=1 || failed=1
   done
@@ -83,7 +94,8 @@ if ! grep -q "CUDA backend ON" "$build/gpu_check_configure.log"; then
 fi
 
 echo "== build (-j$jobs)"
-cmake --build "$build" -j"$jobs" --target tls_dist cuda_ops_test cuda_model_test cuda_program_test \
+cmake --build "$build" -j"$jobs" --target tls_dist cuda_ops_test cuda_tensor_core_attention_test \
+  cuda_model_test cuda_program_test \
   cuda_parallel_model_mpi_test gpu_bench
 
 echo "== GPU tests"

@@ -11,10 +11,10 @@
 // rows, staging K, V and the positional rows the tile needs in shared memory, computes the
 // QT x KT scores, and folds them into the output with an online softmax (running max m and
 // sum l per query; O <- O exp(m_old - m_new) + P V). No score matrix reaches device memory.
-// Backward (given the merged lse and delta = rowsum(dout * out)): the same walk recomputes
-// p = exp(s - lse), ds = p (dout . V[j] - delta); dq (and the bias gradients) accumulate in
-// shared memory, dK += ds qa, dV += p dout, dPos += ds qb go to device memory with atomicAdd,
-// summed over the block's queries first.
+// This is the float32 / float64 forward; the backward (deterministic, no atomics) and the
+// tensor-core forward are in attention_wmma.cuh. A policy also says which queries see a key
+// (query_range) and which keys use a range of positional rows (pos_keys), for the backward's
+// key and position passes.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -164,148 +164,18 @@ __global__ void __launch_bounds__(kAttnThreads) attn_forward_kernel(AttnArgs<T> 
     a.lse[(b * H + h) * Tn + t0 + r] = l[r] > T(0) ? m[r] + log(l[r]) : neg_inf;
 }
 
-template <class T, class P>
-__global__ void __launch_bounds__(kAttnThreads) attn_backward_kernel(AttnArgs<T> a, P pol) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* sm = reinterpret_cast<T*>(smem_raw);
-  const int QT = a.qt, KT = a.kt, dh = static_cast<int>(a.dh), ld = dh + 1;
-  T* qa = sm;
-  T* qb = qa + QT * ld;
-  T* go = qb + QT * ld;
-  T* ks = go + QT * ld;
-  T* vs = ks + KT * ld;
-  T* ps = vs + KT * ld;
-  T* pm = ps + a.span * ld;
-  T* ds = pm + QT * KT;
-  T* acck = ds + QT * KT;
-  T* accp = acck + QT * dh;
-  T* lse_s = accp + QT * dh;
-  T* delta_s = lse_s + QT;
-  const int64_t H = a.n_head, dl = H * a.dh, Tn = a.tokens;
-  const int64_t b = blockIdx.y / H, h = blockIdx.y % H, t0 = static_cast<int64_t>(blockIdx.x) * QT;
-  const int nq = static_cast<int>(min(int64_t{QT}, Tn - t0));
-  const int tid = threadIdx.x, nt = blockDim.x;
-
-  const int64_t qoff = (b * Tn + t0) * dl + h * dh;
-  for (int i = tid; i < QT * dh; i += nt) {
-    const int r = i / dh, e = i % dh;
-    const T qv = r < nq ? a.q[qoff + r * dl + e] : T(0);
-    qa[r * ld + e] = qv + (a.bias_a ? a.bias_a[h * dh + e] : T(0));
-    qb[r * ld + e] = qv + (a.bias_b ? a.bias_b[h * dh + e] : T(0));
-    go[r * ld + e] = r < nq ? a.dout[qoff + r * dl + e] : T(0);
-    acck[i] = T(0);
-    accp[i] = T(0);
-  }
-  for (int r = tid; r < QT; r += nt) {
-    const int64_t li = (b * H + h) * Tn + t0 + r;
-    lse_s[r] = r < nq ? a.lse_in[li] : T(-INFINITY);
-    delta_s[r] = r < nq ? a.delta[li] : T(0);
-  }
-  const int64_t t_last = t0 + nq - 1;
-  const int64_t kb = pol.key_begin(t0), ke = pol.key_end(t_last);
-  const int64_t kvoff = b * a.key_rows * dl + h * dh;
-  for (int64_t j0 = kb; j0 < ke; j0 += KT) {
-    const int nk = static_cast<int>(min(int64_t{KT}, ke - j0));
-    int64_t plo, phi;
-    pos_range(pol, t0, t_last, j0, j0 + nk - 1, plo, phi);
-    __syncthreads();
-    load_rows(ks, ld, a.k + kvoff, dl, j0, nk, dh);
-    load_rows(vs, ld, a.v + kvoff, dl, j0, nk, dh);
-    if (phi >= plo) load_rows(ps, ld, a.pos + h * dh, dl, plo, static_cast<int>(phi - plo + 1), dh);
-    __syncthreads();
-    for (int i = tid; i < QT * KT; i += nt) {
-      const int r = i / KT, c = i % KT;
-      const int64_t t = t0 + r, j = j0 + c;
-      T p = T(0), d = T(0);
-      if (r < nq && c < nk && lse_s[r] != T(-INFINITY) && pol.visible(t, j)) {
-        const T* kr = ks + c * ld;
-        const T* vr = vs + c * ld;
-        const T* pr = ps + (pol.pidx(t, j) - plo) * ld;
-        T sc = T(0), dp = T(0);
-        for (int e = 0; e < dh; ++e) {
-          sc += qa[r * ld + e] * kr[e] + qb[r * ld + e] * pr[e];
-          dp += go[r * ld + e] * vr[e];
-        }
-        p = exp(sc - lse_s[r]);
-        d = p * (dp - delta_s[r]);
-      }
-      pm[i] = p;
-      ds[i] = d;
-    }
-    __syncthreads();
-    for (int i = tid; i < nq * dh; i += nt) {  // dq = sum_j ds (K[j] + Pos[pidx])
-      const int r = i / dh, e = i % dh;
-      const int64_t t = t0 + r;
-      T ak = T(0), ap = T(0);
-      for (int c = 0; c < nk; ++c) {
-        const T dd = ds[r * KT + c];
-        if (dd == T(0)) continue;
-        ak += dd * ks[c * ld + e];
-        ap += dd * ps[(pol.pidx(t, j0 + c) - plo) * ld + e];
-      }
-      acck[i] += ak;
-      accp[i] += ap;
-    }
-    if (a.dk || a.dv)
-      for (int i = tid; i < nk * dh; i += nt) {  // dK += sum_t ds qa, dV += sum_t p dout
-        const int c = i / dh, e = i % dh;
-        T gk = T(0), gv = T(0);
-        for (int r = 0; r < nq; ++r) {
-          gk += ds[r * KT + c] * qa[r * ld + e];
-          gv += pm[r * KT + c] * go[r * ld + e];
-        }
-        const int64_t at = kvoff + (j0 + c) * dl + e;
-        if (a.dk && gk != T(0)) atomicAdd(a.dk + at, gk);
-        if (a.dv && gv != T(0)) atomicAdd(a.dv + at, gv);
-      }
-    if (a.dpos && phi >= plo)
-      for (int i = tid; i < static_cast<int>(phi - plo + 1) * dh; i += nt) {  // dPos += ds qb
-        const int pr = i / dh, e = i % dh;
-        const int64_t prow = plo + pr;
-        T acc = T(0);
-        for (int r = 0; r < nq; ++r) {
-          int64_t lo, hi;
-          pol.j_range(t0 + r, prow, lo, hi);
-          lo = max(lo, j0);
-          hi = min(hi, j0 + nk - 1);
-          T sd = T(0);
-          for (int64_t j = lo; j <= hi; ++j) sd += ds[r * KT + (j - j0)];
-          acc += sd * qb[r * ld + e];
-        }
-        if (acc != T(0)) atomicAdd(a.dpos + prow * dl + h * dh + e, acc);
-      }
-  }
-  __syncthreads();
-  if (a.dq)
-    for (int i = tid; i < nq * dh; i += nt) {
-      const int r = i / dh, e = i % dh;
-      a.dq[qoff + r * dl + e] += acck[i] + accp[i];
-    }
-  for (int e = tid; e < dh; e += nt) {
-    T sa = T(0), sb = T(0);
-    for (int r = 0; r < nq; ++r) {
-      sa += acck[r * dh + e];
-      sb += accp[r * dh + e];
-    }
-    if (a.dbias_a) atomicAdd(a.dbias_a + h * dh + e, sa);
-    if (a.dbias_b) atomicAdd(a.dbias_b + h * dh + e, sb);
-  }
-}
-
 // Shared memory (bytes) of one block for tile sizes qt x kt.
-inline size_t attn_smem(bool backward, int qt, int kt, int span, int64_t dh, size_t esize) {
+inline size_t attn_smem(int qt, int kt, int span, int64_t dh, size_t esize) {
   const int64_t ld = dh + 1;
-  const int64_t n = backward
-                        ? 3 * qt * ld + 2 * kt * ld + span * ld + 2 * qt * kt + 2 * qt * dh + 2 * qt
-                        : 2 * qt * ld + 2 * kt * ld + span * ld + qt * (kt + 1) + qt * dh + 3 * qt;
+  const int64_t n = 2 * qt * ld + 2 * kt * ld + span * ld + qt * (kt + 1) + qt * dh + 3 * qt;
   return static_cast<size_t>(n) * esize;
 }
 
-// Picks the largest tiles that fit in smem_limit bytes, sets the kernel's shared-memory limit
-// and launches it on a (ceil(T / qt), B * H) grid.
+// Picks the largest tiles that fit in smem_limit bytes, sets the forward kernel's shared-memory
+// limit and launches it on a (ceil(T / qt), B * H) grid.
 template <class T, class P>
-void launch_attention(const char* op, bool backward, AttnArgs<T> a, const P& pol, int64_t batch,
-                      size_t smem_limit, cudaStream_t stream) {
+void launch_attention_forward(const char* op, AttnArgs<T> a, const P& pol, int64_t batch,
+                              size_t smem_limit, cudaStream_t stream) {
   if (a.tokens == 0 || batch == 0 || a.n_head == 0) return;
   if (batch * a.n_head > 65535) fail(op, "batch x heads exceeds the grid limit of 65535");
   static const int tiles[][2] = {{32, 32}, {32, 16}, {16, 16}, {16, 8},
@@ -316,7 +186,7 @@ void launch_attention(const char* op, bool backward, AttnArgs<T> a, const P& pol
     a.qt = tk[0];
     a.kt = tk[1];
     a.span = pol.max_span(a.qt, a.kt);
-    bytes = attn_smem(backward, a.qt, a.kt, a.span, a.dh, sizeof(T));
+    bytes = attn_smem(a.qt, a.kt, a.span, a.dh, sizeof(T));
     if (bytes <= smem_limit) {
       found = true;
       break;
@@ -327,19 +197,11 @@ void launch_attention(const char* op, bool backward, AttnArgs<T> a, const P& pol
                  std::to_string(smem_limit) + " bytes per block");
   const dim3 grid(static_cast<unsigned>((a.tokens + a.qt - 1) / a.qt),
                   static_cast<unsigned>(batch * a.n_head));
-  if (backward) {
-    TLS_CUDA_CHECK(cudaFuncSetAttribute(attn_backward_kernel<T, P>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(bytes)));
-    attn_backward_kernel<T, P><<<grid, kAttnThreads, bytes, stream>>>(a, pol);
-    TLS_CUDA_LAUNCHED("attn_backward_kernel");
-  } else {
-    TLS_CUDA_CHECK(cudaFuncSetAttribute(attn_forward_kernel<T, P>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(bytes)));
-    attn_forward_kernel<T, P><<<grid, kAttnThreads, bytes, stream>>>(a, pol);
-    TLS_CUDA_LAUNCHED("attn_forward_kernel");
-  }
+  TLS_CUDA_CHECK(cudaFuncSetAttribute(attn_forward_kernel<T, P>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(bytes)));
+  attn_forward_kernel<T, P><<<grid, kAttnThreads, bytes, stream>>>(a, pol);
+  TLS_CUDA_LAUNCHED("attn_forward_kernel");
 }
 
 }  // namespace tls::cuda

@@ -6,6 +6,7 @@
 // (no biases). A query that sees no slot gets lse = -inf and a zero output. All slots whose id
 // is clamped to the last row of pos share it: j_range returns them as one range.
 #include "kernels/cuda/attention_tile.cuh"
+#include "kernels/cuda/attention_wmma.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace tls {
@@ -34,9 +35,22 @@ struct ChunkPolicy {
       hi = top - (n_pos - 1);
     }
   }
-  // Rows a qt x kt tile can touch: kt keys plus r per extra query chunk in the tile.
+  // Queries [tb, te) that see a key of [j0, j1] (slot j0 from its chunk's first query on);
+  // keys [jb, je) whose row lies in [p0, p1] for a query of [t0, t1] (the clamped last row:
+  // every slot from 0).
+  __device__ void query_range(int64_t j0, int64_t, int64_t tokens, int64_t& tb, int64_t& te) const {
+    tb = min(tokens, max(int64_t{0}, (j0 / r + 1 - first_chunk) * c));
+    te = tokens;
+  }
+  __device__ void pos_keys(int64_t t0, int64_t t1, int64_t p0, int64_t p1, int64_t& jb,
+                           int64_t& je) const {
+    jb = p1 >= n_pos - 1 ? 0 : (first_chunk + t0 / c) * r - 1 - p1;
+    je = (first_chunk + t1 / c) * r - p0;
+  }
+  // Rows a qt x kt tile can touch: kt keys plus r per further query chunk in the tile (a tile
+  // not aligned to chunks reaches one chunk more).
   int max_span(int qt, int kt) const {
-    return static_cast<int>(std::min<int64_t>(n_pos, ((qt - 1) / c + 1) * r + kt));
+    return static_cast<int>(std::min<int64_t>(n_pos, ((qt + c - 2) / c + 1) * r + kt));
   }
 };
 
@@ -86,8 +100,9 @@ void CudaOps::chunk_attention_forward(Tensor& out, Tensor& lse, const Tensor& q,
     a.n_head = s.n_head;
     a.dh = s.d_head;
     a.key_rows = khat.dim(1);
-    cuda::launch_attention("chunk_attention_forward", false, a, policy_of(s, khat, pos), s.batch,
-                           smem_optin_, stream_);
+    const ChunkPolicy pol = policy_of(s, khat, pos);
+    cuda::run_attention("chunk_attention_forward", false, gemm_inputs_, a, pol, s.batch,
+                        smem_optin_, stream_);
   });
 }
 
@@ -125,7 +140,8 @@ void CudaOps::chunk_attention_backward(Tensor& dq, Tensor& dkhat, Tensor& dvhat,
     a.n_head = s.n_head;
     a.dh = s.d_head;
     a.key_rows = khat.dim(1);
-    cuda::launch_attention(op, true, a, policy_of(s, khat, pos), s.batch, smem_optin_, stream_);
+    const ChunkPolicy pol = policy_of(s, khat, pos);
+    cuda::run_attention(op, true, gemm_inputs_, a, pol, s.batch, smem_optin_, stream_);
   });
 }
 

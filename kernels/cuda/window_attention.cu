@@ -5,6 +5,7 @@
 //   (q_t + r_w_bias) . keys[j] + (q_t + r_r_bias) . rel[delta],   delta = t + w - j.
 // Forward returns this part's softmax output and lse; backward takes the merged lse and delta.
 #include "kernels/cuda/attention_tile.cuh"
+#include "kernels/cuda/attention_wmma.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace tls {
@@ -19,6 +20,18 @@ struct WindowPolicy {
   __device__ int64_t pidx(int64_t t, int64_t j) const { return t + w - j; }
   __device__ void j_range(int64_t t, int64_t prow, int64_t& lo, int64_t& hi) const {
     lo = hi = t + w - prow;
+  }
+  // Queries [tb, te) that see a key of [j0, j1]; keys [jb, je) whose row lies in [p0, p1] for
+  // a query of [t0, t1].
+  __device__ void query_range(int64_t j0, int64_t j1, int64_t tokens, int64_t& tb,
+                              int64_t& te) const {
+    tb = max(int64_t{0}, j0 - w);
+    te = min(tokens, j1);
+  }
+  __device__ void pos_keys(int64_t t0, int64_t t1, int64_t p0, int64_t p1, int64_t& jb,
+                           int64_t& je) const {
+    jb = t0 + w - p1;
+    je = t1 + w - p0 + 1;
   }
   int max_span(int qt, int kt) const { return qt + kt - 1; }
 };
@@ -75,8 +88,9 @@ void CudaOps::window_attention_forward(Tensor& out, Tensor& lse, const Tensor& q
     a.n_head = s.n_head;
     a.dh = s.d_head;
     a.key_rows = s.window + s.tokens;
-    cuda::launch_attention("window_attention_forward", false, a, WindowPolicy{s.window, s.window},
-                           s.batch, smem_optin_, stream_);
+    const WindowPolicy pol{s.window, s.window};
+    cuda::run_attention("window_attention_forward", false, gemm_inputs_, a, pol, s.batch,
+                        smem_optin_, stream_);
   });
 }
 
@@ -122,8 +136,8 @@ void CudaOps::window_attention_backward(Tensor& dq, Tensor& dkeys, Tensor& dvalu
     a.n_head = s.n_head;
     a.dh = s.d_head;
     a.key_rows = s.window + s.tokens;
-    cuda::launch_attention(op, true, a, WindowPolicy{s.window, s.window}, s.batch, smem_optin_,
-                           stream_);
+    const WindowPolicy pol{s.window, s.window};
+    cuda::run_attention(op, true, gemm_inputs_, a, pol, s.batch, smem_optin_, stream_);
   });
 }
 

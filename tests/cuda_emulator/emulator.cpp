@@ -239,8 +239,9 @@ struct Block {
   void* context;
   int n_threads = 0;
   std::vector<Fiber> fibers;
-  std::vector<uint64_t> lanes;  // warp_xor_exchange slots, one per thread
-  void* scheduler = nullptr;    // the scheduler's stack pointer while a fiber runs
+  std::vector<uint64_t> lanes;         // warp_xor_exchange slots, one per thread
+  std::vector<const void*> published;  // warp_collective_begin slots, one per thread
+  void* scheduler = nullptr;           // the scheduler's stack pointer while a fiber runs
   int current = 0;
   std::vector<unsigned char> shared;
 };
@@ -280,6 +281,7 @@ void run_block(Block& b) {
   const int n = b.n_threads;
   b.fibers.assign(static_cast<size_t>(n), Fiber{});
   b.lanes.assign(static_cast<size_t>(n), 0);
+  b.published.assign(static_cast<size_t>(n), nullptr);
   for (int i = 0; i < n; ++i)
     b.fibers[static_cast<size_t>(i)].sp =
         initial_stack(g_stacks.get(static_cast<size_t>(i)), kStackBytes);
@@ -311,9 +313,9 @@ void run_block(Block& b) {
         waiting += b.fibers[static_cast<size_t>(i)].state == FiberState::warp_barrier;
       if (waiting == 0) continue;
       if (waiting != lanes)
-        device_fault("a warp shuffle was reached by " + std::to_string(waiting) + " of the " +
-                     std::to_string(lanes) + " lanes of warp " + std::to_string(w) + " in " +
-                     where(*b.config));
+        device_fault("a warp shuffle or WMMA operation was reached by " + std::to_string(waiting) +
+                     " of the " + std::to_string(lanes) + " lanes of warp " + std::to_string(w) +
+                     " in " + where(*b.config));
       for (int i = w * 32; i < w * 32 + lanes; ++i)
         b.fibers[static_cast<size_t>(i)].state = FiberState::ready;
       released = true;
@@ -390,9 +392,30 @@ uint64_t warp_xor_exchange(unsigned mask, uint64_t bits, int lane_mask, int widt
   return out;
 }
 
+const void* const* warp_collective_begin(const void* mine, const char* what) {
+  Block* b = g_block;
+  if (!b) device_fault(std::string(what) + " outside a kernel");
+  const int i = b->current, w = i / 32;
+  if (w * 32 + 32 > b->n_threads)
+    device_fault(std::string(what) + " (warp-collective) in the partial warp " + std::to_string(w) +
+                 " of " + where(*b->config));
+  b->published[static_cast<size_t>(i)] = mine;
+  yield(FiberState::warp_barrier);
+  return b->published.data() + w * 32;
+}
+
+void warp_collective_end() { yield(FiberState::warp_barrier); }
+
+int lane_id() {
+  if (!g_block) device_fault("lane_id outside a kernel");
+  return g_block->current % 32;
+}
+
 unsigned char* dynamic_shared() {
   if (!g_block) device_fault("dynamic shared memory used outside a kernel");
-  return g_block->shared.data();
+  // 128-byte aligned, as a GPU places it (WMMA needs 256-bit aligned tiles).
+  const auto at = reinterpret_cast<uintptr_t>(g_block->shared.data());
+  return g_block->shared.data() + ((128 - at % 128) % 128);
 }
 
 cudaError_t set_function_attribute(const void* func, cudaFuncAttribute attr, int value) {
@@ -436,7 +459,7 @@ void run_grid(const LaunchConfig& c, const void* kernel, void (*body)(void*), vo
   b.body = body;
   b.context = context;
   b.n_threads = static_cast<int>(threads);
-  b.shared.assign(std::max<size_t>(c.shared_bytes, 1), 0xff);
+  b.shared.assign(std::max<size_t>(c.shared_bytes, 1) + 128, 0xff);  // + alignment
   g_block = &b;
   gridDim = g;
   blockDim = bl;

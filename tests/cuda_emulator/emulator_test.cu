@@ -5,9 +5,14 @@
 // shared memory over the default limit without the opt-in, bad launch configurations, copies in
 // the wrong direction, and cuBLAS's column-major rules.
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
+#include <mma.h>
 
+#include <cmath>
+#include <cstring>
+#include <random>
 #include <vector>
 
 namespace {
@@ -211,3 +216,135 @@ TEST(CudaEmulator, CublasIsColumnMajorAndChecksLeadingDimensions) {
 }
 
 }  // namespace
+
+namespace {
+
+using namespace nvcuda;
+
+// C [M x N] = A [M x K] B [K x N] (row-major float32 in device memory, rounded to bf16 in shared
+// memory): one warp per 16x16 output tile, the block's warps striding over the tiles.
+template <int M, int N, int K>
+__global__ void wmma_matmul_kernel(const float* a, const float* b, float* c, bool b_col_major) {
+  __shared__ __align__(32) __nv_bfloat16 as[M * K];
+  __shared__ __align__(32) __nv_bfloat16 bs[K * N];
+  __shared__ __align__(32) float cs[M * N];
+  for (unsigned i = threadIdx.x; i < M * K; i += blockDim.x) as[i] = __float2bfloat16_rn(a[i]);
+  for (unsigned i = threadIdx.x; i < K * N; i += blockDim.x) {
+    const unsigned k = i / N, n = i % N;  // B col-major: element (k, n) at n * K + k
+    bs[b_col_major ? n * K + k : i] = __float2bfloat16_rn(b[i]);
+  }
+  __syncthreads();
+  const int warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
+  for (int tile = warp; tile < (M / 16) * (N / 16); tile += n_warps) {
+    const int tm = tile / (N / 16), tn = tile % (N / 16);
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.0f);
+    for (int k0 = 0; k0 < K; k0 += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+      wmma::load_matrix_sync(fa, as + tm * 16 * K + k0, K);
+      if (b_col_major) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+        wmma::load_matrix_sync(fb, bs + tn * 16 * K + k0, K);
+        wmma::mma_sync(acc, fa, fb, acc);
+      } else {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb;
+        wmma::load_matrix_sync(fb, bs + k0 * N + tn * 16, N);
+        wmma::mma_sync(acc, fa, fb, acc);
+      }
+    }
+    wmma::store_matrix_sync(cs + tm * 16 * N + tn * 16, acc, N, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (unsigned i = threadIdx.x; i < M * N; i += blockDim.x) c[i] = cs[i];
+}
+
+// Assumes the accumulator's x[i] of lane l is row l / 2, column (l % 2) * 8 + i (a row-major
+// split): the emulator's own fragment layout must make this wrong.
+__global__ void wmma_assumed_layout_kernel(float* out) {
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  const int lane = threadIdx.x % 32;
+  for (int i = 0; i < 8; ++i) acc.x[i] = static_cast<float>((lane / 2) * 16 + (lane % 2) * 8 + i);
+  __shared__ __align__(32) float tile[256];
+  wmma::store_matrix_sync(tile, acc, 16, wmma::mem_row_major);
+  __syncthreads();
+  for (int i = lane; i < 256; i += 32) out[i] = tile[i];
+}
+
+__global__ void wmma_partial_warp_kernel() {
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  wmma::fill_fragment(acc, 1.0f);
+  __shared__ __align__(32) float tile[256];
+  if (threadIdx.x < 16) wmma::store_matrix_sync(tile, acc, 16, wmma::mem_row_major);
+}
+
+__global__ void wmma_misaligned_kernel() {
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  wmma::fill_fragment(acc, 1.0f);
+  __shared__ __align__(32) float tile[300];
+  wmma::store_matrix_sync(tile + 4, acc, 16, wmma::mem_row_major);
+}
+
+float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+
+template <int M, int N, int K>
+void check_wmma_matmul(bool b_col_major) {
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> a(M * K), b(K * N);
+  for (auto& x : a) x = u(gen);
+  for (auto& x : b) x = u(gen);
+  float *da = device_array(a), *db = device_array(b), *dc = device_array(std::vector<float>(M * N));
+  wmma_matmul_kernel<M, N, K><<<1, 128>>>(da, db, dc, b_col_major);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  const std::vector<float> c = to_host(dc, M * N);
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      // The plain product of the bf16-rounded operands, in double: the emulator's float32
+      // accumulation of K exact products differs from it by float32 rounding only.
+      double want = 0, mag = 0;
+      for (int k = 0; k < K; ++k) {
+        const double p = double{bf16_round(a[m * K + k])} * bf16_round(b[k * N + n]);
+        want += p;
+        mag += std::abs(p);
+      }
+      EXPECT_NEAR(c[m * N + n], want, 2 * K * 6e-8 * mag) << "element " << m << ", " << n;
+    }
+  cudaFreeAsync(da, nullptr);
+  cudaFreeAsync(db, nullptr);
+  cudaFreeAsync(dc, nullptr);
+}
+
+}  // namespace
+
+TEST(CudaEmulatorWmma, MatchesAPlainMatmulOfTheBf16Operands) {
+  check_wmma_matmul<32, 48, 64>(false);
+  check_wmma_matmul<48, 32, 32>(true);
+}
+
+TEST(CudaEmulatorWmma, Bf16ConversionRoundsToNearestEven) {
+  const float ulp = std::ldexp(1.0f, -7);                        // of bf16 at 1
+  EXPECT_EQ(bf16_round(1.0f + ulp / 2), 1.0f);                   // tie: to the even 1.0
+  EXPECT_EQ(bf16_round(1.0f + 3 * ulp / 2), 1.0f + 2 * ulp);     // tie: to the even 1 + 2 ulp
+  EXPECT_EQ(bf16_round(1.0f + ulp / 2 + ulp / 64), 1.0f + ulp);  // above the tie: up
+  EXPECT_EQ(bf16_round(-(1.0f + ulp / 2 - ulp / 64)), -1.0f);    // below the tie: down
+  EXPECT_TRUE(std::isnan(bf16_round(std::nanf(""))));
+  EXPECT_TRUE(std::isinf(bf16_round(3.4e38f)));  // rounds past the largest bf16
+}
+
+TEST(CudaEmulatorWmma, FragmentLayoutIsNotRowMajor) {
+  float* d = device_array(std::vector<float>(256));
+  wmma_assumed_layout_kernel<<<1, 32>>>(d);
+  const std::vector<float> got = to_host(d, 256);
+  int in_place = 0;
+  for (int i = 0; i < 256; ++i) in_place += got[i] == static_cast<float>(i);
+  EXPECT_LT(in_place, 16);  // a layout-assuming kernel scrambles its tile
+  cudaFreeAsync(d, nullptr);
+}
+
+TEST(CudaEmulatorDeathTest, WmmaInPartOfAWarp) {
+  EXPECT_DEATH(wmma_partial_warp_kernel<<<1, 32>>>(), "16 of the 32 lanes of warp 0");
+}
+
+TEST(CudaEmulatorDeathTest, WmmaOnAMisalignedPointer) {
+  EXPECT_DEATH(wmma_misaligned_kernel<<<1, 32>>>(), "not 256-bit aligned");
+}

@@ -22,7 +22,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))  // allowed among decl-specifiers, as in CUDA
 // A block's shared variables: blocks of one launch run one after another on the launching host
 // thread, so one instance per host thread is one per running block.
 #define __shared__ static thread_local
