@@ -16,32 +16,15 @@
 #include "kernels/ops.h"
 #include "layers/chunk_attention_ring.h"
 #include "parallel/mpi_comm.h"
+#include "support/mpi_layouts.h"
 
 namespace tls {
 namespace {
 
+using testing::every_layout;
+using testing::regenerable_values;
+
 using Values = std::vector<double>;
-
-const std::vector<Topology>& layouts() {
-  static const std::vector<Topology> all = [] {
-    int world = 0;
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    std::vector<Topology> v;
-    for (int tp = 1; tp <= world; ++tp)
-      for (int sp = 1; tp * sp <= world; ++sp)
-        if (world % (tp * sp) == 0) v.push_back(make_mpi_topology(tp, sp));
-    return v;
-  }();
-  return all;
-}
-
-Values random_values(int64_t n, uint64_t what, uint64_t who) {
-  std::mt19937_64 gen(what * 1000003u + who);
-  std::uniform_real_distribution<double> uniform(-1.0, 1.0);
-  Values v(static_cast<size_t>(n));
-  for (double& x : v) x = uniform(gen);
-  return v;
-}
 
 struct Geometry {
   int64_t batch = 2, heads = 2, d_head = 4, chunk = 2, rank = 2;
@@ -68,13 +51,13 @@ struct Geometry {
 
 // Per owner: its queries, output gradient and slots (cache part then block part).
 Values queries(const Geometry& g, int owner) {
-  return random_values(g.batch * g.tokens * g.dl(), 1, owner);
+  return regenerable_values(g.batch * g.tokens * g.dl(), 1, owner);
 }
 Values out_grad(const Geometry& g, int owner) {
-  return random_values(g.batch * g.tokens * g.dl(), 2, owner);
+  return regenerable_values(g.batch * g.tokens * g.dl(), 2, owner);
 }
 Values own_slots(const Geometry& g, int owner, uint64_t which) {
-  return random_values(g.batch * g.own_slots() * g.dl(), 3 + which, owner);
+  return regenerable_values(g.batch * g.own_slots() * g.dl(), 3 + which, owner);
 }
 
 Tensor tensor_of(Ops& ops, std::vector<int64_t> shape, const Values& v, DType dt) {
@@ -138,7 +121,7 @@ TEST_P(ChunkAttentionRing, EqualsTheAttentionOverTheGatheredSlots) {
   const DType dt = GetParam();
   const double tol = dt == DType::f64 ? 1e-12 : 2e-5;
   auto ops = make_cpu_ops();
-  for (const Topology& topo : layouts()) {
+  for (const Topology& topo : every_layout()) {
     Geometry g;
     g.sp = topo.layout.sp;
     SCOPED_TRACE("tp " + std::to_string(topo.layout.tp) + " sp " + std::to_string(g.sp) +
@@ -146,7 +129,7 @@ TEST_P(ChunkAttentionRing, EqualsTheAttentionOverTheGatheredSlots) {
     const int me = topo.sp_rank;
     const int64_t T = g.tokens, dl = g.dl(), S = g.own_slots() * g.sp;
     const SlotLayout layout{g.cache_slots(), g.block_slots()};
-    const Tensor pos = tensor_of(*ops, {g.n_pos, dl}, random_values(g.n_pos * dl, 9, 0), dt);
+    const Tensor pos = tensor_of(*ops, {g.n_pos, dl}, regenerable_values(g.n_pos * dl, 9, 0), dt);
     const Tensor khat_all = tensor_of(*ops, {g.batch, S, dl}, gathered(g, 0), dt);
     const Tensor vhat_all = tensor_of(*ops, {g.batch, S, dl}, gathered(g, 1), dt);
 
