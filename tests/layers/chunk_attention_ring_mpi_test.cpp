@@ -66,38 +66,41 @@ Tensor tensor_of(Ops& ops, std::vector<int64_t> shape, const Values& v, DType dt
   return t;
 }
 
-// Every owner's slots in the global order [cache parts of 0..sp-1 ; block parts of 0..sp-1].
-Values gathered(const Geometry& g, uint64_t which) {
+// Owner o's slot j in the global order [cache parts of 0..sp-1 ; block parts of 0..sp-1].
+int64_t global_slot(const Geometry& g, int owner, int64_t j) {
+  return j < g.cache_slots()
+             ? owner * g.cache_slots() + j
+             : g.sp * g.cache_slots() + owner * g.block_slots() + (j - g.cache_slots());
+}
+
+// Copies owner's rows between its own [B, own_slots, dl] and the gathered [B, sp own_slots, dl].
+void copy_owner_rows(const Geometry& g, int owner, Values& own, Values& all, bool to_all) {
   const int64_t S = g.own_slots() * g.sp, dl = g.dl();
-  Values all(static_cast<size_t>(g.batch * S * dl));
+  for (int64_t b = 0; b < g.batch; ++b)
+    for (int64_t j = 0; j < g.own_slots(); ++j) {
+      double* o = &own[static_cast<size_t>((b * g.own_slots() + j) * dl)];
+      double* a = &all[static_cast<size_t>((b * S + global_slot(g, owner, j)) * dl)];
+      if (to_all)
+        std::copy_n(o, dl, a);
+      else
+        std::copy_n(a, dl, o);
+    }
+}
+
+// Every owner's slots, gathered.
+Values gathered(const Geometry& g, uint64_t which) {
+  Values all(static_cast<size_t>(g.batch * g.own_slots() * g.sp * g.dl()));
   for (int o = 0; o < g.sp; ++o) {
-    const Values own = own_slots(g, o, which);
-    for (int64_t b = 0; b < g.batch; ++b)
-      for (int64_t j = 0; j < g.own_slots(); ++j) {
-        const bool cache = j < g.cache_slots();
-        const int64_t global =
-            cache ? o * g.cache_slots() + j
-                  : g.sp * g.cache_slots() + o * g.block_slots() + (j - g.cache_slots());
-        std::copy_n(&own[static_cast<size_t>((b * g.own_slots() + j) * dl)], dl,
-                    &all[static_cast<size_t>((b * S + global) * dl)]);
-      }
+    Values own = own_slots(g, o, which);
+    copy_owner_rows(g, o, own, all, true);
   }
   return all;
 }
 
 // This owner's rows of a gradient over the gathered slots.
-Values own_rows(const Geometry& g, const Values& all, int owner) {
-  const int64_t S = g.own_slots() * g.sp, dl = g.dl();
-  Values own(static_cast<size_t>(g.batch * g.own_slots() * dl));
-  for (int64_t b = 0; b < g.batch; ++b)
-    for (int64_t j = 0; j < g.own_slots(); ++j) {
-      const bool cache = j < g.cache_slots();
-      const int64_t global =
-          cache ? owner * g.cache_slots() + j
-                : g.sp * g.cache_slots() + owner * g.block_slots() + (j - g.cache_slots());
-      std::copy_n(&all[static_cast<size_t>((b * S + global) * dl)], dl,
-                  &own[static_cast<size_t>((b * g.own_slots() + j) * dl)]);
-    }
+Values own_rows(const Geometry& g, Values all, int owner) {
+  Values own(static_cast<size_t>(g.batch * g.own_slots() * g.dl()));
+  copy_owner_rows(g, owner, own, all, false);
   return own;
 }
 
