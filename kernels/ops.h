@@ -195,7 +195,9 @@ class Ops {
   // chunk numbering from 0); pos: [n_pos, dl], pos[id] the positional vector for relative id.
   // Query t is in chunk g_q = first_query_chunk + t / c and sees slot (g, k) iff g < g_q, with
   // score q_t . (khat[g*r + k] + pos[min((g_q - g)*r - 1 - k, n_pos - 1)]).
-  // A query that sees no slot gets lse = -inf and a zero output.
+  // A query that sees no slot gets lse = -inf and a zero output. khat may end before the slots a
+  // query could see (one sequence-parallel rank's slot group, first_query_chunk shifted by the
+  // group's first chunk): the slots past its end are simply absent.
   virtual void chunk_attention_forward(Tensor& out, Tensor& lse, const Tensor& q,
                                        const Tensor& khat, const Tensor& vhat, const Tensor& pos,
                                        const AttentionShape& s) = 0;

@@ -1,5 +1,5 @@
-// The long-range (dynamic projection) part of LS attention, docs/DESIGN.md section 1.1, and the merge
-// of the two parts' softmaxes.
+// The long-range (dynamic projection) part of LS attention, docs/DESIGN.md section 1.1, and the
+// merge of the two parts' softmaxes.
 //
 // Query t lies in global chunk g_q = first_query_chunk + t / c and sees the compressed slots
 // j = g*r + k with g < g_q, i.e. j < g_q * r. The relative id of slot j is
@@ -430,14 +430,17 @@ void chunk_backward(T* dq, T* dkhat, T* dvhat, T* dpos, const T* dout, const T* 
                 cpu::softmax_backward_row(p, dp, n, lse[li], delta[li]);  // dp becomes ds
                 // Row i's positional gradient: slot j's ds goes to id top - j, i.e. column
                 // base + j, one slot per column; ids past the last row of pos were clamped to
-                // it (column hi - (n_pos - 1), which is base + unclamped_from). Every column is
-                // written once, so the block needs no zeroing pass.
+                // it (column hi - (n_pos - 1)). Every column is written once, so the block
+                // needs no zeroing pass. When khat ends before the slots the row may see, all
+                // of them can be clamped: the unclamped columns are then empty.
                 const int64_t top = g.top(s, i) - j0;
                 const int64_t unclamped_from = std::clamp<int64_t>(top - (n_pos - 1), 0, n);
                 const int64_t base = blk.hi - top;
-                std::fill(dqp, dqp + base + unclamped_from, T(0));
-                std::copy(dp + unclamped_from, dp + n, dqp + base + unclamped_from);
-                std::fill(dqp + base + n, dqp + blk.n_ids, T(0));
+                const int64_t first_col = std::clamp<int64_t>(base + unclamped_from, 0, blk.n_ids);
+                const int64_t end_col = std::clamp<int64_t>(base + n, first_col, blk.n_ids);
+                std::fill(dqp, dqp + first_col, T(0));
+                if (unclamped_from < n) std::copy(dp + unclamped_from, dp + n, dqp + first_col);
+                std::fill(dqp + end_col, dqp + blk.n_ids, T(0));
                 if (unclamped_from > 0) {
                   T clamped = 0;
                   for (int64_t j = 0; j < unclamped_from; ++j) clamped += dp[j];

@@ -1,7 +1,7 @@
 // The two attention kernels and their merge against a plain dense reference: for every query
-// build the full row of [compressed ; window] scores with the visibility rule of docs/DESIGN.md 1.1,
-// one softmax, one weighted sum. The backward kernels are checked against finite differences
-// of the forward pipeline (window + chunk + merge) in float64.
+// build the full row of [compressed ; window] scores with the visibility rule of
+// docs/DESIGN.md 1.1, one softmax, one weighted sum. The backward kernels are checked against
+// finite differences of the forward pipeline (window + chunk + merge) in float64.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -168,6 +168,12 @@ std::vector<Case> cases() {
       // Heads wider than the fused kernels' 64-column panels (80 = 64 + a masked 16), chunks of
       // 16 rows (two row groups of the scores kernel), and clamped ids.
       {"wide_heads_chunks_of_16", wide_heads(96, 8, 16, 1, 4), 40, 20},
+      // khat ending before the slots the queries may see (one owner's slot group under
+      // sequence parallelism, the query chunks shifted by the group's first chunk): every slot
+      // visible to every query, with and without clamped ids.
+      {"slot_group_every_id_clamped", shape(16, 4, 4, 2, 9), 6, 5},
+      {"slot_group_no_id_clamped", shape(16, 4, 4, 1, 5), 3, 40},
+      {"slot_group_partly_visible", shape(300, 4, 4, 1, 2), 40, 30},
   };
 }
 

@@ -2,7 +2,7 @@
 // The parallel operations one by one (docs/DESIGN.md section 3), in float64, on every (tp, sp)
 // layout of the world, dp taking the rest:
 // - each forward against its definition, written with plain loops over values that any rank
-//   can regenerate for any other rank (random_values below);
+//   can regenerate for any other rank (regenerable_values, tests/support/mpi_layouts.h);
 // - each backward as the forward's adjoint, <f(x), y> = <x, f*(y)>. A replicated tensor (the
 //   same on every rank of a group) enters an inner product once; a distributed one (a piece
 //   per rank, or per-rank copies that may differ) enters as the sum over the group of the
@@ -29,30 +29,19 @@
 #include "parallel/mpi_comm.h"
 #include "parallel/tp_layernorm.h"
 #include "parallel/traffic.h"
+#include "support/mpi_layouts.h"
 #include "training/gradient_reduction.h"
 
 namespace tls {
 namespace {
 
+using testing::every_layout;
+using testing::regenerable_values;
+
 using Values = std::vector<double>;
 using Shape = std::vector<int64_t>;
 
 constexpr int64_t kF64 = 8;  // bytes per element
-
-// Every (tp, sp) whose product divides the world size. Built once, since splitting
-// communicators is collective, and in the same order on every rank.
-const std::vector<Topology>& layouts() {
-  static const std::vector<Topology> all = [] {
-    int world = 0;
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    std::vector<Topology> v;
-    for (int tp = 1; tp <= world; ++tp)
-      for (int sp = 1; tp * sp <= world; ++sp)
-        if (world % (tp * sp) == 0) v.push_back(make_mpi_topology(tp, sp));
-    return v;
-  }();
-  return all;
-}
 
 std::string name_of(const Topology& t) {
   return "tp " + std::to_string(t.layout.tp) + " sp " + std::to_string(t.layout.sp) + " dp " +
@@ -66,15 +55,6 @@ int world_rank_of(const Topology& t, int tp_rank, int sp_rank, int dp_rank) {
 
 // The index of this rank's tp group: values drawn with it are replicated over tp.
 int tp_group_of(const Topology& t) { return t.world_rank / t.layout.tp; }
-
-// Reproducible values in [-1, 1) named by (what, who): any rank can regenerate another rank's.
-Values random_values(int64_t n, uint64_t what, uint64_t who) {
-  std::mt19937_64 gen(what * 1000003u + who);
-  std::uniform_real_distribution<double> uniform(-1.0, 1.0);
-  Values v(static_cast<size_t>(n));
-  for (double& x : v) x = uniform(gen);
-  return v;
-}
 
 int64_t numel_of(const Shape& shape) {
   int64_t n = 1;
@@ -123,11 +103,11 @@ TEST(CopyToTp, ForwardIsTheIdentityBackwardSumsOverTp) {
   auto ops = make_cpu_ops();
   const Shape shape{3, 5};
   const int64_t n = numel_of(shape);
-  for (const Topology& t : layouts()) {
+  for (const Topology& t : every_layout()) {
     SCOPED_TRACE(name_of(t));
     const int tp = t.layout.tp;
-    const Values x = random_values(n, 1, tp_group_of(t));  // replicated over tp
-    const Values y = random_values(n, 2, t.world_rank);    // per rank
+    const Values x = regenerable_values(n, 1, tp_group_of(t));  // replicated over tp
+    const Values y = regenerable_values(n, 2, t.world_rank);    // per rank
     const int64_t before = traffic().tensor;
 
     Tensor fx = tensor_of(*ops, shape, x);
@@ -140,7 +120,7 @@ TEST(CopyToTp, ForwardIsTheIdentityBackwardSumsOverTp) {
     const Values back = ops->to_host(by);
     Values sum(static_cast<size_t>(n), 0.0);
     for (int r = 0; r < tp; ++r) {
-      const Values yr = random_values(n, 2, world_rank_of(t, r, t.sp_rank, t.dp_rank));
+      const Values yr = regenerable_values(n, 2, world_rank_of(t, r, t.sp_rank, t.dp_rank));
       for (size_t i = 0; i < sum.size(); ++i) sum[i] += yr[i];
     }
     expect_near(back, sum, 1e-14, "copy_to_tp_backward");
@@ -155,11 +135,11 @@ TEST(ReduceFromTp, ForwardSumsOverTpBackwardIsTheIdentity) {
   auto ops = make_cpu_ops();
   const Shape shape{4, 3};
   const int64_t n = numel_of(shape);
-  for (const Topology& t : layouts()) {
+  for (const Topology& t : every_layout()) {
     SCOPED_TRACE(name_of(t));
     const int tp = t.layout.tp;
-    const Values x = random_values(n, 3, t.world_rank);    // per rank (partial sums)
-    const Values y = random_values(n, 4, tp_group_of(t));  // replicated over tp
+    const Values x = regenerable_values(n, 3, t.world_rank);    // per rank (partial sums)
+    const Values y = regenerable_values(n, 4, tp_group_of(t));  // replicated over tp
     const int64_t before = traffic().tensor;
 
     Tensor fx = tensor_of(*ops, shape, x);
@@ -167,7 +147,7 @@ TEST(ReduceFromTp, ForwardSumsOverTpBackwardIsTheIdentity) {
     const Values forward = ops->to_host(fx);
     Values sum(static_cast<size_t>(n), 0.0);
     for (int r = 0; r < tp; ++r) {
-      const Values xr = random_values(n, 3, world_rank_of(t, r, t.sp_rank, t.dp_rank));
+      const Values xr = regenerable_values(n, 3, world_rank_of(t, r, t.sp_rank, t.dp_rank));
       for (size_t i = 0; i < sum.size(); ++i) sum[i] += xr[i];
     }
     expect_near(forward, sum, 1e-14, "reduce_from_tp_forward");
@@ -187,7 +167,7 @@ TEST(ReduceFromTp, ForwardSumsOverTpBackwardIsTheIdentity) {
 TEST(SplitColumnsToTp, EachRankReadsItsColumnsBackwardAssemblesThem) {
   auto ops = make_cpu_ops();
   const int64_t rows = 3, local_cols = 2;
-  for (const Topology& t : layouts()) {
+  for (const Topology& t : every_layout()) {
     SCOPED_TRACE(name_of(t));
     const int tp = t.layout.tp;
     const int64_t cols = local_cols * tp, n = rows * cols;
@@ -200,8 +180,8 @@ TEST(SplitColumnsToTp, EachRankReadsItsColumnsBackwardAssemblesThem) {
           out.push_back(v[static_cast<size_t>(i * cols + r * local_cols + j)]);
       return out;
     };
-    const Values x = random_values(n, 5, tp_group_of(t));  // replicated over tp
-    const Values x_mine = columns_of(x, t.tp_rank);        // f(x) on this rank
+    const Values x = regenerable_values(n, 5, tp_group_of(t));  // replicated over tp
+    const Values x_mine = columns_of(x, t.tp_rank);             // f(x) on this rank
     const int64_t before = traffic().tensor;
 
     // The forward moves nothing: the kernels index the columns, the tensor stays whole.
@@ -212,7 +192,7 @@ TEST(SplitColumnsToTp, EachRankReadsItsColumnsBackwardAssemblesThem) {
 
     // The backward's input: this rank's gradient y in its own columns, zero elsewhere.
     auto y_of = [&](int r) {
-      return random_values(rows * local_cols, 6, world_rank_of(t, r, t.sp_rank, t.dp_rank));
+      return regenerable_values(rows * local_cols, 6, world_rank_of(t, r, t.sp_rank, t.dp_rank));
     };
     Values padded(static_cast<size_t>(n), 0.0), assembled(static_cast<size_t>(n), 0.0);
     for (int r = 0; r < tp; ++r) {
@@ -259,17 +239,17 @@ size_t at3(int64_t slots, int64_t b, int64_t slot, int64_t e) {
 
 TEST(GatherChunks, ForwardGathersInGlobalSlotOrderBackwardIsItsAdjoint) {
   auto ops = make_cpu_ops();
-  for (const Topology& t : layouts())
+  for (const Topology& t : every_layout())
     for (const SlotCase& c : kSlotCases) {
       SCOPED_TRACE(name_of(t) + ", cache slots " + std::to_string(c.cache_slots));
       const int sp = t.layout.sp;
       const int64_t local = c.cache_slots + c.block_slots, global = sp * local;
       const int64_t n_local = kBatch * local * kSlotWidth, n_global = kBatch * global * kSlotWidth;
       auto x_of = [&](int s) {
-        return random_values(n_local, 10, world_rank_of(t, t.tp_rank, s, t.dp_rank));
+        return regenerable_values(n_local, 10, world_rank_of(t, t.tp_rank, s, t.dp_rank));
       };
       auto y_of = [&](int s) {
-        return random_values(n_global, 11, world_rank_of(t, t.tp_rank, s, t.dp_rank));
+        return regenerable_values(n_global, 11, world_rank_of(t, t.tp_rank, s, t.dp_rank));
       };
       const Values x = x_of(t.sp_rank), y = y_of(t.sp_rank);
       const int64_t before = traffic().chunks;
@@ -313,19 +293,19 @@ TEST(GatherChunks, ForwardGathersInGlobalSlotOrderBackwardIsItsAdjoint) {
 
 TEST(GatherChunks, StartAndWaitMatchBlocking) {
   auto ops = make_cpu_ops();
-  for (const Topology& t : layouts())
+  for (const Topology& t : every_layout())
     for (const SlotCase& c : kSlotCases) {
       SCOPED_TRACE(name_of(t) + ", cache slots " + std::to_string(c.cache_slots));
       const int64_t local = c.cache_slots + c.block_slots, global = t.layout.sp * local;
       const Shape local_shape{kBatch, local, kSlotWidth}, global_shape{kBatch, global, kSlotWidth};
       const Tensor keys =
-          tensor_of(*ops, local_shape, random_values(numel_of(local_shape), 12, t.world_rank));
+          tensor_of(*ops, local_shape, regenerable_values(numel_of(local_shape), 12, t.world_rank));
       const Tensor values =
-          tensor_of(*ops, local_shape, random_values(numel_of(local_shape), 13, t.world_rank));
-      const Tensor dkeys =
-          tensor_of(*ops, global_shape, random_values(numel_of(global_shape), 14, t.world_rank));
-      const Tensor dvalues =
-          tensor_of(*ops, global_shape, random_values(numel_of(global_shape), 15, t.world_rank));
+          tensor_of(*ops, local_shape, regenerable_values(numel_of(local_shape), 13, t.world_rank));
+      const Tensor dkeys = tensor_of(*ops, global_shape,
+                                     regenerable_values(numel_of(global_shape), 14, t.world_rank));
+      const Tensor dvalues = tensor_of(
+          *ops, global_shape, regenerable_values(numel_of(global_shape), 15, t.world_rank));
 
       // Two exchanges in flight together, waited for in the reverse order, as a layer may.
       ChunkExchange gk = gather_chunks_forward_start(*ops, t, keys, c.cache_slots);
@@ -356,15 +336,15 @@ const Shape kHaloShape{kBatch, kWindow, kHaloWidth};
 TEST(HaloExchange, ForwardShiftsTheRingBackwardIsItsAdjoint) {
   auto ops = make_cpu_ops();
   const int64_t n = numel_of(kHaloShape), bytes = 2 * n * kF64;  // keys and values
-  for (const Topology& t : layouts()) {
+  for (const Topology& t : every_layout()) {
     SCOPED_TRACE(name_of(t));
     const int sp = t.layout.sp;
     auto peer = [&](int s) { return world_rank_of(t, t.tp_rank, (s + sp) % sp, t.dp_rank); };
     const int prev = peer(t.sp_rank - 1), next = peer(t.sp_rank + 1);
-    const Values tail_k = random_values(n, 20, t.world_rank);
-    const Values tail_v = random_values(n, 21, t.world_rank);
-    const Values dhalo_k = random_values(n, 22, t.world_rank);
-    const Values dhalo_v = random_values(n, 23, t.world_rank);
+    const Values tail_k = regenerable_values(n, 20, t.world_rank);
+    const Values tail_v = regenerable_values(n, 21, t.world_rank);
+    const Values dhalo_k = regenerable_values(n, 22, t.world_rank);
+    const Values dhalo_v = regenerable_values(n, 23, t.world_rank);
     const int64_t before = traffic().halo;
 
     Tensor halo_k = ops->empty(kHaloShape, DType::f64), halo_v = ops->empty(kHaloShape, DType::f64);
@@ -372,8 +352,8 @@ TEST(HaloExchange, ForwardShiftsTheRingBackwardIsItsAdjoint) {
                           tensor_of(*ops, kHaloShape, tail_v), halo_k, halo_v, 1);
     const Values got_k = ops->to_host(halo_k), got_v = ops->to_host(halo_v);
     // Rank s's halo is rank s-1's tail; rank 0's is rank sp-1's (the ring).
-    EXPECT_EQ(got_k, random_values(n, 20, prev));
-    EXPECT_EQ(got_v, random_values(n, 21, prev));
+    EXPECT_EQ(got_k, regenerable_values(n, 20, prev));
+    EXPECT_EQ(got_v, regenerable_values(n, 21, prev));
     EXPECT_EQ(traffic().halo - before, sp > 1 ? bytes : 0);
 
     Tensor dtail_k = ops->empty(kHaloShape, DType::f64);
@@ -382,8 +362,8 @@ TEST(HaloExchange, ForwardShiftsTheRingBackwardIsItsAdjoint) {
                            tensor_of(*ops, kHaloShape, dhalo_v), dtail_k, dtail_v, 2);
     const Values back_k = ops->to_host(dtail_k), back_v = ops->to_host(dtail_v);
     // Rank s's tail fed rank s+1's halo: its gradient comes from there.
-    EXPECT_EQ(back_k, random_values(n, 22, next));
-    EXPECT_EQ(back_v, random_values(n, 23, next));
+    EXPECT_EQ(back_k, regenerable_values(n, 22, next));
+    EXPECT_EQ(back_v, regenerable_values(n, 23, next));
     EXPECT_EQ(traffic().halo - before, sp > 1 ? 2 * bytes : 0);
 
     // Tails, halos and their gradients are all distributed: both sides sum over sp.
@@ -395,12 +375,12 @@ TEST(HaloExchange, ForwardShiftsTheRingBackwardIsItsAdjoint) {
 TEST(HaloExchange, StartAndWaitMatchBlocking) {
   auto ops = make_cpu_ops();
   const int64_t n = numel_of(kHaloShape);
-  for (const Topology& t : layouts()) {
+  for (const Topology& t : every_layout()) {
     SCOPED_TRACE(name_of(t));
-    const Tensor tail_k = tensor_of(*ops, kHaloShape, random_values(n, 24, t.world_rank));
-    const Tensor tail_v = tensor_of(*ops, kHaloShape, random_values(n, 25, t.world_rank));
-    const Tensor dhalo_k = tensor_of(*ops, kHaloShape, random_values(n, 26, t.world_rank));
-    const Tensor dhalo_v = tensor_of(*ops, kHaloShape, random_values(n, 27, t.world_rank));
+    const Tensor tail_k = tensor_of(*ops, kHaloShape, regenerable_values(n, 24, t.world_rank));
+    const Tensor tail_v = tensor_of(*ops, kHaloShape, regenerable_values(n, 25, t.world_rank));
+    const Tensor dhalo_k = tensor_of(*ops, kHaloShape, regenerable_values(n, 26, t.world_rank));
+    const Tensor dhalo_v = tensor_of(*ops, kHaloShape, regenerable_values(n, 27, t.world_rank));
     auto empty = [&] { return ops->empty(kHaloShape, DType::f64); };
 
     Tensor halo_k = empty(), halo_v = empty(), dtail_k = empty(), dtail_v = empty();
@@ -432,9 +412,9 @@ struct LayerNormCase {
   Values x, gamma, beta;
 
   explicit LayerNormCase(int group)
-      : x(random_values(kRows * kFeatures, 30, static_cast<uint64_t>(group))),
-        gamma(random_values(kFeatures, 31, static_cast<uint64_t>(group))),
-        beta(random_values(kFeatures, 32, static_cast<uint64_t>(group))) {
+      : x(regenerable_values(kRows * kFeatures, 30, static_cast<uint64_t>(group))),
+        gamma(regenerable_values(kFeatures, 31, static_cast<uint64_t>(group))),
+        beta(regenerable_values(kFeatures, 32, static_cast<uint64_t>(group))) {
     // Rows off centre and gamma away from zero, so a wrong mean or scale shows.
     for (int64_t i = 0; i < kRows; ++i)
       for (int64_t j = 0; j < kFeatures; ++j) x[static_cast<size_t>(i * kFeatures + j)] += 0.5 * i;
@@ -514,11 +494,11 @@ struct LocalLayerNorm {
 
 TEST(TpLayerNorm, ForwardAndBackwardMatchTheWholeRowLayerNorm) {
   auto ops = make_cpu_ops();
-  for (const Topology& t : layouts()) {
+  for (const Topology& t : every_layout()) {
     SCOPED_TRACE(name_of(t));
     const int tp = t.layout.tp;
     const LayerNormCase c(tp_group_of(t));
-    const Values dout = random_values(kRows * kFeatures, 33, tp_group_of(t));
+    const Values dout = regenerable_values(kRows * kFeatures, 33, tp_group_of(t));
     const PlainLayerNorm plain(c, dout);
     const LocalLayerNorm ln(*ops, t, c);
     const int64_t before = traffic().tensor;
@@ -533,9 +513,9 @@ TEST(TpLayerNorm, ForwardAndBackwardMatchTheWholeRowLayerNorm) {
     EXPECT_EQ(traffic().tensor - before, 2 * stat_bytes);
 
     // The gradients accumulate onto what they hold.
-    const Values dx0 = random_values(kRows * ln.count, 34, t.world_rank);
-    const Values dgamma0 = random_values(ln.count, 35, t.world_rank);
-    const Values dbeta0 = random_values(ln.count, 36, t.world_rank);
+    const Values dx0 = regenerable_values(kRows * ln.count, 34, t.world_rank);
+    const Values dgamma0 = regenerable_values(ln.count, 35, t.world_rank);
+    const Values dbeta0 = regenerable_values(ln.count, 36, t.world_rank);
     Tensor dx = tensor_of(*ops, {kRows, ln.count}, dx0);
     Tensor dgamma = tensor_of(*ops, {ln.count}, dgamma0);
     Tensor dbeta = tensor_of(*ops, {ln.count}, dbeta0);
@@ -575,12 +555,12 @@ TEST(TpLayerNorm, ForwardAndBackwardMatchTheWholeRowLayerNorm) {
 TEST(TpLayerNorm, BackwardIsTheJacobianTranspose) {
   auto ops = make_cpu_ops();
   const double h = 1e-5;
-  for (const Topology& t : layouts()) {
+  for (const Topology& t : every_layout()) {
     SCOPED_TRACE(name_of(t));
     const LayerNormCase c(tp_group_of(t));
     const LocalLayerNorm ln(*ops, t, c);
-    const Values v = random_values(kRows * kFeatures, 37, tp_group_of(t));
-    const Values dy = random_values(kRows * kFeatures, 38, tp_group_of(t));
+    const Values v = regenerable_values(kRows * kFeatures, 37, tp_group_of(t));
+    const Values dy = regenerable_values(kRows * kFeatures, 38, tp_group_of(t));
     Values x_plus = c.x, x_minus = c.x;
     for (size_t i = 0; i < v.size(); ++i) x_plus[i] += h * v[i], x_minus[i] -= h * v[i];
     LayerNormStats stats, unused;
@@ -619,12 +599,12 @@ struct TwoParameters {
 
 TEST(ReduceGradients, SumsOverDpAndSpNotTp) {
   auto ops = make_cpu_ops();
-  for (const Topology& t : layouts()) {
+  for (const Topology& t : every_layout()) {
     SCOPED_TRACE(name_of(t));
     TwoParameters p(*ops, t);
     const int64_t na = p.replicated.grad.numel(), nb = p.sharded.grad.numel();
-    ops->from_host(p.replicated.grad, random_values(na, 40, t.world_rank));
-    ops->from_host(p.sharded.grad, random_values(nb, 41, t.world_rank));
+    ops->from_host(p.replicated.grad, regenerable_values(na, 40, t.world_rank));
+    ops->from_host(p.sharded.grad, regenerable_values(nb, 41, t.world_rank));
     const int64_t before = traffic().gradients;
     reduce_gradients(*ops, t, p.list());
 
@@ -633,7 +613,7 @@ TEST(ReduceGradients, SumsOverDpAndSpNotTp) {
     for (int d = 0; d < t.layout.dp; ++d)
       for (int s = 0; s < t.layout.sp; ++s) {
         const int w = world_rank_of(t, t.tp_rank, s, d);
-        const Values a = random_values(na, 40, w), b = random_values(nb, 41, w);
+        const Values a = regenerable_values(na, 40, w), b = regenerable_values(nb, 41, w);
         for (size_t i = 0; i < sum_a.size(); ++i) sum_a[i] += a[i];
         for (size_t i = 0; i < sum_b.size(); ++i) sum_b[i] += b[i];
       }
@@ -649,17 +629,17 @@ TEST(ReduceGradients, SumsOverDpAndSpNotTp) {
 // counts once.
 TEST(GlobalGradientNorm, CountsEachShardOnce) {
   auto ops = make_cpu_ops();
-  for (const Topology& t : layouts()) {
+  for (const Topology& t : every_layout()) {
     SCOPED_TRACE(name_of(t));
     const int tp = t.layout.tp;
     TwoParameters p(*ops, t);
     const int64_t na = p.replicated.grad.numel(), nb = p.sharded.grad.numel();
     // Replicated parameters see replicated activations: their per-rank gradients agree over tp.
     auto replicated_grad = [&](int s, int d) {
-      return random_values(na, 42, static_cast<uint64_t>(s + t.layout.sp * d));
+      return regenerable_values(na, 42, static_cast<uint64_t>(s + t.layout.sp * d));
     };
     auto sharded_grad = [&](int r, int s, int d) {
-      return random_values(nb, 43, world_rank_of(t, r, s, d));
+      return regenerable_values(nb, 43, world_rank_of(t, r, s, d));
     };
     ops->from_host(p.replicated.grad, replicated_grad(t.sp_rank, t.dp_rank));
     ops->from_host(p.sharded.grad, sharded_grad(t.tp_rank, t.sp_rank, t.dp_rank));
