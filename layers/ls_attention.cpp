@@ -6,15 +6,11 @@
 #include "parallel/mappings.h"
 
 namespace tls {
-namespace {
-
 Tensor copy_of_rows(Ops& ops, const Tensor& x, int64_t row0, int64_t n) {
   Tensor out = ops.empty({x.dim(0), n, x.dim(2)}, x.dtype());
   ops.copy_rows(out, 0, x, row0, n);
   return out;
 }
-
-}  // namespace
 
 std::vector<Piece> pieces_of(int64_t tokens, int64_t piece) {
   std::vector<Piece> out;

@@ -109,6 +109,8 @@ using RowsGradient = std::function<void(int64_t t0, const Tensor& dh_rows)>;
 // Given a piece's attention output (undefined unless asked for), the gradient reaching it.
 using OutputGradient = std::function<Tensor(const Tensor& out)>;
 
+// A copy of rows [row0, row0 + n) of x [B, rows, cols].
+Tensor copy_of_rows(Ops& ops, const Tensor& x, int64_t row0, int64_t n);
 // [cache slots ; block slots] of one slice: [B, M/c r + T/c r, dl].
 Tensor slots_of(Ops& ops, const Tensor& cache_part, const Tensor& block_part);
 

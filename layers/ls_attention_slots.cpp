@@ -3,22 +3,12 @@
 // projection (slice 0's halo), and a piece's attention up to proj_out.
 #include <cmath>
 
-#include "kernels/error.h"
 #include "layers/ls_attention.h"
 #include "parallel/chunk_exchange.h"
 #include "parallel/halo_exchange.h"
 #include "parallel/mappings.h"
 
 namespace tls {
-namespace {
-
-Tensor copy_of_rows(Ops& ops, const Tensor& x, int64_t row0, int64_t n) {
-  Tensor out = ops.empty({x.dim(0), n, x.dim(2)}, x.dtype());
-  ops.copy_rows(out, 0, x, row0, n);
-  return out;
-}
-
-}  // namespace
 
 void LSAttention::project_keys_values(Ops& ops, const Tensor& h, Tensor& keys,
                                       Tensor& values) const {

@@ -27,10 +27,7 @@ constexpr int64_t kDefaultPieceTokens = 2048;
 
 // Rows [row0, row0 + n) of x: x itself when that is all of it.
 Tensor rows_of(Ops& ops, const Tensor& x, int64_t row0, int64_t n) {
-  if (row0 == 0 && n == x.dim(1)) return x;
-  Tensor out = ops.empty({x.dim(0), n, x.dim(2)}, x.dtype());
-  ops.copy_rows(out, 0, x, row0, n);
-  return out;
+  return row0 == 0 && n == x.dim(1) ? x : copy_of_rows(ops, x, row0, n);
 }
 
 // The pass context of the piece at row t0 of a block of `tokens` rows: dropout keys count
