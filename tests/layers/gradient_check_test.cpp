@@ -72,7 +72,17 @@ TEST_P(AttentionGradient, MatchesFiniteDifferences) {
   LSAttention attn;
   ParameterList declared;
   attn.init(*ops, declared, "attn", cfg, DType::f64, single, 0);
-  const std::vector<Parameter*> params = declared.parameters();
+  std::vector<Parameter*> params = {&attn.r_w_bias, &attn.r_r_bias};
+  for (Linear* l : {&attn.proj_query, &attn.proj_key, &attn.proj_val, &attn.proj_out, &attn.r_net,
+                    &attn.r_net_chunk, &attn.dconv_1}) {
+    params.push_back(&l->weight);
+    if (l->bias.defined()) params.push_back(&l->bias);
+  }
+  for (LayerNorm* n : {&attn.dual_ln_win, &attn.dual_ln_dproj}) {
+    params.push_back(&n->weight);
+    params.push_back(&n->bias);
+  }
+  ASSERT_EQ(params.size(), declared.size());
   randomize(params, rng);
 
   // Position tables as the model builds them.
