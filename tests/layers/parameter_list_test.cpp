@@ -14,21 +14,16 @@
 
 #include "kernels/error.h"
 #include "layers/model.h"
+#include "support/tiny_model.h"
 
 namespace tls {
 namespace {
 
+// Every part of the architecture, with r = 2 compressed vectors per chunk and 3 layers.
 ModelConfig config(bool use_bias) {
-  ModelConfig cfg;
+  ModelConfig cfg = testing::tiny_training_model(0.0);
   cfg.n_layer = 3;
-  cfg.d_model = 16;
-  cfg.n_head = 4;
-  cfg.d_inner = 24;
-  cfg.chunk_size = 4;
   cfg.chunk_rank = 2;
-  cfg.window_len = 8;
-  cfg.mem_len = 16;
-  cfg.tokens_per_sample = 16;
   cfg.use_bias = use_bias;
   return cfg;
 }
