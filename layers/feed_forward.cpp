@@ -4,13 +4,13 @@
 
 namespace tls {
 
-void FeedForward::init(Ops& ops, const std::string& name, int64_t d_model, int64_t d_inner,
-                       bool use_gelu, DType dtype, const Topology& topo) {
+void FeedForward::init(Ops& ops, ParameterList& params, const std::string& name, int64_t d_model,
+                       int64_t d_inner, bool use_gelu, DType dtype, const Topology& topo) {
   use_gelu_ = use_gelu;
   d_inner_ = d_inner;
   topo_ = &topo;
-  fc1.init(ops, name + ".fc1", d_model, d_inner, true, dtype, TpSplit::column, &topo);
-  fc2.init(ops, name + ".fc2", d_inner, d_model, true, dtype, TpSplit::row, &topo);
+  fc1.init(ops, params, name + ".fc1", d_model, d_inner, true, dtype, TpSplit::column, &topo);
+  fc2.init(ops, params, name + ".fc2", d_inner, d_model, true, dtype, TpSplit::row, &topo);
 }
 
 void FeedForward::forward_activations(Ops& ops, const Tensor& h, FeedForwardSaved& saved,
@@ -34,8 +34,6 @@ void FeedForward::forward(Ops& ops, const Tensor& h, Tensor& out, FeedForwardSav
   const int64_t tokens = h.dim(1);
   forward_activations(ops, h, saved, ctx, dropout_id);
   fc2.forward(ops, saved.act, out);
-  reduce_from_tp_forward(*topo_, out);
-  fc2.add_bias(ops, out);
   if (ctx.training && ctx.dropout > 0)
     ops.dropout_apply(out, ctx.dropout, ctx.key(dropout_id + 1, tokens));
 }
@@ -51,7 +49,6 @@ void FeedForward::backward(Ops& ops, const Tensor& dout, const Tensor& h,
     ops.copy(dfc2, dout);
     ops.dropout_apply(dfc2, ctx.dropout, ctx.key(dropout_id + 1, tokens));
   }
-  reduce_from_tp_backward(*topo_, dfc2);
   Tensor dact = ops.zeros(saved.act.shape(), dout.dtype());
   fc2.backward(ops, dfc2, saved.act, dact);
   if (drop)

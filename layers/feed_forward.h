@@ -1,8 +1,8 @@
 // Position-wise feed-forward block of the reference (FeedForwardLayer):
 //   f = dropout(fc2(dropout(act(fc1(h)))))     act = GELU (erf form) or ReLU
 // Dropout sites: after the activation and after fc2 (training only).
-// Tensor parallel: fc1 column-parallel, fc2 row-parallel, one all-reduce forward
-// (reduce_from_tp) and one backward (copy_to_tp).
+// Tensor parallel: fc1 column-parallel, fc2 row-parallel, one all-reduce forward (fc2's
+// reduce_from_tp) and one backward (copy_to_tp of fc1's input gradient).
 #pragma once
 
 #include "layers/linear.h"
@@ -17,8 +17,9 @@ struct FeedForwardSaved {
 
 class FeedForward {
  public:
-  void init(Ops& ops, const std::string& name, int64_t d_model, int64_t d_inner, bool use_gelu,
-            DType dtype, const Topology& topo);
+  // Declares fc1 and fc2 in `params`.
+  void init(Ops& ops, ParameterList& params, const std::string& name, int64_t d_model,
+            int64_t d_inner, bool use_gelu, DType dtype, const Topology& topo);
   // dropout_id: first of two dropout tensor ids this block may use.
   void forward(Ops& ops, const Tensor& h, Tensor& out, FeedForwardSaved& saved,
                const PassContext& ctx, uint64_t dropout_id) const;

@@ -2,19 +2,22 @@
 
 namespace tls {
 
-void LayerNorm::init(Ops& ops, const std::string& name, int64_t features, DType dtype) {
+void LayerNorm::init(Ops& ops, ParameterList& params, const std::string& name, int64_t features,
+                     DType dtype) {
   features_ = features;
-  weight.allocate(ops, name + ".weight", {features}, {}, dtype);
-  bias.allocate(ops, name + ".bias", {features}, {}, dtype);
+  params.allocate(ops, weight, ParameterGroup::layernorm, name + ".weight", {features}, {}, dtype);
+  params.allocate(ops, bias, ParameterGroup::layernorm, name + ".bias", {features}, {}, dtype);
   ops.fill(weight.value, 1.0);
 }
 
-void LayerNorm::init_split(Ops& ops, const std::string& name, int64_t features, int64_t offset,
-                           int64_t local, DType dtype, const Topology& topo) {
+void LayerNorm::init_split(Ops& ops, ParameterList& params, const std::string& name,
+                           int64_t features, int64_t offset, int64_t local, DType dtype,
+                           const Topology& topo) {
   features_ = features;
   split_ = &topo;
-  weight.allocate(ops, name + ".weight", {local}, {features}, dtype);
-  bias.allocate(ops, name + ".bias", {local}, {features}, dtype);
+  params.allocate(ops, weight, ParameterGroup::layernorm, name + ".weight", {local}, {features},
+                  dtype);
+  params.allocate(ops, bias, ParameterGroup::layernorm, name + ".bias", {local}, {features}, dtype);
   weight.shard_along(0, offset, local);
   bias.shard_along(0, offset, local);
   ops.fill(weight.value, 1.0);

@@ -15,11 +15,12 @@ using LayerNormSaved = LayerNormStats;
 class LayerNorm {
  public:
   static constexpr double kEps = 1e-5;
-  // Replicated: features is the whole row.
-  void init(Ops& ops, const std::string& name, int64_t features, DType dtype);
+  // Replicated: features is the whole row. Declares weight and bias in `params`.
+  void init(Ops& ops, ParameterList& params, const std::string& name, int64_t features,
+            DType dtype);
   // Split over tp: this rank holds features [offset, offset + local) of a row of `features`.
-  void init_split(Ops& ops, const std::string& name, int64_t features, int64_t offset,
-                  int64_t local, DType dtype, const Topology& topo);
+  void init_split(Ops& ops, ParameterList& params, const std::string& name, int64_t features,
+                  int64_t offset, int64_t local, DType dtype, const Topology& topo);
   void forward(Ops& ops, const Tensor& x, Tensor& y, LayerNormSaved& saved) const;
   // dx may be undefined (e.g. the cache rows, which get no gradient).
   void backward(Ops& ops, const Tensor& dy, const Tensor& x, const LayerNormSaved& saved,

@@ -11,18 +11,32 @@
 // Each part runs as its own kernel (kernels/ops.h) and the parts are merged by their
 // log-sum-exp, so no T x T matrix or dense mask ever exists.
 //
+// One pass serves the whole block and activation checkpointing alike: the block is cut into
+// pieces (one piece with its activations kept, or sequence pieces recomputed in the backward).
+// Three things cross pieces and are kept for the block because they are small: the compressed
+// slots (forward_slots; their gradient accumulates over the pieces and goes back in
+// backward_slots), the window's halo (the slice's first piece gets it from the halo exchange,
+// later pieces look w rows back into the rows before them) and the parameters' gradients. The
+// per-piece steps are in ls_attention_slots.cpp.
+//
 // Parallel (docs/DESIGN.md section 3): heads are split over tp (q/k/v, r_net, r_net_chunk, the
 // r_*_bias and both DualLNs hold this rank's heads; proj_out is row-parallel; dconv_1 is
 // replicated so the cache path can compress with every head's weights before projecting). The
 // block and the cache are cut into sp slices: the window's halo comes from the previous rank
-// (halo_exchange) and the compressed vectors of every slice are all-gathered (gather_chunks_forward).
+// (halo_exchange) and the compressed vectors of every slice are all-gathered (gather_chunks).
+// Both exchanges are started by forward_slots and waited for by the first piece, whose window
+// part runs meanwhile; in the backward the piece at row 0 starts them back before its window
+// part, and backward_slots waits.
 #pragma once
 
 #include <functional>
+#include <vector>
 
 #include "layers/layernorm.h"
 #include "layers/linear.h"
 #include "layers/model_config.h"
+#include "parallel/chunk_exchange.h"
+#include "parallel/halo_exchange.h"
 
 namespace tls {
 
@@ -32,28 +46,31 @@ struct PositionTables {
   Tensor chunk;   // [n_pos, d]: PE(min(id, cpos_clamp_len)) for id = 0..n_pos-1
 };
 
-struct LSAttentionSaved {
-  Tensor q, keys_block, values_block;  // [B, T, dl]: scaled queries, h Wk^T, h Wv^T
-  Tensor cache_tail;                   // [B, w, d]: C_{M-w..M-1} (last sp rank only)
-  Tensor keys_raw, values_raw;         // [B, w + T, dl] (halo ; block) before LN_win
-  Tensor keys_win, values_win;         // after LN_win
+// Rows [t0, t0 + n) of the block. A piece is chunk-aligned and starts at row 0 or at least w
+// rows in, so its window reaches back only into the rows before it.
+struct Piece {
+  int64_t t0 = 0, n = 0;
+};
+// A block of `tokens` rows in pieces of `piece` rows (the last one may be shorter).
+std::vector<Piece> pieces_of(int64_t tokens, int64_t piece);
+
+// One piece's attention activations: kept for the backward when the pass keeps them, else
+// recomputed there.
+struct PieceActivations {
+  Tensor h;                     // the piece's own rows of h_ext (h_ext itself without halo)
+  Tensor q;                     // [B, n, dl], scaled
+  Tensor keys, values;          // [B, rows of h_ext, dl]: h_ext Wk^T, h_ext Wv^T
+  Tensor keys_raw, values_raw;  // [B, w + n, dl]: (halo or earlier rows ; piece) before LN_win
+  Tensor keys_win, values_win;  // after LN_win
   LayerNormSaved keys_win_ln, values_win_ln;
-  Tensor cache_weights, block_weights;  // chunk-softmax weights [B, M | T, H r]
-  Tensor cache_compressed;              // [B, M/c r, d]: sum p C (all heads merged)
-  Tensor khat_raw, vhat_raw;            // [B, local slots, dl] before LN_dproj
-  Tensor khat_local, vhat_local;        // after LN_dproj
-  LayerNormSaved khat_ln, vhat_ln;
-  Tensor khat, vhat;             // [B, S, dl]: every slice's slots (gathered)
-  Tensor rel_window, rel_chunk;  // r_net(PE window), r_net_chunk(PE chunk)
-  Tensor attn, lse;              // merged output [B, T, dl] and lse [B, H, T]
+  Tensor attn, lse;  // merged output [B, n, dl] and lse [B, H_l, n]
 };
 
-// Recomputation in sequence pieces (activation checkpointing): what every
-// piece of a block needs, kept for the whole block. Its size grows with T/c (the compressed
-// slots) and w, not with T x d.
+// What every piece of a block needs, kept for the whole block. Its size grows with T/c (the
+// compressed slots) and w, not with T x d.
 struct LSAttentionSlots {
   Tensor cache_weights, block_weights;  // chunk-softmax weights [B, M | T, H r]
-  Tensor cache_compressed;              // [B, M/c r, d]
+  Tensor cache_compressed;              // [B, M/c r, d]: sum p C (all heads merged)
   Tensor khat_raw, vhat_raw;            // [B, local slots, dl] before LN_dproj
   LayerNormSaved khat_ln, vhat_ln;
   Tensor khat, vhat;              // [B, S, dl]: every slice's slots (gathered)
@@ -61,27 +78,49 @@ struct LSAttentionSlots {
   Tensor cache_tail;              // [B, w, d]: C_{M-w..M-1} (last sp rank only)
   Tensor halo_keys, halo_values;  // [B, w, dl]: raw keys and values of the w rows before
                                   // the slice (the previous slice's tail or the cache's)
+  // The exchanges forward_slots starts; the first piece waits for them.
+  bool in_flight = false;
+  HaloExchange halo;
+  ChunkExchange khat_gather, vhat_gather;
 };
 
-// Gradients the pieces accumulate for the slots, consumed by backward_slots.
+struct LSAttentionSaved {
+  bool keep = false;  // one piece, its activations kept (no recomputation)
+  std::vector<Piece> pieces;
+  LSAttentionSlots slots;
+  PieceActivations kept;  // keep: the piece's activations
+};
+
+// The gradients the pieces accumulate for the slots, consumed by backward_slots.
 struct LSAttentionSlotGrads {
   Tensor dkhat, dvhat, drel_chunk, drel_window;
-  Tensor dhalo_keys, dhalo_values;  // set by the piece that starts at row 0
+  // Set by the piece at row 0, which also starts the exchanges back.
+  Tensor dhalo_keys, dhalo_values, dtail_keys, dtail_values;
+  HaloExchange halo;
+  ChunkExchange dkhat_scatter, dvhat_scatter;
+  // With kept activations the piece's key, value and query gradients and its input gradient
+  // wait for the slots' share, so that each row's gradient is one sum.
+  Tensor dkeys, dvalues, dq, dinput;
 };
 
-// The rows [t0, t0 + n) of a piece's input h, or its gradient's destination.
+// The rows [t0, t0 + n) of the attention's input h, or its gradient's destination.
 using RowsOf = std::function<Tensor(int64_t t0, int64_t n)>;
 using RowsGradient = std::function<void(int64_t t0, const Tensor& dh_rows)>;
 // Given a piece's attention output (undefined unless asked for), the gradient reaching it.
 using OutputGradient = std::function<Tensor(const Tensor& out)>;
 
+// A copy of rows [row0, row0 + n) of x [B, rows, cols].
+Tensor copy_of_rows(Ops& ops, const Tensor& x, int64_t row0, int64_t n);
 // [cache slots ; block slots] of one slice: [B, M/c r + T/c r, dl].
 Tensor slots_of(Ops& ops, const Tensor& cache_part, const Tensor& block_part);
 
 class LSAttention {
  public:
-  void init(Ops& ops, const std::string& name, const ModelConfig& cfg, DType dtype,
-            const Topology& topo, int layer_index);
+  // Declares the attention's parameters in `params`.
+  void init(Ops& ops, ParameterList& params, const std::string& name, const ModelConfig& cfg,
+            DType dtype, const Topology& topo, int layer_index);
+
+  // ---- the whole block as one piece with its activations kept ----------------------------
   // h: [B, T_local, d], cache: [B, M_local, d] -> out: [B, T_local, d] (before the attention
   // dropout; summed over tp).
   void forward(Ops& ops, const Tensor& h, const Tensor& cache, const PositionTables& pos,
@@ -92,30 +131,33 @@ class LSAttention {
                 const PositionTables& pos, const LSAttentionSaved& saved, Tensor& dh,
                 Tensor& dcache);
 
-  // ---- the same computation in sequence pieces (activation checkpointing) -------------------
-  // A piece [t0, t0 + n) is chunk-aligned and, unless t0 = 0, at least w rows from the start,
-  // so its window reaches back only into the rows before it: its input h_ext holds the rows
-  // [first_row(t0), t0 + n).
+  // ---- the pass, piece by piece -------------------------------------------------------------
+  // A piece's input h_ext holds the rows [first_row(t0), t0 + n).
   int64_t first_row(int64_t t0) const { return t0 > 0 ? t0 - cfg_.window_len : 0; }
-  // Every piece's keys and values compressed, LN_dproj, the gather over sp, the halo exchange and
-  // the positional tables: `rows` yields the block's input rows piece by piece.
-  void forward_slots(Ops& ops, const RowsOf& rows, int64_t tokens, int64_t piece,
-                     const Tensor& cache, const PositionTables& pos, LSAttentionSlots& slots) const;
-  // out [B, n, d] for the piece's n = rows of h_ext past first_row(t0) (summed over tp).
-  void forward_piece(Ops& ops, const Tensor& h_ext, int64_t t0, int64_t tokens, int64_t mem,
-                     const LSAttentionSlots& slots, Tensor& out) const;
-  // Recomputes the piece, takes its output's gradient from output_gradient (given the output
-  // only when output_needed), and back-propagates it: dh_ext accumulates (complete over tp),
-  // the slots' gradients accumulate in grads, and the parameters' gradients in place.
-  void backward_piece(Ops& ops, const Tensor& h_ext, int64_t t0, int64_t tokens, int64_t mem,
-                      const LSAttentionSlots& slots, bool output_needed,
+  // Every piece's keys and values compressed, LN_dproj, the positional tables; starts the
+  // gather over sp and the halo exchange. `rows` yields the block's input rows piece by piece.
+  // keep: one piece covering the block, whose projections are kept.
+  void forward_slots(Ops& ops, const RowsOf& rows, int64_t tokens, std::vector<Piece> pieces,
+                     bool keep, const Tensor& cache, const PositionTables& pos,
+                     LSAttentionSaved& saved) const;
+  // out [B, n, d] for the piece (summed over tp). Pieces in order, the one at row 0 first.
+  void forward_piece(Ops& ops, const Tensor& h_ext, const Piece& piece, int64_t tokens, int64_t mem,
+                     LSAttentionSaved& saved, Tensor& out) const;
+  // Recomputes the piece (unless kept), takes its output's gradient from output_gradient (given
+  // the output only when output_needed), and back-propagates it: the slots' gradients
+  // accumulate in grads and the parameters' gradients in place; dh_ext accumulates the
+  // gradient of h_ext's rows (complete over tp) at once, or with kept activations in
+  // backward_slots, together with the compression's share. Pieces last first.
+  void backward_piece(Ops& ops, const Tensor& h_ext, const Piece& piece, int64_t tokens,
+                      int64_t mem, const LSAttentionSaved& saved, bool output_needed,
                       const OutputGradient& output_gradient, LSAttentionSlotGrads& grads,
                       Tensor& dh_ext);
-  LSAttentionSlotGrads zero_slot_grads(Ops& ops, const LSAttentionSlots& slots) const;
+  LSAttentionSlotGrads zero_slot_grads(Ops& ops, const LSAttentionSaved& saved) const;
   // After every piece: the slots' gradients back to the block rows (handed to `gradient` piece
-  // by piece), to the cache (dcache accumulates; may be undefined) and to the parameters.
-  void backward_slots(Ops& ops, const RowsOf& rows, int64_t tokens, int64_t piece,
-                      const Tensor& cache, const PositionTables& pos, const LSAttentionSlots& slots,
+  // by piece; with kept activations added to the piece's dh_ext instead), to the cache (dcache
+  // accumulates; may be undefined) and to the parameters.
+  void backward_slots(Ops& ops, const RowsOf& rows, int64_t tokens, const Tensor& cache,
+                      const PositionTables& pos, const LSAttentionSaved& saved,
                       LSAttentionSlotGrads& grads, const RowsGradient& gradient, Tensor& dcache);
 
   Linear proj_query, proj_key, proj_val, proj_out, r_net, r_net_chunk, dconv_1;
@@ -123,8 +165,22 @@ class LSAttention {
   LayerNorm dual_ln_win, dual_ln_dproj;
 
  private:
-  // One call's geometry: local batch, block slice and cache slice lengths.
-  AttentionShape shape(int64_t batch, int64_t tokens, int64_t mem) const;
+  // ---- the steps (ls_attention_slots.cpp) ----
+  // Rows' keys and values (column-parallel: this rank's heads).
+  void project_keys_values(Ops& ops, const Tensor& h, Tensor& keys, Tensor& values) const;
+  // Their gradients back to the rows, with the queries' for a piece's own rows (dq may be
+  // undefined); dh accumulates the sum over tp.
+  void project_back(Ops& ops, const Tensor& h_ext, const Tensor& h, const Tensor& dkeys,
+                    const Tensor& dvalues, Tensor& dq, Tensor& dh);
+  // Block rows [t0, t0 + n): their compression weights (into block_weights' rows) and their
+  // chunks' keys and values (project then compress, this rank's heads), and the backward.
+  void compress_block_rows(Ops& ops, const Tensor& h, const Tensor& keys, const Tensor& values,
+                           int64_t t0, Tensor& block_weights, Tensor& keys_chunks,
+                           Tensor& values_chunks) const;
+  void compress_block_rows_backward(Ops& ops, const Tensor& h, const Tensor& keys,
+                                    const Tensor& values, const Tensor& weights,
+                                    const Tensor& dkeys_chunks, const Tensor& dvalues_chunks,
+                                    Tensor& dkeys, Tensor& dvalues, Tensor& dh);
   // Cache chunks: compress the raw rows with every head's chunk-softmax weights, merge heads,
   // then project to keys and values (forward), and the backward of that (dcache accumulates and
   // may be undefined).
@@ -133,6 +189,25 @@ class LSAttention {
   void compress_cache_backward(Ops& ops, const Tensor& dkeys, const Tensor& dvalues,
                                const Tensor& cache, const Tensor& weights, const Tensor& compressed,
                                Tensor& dcache);
+  // The cache tail's projected keys and values (the slice 0's halo; last sp rank), and the
+  // backward into dcache_partial's last w rows (may be undefined).
+  void project_tail(Ops& ops, const Tensor& cache, LSAttentionSlots& slots, Tensor& keys,
+                    Tensor& values) const;
+  void project_tail_backward(Ops& ops, const LSAttentionSlots& slots, const Tensor& dkeys,
+                             const Tensor& dvalues, Tensor& dcache_partial);
+  // A piece's attention up to the merged output (before proj_out). Projects h_ext unless
+  // a.keys holds it. in_flight: the slots whose exchanges forward_slots started (the forward's
+  // first piece waits for them between its window and compressed parts), else null.
+  void attend(Ops& ops, const Tensor& h_ext, int64_t t0, const LSAttentionSlots& slots,
+              const AttentionShape& s, PieceActivations& a, LSAttentionSlots* in_flight) const;
+  // The backward of attend and proj_out: dq, the gradients of h_ext's keys and values (the
+  // window's share), the slots' gradients; the piece at row 0 starts the exchanges back.
+  void attend_backward(Ops& ops, const Tensor& dout, const PieceActivations& a,
+                       const LSAttentionSlots& slots, int64_t t0, const AttentionShape& s,
+                       LSAttentionSlotGrads& grads, Tensor& dq, Tensor& dkeys, Tensor& dvalues);
+
+  // One call's geometry: local batch, block slice and cache slice lengths.
+  AttentionShape shape(int64_t batch, int64_t tokens, int64_t mem) const;
   // A piece's geometry (checked): its queries are h_ext's rows past first_row(t0).
   AttentionShape piece_shape(const Tensor& h_ext, int64_t t0, int64_t tokens, int64_t mem) const;
   bool holds_cache_tail() const { return topo_->sp_rank == topo_->layout.sp - 1; }

@@ -14,15 +14,18 @@ TransformerLSModel::TransformerLSModel(Ops& ops, const ModelConfig& cfg, DType d
     : ops_(ops), cfg_(cfg), dtype_(dtype), topo_(std::move(topo)) {
   cfg_.validate();
   cfg_.validate_layout(topo_.layout.tp, topo_.layout.sp);
-  in_emb.allocate(ops, "in_emb.weight", {cfg.vocab_size, cfg.d_model}, {}, dtype);
-  out_bias.allocate(ops, "out_emb.bias", {cfg.vocab_size}, {}, dtype);
-  layers.resize(static_cast<size_t>(cfg.n_layer));
+  params_.allocate(ops, in_emb, ParameterGroup::linear, "in_emb.weight",
+                   {cfg.vocab_size, cfg.d_model}, {}, dtype);
+  params_.allocate(ops, out_bias, ParameterGroup::linear, "out_emb.bias", {cfg.vocab_size}, {},
+                   dtype);
+  // Built in place: a layer's parameter list points into it.
+  layers = std::vector<TransformerLayer>(static_cast<size_t>(cfg.n_layer));
   for (int64_t l = 0; l < cfg.n_layer; ++l)
     layers[static_cast<size_t>(l)].init(ops, l, cfg, dtype, topo_);
 }
 
 std::vector<Parameter*> TransformerLSModel::parameters() {
-  std::vector<Parameter*> out = {&in_emb, &out_bias};
+  std::vector<Parameter*> out = params_.parameters();
   for (TransformerLayer& layer : layers)
     for (Parameter* p : layer.parameters()) out.push_back(p);
   return out;
@@ -124,10 +127,7 @@ double TransformerLSModel::forward(const Tensor& tokens, const Tensor& targets, 
       ops_.copy_rows(next, M - from_block, h, T - from_block, from_block);
     }
     Tensor out;
-    if (ctx.activation_checkpointing)
-      layers[l].forward_keeping_inputs(ops_, h, cache, sv.pos, out, sv.layers[l], ctx);
-    else
-      layers[l].forward(ops_, h, cache, sv.pos, out, sv.layers[l], ctx);
+    layers[l].forward(ops_, h, cache, sv.pos, out, sv.layers[l], ctx);
     cache = next;
     h = out;
   }
@@ -163,11 +163,7 @@ void TransformerLSModel::backward(const ModelSaved& sv, double loss_scale,
     ops_.dropout_apply(dh, ctx.emb_dropout, ctx.key(kFinalDropoutId, T));
   for (size_t l = layers.size(); l-- > 0;) {
     Tensor dx = ops_.zeros({B, T, d}, dtype_);
-    if (ctx.activation_checkpointing) {
-      layers[l].backward_recomputing(ops_, dh, sv.pos, sv.layers[l], dx, ctx);
-    } else {
-      layers[l].backward(ops_, dh, sv.pos, sv.layers[l], dx, ctx);
-    }
+    layers[l].backward(ops_, dh, sv.pos, sv.layers[l], dx, ctx);
     dh = dx;
   }
   if (ctx.training && ctx.emb_dropout > 0)

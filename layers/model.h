@@ -49,6 +49,7 @@ class TransformerLSModel {
   int64_t local_mem() const {
     return topo_.layout.sp > 1 ? cfg_.mem_len / topo_.layout.sp : cfg_.mem_len;
   }
+  // Every parameter: the model's own (in_emb, out_emb.bias), then each layer's, as declared.
   std::vector<Parameter*> parameters();
   Parameter* find(const std::string& name);
   int64_t parameter_count();  // of the whole model, whatever this rank holds
@@ -75,6 +76,7 @@ class TransformerLSModel {
   ModelConfig cfg_;
   DType dtype_;
   Topology topo_;
+  ParameterList params_;  // in_emb and out_bias
 };
 
 }  // namespace tls

@@ -4,6 +4,27 @@
 
 namespace tls {
 
+Parameter& ParameterList::allocate(Ops& ops, Parameter& p, ParameterGroup group, std::string name,
+                                   std::vector<int64_t> shape, std::vector<int64_t> reference_shape,
+                                   DType dtype) {
+  for (const auto& [g, q] : entries_)
+    if (q == &p || q->name == name)
+      throw Error("parameter " + name + " is declared twice in its module's list");
+  p.allocate(ops, std::move(name), std::move(shape), std::move(reference_shape), dtype);
+  entries_.emplace_back(group, &p);
+  return p;
+}
+
+std::vector<Parameter*> ParameterList::parameters() const {
+  std::vector<Parameter*> out;
+  out.reserve(entries_.size());
+  for (ParameterGroup group :
+       {ParameterGroup::linear, ParameterGroup::head_vector, ParameterGroup::layernorm})
+    for (const auto& [g, p] : entries_)
+      if (g == group) out.push_back(p);
+  return out;
+}
+
 std::vector<double> shard_of(const Parameter& p, const std::vector<double>& full) {
   int64_t total = 1;
   for (int64_t s : p.full_shape) total *= s;

@@ -1,9 +1,11 @@
-// A trainable tensor: its reference name and shape (the state_dict key of docs/DESIGN.md section 5),
-// the values this rank holds and their gradient. Layers own their Parameters; the model lists
-// them for the optimizer and the checkpoint.
+// A trainable tensor: its reference name and shape (the state_dict key of docs/DESIGN.md section
+// 5), the values this rank holds and their gradient; and ParameterList, where a module declares
+// each of its parameters once: declaring allocates the tensor and registers it, and the module's
+// parameters() (what the optimizer, the gradient reduction and the checkpoint see) is the list.
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -31,6 +33,7 @@ struct Parameter {
     shard_count[static_cast<size_t>(dim)] = count;
   }
 
+  // A free-standing parameter (no list): modules declare theirs through ParameterList::allocate.
   void allocate(Ops& ops, std::string param_name, std::vector<int64_t> shape,
                 std::vector<int64_t> reference_shape, DType dtype) {
     name = std::move(param_name);
@@ -39,6 +42,33 @@ struct Parameter {
     grad = ops.zeros(shape, dtype);
   }
   bool defined() const { return value.defined(); }
+};
+
+// Where a parameter stands in its list. The list's order is what the optimizer's flat buffers
+// and the gradient norm's sum follow, so it is fixed: every linear layer's weight and bias, then
+// the attention's per-head vectors, then the LayerNorms, each group in declaration order.
+enum class ParameterGroup { linear, head_vector, layernorm };
+
+// The parameters of one module and the modules it contains, each registered where it is
+// allocated. It holds pointers to the modules' Parameter members, so a module with a list is
+// neither copied nor moved.
+class ParameterList {
+ public:
+  ParameterList() = default;
+  ParameterList(const ParameterList&) = delete;
+  ParameterList& operator=(const ParameterList&) = delete;
+
+  // Allocates `p` (zeros of the local `shape`; `reference_shape` is the checkpoint's, empty: the
+  // same) under `name` and registers it. A name or a tensor registered twice is an error.
+  Parameter& allocate(Ops& ops, Parameter& p, ParameterGroup group, std::string name,
+                      std::vector<int64_t> shape, std::vector<int64_t> reference_shape,
+                      DType dtype);
+  // Grouped as ParameterGroup says, each group in declaration order.
+  std::vector<Parameter*> parameters() const;
+  size_t size() const { return entries_.size(); }
+
+ private:
+  std::vector<std::pair<ParameterGroup, Parameter*>> entries_;
 };
 
 // This rank's hyperslab of a whole tensor given in row-major order (the whole tensor when the

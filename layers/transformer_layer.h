@@ -14,42 +14,51 @@
 
 namespace tls {
 
-struct TransformerLayerSaved {
-  Tensor x, cache;          // the layer's input and the cache it attended to
-  Tensor h1, cache_normed;  // pre-LN: LN1(x), LN1(C)
-  LayerNormSaved ln1, ln1_cache, ln2;
-  Tensor h2, h3;       // pre-LN: h1 + a, LN2(h2); post-LN: x + a, LN1(.)
-  Tensor post_ffn_in;  // post-LN: h2 + f (LN2's input)
-  LSAttentionSaved attn;
+// One piece's activations past the attention: kept for the block when the pass keeps its
+// activations, recomputed piece by piece otherwise.
+struct LayerPieceSaved {
+  Tensor h1;           // post-LN: x + drop(a), LN1's input
+  LayerNormSaved ln1;  // post-LN: LN1's statistics
+  Tensor h2;           // the feed-forward half's input (both orders)
+  Tensor h3;           // pre-LN: LN2(h2), the feed-forward's input
+  LayerNormSaved ln2;
+  Tensor post_ffn_in;  // post-LN: h2 + ffn(h2) (LN2's input)
   FeedForwardSaved ffn;
-  LSAttentionSlots slots;  // activation checkpointing: the attention's compressed slots
+};
+
+struct TransformerLayerSaved {
+  bool keep = false;  // activations kept: the block as one piece, nothing recomputed
+  Tensor x, cache;    // the layer's input and the cache it attended to
+  Tensor h2;          // the feed-forward half's input, whole block
+  // Kept only: pre-LN's LN1(x) and LN1(C) with their statistics, and the piece's activations.
+  Tensor x_normed, cache_normed;
+  LayerNormSaved ln1_x, ln1_cache;
+  LayerPieceSaved piece;
+  LSAttentionSaved attn;  // the compressed slots, and the attention's activations when kept
 };
 
 // The layer runs as two halves with one tensor between them, h2 (the feed-forward half's input
 // in both orders): the attention half maps (x, C) to h2, the feed-forward half maps h2 to out.
-// Activation checkpointing keeps only x, C, h2 and the attention's compressed slots per layer,
-// and runs both halves in sequence pieces (transformer_layer_pieces.cpp): only one piece's
-// activations exist at a time, in the forward and in the recomputing backward.
+// One pass (transformer_layer_pass.cpp) cuts the block into pieces: without activation
+// checkpointing the block is one piece whose activations are kept; with it, the forward keeps
+// only x, C, h2 and the attention's compressed slots, and the backward recomputes the
+// feed-forward half from h2 and the attention half from x, piece by piece, so only one piece's
+// activations exist at a time. The same math with the same dropout masks; only the order of
+// the sums over pieces differs.
 class TransformerLayer {
  public:
+  TransformerLayer() = default;
+  TransformerLayer(const TransformerLayer&) = delete;
+  TransformerLayer& operator=(const TransformerLayer&) = delete;
+
   void init(Ops& ops, int64_t index, const ModelConfig& cfg, DType dtype, const Topology& topo);
   void forward(Ops& ops, const Tensor& x, const Tensor& cache, const PositionTables& pos,
                Tensor& out, TransformerLayerSaved& saved, const PassContext& ctx) const;
   // dx accumulates the gradient of the layer's input.
   void backward(Ops& ops, const Tensor& dout, const PositionTables& pos,
                 const TransformerLayerSaved& saved, Tensor& dx, const PassContext& ctx);
-
-  // Activation checkpointing: the forward keeps x, cache, h2 and the compressed slots only; the
-  // backward recomputes the feed-forward half from h2 piece by piece, then the attention half
-  // from x and the slots. The same math as forward/backward with the same dropout masks; only
-  // the order of the sums over pieces differs.
-  void forward_keeping_inputs(Ops& ops, const Tensor& x, const Tensor& cache,
-                              const PositionTables& pos, Tensor& out, TransformerLayerSaved& saved,
-                              const PassContext& ctx) const;
-  void backward_recomputing(Ops& ops, const Tensor& dout, const PositionTables& pos,
-                            const TransformerLayerSaved& inputs, Tensor& dx,
-                            const PassContext& ctx);
-  std::vector<Parameter*> parameters();
+  // Every parameter of the layer, as its modules declared them.
+  std::vector<Parameter*> parameters() const { return params_.parameters(); }
 
   LSAttention attn;
   LayerNorm norm1, norm2;
@@ -57,26 +66,31 @@ class TransformerLayer {
 
  private:
   uint64_t dropout_id(int site) const { return 16 + static_cast<uint64_t>(index_) * 8 + site; }
-  // (x, C) -> sv.h2, filling the attention half's saved tensors.
-  void attention_half(Ops& ops, const Tensor& x, const Tensor& cache, const PositionTables& pos,
-                      TransformerLayerSaved& sv, const PassContext& ctx) const;
-  // sv.h2 -> out, filling the feed-forward half's saved tensors.
-  void ffn_half(Ops& ops, Tensor& out, TransformerLayerSaved& sv, const PassContext& ctx) const;
-  // dout -> dh2 (returned), and dh2 -> dx (accumulated; dh2 is used up: the attention
-  // dropout's mask is applied to it in place).
-  Tensor ffn_half_backward(Ops& ops, const Tensor& dout, const TransformerLayerSaved& sv,
+  // ---- the halves' steps on one piece (transformer_layer.cpp) ----
+  // The attention's output a of the piece's rows -> h2 (and post-LN's h1, ln1).
+  void attention_residual(Ops& ops, const Tensor& residual, Tensor& a, LayerPieceSaved& sv,
+                          const PassContext& ctx) const;
+  // h2 -> out, filling the feed-forward half's saved tensors.
+  void ffn_half(Ops& ops, Tensor& out, LayerPieceSaved& sv, const PassContext& ctx) const;
+  // What the feed-forward half's backward needs, recomputed from h2 (without fc2 in pre-LN).
+  void ffn_half_recompute(Ops& ops, LayerPieceSaved& sv, const PassContext& ctx) const;
+  // dout -> dh2 (returned).
+  Tensor ffn_half_backward(Ops& ops, const Tensor& dout, const LayerPieceSaved& sv,
                            const PassContext& ctx);
-  void attention_half_backward(Ops& ops, Tensor& dh2, const PositionTables& pos,
-                               const TransformerLayerSaved& sv, Tensor& dx, const PassContext& ctx);
-  // Activation checkpointing's pieces (transformer_layer_pieces.cpp).
+  // ---- the pass over the pieces (transformer_layer_pass.cpp) ----
   int64_t piece_tokens(int64_t tokens, const PassContext& ctx) const;
+  // The cache the attention reads: LN1(C) in the pre-LN order (stats: its statistics), else C.
+  Tensor attention_cache(Ops& ops, const Tensor& cache, LayerNormSaved& stats) const;
   // Rows [t0, t0 + n) of the attention's input: LN1(x) (pre-LN) or x.
-  Tensor attention_input_rows(Ops& ops, const Tensor& x, int64_t t0, int64_t n) const;
+  Tensor attention_input_rows(Ops& ops, const TransformerLayerSaved& sv, int64_t t0,
+                              int64_t n) const;
   // dx[rows t0..] += the gradient reaching x from dh, the gradient of those attention input rows.
-  void add_attention_input_gradient(Ops& ops, const Tensor& x, int64_t t0, const Tensor& dh,
-                                    Tensor& dx);
+  void add_attention_input_gradient(Ops& ops, const TransformerLayerSaved& sv, int64_t t0,
+                                    const Tensor& dh, Tensor& dx);
+
   int64_t index_ = 0;
   ModelConfig cfg_;
+  ParameterList params_;
 };
 
 }  // namespace tls

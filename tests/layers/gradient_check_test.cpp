@@ -1,7 +1,7 @@
 // Finite-difference gradient checks, in float64, of each layer on its own: the long-short
 // attention, the feed-forward block, LayerNorm, the transformer layer (pre- and post-LN, with
-// dropout on) and the whole model. The shapes exercise the edge cases of docs/DESIGN.md 1.1: a single
-// chunk, T = w, T < w, M > T, r > 1, clamp_len and cpos_clamp_len.
+// dropout on) and the whole model. The shapes exercise the edge cases of docs/DESIGN.md 1.1: a
+// single chunk, T = w, T < w, M > T, r > 1, clamp_len and cpos_clamp_len.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -70,7 +70,8 @@ TEST_P(AttentionGradient, MatchesFiniteDifferences) {
   const int64_t B = 2, T = cfg.tokens_per_sample, M = cfg.mem_len, d = cfg.d_model;
   const Topology single = Topology::single();
   LSAttention attn;
-  attn.init(*ops, "attn", cfg, DType::f64, single, 0);
+  ParameterList declared;
+  attn.init(*ops, declared, "attn", cfg, DType::f64, single, 0);
   std::vector<Parameter*> params = {&attn.r_w_bias, &attn.r_r_bias};
   for (Linear* l : {&attn.proj_query, &attn.proj_key, &attn.proj_val, &attn.proj_out, &attn.r_net,
                     &attn.r_net_chunk, &attn.dconv_1}) {
@@ -81,6 +82,7 @@ TEST_P(AttentionGradient, MatchesFiniteDifferences) {
     params.push_back(&n->weight);
     params.push_back(&n->bias);
   }
+  ASSERT_EQ(params.size(), declared.size());
   randomize(params, rng);
 
   // Position tables as the model builds them.
@@ -131,7 +133,8 @@ TEST(FeedForwardGradient, GeluAndReluMatchFiniteDifferences) {
     std::mt19937_64 rng(3);
     const Topology single = Topology::single();
     FeedForward ff;
-    ff.init(*ops, "ff", 6, 10, gelu, DType::f64, single);
+    ParameterList declared;
+    ff.init(*ops, declared, "ff", 6, 10, gelu, DType::f64, single);
     randomize({&ff.fc1.weight, &ff.fc1.bias, &ff.fc2.weight, &ff.fc2.bias}, rng);
     Tensor h = ops->empty({2, 5, 6}, DType::f64), probe = ops->empty({2, 5, 6}, DType::f64);
     fill_normal(h, rng);
@@ -161,7 +164,8 @@ TEST(LayerNormGradient, MatchesFiniteDifferences) {
   auto ops = make_cpu_ops();
   std::mt19937_64 rng(5);
   LayerNorm ln;
-  ln.init(*ops, "ln", 7, DType::f64);
+  ParameterList declared;
+  ln.init(*ops, declared, "ln", 7, DType::f64);
   randomize({&ln.weight, &ln.bias}, rng);
   Tensor x = ops->empty({3, 7}, DType::f64), probe = ops->empty({3, 7}, DType::f64);
   fill_normal(x, rng);
