@@ -21,9 +21,9 @@
 #include "bench/model_flops.h"
 #include "kernels/cpu/blas_core.h"
 #include "layers/init.h"
-#include "training/gradient_reduction.h"
 #include "parallel/mpi_comm.h"
 #include "parallel/traffic.h"
+#include "training/gradient_reduction.h"
 #include "training/optimizer.h"
 
 using namespace tls;
@@ -122,9 +122,9 @@ int main(int argc, char** argv) {
       model.zero_grad();
       ModelSaved saved;
       model.forward(tokens, tokens, state, saved, ctx);
-      model.backward(saved, 1.0 / static_cast<double>(cfg.tokens_per_sample), ctx);
+      backward_and_reduce_gradients(model, saved, 1.0 / static_cast<double>(cfg.tokens_per_sample),
+                                    ctx);
       saved = ModelSaved();
-      reduce_gradients(*ops, topo, model.parameters());
       adam.step(u);
     };
     step(1);  // warm-up, and a full cache for the measured steps
