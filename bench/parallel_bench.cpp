@@ -90,16 +90,27 @@ double& comm_cpu_seconds() {
   static double seconds = 0;
   return seconds;
 }
+// The wall-clock time inside communication calls: what the step waits for its exchanges (and
+// for its slowest peer), the part overlap did not hide.
+double& comm_wall_seconds() {
+  static double seconds = 0;
+  return seconds;
+}
 
 class CommTimer {
  public:
-  CommTimer() : start_(process_cpu_seconds()) {}
-  ~CommTimer() { comm_cpu_seconds() += process_cpu_seconds() - start_; }
+  CommTimer() : start_(process_cpu_seconds()), wall_(std::chrono::steady_clock::now()) {}
+  ~CommTimer() {
+    comm_cpu_seconds() += process_cpu_seconds() - start_;
+    comm_wall_seconds() +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_).count();
+  }
   CommTimer(const CommTimer&) = delete;
   CommTimer& operator=(const CommTimer&) = delete;
 
  private:
   double start_;
+  std::chrono::steady_clock::time_point wall_;
 };
 
 // Forwards every call to the real Comm, timing it (and its requests' waits) as communication.
@@ -187,7 +198,7 @@ struct Run {
   std::unique_ptr<TransformerLSModel> model;
   std::unique_ptr<AdamW> adam;
   ModelState state;
-  std::vector<double> seconds, compute;  // per measured step
+  std::vector<double> seconds, compute, waits;  // per measured step
 };
 
 }  // namespace
@@ -272,10 +283,12 @@ int main(int argc, char** argv) {
         Run& r = *runs[i];
         topo.world->barrier();
         if (i == 0) traffic() = TrafficCounters();
-        const double cpu0 = process_cpu_seconds(), comm0 = comm_cpu_seconds();
+        const double cpu0 = process_cpu_seconds(), comm0 = comm_cpu_seconds(),
+                     wall0 = comm_wall_seconds();
         const auto t0 = std::chrono::steady_clock::now();
         step(r, 2 + s);
         r.compute.push_back(process_cpu_seconds() - cpu0 - (comm_cpu_seconds() - comm0));
+        r.waits.push_back(comm_wall_seconds() - wall0);
         topo.world->barrier();
         r.seconds.push_back(
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -351,6 +364,9 @@ int main(int argc, char** argv) {
         std::printf("# exchanges cost %+.1f%% of the step (fastest real / fastest none - 1)\n",
                     100 * (fastest(0) / fastest(1) - 1));
       }
+      std::printf("# waits in communication calls per step, rank 0 (s, wall):");
+      for (double v : runs.front()->waits) std::printf(" %.4f", v);
+      std::printf("\n");
       for (size_t i = 0; i < runs.size(); ++i) {
         std::printf("# compute per rank (s, CPU time outside communication, fastest step)%s:",
                     runs.size() > 1 ? (i == 0 ? " real" : " none") : "");
