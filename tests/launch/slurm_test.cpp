@@ -513,6 +513,19 @@ TEST_F(TwoNodeSlurm, TpTimesSpAcrossTwoNodesTrainsAsOneProcessDoes) {
     EXPECT_NE(two.output.find(placed), std::string::npos) << placed << "\n" << two.output;
   EXPECT_NE(two.output.find("tp=2 sp=2 dp=1"), std::string::npos) << two.output;
 
+  // The nodes are separate hosts to Open MPI: with shared memory as the only transport, ranks on
+  // different nodes cannot reach each other and the job fails.
+  ProcessResult no_tcp = Client(
+      "OMPI_MCA_btl=self,vader OMPI_MCA_mpi_yield_when_idle=1 "
+      "OMPI_MCA_btl_vader_single_copy_mechanism=none srun -N 2 --ntasks-per-node 2 --mpi=pmix "
+      "--kill-on-bad-exit=1 bash -c " +
+          quote("export OMPI_MCA_btl_vader_backing_directory=" + dir_ +
+                "/shm-$SLURMD_NODENAME; exec " + quote(tls_dist_binary()) + train +
+                " --max-update 1 --tp 2 --sp 2 --save-dir " + quote(dir_ + "/no_tcp")),
+      60);
+  EXPECT_NE(no_tcp.exit_code, 0) << no_tcp.output;
+  EXPECT_NE(no_tcp.exit_code, 124) << "timed out instead of failing at once\n" << no_tcp.output;
+
   ProcessResult one = run_command(
       "mpirun -n 1 " + tls_dist_binary() + train + " --save-dir " + quote(dir_ + "/one_process"),
       120);
