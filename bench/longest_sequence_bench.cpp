@@ -9,9 +9,11 @@
 // tensors (code, MPI and OpenBLAS buffers, the heap's slack) is the per-rank overhead added to
 // every probe. A probe fits when the sum over ranks of (peak tensors + overhead) is within the
 // budget: --budget-mib, by default MemAvailable of /proc/meminfo at start.
+// --tokens T sizes that one length instead of searching (per-token figures of several layouts at
+// the same T).
 //   [mpirun -n SP] bench/longest_sequence_bench [--sp SP] [--activation-checkpointing]
-//       [--budget-mib N] [--validate-tokens T] [--d-model 256] [--heads 4] [--layers 2]
-//       [--window 256] [--chunk 16]
+//       [--budget-mib N] [--validate-tokens T] [--tokens T] [--d-model 256] [--heads 4]
+//       [--layers 2] [--window 256] [--chunk 16]
 #include <mpi.h>
 #include <sys/resource.h>
 
@@ -27,9 +29,9 @@
 #include "bench/model_flops.h"
 #include "kernels/allocation_only_ops.h"
 #include "kernels/cpu/blas_core.h"
+#include "kernels/error.h"
 #include "layers/init.h"
 #include "parallel/mpi_comm.h"
-#include "kernels/error.h"
 #include "training/optimizer.h"
 
 using namespace tls;
@@ -87,7 +89,7 @@ int main(int argc, char** argv) {
   mpi_initialize(&argc, &argv);
   int sp = 1;
   bool checkpointing = false;
-  int64_t budget_mib = 0, validate_tokens = 0;
+  int64_t budget_mib = 0, validate_tokens = 0, only_tokens = 0;
   ModelConfig cfg = bench::long_sequence_config(2);
   bench::Arguments args("longest_sequence_bench", argc, argv);
   for (std::string a; args.next(a);) {
@@ -100,6 +102,8 @@ int main(int argc, char** argv) {
       budget_mib = args.value();
     else if (a == "--validate-tokens")
       validate_tokens = args.value();
+    else if (a == "--tokens")
+      only_tokens = args.value();
     else
       args.unknown();
   }
@@ -162,6 +166,12 @@ int main(int argc, char** argv) {
                     rank_max * 1024.0 / (static_cast<double>(T) / sp), total, fits ? "yes" : "no");
       std::fflush(stdout);
     };
+    if (only_tokens > 0) {
+      double rank_max = 0;
+      const double total = probe(only_tokens, rank_max);
+      report(only_tokens, rank_max, total, total <= budget);
+      return 0;
+    }
     int64_t fits = 0, fails = 0;
     for (int64_t T = 4 * step; fails == 0; T *= 2) {
       double rank_max = 0;

@@ -148,7 +148,8 @@ double TransformerLSModel::forward(const Tensor& tokens, const Tensor& targets, 
 }
 
 void TransformerLSModel::backward(const ModelSaved& sv, double loss_scale,
-                                  const PassContext& global_ctx) {
+                                  const PassContext& global_ctx,
+                                  const std::function<void(size_t layer)>& layer_done) {
   const int64_t B = sv.tokens.dim(0), T = sv.tokens.dim(1), d = cfg_.d_model;
   const PassContext ctx = with_layout(global_ctx, B);
   Tensor dh = ops_.zeros({B, T, d}, dtype_);
@@ -165,6 +166,7 @@ void TransformerLSModel::backward(const ModelSaved& sv, double loss_scale,
     Tensor dx = ops_.zeros({B, T, d}, dtype_);
     layers[l].backward(ops_, dh, sv.pos, sv.layers[l], dx, ctx);
     dh = dx;
+    if (layer_done) layer_done(l);
   }
   if (ctx.training && ctx.emb_dropout > 0)
     ops_.dropout_apply(dh, ctx.emb_dropout, ctx.key(kEmbDropoutId, T));

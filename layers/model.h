@@ -11,6 +11,7 @@
 // this rank's partial loss sum and the caller sums it over dp x sp (docs/DESIGN.md section 3).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -60,8 +61,11 @@ class TransformerLSModel {
   // targets (saved.n_targets of them); the logprobs stay in saved.
   double forward(const Tensor& tokens, const Tensor& targets, ModelState& state, ModelSaved& saved,
                  const PassContext& ctx);
-  // Accumulates d(loss_scale * sum NLL)/d(parameter) into every Parameter::grad.
-  void backward(const ModelSaved& saved, double loss_scale, const PassContext& ctx);
+  // Accumulates d(loss_scale * sum NLL)/d(parameter) into every Parameter::grad. layer_done(l),
+  // when given, runs as soon as layer l's gradients are final (layers finish last first), so a
+  // caller can start reducing them while the backward goes on.
+  void backward(const ModelSaved& saved, double loss_scale, const PassContext& ctx,
+                const std::function<void(size_t layer)>& layer_done = {});
   void zero_grad();
 
   Parameter in_emb;    // [V, d], tied with the output layer

@@ -20,6 +20,9 @@ class Request {
  public:
   virtual ~Request() = default;
   virtual void wait() = 0;
+  // Lets the operation advance without blocking: MPI moves a non-blocking collective's data only
+  // inside MPI calls, so a caller computing between starts and waits calls this now and then.
+  virtual void progress() {}
 };
 
 class Comm {
@@ -51,6 +54,11 @@ class Comm {
   // request keeps them alive. The default runs the blocking collective at once.
   virtual std::unique_ptr<Request> start_allgather(Tensor& out, const Tensor& in);
   virtual std::unique_ptr<Request> start_reduce_scatter_sum(Tensor& out, const Tensor& in);
+  // allreduce_sum of x in place that may run alongside the caller's later work until wait(); x
+  // must not be touched before then (the request keeps it alive). Each element is summed by the
+  // same rule as allreduce_sum where the transport allows (MPI: see MpiComm). The default runs
+  // the blocking collective at once.
+  virtual std::unique_ptr<Request> start_allreduce_sum(Tensor& x);
 };
 
 // A Request that is complete from the start (what blocking operations return).

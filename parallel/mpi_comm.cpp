@@ -44,7 +44,13 @@ class MpiRequest final : public Request {
     if (request_ == MPI_REQUEST_NULL) return;
     check(MPI_Wait(&request_, MPI_STATUS_IGNORE), what_, "request");
   }
+  void progress() override {
+    if (request_ == MPI_REQUEST_NULL) return;
+    int done = 0;
+    check(MPI_Test(&request_, &done, MPI_STATUS_IGNORE), what_, "request");
+  }
   MPI_Request request_ = MPI_REQUEST_NULL;
+  Tensor buffer;  // kept alive until the operation completes
 
  private:
   std::string what_;
@@ -119,6 +125,16 @@ std::unique_ptr<Request> MpiComm::irecv(Tensor& x, int source, int tag) {
       std::make_unique<MpiRequest>("receive from rank " + std::to_string(source) + " of " + name_);
   check(MPI_Irecv(x.raw(), count_of(x), mpi_type(x.dtype()), source, tag, comm_, &r->request_),
         "irecv", name_);
+  return r;
+}
+
+std::unique_ptr<Request> MpiComm::start_allreduce_sum(Tensor& x) {
+  if (size_ == 1) return completed_request();
+  auto r = std::make_unique<MpiRequest>("allreduce on " + name_);
+  r->buffer = x;
+  check(MPI_Iallreduce(MPI_IN_PLACE, x.raw(), count_of(x), mpi_type(x.dtype()), MPI_SUM, comm_,
+                       &r->request_),
+        "iallreduce", name_);
   return r;
 }
 

@@ -30,6 +30,9 @@ class MpiComm final : public Comm {
   void barrier() override;
   std::unique_ptr<Request> isend(const Tensor& x, int dest, int tag) override;
   std::unique_ptr<Request> irecv(Tensor& x, int source, int tag) override;
+  // MPI_Iallreduce: Open MPI's non-blocking collectives progress only inside MPI calls (wait()
+  // and progress() are such calls).
+  std::unique_ptr<Request> start_allreduce_sum(Tensor& x) override;
 
  private:
   MPI_Comm comm_;

@@ -2,9 +2,9 @@
 
 #include <cmath>
 
+#include "kernels/error.h"
 #include "parallel/fault_injection.h"
 #include "training/gradient_reduction.h"
-#include "kernels/error.h"
 
 namespace tls {
 
@@ -56,8 +56,7 @@ StepMetrics Trainer::train_step() {
   double nll = 0, n = 0;
   for (int64_t k = 0; k < blocks; ++k) {
     std::vector<int32_t> inputs, targets;
-    corpus_.batch(in_epoch * blocks + k, topo.dp_rank * B, B, topo.sp_rank * T, T, inputs,
-                  targets);
+    corpus_.batch(in_epoch * blocks + k, topo.dp_rank * B, B, topo.sp_rank * T, T, inputs, targets);
     Tensor tokens = ops_.empty({B, T}, DType::i32);
     Tensor target_tensor = ops_.empty({B, T}, DType::i32);
     ops_.from_host(tokens, std::vector<double>(inputs.begin(), inputs.end()));
@@ -70,11 +69,15 @@ StepMetrics Trainer::train_step() {
     const double n_block = topo.dp_sp->allreduce_sum(static_cast<double>(saved.n_targets));
     n += n_block;
     if (k == 0) maybe_inject_fault("step", topo.world_rank);
-    model_.backward(saved, 1.0 / (static_cast<double>(blocks) * n_block), ctx);
+    const double scale = 1.0 / (static_cast<double>(blocks) * n_block);
+    // The last block's backward reduces each layer's finished gradients while it goes on.
+    if (k + 1 < blocks)
+      model_.backward(saved, scale, ctx);
+    else
+      backward_and_reduce_gradients(model_, saved, scale, ctx);
   }  // each block's activations are freed before the next block and the optimizer's pass
   const int poison_from = nonfinite_loss_from();
   const double loss = poison_from >= 0 && update_ + 1 >= poison_from ? std::nan("") : nll / n;
-  reduce_gradients(ops_, topo, model_.parameters());
 
   StepMetrics m;
   m.step = ++update_;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -140,6 +141,10 @@ class Slurm : public ::testing::Test {
     conf_ = dir_ + "/slurm.conf";
     node_ = short_hostname();
     ASSERT_FALSE(node_.empty());
+    if (slurm_nodes().size() > 1)
+      for (const std::string& n : slurm_nodes())
+        for (const char* d : {"spool-", "conf-", "pmix-", "shm-"})
+          fs::create_directories(dir_ + "/" + d + n);
 
     StartMunge();
     if (HasFatalFailure()) return;
@@ -154,7 +159,9 @@ class Slurm : public ::testing::Test {
       Client("scancel --user=root", 20);
       wait_until(20, [&] { return Client("squeue -h", 10).output.empty(); });
     }
-    for (const char* name : {"slurmd", "slurmctld", "munged"}) Stop(name);
+    for (const Daemon& d : std::vector<Daemon>(daemons_))
+      if (d.name.rfind("slurmd", 0) == 0) Stop(d.name);
+    for (const char* name : {"slurmctld", "munged"}) Stop(name);
     if (!dir_.empty()) {
       if (HasFailure()) {
         std::cout << "[slurm] logs kept in " << dir_ << "\n";
@@ -255,16 +262,29 @@ class Slurm : public ::testing::Test {
     // The node's hardware as slurmd sees it (CPUs, sockets, cores, threads, memory).
     ProcessResult hw = run_command(quote(programs_["slurmd"]) + " -C", 30);
     ASSERT_EQ(hw.exit_code, 0) << hw.output;
-    std::string node_line = "NodeName=" + node_ + " NodeAddr=127.0.0.1";
+    std::string hardware;
     for (const char* field :
          {"CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore", "RealMemory"}) {
       std::smatch m;
       if (std::regex_search(hw.output, m, std::regex(std::string("\\b") + field + "=([0-9]+)")))
-        node_line += std::string(" ") + field + "=" + m[1].str();
+        hardware += std::string(" ") + field + "=" + m[1].str();
     }
-    ASSERT_NE(node_line.find("CPUs="), std::string::npos) << "slurmd -C: " << hw.output;
-    const std::vector<int> ports = free_ports(2);
-    ASSERT_EQ(ports.size(), 2u);
+    ASSERT_NE(hardware.find("CPUs="), std::string::npos) << "slurmd -C: " << hw.output;
+    const std::vector<std::string> nodes = slurm_nodes();
+    const std::vector<int> ports = free_ports(2 + static_cast<int>(nodes.size()));
+    ASSERT_EQ(ports.size(), 2 + nodes.size());
+    // One node: this machine under its own name. Several: slurmd daemons of their own names and
+    // ports on this machine (Debian builds Slurm with --enable-multiple-slurmd), each node the
+    // whole machine; %n in the paths is the node's name.
+    std::string node_lines, node_list;
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      node_lines += "NodeName=" + nodes[i] + " NodeAddr=127.0.0.1" + hardware;
+      if (nodes.size() > 1)
+        node_lines += " NodeHostname=" + nodes[i] + " Port=" + std::to_string(ports[2 + i]);
+      node_lines += " State=UNKNOWN\n";
+      node_list += (i ? "," : "") + nodes[i];
+    }
+    const std::string each = nodes.size() > 1 ? "-%n" : "";
     write_file(dir_ + "/plugstack.conf", "");
     std::ostringstream c;
     c << "# A single-node cluster for tests/launch/slurm_test.cpp; every path in " << dir_ << "\n"
@@ -275,9 +295,10 @@ class Slurm : public ::testing::Test {
       << "AuthType=auth/munge\nCredType=cred/munge\n"
       // cred_expire: a requeued job waits this long (default 120 s) before it may start again.
       << "AuthInfo=socket=" << socket_ << ",cred_expire=15\n"
-      << "StateSaveLocation=" << dir_ << "/state\nSlurmdSpoolDir=" << dir_ << "/spool\n"
-      << "SlurmctldPidFile=" << dir_ << "/slurmctld.pid\nSlurmdPidFile=" << dir_ << "/slurmd.pid\n"
-      << "SlurmctldLogFile=" << dir_ << "/slurmctld.log\nSlurmdLogFile=" << dir_ << "/slurmd.log\n"
+      << "StateSaveLocation=" << dir_ << "/state\nSlurmdSpoolDir=" << dir_ << "/spool" << each
+      << "\nSlurmctldPidFile=" << dir_ << "/slurmctld.pid\nSlurmdPidFile=" << dir_ << "/slurmd"
+      << each << ".pid\nSlurmctldLogFile=" << dir_ << "/slurmctld.log\nSlurmdLogFile=" << dir_
+      << "/slurmd" << each << ".log\n"
       << "SlurmctldDebug=info\nSlurmdDebug=info\n"
       << "PlugStackConfig=" << dir_ << "/plugstack.conf\n"
       << "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n"
@@ -294,9 +315,18 @@ class Slurm : public ::testing::Test {
       << 10000 +
              (static_cast<unsigned>(getpid()) * 7919u + static_cast<unsigned>(ports[0])) % 50000000u
       << "\n"
-      << node_line << " State=UNKNOWN\n"
-      << "PartitionName=test Nodes=" << node_ << " Default=YES MaxTime=INFINITE State=UP\n";
+      << node_lines << "PartitionName=test Nodes=" << node_list
+      << " Default=YES MaxTime=INFINITE State=UP\n";
     write_file(conf_, c.str());
+    // Each node's slurmd reads its own copy, beside an mpi.conf that gives its PMIx clients a
+    // folder of their own: the step's folder (spmix_appdir_<uid>_<job>.<step>) is named without
+    // the node, so two nodes on one machine would collide in /tmp.
+    if (nodes.size() > 1)
+      for (const std::string& n : nodes) {
+        write_file(dir_ + "/conf-" + n + "/slurm.conf", c.str());
+        write_file(dir_ + "/conf-" + n + "/mpi.conf",
+                   "PMIxCliTmpDirBase=" + dir_ + "/pmix-" + n + "\n");
+      }
   }
 
   void StartSlurm() {
@@ -306,15 +336,27 @@ class Slurm : public ::testing::Test {
              Client("scontrol ping", 10).output.find("UP") != std::string::npos;
     });
     ASSERT_TRUE(ctld && Alive("slurmctld")) << "slurmctld did not come up\n" << Logs("slurmctld");
-    Spawn("slurmd", {programs_["slurmd"], "-D", "-f", conf_, "-N", node_});
+    const std::vector<std::string> nodes = slurm_nodes();
+    for (const std::string& n : nodes)
+      Spawn(slurmd_name(n),
+            {programs_["slurmd"], "-D", "-f",
+             nodes.size() > 1 ? dir_ + "/conf-" + n + "/slurm.conf" : conf_, "-N", n});
+    auto all_alive = [&] {
+      for (const std::string& n : nodes)
+        if (!Alive(slurmd_name(n))) return false;
+      return true;
+    };
     std::string state;
     const bool idle = wait_until(40, [&] {
       state = Client("sinfo -h -N -o %t", 10).output;
-      return !Alive("slurmd") || state.find("idle") != std::string::npos;
+      size_t idle_nodes = 0;
+      for (size_t at = state.find("idle"); at != std::string::npos; at = state.find("idle", at + 1))
+        ++idle_nodes;
+      return !all_alive() || idle_nodes == nodes.size();
     });
-    ASSERT_TRUE(idle && Alive("slurmd")) << "the node is not idle: " << state << "\n"
-                                         << Logs("slurmd") << "\n"
-                                         << Logs("slurmctld");
+    ASSERT_TRUE(idle && all_alive()) << "the nodes are not idle: " << state << "\n"
+                                     << Diagnostics() << "\n"
+                                     << Logs("slurmctld");
     ProcessResult mpi = Client("srun --mpi=list", 30);
     ASSERT_NE(mpi.output.find("pmix"), std::string::npos)
         << "Slurm has no PMIx plugin (slurm-wlm-basic-plugins's mpi_pmix needs libpmix.so from "
@@ -342,7 +384,17 @@ class Slurm : public ::testing::Test {
     std::smatch m;
     return std::regex_search(sbatch_output, m, std::regex("(^|\\n)([0-9]+)")) ? m[2].str() : "";
   }
-  std::string Diagnostics() { return Logs("slurmd") + "\n" + Logs("slurmctld"); }
+  std::string Diagnostics() {
+    std::string text;
+    for (const std::string& n : slurm_nodes()) text += Logs(slurmd_name(n)) + "\n";
+    return text + Logs("slurmctld");
+  }
+
+  // The cluster's nodes: this machine, or what a fixture of several nodes names.
+  virtual std::vector<std::string> slurm_nodes() const { return {node_}; }
+  std::string slurmd_name(const std::string& node) const {
+    return slurm_nodes().size() > 1 ? "slurmd-" + node : "slurmd";
+  }
 
   std::map<std::string, std::string> programs_;
   std::vector<Daemon> daemons_;
@@ -409,6 +461,81 @@ TEST_F(Slurm, TrainSbatchTrainsCheckpointsResumesAndRequeuesOnTheTimeLimitSignal
   EXPECT_TRUE(std::regex_search(out3, std::regex("resumed from \\S+ at update " + stopped)))
       << out3;
   EXPECT_TRUE(fs::exists(run_dir() + "/checkpoint_60.h5")) << out3;
+}
+
+// Two Slurm nodes on this machine, n1 and n2 (two slurmd daemons with their own names and ports):
+// `srun -N 2 --ntasks-per-node 2 tls_dist train --tp 2 --sp 2` puts each tensor-parallel group
+// (world ranks 2k, 2k+1) on one node and the sequence-parallel pairs across the nodes. Open MPI
+// takes the nodes for separate hosts (PMIx tells each rank its node's peers): ranks on different
+// nodes talk over TCP; shared memory serves only a node's own ranks. The run, in float64, logs
+// the same loss at every update as one process.
+class TwoNodeSlurm : public Slurm {
+ protected:
+  std::vector<std::string> slurm_nodes() const override { return {"n1", "n2"}; }
+};
+
+std::vector<double> logged_losses(const std::string& metrics) {
+  std::vector<double> out;
+  std::istringstream in(metrics);
+  std::smatch m;
+  for (std::string line; std::getline(in, line);)
+    if (line.find("\"split\"") == std::string::npos &&
+        std::regex_search(line, m, std::regex("\"loss\": ([-+0-9.eE]+)")))
+      out.push_back(std::stod(m[1].str()));
+  return out;
+}
+
+TEST_F(TwoNodeSlurm, TpTimesSpAcrossTwoNodesTrainsAsOneProcessDoes) {
+  const std::string train =
+      " train --config " + quote(source_path("launch/configs/tiny_demo.ini")) +
+      " --precision fp64 --max-update 4 --log-interval 1 --validate-interval 0 --save-interval 0"
+      " --train-data " +
+      quote(corpus());
+  // Each node's shared-memory segments in a folder of its own: Open MPI names them after the
+  // host name, which both nodes share here.
+  const std::string rank_script =
+      "echo \"[rank] $SLURM_PROCID on $SLURMD_NODENAME\"; "
+      "export OMPI_MCA_btl_vader_backing_directory=" +
+      dir_ + "/shm-$SLURMD_NODENAME; exec " + quote(tls_dist_binary()) + train + " --tp 2 --sp 2" +
+      " --save-dir " + quote(dir_ + "/two_nodes");
+  // Each node offers all of this machine's cores, so Open MPI sees no oversubscription and
+  // would spin in every wait: four spinning ranks on two cores make the checkpoint's hundreds of
+  // small collectives take minutes. yield_when_idle lets a waiting rank give up its core.
+  ProcessResult two = Client(
+      "OMPI_MCA_mpi_yield_when_idle=1 OMPI_MCA_btl_vader_single_copy_mechanism=none srun -N 2 "
+      "--ntasks-per-node 2 --mpi=pmix "
+      "--kill-on-bad-exit=1 bash -c " +
+          quote(rank_script),
+      120);
+  ASSERT_EQ(two.exit_code, 0) << two.output << Diagnostics();
+  for (const char* placed :
+       {"[rank] 0 on n1", "[rank] 1 on n1", "[rank] 2 on n2", "[rank] 3 on n2"})
+    EXPECT_NE(two.output.find(placed), std::string::npos) << placed << "\n" << two.output;
+  EXPECT_NE(two.output.find("tp=2 sp=2 dp=1"), std::string::npos) << two.output;
+
+  // The nodes are separate hosts to Open MPI: with shared memory as the only transport, ranks on
+  // different nodes cannot reach each other and the job fails.
+  ProcessResult no_tcp = Client(
+      "OMPI_MCA_btl=self,vader OMPI_MCA_mpi_yield_when_idle=1 "
+      "OMPI_MCA_btl_vader_single_copy_mechanism=none srun -N 2 --ntasks-per-node 2 --mpi=pmix "
+      "--kill-on-bad-exit=1 bash -c " +
+          quote("export OMPI_MCA_btl_vader_backing_directory=" + dir_ +
+                "/shm-$SLURMD_NODENAME; exec " + quote(tls_dist_binary()) + train +
+                " --max-update 1 --tp 2 --sp 2 --save-dir " + quote(dir_ + "/no_tcp")),
+      60);
+  EXPECT_NE(no_tcp.exit_code, 0) << no_tcp.output;
+  EXPECT_NE(no_tcp.exit_code, 124) << "timed out instead of failing at once\n" << no_tcp.output;
+
+  ProcessResult one = run_command(
+      "mpirun -n 1 " + tls_dist_binary() + train + " --save-dir " + quote(dir_ + "/one_process"),
+      120);
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  const std::vector<double> a = logged_losses(read_file(dir_ + "/two_nodes/metrics.jsonl")),
+                            b = logged_losses(read_file(dir_ + "/one_process/metrics.jsonl"));
+  ASSERT_EQ(a.size(), 4u) << two.output;
+  ASSERT_EQ(b.size(), 4u) << one.output;
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_NEAR(a[i], b[i], 1e-10 * std::abs(b[i])) << "update " << i + 1;
 }
 
 }  // namespace

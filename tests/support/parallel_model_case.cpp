@@ -10,16 +10,16 @@
 #include <random>
 
 #include "kernels/device.h"
+#include "kernels/error.h"
 #include "layers/init.h"
 #include "layers/model.h"
 #include "parallel/device_topology.h"
-#include "training/gradient_reduction.h"
 #include "parallel/mpi_comm.h"
-#include "kernels/error.h"
-#include "training/optimizer.h"
 #include "runtime/run_setup.h"
 #include "support/golden_case.h"
 #include "support/gradcheck.h"
+#include "training/gradient_reduction.h"
+#include "training/optimizer.h"
 
 namespace tls::testing {
 
@@ -116,8 +116,7 @@ Run run(const Scenario& s, DType dtype, Topology topo,
     ModelSaved saved;
     const double nll = grid.dp_sp->allreduce_sum(model.forward(tokens, targets, state, saved, ctx));
     const double count = grid.dp_sp->allreduce_sum(static_cast<double>(saved.n_targets));
-    model.backward(saved, 1.0 / count, ctx);
-    reduce_gradients(*ops, grid, model.parameters());
+    backward_and_reduce_gradients(model, saved, 1.0 / count, ctx);
     return nll / count;
   };
   ModelState state = model.initial_state(B);
