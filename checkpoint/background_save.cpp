@@ -1,0 +1,102 @@
+// BackgroundSaver: one writer thread per save; the ranks learn together that a save is complete
+// through an allreduce of each rank's state (done < running < failed).
+#include "checkpoint/background_save.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/durable_files.h"
+#include "parallel/fault_injection.h"
+#include "parallel/rank_agreement.h"
+#include "kernels/error.h"
+
+namespace tls {
+
+BackgroundSaver::BackgroundSaver(const Topology& t) : t_(t) {}
+
+BackgroundSaver::~BackgroundSaver() { join(); }
+
+void BackgroundSaver::join() {
+  if (writer_.joinable()) writer_.join();
+}
+
+void BackgroundSaver::start(const std::string& dir, int keep_last,
+                            const CheckpointContents& contents, Ops& ops, bool best) {
+  wait();
+  std::string error;
+  if (t_.world_rank == 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) error = "cannot create the save directory '" + dir + "': " + ec.message();
+  }
+  throw_if_any_rank_failed(*t_.world, error);
+  const std::string path = (std::filesystem::path(dir) / checkpoint_file_name(contents.step)).string();
+  save_ = begin_save(path, contents, t_, ops, std::move(spare_));
+  spare_.clear();
+  dir_ = dir;
+  keep_last_ = keep_last;
+  best_ = best;
+  error_.clear();
+  state_ = running;
+  writer_ = std::thread([this] {
+    // No MPI here: the part file is this rank's alone.
+    try {
+      write_part(*save_);
+      state_ = done;
+    } catch (const std::exception& e) {
+      error_ = e.what();
+      state_ = failed;
+    }
+  });
+}
+
+BackgroundSaver::State BackgroundSaver::agreed_state() {
+  return static_cast<State>(static_cast<int>(t_.world->allreduce_max(state_.load())));
+}
+
+std::string BackgroundSaver::poll() {
+  if (save_ == nullptr) return "";
+  const State state = agreed_state();
+  return state == running ? "" : finish(state);
+}
+
+std::string BackgroundSaver::wait() {
+  if (save_ == nullptr) return "";
+  join();  // this rank's part is written (or failed); the others finish theirs
+  return finish(agreed_state());
+}
+
+std::string BackgroundSaver::finish(State state) {
+  join();
+  std::unique_ptr<PendingSave> save = std::move(save_);
+  std::string error = state == failed ? error_ : "";
+  if (state == done && t_.world_rank == 0) {
+    error = error_message_of([&] {
+      write_master(*save);
+      if (fault_rank("save_link") == 0) {
+        std::fprintf(stderr, "%s: rank 0 aborts before checkpoint_last names the new checkpoint\n",
+                     kFaultInjectVariable);
+        std::fflush(stderr);
+        std::abort();
+      }
+      const std::string name = std::filesystem::path(save->path).filename().string();
+      point_last_at(dir_, name);
+      if (best_) point_best_at(dir_, name);
+      prune_checkpoints(dir_, keep_last_);
+    });
+  }
+  const std::string agreed = error_message_of([&] { throw_if_any_rank_failed(*t_.world, error); });
+  if (!agreed.empty()) {
+    // A part is only ever named by its own checkpoint: without one, it is of no use.
+    std::error_code ignored;
+    if (!std::filesystem::exists(save->path))
+      std::filesystem::remove(save->part_path(t_.world_rank), ignored);
+    throw Error(agreed);
+  }
+  spare_ = std::move(save->blocks);
+  return save->path;
+}
+
+}  // namespace tls
