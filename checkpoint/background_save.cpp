@@ -93,7 +93,7 @@ std::string BackgroundSaver::finish(State state) {
     std::error_code ignored;
     if (!std::filesystem::exists(save->path))
       std::filesystem::remove(save->part_path(t_.world_rank), ignored);
-    throw Error(agreed);
+    throw CollectiveError(agreed);  // every rank has it: printed once
   }
   spare_ = std::move(save->blocks);
   return save->path;

@@ -371,7 +371,7 @@ void save_checkpoint(const std::string& path, const CheckpointContents& contents
   if (!agreed.empty()) {
     std::error_code ignored;
     std::filesystem::remove(save->part_path(t.world_rank), ignored);
-    throw Error(agreed);
+    throw CollectiveError(agreed);  // every rank has it: printed once
   }
   std::string error;
   if (t.world_rank == 0) error = error_message_of([&] { write_master(*save); });
