@@ -52,7 +52,7 @@ class BackgroundSaver {
   std::string finish(State state);
   void join();
 
-  const Topology& t_;
+  Topology t_;
   std::string dir_;
   int keep_last_ = 0;
   bool best_ = false;

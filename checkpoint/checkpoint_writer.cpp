@@ -289,6 +289,7 @@ void write_part(const PendingSave& save) {
     for (size_t i = 0; i < save.blocks.size(); ++i) {
       if (i == save.blocks.size() / 2)
         abort_at("save", save.world_rank, "halfway through the save");
+      maybe_inject_fault("save_block", save.world_rank);
       const HostBlock& b = save.blocks[i];
       part.write(b.dataset, b.type, b.slab.count, b.data.get());
     }

@@ -21,7 +21,9 @@
 // Fault injection (tests only; parallel/fault_injection.h): TLS_FAULT_INJECT=<point>_abort_rank<R>
 // makes world rank R call std::abort() at: "save" (halfway through writing its part),
 // "save_durable" (its part durable, not yet reported), "save_master" (rank 0: the checkpoint
-// written under its temporary name, not renamed). TLS_FAULT_INJECT=save_no_space_check skips the
+// written under its temporary name, not renamed); TLS_FAULT_INJECT=save_block_abort_rank<R> kills
+// rank R by SIGKILL as it starts writing its third block, save_block_throw_rank<R> makes that
+// write fail with an error instead. TLS_FAULT_INJECT=save_no_space_check skips the
 // space check; TLS_FAULT_INJECT=save_slow makes every part write sleep 2 s first.
 #pragma once
 

@@ -1,6 +1,8 @@
 // PartFileWriter over HDF5's C API (1.8 file format, like version-1 checkpoints).
 #include "checkpoint/part_file.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -55,6 +57,10 @@ PartFileWriter::PartFileWriter(std::string path) : path_(std::move(path)) {
 }
 
 PartFileWriter::~PartFileWriter() {
+  if (!file_.valid()) return;
+  // After a failure: emptying the file first gives a full disk back the space the close needs
+  // to flush HDF5's metadata (a failed close leaves the library unable to shut down cleanly).
+  [[maybe_unused]] const int status = ::truncate(path_.c_str(), 0);
   QuietHdf5 quiet;
   file_.reset();
 }
