@@ -38,18 +38,40 @@ void BackgroundSaver::start(const std::string& dir, int keep_last,
   dir_ = dir;
   keep_last_ = keep_last;
   best_ = best;
+  phase_ = Phase::parts;
+  run_in_background(&BackgroundSaver::write_this_part);
+}
+
+void BackgroundSaver::run_in_background(void (BackgroundSaver::*step)()) {
+  join();
   error_.clear();
   state_ = running;
-  writer_ = std::thread([this] {
-    // No MPI here: the part file is this rank's alone.
+  writer_ = std::thread([this, step] {
+    // No MPI here: the files each step writes are this rank's alone.
     try {
-      write_part(*save_);
+      (this->*step)();
       state_ = done;
     } catch (const std::exception& e) {
       error_ = e.what();
       state_ = failed;
     }
   });
+}
+
+void BackgroundSaver::write_this_part() { write_part(*save_); }
+
+void BackgroundSaver::complete_on_rank0() {
+  write_master(*save_);
+  if (fault_rank("save_link") == 0) {
+    std::fprintf(stderr, "%s: rank 0 aborts before checkpoint_last names the new checkpoint\n",
+                 kFaultInjectVariable);
+    std::fflush(stderr);
+    std::abort();
+  }
+  const std::string name = std::filesystem::path(save_->path).filename().string();
+  point_last_at(dir_, name);
+  if (best_) point_best_at(dir_, name);
+  prune_checkpoints(dir_, keep_last_);
 }
 
 BackgroundSaver::State BackgroundSaver::agreed_state() {
@@ -59,44 +81,40 @@ BackgroundSaver::State BackgroundSaver::agreed_state() {
 std::string BackgroundSaver::poll() {
   if (save_ == nullptr) return "";
   const State state = agreed_state();
-  return state == running ? "" : finish(state);
+  return state == running ? "" : advance(state);
 }
 
 std::string BackgroundSaver::wait() {
-  if (save_ == nullptr) return "";
-  join();  // this rank's part is written (or failed); the others finish theirs
-  return finish(agreed_state());
+  while (save_ != nullptr) {
+    join();  // this rank's step is over; the others finish theirs
+    const std::string path = advance(agreed_state());
+    if (!path.empty()) return path;
+  }
+  return "";
 }
 
-std::string BackgroundSaver::finish(State state) {
+std::string BackgroundSaver::advance(State state) {
   join();
+  if (state == failed) return fail();
+  if (phase_ == Phase::parts) {  // every part is durable: rank 0 writes the checkpoint
+    phase_ = Phase::checkpoint;
+    if (t_.world_rank == 0) run_in_background(&BackgroundSaver::complete_on_rank0);
+    return "";
+  }
   std::unique_ptr<PendingSave> save = std::move(save_);
-  std::string error = state == failed ? error_ : "";
-  if (state == done && t_.world_rank == 0) {
-    error = error_message_of([&] {
-      write_master(*save);
-      if (fault_rank("save_link") == 0) {
-        std::fprintf(stderr, "%s: rank 0 aborts before checkpoint_last names the new checkpoint\n",
-                     kFaultInjectVariable);
-        std::fflush(stderr);
-        std::abort();
-      }
-      const std::string name = std::filesystem::path(save->path).filename().string();
-      point_last_at(dir_, name);
-      if (best_) point_best_at(dir_, name);
-      prune_checkpoints(dir_, keep_last_);
-    });
-  }
-  const std::string agreed = error_message_of([&] { throw_if_any_rank_failed(*t_.world, error); });
-  if (!agreed.empty()) {
-    // A part is only ever named by its own checkpoint: without one, it is of no use.
-    std::error_code ignored;
-    if (!std::filesystem::exists(save->path))
-      std::filesystem::remove(save->part_path(t_.world_rank), ignored);
-    throw CollectiveError(agreed);  // every rank has it: printed once
-  }
   spare_ = std::move(save->blocks);
   return save->path;
+}
+
+std::string BackgroundSaver::fail() {
+  std::unique_ptr<PendingSave> save = std::move(save_);
+  const std::string error = state_ == failed ? error_ : "";
+  const std::string agreed = error_message_of([&] { throw_if_any_rank_failed(*t_.world, error); });
+  // A part is only ever named by its own checkpoint: without one, it is of no use.
+  std::error_code ignored;
+  if (!std::filesystem::exists(save->path))
+    std::filesystem::remove(save->part_path(t_.world_rank), ignored);
+  throw CollectiveError(agreed);  // every rank has it: printed once
 }
 
 }  // namespace tls

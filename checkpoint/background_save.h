@@ -1,10 +1,12 @@
 // Saving while training goes on (docs/DESIGN.md section 5). start() blocks the caller only while
 // every rank copies its state to host memory (checkpoint_writer.h's begin_save); a background
 // thread per rank then writes that rank's part file. poll(), called once per training step, is
-// one small allreduce: when every rank's part is durable, rank 0 writes the checkpoint, points
-// checkpoint_last.h5 (and checkpoint_best.h5 when asked) at it and prunes to --keep-last. wait()
-// blocks until the save in flight is complete; the next start() waits for it first, so two saves
-// never overlap and HDF5 (not thread-safe) is only ever used by one thread at a time.
+// one small allreduce: once every rank's part is durable, rank 0 starts a second background step
+// that writes the checkpoint, points checkpoint_last.h5 (and checkpoint_best.h5 when asked) at it
+// and prunes to --keep-last; the poll that sees that step done completes the save on every rank.
+// wait() blocks until the save in flight is complete; the next start() waits for it first, so
+// two saves never overlap and HDF5 (not thread-safe) is only ever used by one thread at a time
+// (the training loop does not use HDF5 while a save is in flight).
 //
 // A failed write on any rank (a full disk) is seen by every rank at the next poll() or wait(),
 // which waits for its own rank's writer, deletes this save's part files and throws the failing
@@ -46,10 +48,16 @@ class BackgroundSaver {
 
  private:
   enum State : int { done = 0, running = 1, failed = 2 };
+  enum class Phase { parts, checkpoint };
   // Collective: the state every rank agrees on (the worst).
   State agreed_state();
-  // Collective: completes (rank 0 writes the checkpoint and the links) or fails the save.
-  std::string finish(State state);
+  // Collective: the next step once every rank agreed on `state` (done or failed).
+  std::string advance(State state);
+  // Rank 0, on the background thread: the checkpoint, the links, the pruning.
+  void complete_on_rank0();
+  std::string fail();
+  void run_in_background(void (BackgroundSaver::*step)());
+  void write_this_part();
   void join();
 
   Topology t_;
@@ -57,6 +65,7 @@ class BackgroundSaver {
   int keep_last_ = 0;
   bool best_ = false;
   std::unique_ptr<PendingSave> save_;
+  Phase phase_ = Phase::parts;
   std::vector<HostBlock> spare_;  // the last save's buffers, reused by the next
   std::thread writer_;
   std::atomic<int> state_{done};

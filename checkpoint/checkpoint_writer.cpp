@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -142,7 +143,7 @@ HostBlock host_block(const std::string& dataset, const Hyperslab& slab, DType ty
       break;
     }
   }
-  if (b.data == nullptr) b.data.reset(new char[std::max<size_t>(b.bytes, 1)]);
+  if (b.data == nullptr) b.data.reset(new char[b.bytes + PartFileWriter::kSlackBytes]);
   if (local.device() == Device::cpu && local.dtype() == type) {
     std::memcpy(b.data.get(), local.raw(), b.bytes);
     return b;
@@ -286,12 +287,20 @@ void write_part(const PendingSave& save) {
   const std::string path = save.part_path(save.world_rank);
   const std::string error = error_message_of([&] {
     PartFileWriter part(path);
+    // The next block's checksums are computed on another thread while this block is written.
+    auto checksums = [&](size_t i) {
+      const HostBlock& b = save.blocks[i];
+      return PartFileWriter::checksums(b.type, b.slab.count, b.data.get());
+    };
+    std::future<std::vector<uint32_t>> next = std::async(std::launch::async, checksums, 0);
     for (size_t i = 0; i < save.blocks.size(); ++i) {
+      std::vector<uint32_t> sums = next.get();
+      if (i + 1 < save.blocks.size()) next = std::async(std::launch::async, checksums, i + 1);
       if (i == save.blocks.size() / 2)
         abort_at("save", save.world_rank, "halfway through the save");
       maybe_inject_fault("save_block", save.world_rank);
       const HostBlock& b = save.blocks[i];
-      part.write(b.dataset, b.type, b.slab.count, b.data.get());
+      part.write(b.dataset, b.type, b.slab.count, b.data.get(), sums);
     }
     part.close();
   });

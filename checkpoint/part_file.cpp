@@ -78,8 +78,67 @@ void PartFileWriter::check(herr_t status, const std::string& what) const {
                     : ""));
 }
 
+namespace {
+
+// The chunks of a block in file order: each one's byte offset in the data, its bytes (less than
+// `chunk_bytes` for an edge chunk) and its offset in the dataset. Chunks are
+// [1, ..., 1, k, whole trailing dims], so each is one contiguous run of the data.
+struct ChunkPlace {
+  size_t at = 0, bytes = 0;
+  std::vector<hsize_t> offset;
+};
+
+std::vector<ChunkPlace> chunk_places(const std::vector<int64_t>& shape, size_t element,
+                                     size_t& chunk_bytes) {
+  const std::vector<int64_t> chunk = part_chunk_shape(shape, element);
+  const size_t cut = cut_dimension(shape, element);
+  int64_t row = 1, total = 1;  // row: elements of one row of the cut dimension
+  for (size_t j = cut + 1; j < shape.size(); ++j) row *= shape[j];
+  for (int64_t d : shape) total *= d;
+  chunk_bytes = static_cast<size_t>(chunk[cut] * row) * element;
+  std::vector<ChunkPlace> places;
+  const int64_t outer = total / (shape[cut] * row);  // rows of the dimensions before `cut`
+  for (int64_t o = 0; o < outer; ++o) {
+    std::vector<hsize_t> offset(shape.size(), 0);
+    int64_t rest = o;
+    for (size_t i = cut; i-- > 0;) {
+      offset[i] = static_cast<hsize_t>(rest % shape[i]);
+      rest /= shape[i];
+    }
+    for (int64_t k = 0; k < shape[cut]; k += chunk[cut]) {
+      offset[cut] = static_cast<hsize_t>(k);
+      places.push_back({static_cast<size_t>((o * shape[cut] + k) * row) * element,
+                        static_cast<size_t>(std::min(chunk[cut], shape[cut] - k) * row) * element,
+                        offset});
+    }
+  }
+  return places;
+}
+
+}  // namespace
+
+std::vector<uint32_t> PartFileWriter::checksums(DType type, const std::vector<int64_t>& shape,
+                                                const char* data) {
+  int64_t total = 1;
+  for (int64_t d : shape) total *= d;
+  if (shape.empty() || total == 0) return {};
+  size_t chunk_bytes = 0;
+  std::vector<uint32_t> sums;
+  std::vector<char> padded;
+  for (const ChunkPlace& c : chunk_places(shape, dtype_size(type), chunk_bytes)) {
+    if (c.bytes == chunk_bytes) {
+      sums.push_back(fletcher32(data + c.at, chunk_bytes));
+    } else {  // an edge chunk is stored padded with zeros to the whole chunk
+      padded.assign(chunk_bytes, 0);
+      std::memcpy(padded.data(), data + c.at, c.bytes);
+      sums.push_back(fletcher32(padded.data(), chunk_bytes));
+    }
+  }
+  return sums;
+}
+
 void PartFileWriter::write(const std::string& name, DType type, const std::vector<int64_t>& shape,
-                           const void* data) {
+                           char* data, const std::vector<uint32_t>& sums) {
   QuietHdf5 quiet;
   const std::string what = "write dataset '" + name + "'";
   const size_t element = dtype_size(type);
@@ -92,9 +151,9 @@ void PartFileWriter::write(const std::string& name, DType type, const std::vecto
   Hdf5Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
   check(H5Pset_create_intermediate_group(lcpl.get(), 1), what);
   Hdf5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
-  const std::vector<int64_t> chunk = part_chunk_shape(shape, element);
   const bool chunked = rank > 0 && total > 0;
   if (chunked) {
+    const std::vector<int64_t> chunk = part_chunk_shape(shape, element);
     const std::vector<hsize_t> c(chunk.begin(), chunk.end());
     check(H5Pset_chunk(dcpl.get(), rank, c.data()), what + " (chunking)");
     check(H5Pset_fletcher32(dcpl.get()), what + " (checksum)");
@@ -111,38 +170,27 @@ void PartFileWriter::write(const std::string& name, DType type, const std::vecto
       check(H5Dwrite(dataset.get(), file_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), what);
     return;
   }
-  // Chunks follow each other in the data in row-major order of the chunk grid.
-  const size_t cut = cut_dimension(shape, element);
-  int64_t row = 1;  // elements of one row of the cut dimension
-  for (size_t j = cut + 1; j < shape.size(); ++j) row *= shape[j];
-  const int64_t chunk_elements = chunk[cut] * row;
-  const size_t chunk_bytes = static_cast<size_t>(chunk_elements) * element;
-  chunk_.resize(chunk_bytes + 4);
-  const char* p = static_cast<const char*>(data);
-  std::vector<hsize_t> offset(shape.size(), 0);
-  const int64_t outer = total / (shape[cut] * row);  // rows of the dimensions before `cut`
-  for (int64_t o = 0; o < outer; ++o) {
-    int64_t rest = o;
-    for (size_t i = cut; i-- > 0;) {
-      offset[i] = static_cast<hsize_t>(rest % shape[i]);
-      rest /= shape[i];
+  size_t chunk_bytes = 0;
+  const std::vector<ChunkPlace> places = chunk_places(shape, element, chunk_bytes);
+  if (sums.size() != places.size())
+    throw Error("checkpoint part '" + path_ + "': " + what + ": " + std::to_string(sums.size()) +
+                " checksums for " + std::to_string(places.size()) + " chunks");
+  for (size_t i = 0; i < places.size(); ++i) {
+    char* chunk_data = data + places[i].at;
+    if (places[i].bytes < chunk_bytes) {
+      chunk_.assign(chunk_bytes + 4, 0);
+      std::memcpy(chunk_.data(), chunk_data, places[i].bytes);
+      chunk_data = chunk_.data();
     }
-    for (int64_t k = 0; k < shape[cut]; k += chunk[cut]) {
-      offset[cut] = static_cast<hsize_t>(k);
-      const int64_t rows = std::min(chunk[cut], shape[cut] - k);
-      const size_t bytes = static_cast<size_t>(rows * row) * element;
-      const char* source = p + static_cast<size_t>((o * shape[cut] + k) * row) * element;
-      // The checksum follows the chunk's data: copied next to it (an edge chunk is padded with
-      // zeros to the full chunk, as HDF5 stores it).
-      std::memcpy(chunk_.data(), source, bytes);
-      if (bytes < chunk_bytes) std::memset(chunk_.data() + bytes, 0, chunk_bytes - bytes);
-      const uint32_t sum = fletcher32(chunk_.data(), chunk_bytes);
-      for (int b = 0; b < 4; ++b)
-        chunk_[chunk_bytes + static_cast<size_t>(b)] = static_cast<char>((sum >> (8 * b)) & 0xff);
-      check(H5Dwrite_chunk(dataset.get(), H5P_DEFAULT, 0, offset.data(), chunk_bytes + 4,
-                           chunk_.data()),
-            what);
-    }
+    // The checksum goes right after the chunk's data, over 4 bytes saved and put back after.
+    char* tail = chunk_data + chunk_bytes;
+    char saved[4];
+    std::memcpy(saved, tail, 4);
+    for (int b = 0; b < 4; ++b) tail[b] = static_cast<char>((sums[i] >> (8 * b)) & 0xff);
+    const herr_t status = H5Dwrite_chunk(dataset.get(), H5P_DEFAULT, 0, places[i].offset.data(),
+                                         chunk_bytes + 4, chunk_data);
+    std::memcpy(tail, saved, 4);
+    check(status, what);
   }
 }
 

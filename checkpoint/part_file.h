@@ -27,9 +27,17 @@ class PartFileWriter {
   PartFileWriter(const PartFileWriter&) = delete;
   PartFileWriter& operator=(const PartFileWriter&) = delete;
 
-  // Dataset `name` of `shape` holding `data` (row-major, elements of `type`: f32 or f64).
-  void write(const std::string& name, DType type, const std::vector<int64_t>& shape,
-             const void* data);
+  // The Fletcher32 checksum of each chunk of a block, in the order write() stores them; pure, so
+  // the next block's can be computed on another thread while this one's are written.
+  static std::vector<uint32_t> checksums(DType type, const std::vector<int64_t>& shape,
+                                         const char* data);
+  // Dataset `name` of `shape` holding `data` (row-major, elements of `type`: f32 or f64) with
+  // its chunks' `sums`. The 4 bytes after each chunk take its checksum while it is written (then
+  // get their values back), so `data` must have kSlackBytes writable bytes after its end and no
+  // other thread may read it meanwhile.
+  static constexpr size_t kSlackBytes = 4;
+  void write(const std::string& name, DType type, const std::vector<int64_t>& shape, char* data,
+             const std::vector<uint32_t>& sums);
   // Flushes, closes and fsyncs the file: once this returns the part is durable.
   void close();
   const std::string& path() const { return path_; }

@@ -68,16 +68,24 @@ TEST(PartFile, ReadsBackExactlyWithItsChecksumsVerified) {
   testing::TempDir dir;
   const std::string path = dir.file("p.h5");
   // Edge chunks (1500 rows of 1000 floats: 1048 rows per 4 MiB chunk), a 5-d block, float64.
-  std::vector<float> a(1500 * 1000);
+  std::vector<float> a(1500 * 1000 + 1);  // one float of slack for the checksums
   for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i) * 0.5f - 3.0f;
-  std::vector<double> b(1 * 2 * 1 * 1 * 8);
+  std::vector<double> b(1 * 2 * 1 * 1 * 8 + 1);
   for (size_t i = 0; i < b.size(); ++i) b[i] = 1.0 / static_cast<double>(i + 1);
   {
     PartFileWriter w(path);
-    w.write("/model/a", DType::f32, {1500, 1000}, a.data());
-    w.write("/optimizer/exp_avg/b", DType::f64, {1, 2, 1, 1, 8}, b.data());
+    char* pa = reinterpret_cast<char*>(a.data());
+    char* pb = reinterpret_cast<char*>(b.data());
+    w.write("/model/a", DType::f32, {1500, 1000}, pa,
+            PartFileWriter::checksums(DType::f32, {1500, 1000}, pa));
+    w.write("/optimizer/exp_avg/b", DType::f64, {1, 2, 1, 1, 8}, pb,
+            PartFileWriter::checksums(DType::f64, {1, 2, 1, 1, 8}, pb));
     w.close();
   }
+  const std::vector<float> a_before = a;
+  a.pop_back();
+  b.pop_back();
+  EXPECT_EQ(std::vector<float>(a_before.begin(), a_before.end() - 1), a) << "the data changed";
   Hdf5Reader file(path);
   EXPECT_TRUE(file.has_checksum("/model/a"));
   EXPECT_EQ(file.read_floats("/model/a"), a);
