@@ -71,26 +71,29 @@ void BackgroundSaver::complete_on_rank0() {
   const std::string name = std::filesystem::path(save_->path).filename().string();
   point_last_at(dir_, name);
   if (best_) point_best_at(dir_, name);
-  prune_checkpoints(dir_, keep_last_);
+  to_delete_ = files_to_prune(dir_, keep_last_);
 }
+
+void BackgroundSaver::prune_on_rank0() { delete_files(dir_, to_delete_); }
 
 BackgroundSaver::State BackgroundSaver::agreed_state() {
   return static_cast<State>(static_cast<int>(t_.world->allreduce_max(state_.load())));
 }
 
 std::string BackgroundSaver::poll() {
-  if (save_ == nullptr) return "";
+  if (!in_flight()) return "";
   const State state = agreed_state();
   return state == running ? "" : advance(state);
 }
 
 std::string BackgroundSaver::wait() {
-  while (save_ != nullptr) {
+  std::string completed;
+  while (in_flight()) {
     join();  // this rank's step is over; the others finish theirs
     const std::string path = advance(agreed_state());
-    if (!path.empty()) return path;
+    if (!path.empty()) completed = path;
   }
-  return "";
+  return completed;
 }
 
 std::string BackgroundSaver::advance(State state) {
@@ -101,6 +104,13 @@ std::string BackgroundSaver::advance(State state) {
     if (t_.world_rank == 0) run_in_background(&BackgroundSaver::complete_on_rank0);
     return "";
   }
+  if (phase_ == Phase::pruning) {
+    phase_ = Phase::parts;
+    return "";
+  }
+  // The checkpoint is complete and named: what is left is housekeeping.
+  phase_ = Phase::pruning;
+  if (t_.world_rank == 0) run_in_background(&BackgroundSaver::prune_on_rank0);
   std::unique_ptr<PendingSave> save = std::move(save_);
   spare_ = std::move(save->blocks);
   return save->path;
@@ -108,11 +118,12 @@ std::string BackgroundSaver::advance(State state) {
 
 std::string BackgroundSaver::fail() {
   std::unique_ptr<PendingSave> save = std::move(save_);
+  phase_ = Phase::parts;
   const std::string error = state_ == failed ? error_ : "";
   const std::string agreed = error_message_of([&] { throw_if_any_rank_failed(*t_.world, error); });
   // A part is only ever named by its own checkpoint: without one, it is of no use.
   std::error_code ignored;
-  if (!std::filesystem::exists(save->path))
+  if (save != nullptr && !std::filesystem::exists(save->path))
     std::filesystem::remove(save->part_path(t_.world_rank), ignored);
   throw CollectiveError(agreed);  // every rank has it: printed once
 }

@@ -2,8 +2,11 @@
 // every rank copies its state to host memory (checkpoint_writer.h's begin_save); a background
 // thread per rank then writes that rank's part file. poll(), called once per training step, is
 // one small allreduce: once every rank's part is durable, rank 0 starts a second background step
-// that writes the checkpoint, points checkpoint_last.h5 (and checkpoint_best.h5 when asked) at it
-// and prunes to --keep-last; the poll that sees that step done completes the save on every rank.
+// that writes the checkpoint and points checkpoint_last.h5 (and checkpoint_best.h5 when asked) at
+// it and lists what pruning to --keep-last deletes; the poll that sees that step done completes
+// the save on every rank. Rank 0 then deletes those files on the same thread (deleting a large
+// checkpoint takes a while; no HDF5 there); the next start() or wait() waits for the deleting and
+// reports its failure.
 // wait() blocks until the save in flight is complete; the next start() waits for it first, so
 // two saves never overlap and HDF5 (not thread-safe) is only ever used by one thread at a time
 // (the training loop does not use HDF5 while a save is in flight).
@@ -23,6 +26,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "checkpoint/checkpoint_writer.h"
 
@@ -44,17 +48,18 @@ class BackgroundSaver {
   std::string poll();
   // Collective. Blocks until the save in flight (if any) is complete; returns its path or "".
   std::string wait();
-  bool in_flight() const { return save_ != nullptr; }
+  bool in_flight() const { return save_ != nullptr || phase_ == Phase::pruning; }
 
  private:
   enum State : int { done = 0, running = 1, failed = 2 };
-  enum class Phase { parts, checkpoint };
+  enum class Phase { parts, checkpoint, pruning };
   // Collective: the state every rank agrees on (the worst).
   State agreed_state();
   // Collective: the next step once every rank agreed on `state` (done or failed).
   std::string advance(State state);
-  // Rank 0, on the background thread: the checkpoint, the links, the pruning.
+  // Rank 0, on the background thread: the checkpoint and the links; then the pruning.
   void complete_on_rank0();
+  void prune_on_rank0();
   std::string fail();
   void run_in_background(void (BackgroundSaver::*step)());
   void write_this_part();
@@ -70,6 +75,7 @@ class BackgroundSaver {
   std::thread writer_;
   std::atomic<int> state_{done};
   std::string error_;  // written by the writer before state_ becomes failed
+  std::vector<std::string> to_delete_;  // rank 0: what pruning deletes
 };
 
 }  // namespace tls

@@ -87,45 +87,17 @@ std::string parts_named_by(const fs::path& checkpoint, bool& readable) {
   }
 }
 
-// Deletes the part files that no checkpoint in dir names.
-void prune_parts(const std::string& dir) {
-  static const std::regex part("(checkpoint_([0-9]+)\\.[0-9a-f]+)\\.part[0-9]+\\.h5");
-  std::set<std::string> named;
-  std::set<std::string> unreadable_steps;
-  std::error_code ec;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
-    const std::string file = e.path().filename().string();
-    static const std::regex checkpoint("checkpoint_([0-9]+|best)\\.h5");
-    std::smatch m;
-    if (!std::regex_match(file, m, checkpoint)) continue;
-    bool readable = true;
-    const std::string prefix = parts_named_by(e.path(), readable);
-    if (!prefix.empty()) named.insert(prefix);
-    if (!readable && m[1] == "best") return;  // which parts it needs is unknown: keep all
-    if (!readable) unreadable_steps.insert(m[1]);
-  }
-  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
-    const std::string file = e.path().filename().string();
-    std::smatch m;
-    if (!std::regex_match(file, m, part)) continue;
-    if (named.count(m[1]) != 0 || unreadable_steps.count(m[2]) != 0) continue;
-    std::error_code removed;
-    fs::remove(e.path(), removed);
-    if (removed)
-      throw Error("cannot delete the unused checkpoint part '" + e.path().string() +
-                  "': " + removed.message());
-  }
-}
-
 }  // namespace
 
-void prune_checkpoints(const std::string& dir, int keep_last) {
+std::vector<std::string> files_to_prune(const std::string& dir, int keep_last) {
+  std::vector<std::string> out;
   std::error_code ec;
   // Temporary files of interrupted saves (ours are renamed by now; only one job owns a dir).
   static const std::regex leftover("checkpoint_(last|best|[0-9]+)\\.h5\\.tmp-[0-9]+");
   for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
-    if (std::regex_match(e.path().filename().string(), leftover)) fs::remove(e.path(), ec);
+    if (std::regex_match(e.path().filename().string(), leftover)) out.push_back(e.path().string());
   }
+  std::set<std::string> checkpoints;  // to delete, so their parts go too
   if (keep_last > 0) {
     std::vector<int64_t> steps = checkpoint_steps(dir);
     const fs::path last = fs::read_symlink(fs::path(dir) / kLastCheckpointName, ec);
@@ -133,14 +105,42 @@ void prune_checkpoints(const std::string& dir, int keep_last) {
     for (size_t i = 0; i + keep < steps.size(); ++i) {
       const std::string name = checkpoint_file_name(steps[i]);
       if (name == last.filename().string()) continue;
-      fs::remove(fs::path(dir) / name, ec);
-      if (ec)
-        throw Error("cannot delete the old checkpoint '" + (fs::path(dir) / name).string() +
-                    "': " + ec.message());
+      out.push_back((fs::path(dir) / name).string());
+      checkpoints.insert(name);
     }
   }
-  prune_parts(dir);
+  // Parts named by no checkpoint that stays (checkpoint_best.h5 included).
+  std::set<std::string> kept;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string file = e.path().filename().string();
+    if (checkpoints.count(file) != 0) continue;
+    static const std::regex checkpoint("checkpoint_([0-9]+|best)\\.h5");
+    if (!std::regex_match(file, checkpoint)) continue;
+    bool readable = true;
+    const std::string prefix = parts_named_by(e.path(), readable);
+    if (!readable) return out;  // keep every part rather than guess
+    kept.insert(prefix);
+  }
+  static const std::regex part("(checkpoint_[0-9]+\\.[0-9a-f]+)\\.part[0-9]+\\.h5");
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string file = e.path().filename().string();
+    std::smatch m;
+    if (std::regex_match(file, m, part) && kept.count(m[1]) == 0) out.push_back(e.path().string());
+  }
+  return out;
+}
+
+void delete_files(const std::string& dir, const std::vector<std::string>& files) {
+  for (const std::string& file : files) {
+    std::error_code ec;
+    fs::remove(file, ec);
+    if (ec) throw Error("cannot delete the old checkpoint file '" + file + "': " + ec.message());
+  }
   fsync_directory(dir);
+}
+
+void prune_checkpoints(const std::string& dir, int keep_last) {
+  delete_files(dir, files_to_prune(dir, keep_last));
 }
 
 std::string save_to_directory(const std::string& dir, int keep_last,

@@ -41,5 +41,9 @@ void point_last_at(const std::string& dir, const std::string& file_name);
 // Gives the complete checkpoint `file_name` (in dir) the name checkpoint_best.h5, atomically.
 void point_best_at(const std::string& dir, const std::string& file_name);
 void prune_checkpoints(const std::string& dir, int keep_last);
+// prune_checkpoints in two steps: what to delete (reads the checkpoints' part lists with HDF5),
+// then the deleting (file system calls only, so it may run beside HDF5 use on another thread).
+std::vector<std::string> files_to_prune(const std::string& dir, int keep_last);
+void delete_files(const std::string& dir, const std::vector<std::string>& files);
 
 }  // namespace tls

@@ -4,6 +4,8 @@
 // running dependency of the textbook loop, which the compiler vectorises (AVX2 where the CPU has it).
 #include "checkpoint/fletcher32.h"
 
+#include <cstring>
+
 namespace tls {
 namespace {
 
@@ -21,7 +23,9 @@ template <class Unused = void>
 inline void block_sums(const uint8_t* q, uint32_t n, uint32_t& plain, uint32_t& weighted) {
   uint32_t a = 0, b = 0;
   for (uint32_t j = 0; j < n; ++j) {
-    const uint32_t w = (uint32_t{q[2 * j]} << 8) | q[2 * j + 1];
+    uint16_t v;
+    std::memcpy(&v, q + 2 * j, 2);
+    const uint32_t w = __builtin_bswap16(v);  // big-endian words
     a += w;
     b += (n - j) * w;
   }
