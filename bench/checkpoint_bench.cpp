@@ -188,6 +188,7 @@ int main(int argc, char** argv) {
         blocked += now() - start;
       }
       const double total = now() - begin;
+      saver.wait();  // rank 0 deletes what pruning removes once the save is complete
       blocked = t.world->allreduce_max(blocked);
       if (blocked < best_blocked) {
         best_blocked = blocked;
