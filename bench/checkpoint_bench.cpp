@@ -13,9 +13,10 @@
 //              fsync to a file of its own;
 //   read       load_checkpoint of the whole state, each rank its blocks, checksums verified (may
 //              come from the page cache);
-//   blocked    a background save as training makes it: start(), then 20 ms "steps" (sleeps),
-//              each followed by poll(), until the save is complete; the time spent inside start()
-//              and the polls is what the training steps lose.
+//   blocked    a background save as training makes it: start(), then 20 ms "steps" (sleeps, then
+//              a barrier as a step's collectives would), each followed by poll(), until the save
+//              is complete; the time spent inside start() and the polls is what the training
+//              steps lose.
 // Prints a markdown table on rank 0 (--header: the heading lines too). Usage:
 //   mpiexec -n N checkpoint_bench [--dir D] [--layers L] [--d-model D] [--d-inner F]
 //                                 [--mem-len M] [--reps R] [--header]
@@ -183,6 +184,7 @@ int main(int argc, char** argv) {
       int n = 0;
       for (bool done = false; !done; ++n) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        t.world->barrier();  // a step's own collectives keep the ranks in step
         start = now();
         done = !saver.poll().empty();
         blocked += now() - start;
