@@ -149,7 +149,8 @@ int main(int argc, char** argv) {
     }
     const std::string save_dir = dir + "/checkpoint_bench";
     const std::string plain = dir + "/checkpoint_bench_plain." + std::to_string(t.world_rank);
-    double best_save = 1e30, best_write = 1e30, best_read = 1e30, best_plain = 1e30, best_blocked = 1e30;
+    double best_save = 1e30, best_write = 1e30, best_read = 1e30, best_plain = 1e30,
+           best_blocked = 1e30;
     double background = 0;
     int polls = 0;
     BackgroundSaver saver(t);

@@ -8,9 +8,9 @@
 
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/durable_files.h"
+#include "kernels/error.h"
 #include "parallel/fault_injection.h"
 #include "parallel/rank_agreement.h"
-#include "kernels/error.h"
 
 namespace tls {
 
@@ -32,7 +32,8 @@ void BackgroundSaver::start(const std::string& dir, int keep_last,
     if (ec) error = "cannot create the save directory '" + dir + "': " + ec.message();
   }
   throw_if_any_rank_failed(*t_.world, error);
-  const std::string path = (std::filesystem::path(dir) / checkpoint_file_name(contents.step)).string();
+  const std::string path =
+      (std::filesystem::path(dir) / checkpoint_file_name(contents.step)).string();
   save_ = begin_save(path, contents, t_, ops, std::move(spare_));
   spare_.clear();
   dir_ = dir;

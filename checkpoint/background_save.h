@@ -74,7 +74,7 @@ class BackgroundSaver {
   std::vector<HostBlock> spare_;  // the last save's buffers, reused by the next
   std::thread writer_;
   std::atomic<int> state_{done};
-  std::string error_;  // written by the writer before state_ becomes failed
+  std::string error_;                   // written by the writer before state_ becomes failed
   std::vector<std::string> to_delete_;  // rank 0: what pruning deletes
 };
 

@@ -11,8 +11,8 @@
 #include "checkpoint/background_save.h"
 #include "checkpoint/durable_files.h"
 #include "checkpoint/hdf5_reader.h"
-#include "parallel/rank_agreement.h"
 #include "kernels/error.h"
+#include "parallel/rank_agreement.h"
 
 namespace tls {
 namespace fs = std::filesystem;

@@ -9,8 +9,8 @@
 #include <sstream>
 
 #include "checkpoint/golden.h"
-#include "parallel/rank_agreement.h"
 #include "kernels/error.h"
+#include "parallel/rank_agreement.h"
 
 namespace tls {
 namespace {
@@ -59,8 +59,7 @@ class PartFiles {
       throw Error(where + "part file name '" + printable(name) + "' is not a file name");
     const std::string path =
         (std::filesystem::path(directory_of_file(checkpoint_)) / name).string();
-    if (!std::filesystem::exists(path))
-      throw Error(where + "part file '" + path + "' is missing");
+    if (!std::filesystem::exists(path)) throw Error(where + "part file '" + path + "' is missing");
     try {
       return *files_.emplace(name, std::make_unique<Hdf5Reader>(path)).first->second;
     } catch (const Error& e) {

@@ -1,11 +1,10 @@
 // The three steps of a save (checkpoint_writer.h). Layout of the data: checkpoint_contents.h.
 #include "checkpoint/checkpoint_writer.h"
 
-#include <cmath>
-
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -19,10 +18,10 @@
 #include "checkpoint/golden.h"
 #include "checkpoint/hdf5_writer.h"
 #include "checkpoint/part_file.h"
-#include "parallel/rank_agreement.h"
+#include "kernels/error.h"
 #include "parallel/fault_injection.h"
 #include "parallel/mpi_comm.h"
-#include "kernels/error.h"
+#include "parallel/rank_agreement.h"
 
 namespace tls {
 namespace {
@@ -128,7 +127,6 @@ std::string space_problem(const std::string& path, int64_t needed) {
          " free";
 }
 
-
 // Copies `local` into a host block of the file's type.
 HostBlock host_block(const std::string& dataset, const Hyperslab& slab, DType type,
                      const Tensor& local, Ops& ops, std::vector<HostBlock>& reuse) {
@@ -170,8 +168,8 @@ std::vector<HostBlock> copy_blocks(const CheckpointContents& c, const Topology& 
     if (c.has_optimizer()) {
       blocks.push_back(
           host_block("/optimizer/exp_avg/" + p.name, slab, type, (*c.exp_avg)[i], ops, reuse));
-      blocks.push_back(host_block("/optimizer/exp_avg_sq/" + p.name, slab, type,
-                                  (*c.exp_avg_sq)[i], ops, reuse));
+      blocks.push_back(host_block("/optimizer/exp_avg_sq/" + p.name, slab, type, (*c.exp_avg_sq)[i],
+                                  ops, reuse));
     }
   }
   if (c.caches != nullptr && t.tp_rank == 0) {
@@ -255,8 +253,7 @@ int64_t checkpoint_file_bytes(const CheckpointContents& c, const Topology& t) {
 }
 
 std::unique_ptr<PendingSave> begin_save(const std::string& path, const CheckpointContents& contents,
-                                        const Topology& t, Ops& ops,
-                                        std::vector<HostBlock> reuse) {
+                                        const Topology& t, Ops& ops, std::vector<HostBlock> reuse) {
   throw_if_any_rank_failed(*t.world, check_contents(contents, t));
   std::string error;
   if (t.world_rank == 0) error = space_problem(path, checkpoint_file_bytes(contents, t));
@@ -332,8 +329,9 @@ void write_master(const PendingSave& save) {
       std::vector<int64_t> shape(rank), start(rank), count(rank);
       for (auto* v : {&shape, &start, &count})
         for (int64_t& x : *v) in >> x;
-      if (!in) throw Error("checkpoint '" + save.path + "': a garbled block list from rank " +
-                           std::to_string(r));
+      if (!in)
+        throw Error("checkpoint '" + save.path + "': a garbled block list from rank " +
+                    std::to_string(r));
       if (datasets.count(name) == 0) order.push_back(name);
       Dataset& d = datasets[name];
       d.type = f64 != 0 ? DType::f64 : DType::f32;

@@ -53,8 +53,8 @@ struct PendingSave {
   CheckpointContents meta;  // metadata only: the tensor views are cleared
   bool has_optimizer = false, has_caches = false;
   Layout layout;
-  std::vector<HostBlock> blocks;       // this rank's
-  std::vector<std::string> manifest;   // rank 0: every rank's blocks, one line each
+  std::vector<HostBlock> blocks;      // this rank's
+  std::vector<std::string> manifest;  // rank 0: every rank's blocks, one line each
   std::string part_path(int rank) const;
 };
 

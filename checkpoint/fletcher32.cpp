@@ -1,7 +1,8 @@
 // HDF5 folds both sums to 16 bits every 360 words; a fold keeps the value modulo 65535 and keeps
 // it nonzero once it is nonzero. So each sum is its exact total modulo 65535, written as 65535
 // instead of 0 unless every word is zero. That lets the words be summed in blocks without the
-// running dependency of the textbook loop, which the compiler vectorises (AVX2 where the CPU has it).
+// running dependency of the textbook loop, which the compiler vectorises (AVX2 where the CPU has
+// it).
 #include "checkpoint/fletcher32.h"
 
 #include <cstring>
@@ -13,7 +14,6 @@ constexpr uint64_t kModulus = 65535;
 
 // Folds x (> 0) to HDF5's representation: 1..65535.
 uint32_t folded(uint64_t x) { return static_cast<uint32_t>((x - 1) % kModulus + 1); }
-
 
 // Sums of `n` (<= kBlock) big-endian 16-bit words: plain = sum w_j, weighted = sum (n - j) w_j.
 // With n <= 360 both fit 32 bits, so the loop vectorises on 32-bit lanes.

@@ -1,6 +1,6 @@
 // Reading a model's hyperparameters back from a checkpoint's (or golden file's) root attributes,
-// docs/DESIGN.md section 5: `format` = "tls_dist-checkpoint", `format_version` 1 or 2, and every model
-// hyperparameter as an int64 scalar (booleans 0/1, clamps -1 when off).
+// docs/DESIGN.md section 5: `format` = "tls_dist-checkpoint", `format_version` 1 or 2, and every
+// model hyperparameter as an int64 scalar (booleans 0/1, clamps -1 when off).
 #pragma once
 
 #include <string>

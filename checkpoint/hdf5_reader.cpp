@@ -376,8 +376,8 @@ std::vector<VirtualSource> Hdf5Reader::virtual_sources(const std::string& path) 
       throw Error(where("cannot read the mappings of " + what));
     for (int d = 0; d < rank; ++d) {
       s.start.push_back(static_cast<int64_t>(first[static_cast<size_t>(d)]));
-      s.count.push_back(static_cast<int64_t>(last[static_cast<size_t>(d)] -
-                                             first[static_cast<size_t>(d)] + 1));
+      s.count.push_back(
+          static_cast<int64_t>(last[static_cast<size_t>(d)] - first[static_cast<size_t>(d)] + 1));
     }
   }
   return sources;

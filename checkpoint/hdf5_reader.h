@@ -1,6 +1,6 @@
 // Hdf5Reader: a small read-only view of one HDF5 file (serial open, HDF5 C API), enough to read
-// checkpoints' attributes and the golden files' datasets (docs/DESIGN.md section 5). Every error is a
-// tls::Error naming the file and the object (dataset, group or attribute) involved.
+// checkpoints' attributes and the golden files' datasets (docs/DESIGN.md section 5). Every error is
+// a tls::Error naming the file and the object (dataset, group or attribute) involved.
 #pragma once
 
 #include <hdf5.h>

@@ -41,8 +41,8 @@ std::vector<int64_t> part_chunk_shape(const std::vector<int64_t>& shape, size_t 
     chunk[j] = std::max<int64_t>(1, shape[j]);
     row *= chunk[j];
   }
-  chunk[cut] = std::clamp<int64_t>(chunk_budget(element_bytes) / row, 1,
-                                   std::max<int64_t>(1, shape[cut]));
+  chunk[cut] =
+      std::clamp<int64_t>(chunk_budget(element_bytes) / row, 1, std::max<int64_t>(1, shape[cut]));
   return chunk;
 }
 

@@ -3,9 +3,9 @@
 // the layout's rules and the corpora are checked, and any rank's refusal stops every rank with
 // one line. Then: resume from <save-dir>/checkpoint_last.h5 by itself when it exists, train to
 // --max-update with logs, validation and checkpoints, and on SIGTERM/SIGUSR1 save at the next
-// step boundary and exit 0. Checkpoints are written in the background (checkpoint/background_save.h):
-// each step asks whether the save in flight is complete; a signal, the end of training and a
-// failure wait for it.
+// step boundary and exit 0. Checkpoints are written in the background
+// (checkpoint/background_save.h): each step asks whether the save in flight is complete; a signal,
+// the end of training and a failure wait for it.
 #include <sys/stat.h>
 
 #include <chrono>
@@ -15,16 +15,16 @@
 
 #include "checkpoint/background_save.h"
 #include "checkpoint/checkpoint_dir.h"
-#include "parallel/rank_agreement.h"
 #include "kernels/cpu/blas_core.h"
+#include "kernels/error.h"
 #include "layers/init.h"
 #include "parallel/mpi_comm.h"
+#include "parallel/rank_agreement.h"
 #include "runtime/commands.h"
-#include "kernels/error.h"
-#include "training/evaluator.h"
-#include "training/metrics_log.h"
 #include "runtime/run_setup.h"
 #include "runtime/signals.h"
+#include "training/evaluator.h"
+#include "training/metrics_log.h"
 
 namespace tls {
 namespace {
@@ -148,9 +148,9 @@ int run_train(const RunOptions& o) {
   auto report = [&](const std::string& path) {
     if (path.empty()) return;
     log.note("saved " + path +
-             (saving_best ? " (the best so far: validation loss " + std::to_string(best_valid_loss) +
-                                ")"
-                          : std::string()));
+             (saving_best
+                  ? " (the best so far: validation loss " + std::to_string(best_valid_loss) + ")"
+                  : std::string()));
   };
   // Starts saving this update's state (after the save in flight); `best` also names it
   // checkpoint_best.h5.

@@ -4,13 +4,14 @@
 // durable, and only then does checkpoint_last.h5 name it; the next start() waits for the save in
 // flight; a write that fails (TLS_FAULT_INJECT=save_block_throw_rank0) fails the save at wait()
 // with one line, leaving the previous checkpoint and no part file behind.
+#include "checkpoint/background_save.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 
-#include "checkpoint/background_save.h"
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/checkpoint_reader.h"
 #include "checkpoint/checkpoint_test_util.h"
@@ -70,7 +71,8 @@ TEST_F(SlowWrites, TrainingGoesOnWhileTheSnapshotIsWritten) {
   load_checkpoint(last_checkpoint_path(dir.path()), loaded, Topology::single(), *ops);
   EXPECT_EQ(loaded.step, 7);
   for (size_t i = 0; i < b.model.parameters().size(); ++i) {
-    EXPECT_TRUE(testing::same_bits(b.model.parameters()[i]->value, want.model.parameters()[i]->value));
+    EXPECT_TRUE(
+        testing::same_bits(b.model.parameters()[i]->value, want.model.parameters()[i]->value));
     EXPECT_TRUE(testing::same_bits(b.optimizer.exp_avg_sq()[i], want.optimizer.exp_avg_sq()[i]));
   }
   EXPECT_TRUE(testing::same_bits(b.state.caches[1], want.state.caches[1]));

@@ -55,15 +55,18 @@ class Damage : public ::testing::Test {
     std::filesystem::create_directories(folder);
     for (const auto& e : std::filesystem::directory_iterator(dir_->path())) {
       const std::string file = e.path().filename().string();
-      if (file == "good.h5" || (file.rfind("good.", 0) == 0 && file.find(".part") != std::string::npos))
+      if (file == "good.h5" ||
+          (file.rfind("good.", 0) == 0 && file.find(".part") != std::string::npos))
         std::filesystem::copy_file(e.path(), folder / file);
     }
     return (folder / "good.h5").string();
   }
   // The part file of a checkpoint saved by one process.
   static std::string part_of(const std::string& checkpoint) {
-    for (const auto& e : std::filesystem::directory_iterator(std::filesystem::path(checkpoint).parent_path()))
-      if (e.path().filename().string().find(".part0.h5") != std::string::npos) return e.path().string();
+    for (const auto& e :
+         std::filesystem::directory_iterator(std::filesystem::path(checkpoint).parent_path()))
+      if (e.path().filename().string().find(".part0.h5") != std::string::npos)
+        return e.path().string();
     return "";
   }
 

@@ -43,9 +43,8 @@ std::vector<std::string> leftovers(const std::string& dir) {
   for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
     const size_t part = name.find(".part");
-    const bool orphan =
-        part != std::string::npos &&
-        !fs::exists(dir + "/" + name.substr(0, name.find('.')) + ".h5");
+    const bool orphan = part != std::string::npos &&
+                        !fs::exists(dir + "/" + name.substr(0, name.find('.')) + ".h5");
     if (name.find(".tmp-") != std::string::npos || orphan) out.push_back(name);
   }
   return out;

@@ -66,8 +66,8 @@ herr_t collect(hid_t group, const char* name, const H5L_info_t*, void* out) {
   H5Sget_simple_extent_dims(space, info.shape.data(), nullptr);
   info.type = H5Dget_type(d);
   hid_t dcpl = H5Dget_create_plist(d);
-  info.fletcher32 = H5Pget_layout(dcpl) == H5D_VIRTUAL ? sources_have_fletcher32(dcpl)
-                                                        : has_fletcher32(dcpl);
+  info.fletcher32 =
+      H5Pget_layout(dcpl) == H5D_VIRTUAL ? sources_have_fletcher32(dcpl) : has_fletcher32(dcpl);
   H5Pclose(dcpl);
   H5Sclose(space);
   H5Dclose(d);
@@ -207,9 +207,10 @@ TEST_P(Format, NamesShapesAndTypesAreTheReferences) {
   }
   // h5py (the reference's reader) opens the checkpoint and reads a tensor whole.
   if (std::system("python3 -c 'import h5py' > /dev/null 2>&1") == 0) {
-    const std::string script = "import h5py, sys; f = h5py.File(sys.argv[1], 'r'); "
-                               "x = f['model/layers.1.ff.fc1.weight'][()]; "
-                               "sys.exit(0 if x.shape == (32, 16) and abs(x).sum() > 0 else 1)";
+    const std::string script =
+        "import h5py, sys; f = h5py.File(sys.argv[1], 'r'); "
+        "x = f['model/layers.1.ff.fc1.weight'][()]; "
+        "sys.exit(0 if x.shape == (32, 16) and abs(x).sum() > 0 else 1)";
     EXPECT_EQ(std::system(("cd / && python3 -c \"" + script + "\" '" + path + "'").c_str()), 0);
   }
 }

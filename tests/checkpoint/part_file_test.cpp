@@ -2,6 +2,8 @@
 // filter appends to a chunk, for any length and content; chunks are runs of whole trailing rows
 // of about 4 MiB; a part file written with direct chunk writes reads back exactly, its checksums
 // verified by HDF5.
+#include "checkpoint/part_file.h"
+
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
@@ -11,7 +13,6 @@
 #include "checkpoint/checkpoint_test_util.h"
 #include "checkpoint/fletcher32.h"
 #include "checkpoint/hdf5_reader.h"
-#include "checkpoint/part_file.h"
 
 namespace tls {
 namespace {
