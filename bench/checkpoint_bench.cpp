@@ -1,11 +1,25 @@
-// Checkpoint write and read throughput (docs/DESIGN.md section 5) at the world size it is launched
-// with, next to the rate of writing the same bytes with plain write() + fsync in the same run.
-// The model (default: 4 layers, d_model 1024, d_inner 4096, about 240 MB of float32 parameters)
-// is tensor-parallel over the whole world when its heads divide, else data parallel; each rank
-// writes its hyperslabs collectively through parallel HDF5. The plain baseline has every writing
-// rank write the bytes it holds to its own file. Reads follow writes, so they may come from the
-// page cache. Prints a markdown table on rank 0. Usage:
-//   mpiexec -n N checkpoint_bench [--dir D] [--layers L] [--d-model D] [--d-inner F] [--reps R]
+// Checkpoint throughput (docs/DESIGN.md section 5) at the world size it is launched with, for a
+// full training state: parameters, AdamW moments and the carried caches (default: 4 layers,
+// d_model 1024, d_inner 4096, M = 32768, batch 1: about 1.25 GB of float32). The model is
+// tensor-parallel over the whole world when its heads divide, else data parallel.
+//
+// Measured, each the best of --reps (after one untimed save: a run saves many times, and only its
+// first save allocates the host copy):
+//   write      the background write of a save: from start()'s return (the state copied to host
+//              memory) to the end of wait(): part files, checkpoint, checkpoint_last.h5, pruning,
+//              all fsynced;
+//   sync save  start() + wait(), what a save costs when training waits for it;
+//   plain      every writing rank writes the same bytes it writes in the save with write() +
+//              fsync to a file of its own;
+//   read       load_checkpoint of the whole state, each rank its blocks, checksums verified (may
+//              come from the page cache);
+//   blocked    a background save as training makes it: start(), then 20 ms "steps" (sleeps, then
+//              a barrier as a step's collectives would), each followed by poll(), until the save
+//              is complete; the time spent inside start() and the polls is what the training
+//              steps lose.
+// Prints a markdown table on rank 0 (--header: the heading lines too). Usage:
+//   mpiexec -n N checkpoint_bench [--dir D] [--layers L] [--d-model D] [--d-inner F]
+//                                 [--mem-len M] [--reps R] [--header]
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -15,12 +29,14 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <thread>
 
+#include "checkpoint/background_save.h"
+#include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/checkpoint_reader.h"
-#include "checkpoint/checkpoint_writer.h"
 #include "kernels/cpu/blas_core.h"
-#include "parallel/mpi_comm.h"
 #include "kernels/error.h"
+#include "parallel/mpi_comm.h"
 
 using namespace tls;
 
@@ -69,19 +85,30 @@ int main(int argc, char** argv) {
   cfg.d_model = 1024;
   cfg.n_head = 16;
   cfg.d_inner = 4096;
+  cfg.mem_len = cfg.tokens_per_sample = 32768;
   int reps = 3;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  bool header = false;
+  for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (flag == "--dir")
-      dir = argv[i + 1];
-    else if (flag == "--layers")
-      cfg.n_layer = std::atoll(argv[i + 1]);
-    else if (flag == "--d-model")
-      cfg.d_model = std::atoll(argv[i + 1]);
-    else if (flag == "--d-inner")
-      cfg.d_inner = std::atoll(argv[i + 1]);
-    else if (flag == "--reps")
-      reps = std::atoi(argv[i + 1]);
+    const bool has_value = i + 1 < argc;
+    if (flag == "--header") {
+      header = true;
+    } else if (flag == "--dir" && has_value) {
+      dir = argv[++i];
+    } else if (flag == "--layers" && has_value) {
+      cfg.n_layer = std::atoll(argv[++i]);
+    } else if (flag == "--d-model" && has_value) {
+      cfg.d_model = std::atoll(argv[++i]);
+    } else if (flag == "--d-inner" && has_value) {
+      cfg.d_inner = std::atoll(argv[++i]);
+    } else if (flag == "--mem-len" && has_value) {
+      cfg.mem_len = cfg.tokens_per_sample = std::atoll(argv[++i]);
+    } else if (flag == "--reps" && has_value) {
+      reps = std::max(1, std::atoi(argv[++i]));
+    } else {
+      std::fprintf(stderr, "checkpoint_bench: unknown option or missing value: %s\n", flag.c_str());
+      return 2;
+    }
   }
   try {
     int world = 1;
@@ -90,56 +117,115 @@ int main(int argc, char** argv) {
     Topology t = make_mpi_topology(tp, 1);
     auto ops = make_cpu_ops();
     TransformerLSModel model(*ops, cfg, DType::f32, t);
-    for (Parameter* p : model.parameters())
-      ops->fill(p->value, 0.001 * static_cast<double>(p->name.size()));
+    AdamW optimizer(*ops, model.parameters(), {});
     TrainSettings settings;
-    CheckpointContents saved = checkpoint_contents(model, nullptr, nullptr, 1, settings);
-    double stored = 0, mine = 0;  // bytes in the file; bytes this rank writes
+    settings.batch_size = t.layout.dp;
+    ModelState state = model.initial_state(1);
+    CheckpointContents saved = checkpoint_contents(model, &optimizer, &state, 1, settings);
+    double stored = 0, mine = 0;  // bytes in the checkpoint; bytes this rank writes
     std::vector<const Tensor*> my_tensors;
-    for (Parameter* p : model.parameters()) {
+    for (size_t i = 0; i < saved.params.size(); ++i) {
+      Parameter* p = saved.params[i];
+      const double salt = 0.001 * static_cast<double>(p->name.size());
+      ops->fill(p->value, salt);
+      ops->fill(optimizer.exp_avg()[i], 2 * salt);
+      ops->fill(optimizer.exp_avg_sq()[i], 3 * salt);
       double n = 4;
       for (int64_t d : p->full_shape) n *= static_cast<double>(d);
-      stored += n;
+      stored += 3 * n;
       if (t.writes_parameter(p->tp_sharded())) {
-        mine += static_cast<double>(p->value.bytes());
-        my_tensors.push_back(&p->value);
+        mine += 3.0 * static_cast<double>(p->value.bytes());
+        for (const Tensor* x : {&p->value, &optimizer.exp_avg()[i], &optimizer.exp_avg_sq()[i]})
+          my_tensors.push_back(x);
       }
     }
-    const std::string path = dir + "/checkpoint_bench.h5";
+    for (Tensor& cache : state.caches) {
+      ops->fill(cache, 0.5);
+      stored += static_cast<double>(cache.bytes()) * t.layout.dp * t.layout.sp;
+      if (t.tp_rank == 0) {
+        mine += static_cast<double>(cache.bytes());
+        my_tensors.push_back(&cache);
+      }
+    }
+    const std::string save_dir = dir + "/checkpoint_bench";
     const std::string plain = dir + "/checkpoint_bench_plain." + std::to_string(t.world_rank);
-    double best_write = 1e30, best_read = 1e30, best_plain = 1e30;
+    double best_save = 1e30, best_write = 1e30, best_read = 1e30, best_plain = 1e30,
+           best_blocked = 1e30;
+    double background = 0;
+    int polls = 0;
+    BackgroundSaver saver(t);
+    // A run saves many times: the first save allocates the host copy, later ones reuse it.
+    saved.step = 0;
+    saver.start(save_dir, 1, saved, *ops);
+    saver.wait();
     for (int r = 0; r < reps; ++r) {
       best_plain = std::min(best_plain, timed(t, [&] { plain_write(plain, my_tensors); }));
-      best_write = std::min(best_write, timed(t, [&] { save_checkpoint(path, saved, t, *ops); }));
-      CheckpointContents into = checkpoint_contents(model, nullptr, nullptr, 0, settings);
-      LoadOptions weights;
-      weights.weights_only = true;
-      best_read =
-          std::min(best_read, timed(t, [&] { load_checkpoint(path, into, t, *ops, weights); }));
+      std::filesystem::remove(plain);
+      saved.step = 2 * r + 1;
+      double write = 0;
+      best_save = std::min(best_save, timed(t, [&] {
+                             saver.start(save_dir, 1, saved, *ops);
+                             const double begin = now();
+                             saver.wait();
+                             write = now() - begin;
+                           }));
+      best_write = std::min(best_write, t.world->allreduce_max(write));
+      CheckpointContents into = checkpoint_contents(model, &optimizer, &state, 0, settings);
+      best_read = std::min(best_read, timed(t, [&] {
+                             load_checkpoint(last_checkpoint_path(save_dir), into, t, *ops);
+                           }));
+      // As the training loop saves: start, then a poll after every step.
+      saved.step = 2 * r + 2;
+      t.world->barrier();
+      const double begin = now();
+      double blocked = 0;
+      double start = now();
+      saver.start(save_dir, 1, saved, *ops);
+      blocked += now() - start;
+      int n = 0;
+      for (bool done = false; !done; ++n) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        t.world->barrier();  // a step's own collectives keep the ranks in step
+        start = now();
+        done = !saver.poll().empty();
+        blocked += now() - start;
+      }
+      const double total = now() - begin;
+      saver.wait();  // rank 0 deletes what pruning removes once the save is complete
+      blocked = t.world->allreduce_max(blocked);
+      if (blocked < best_blocked) {
+        best_blocked = blocked;
+        background = t.world->allreduce_max(total);
+        polls = n;
+      } else {
+        t.world->allreduce_max(total);
+      }
     }
     const double plain_bytes = t.world->allreduce_sum(mine);
     if (t.world_rank == 0) {
       const double mb = stored / 1e6;
+      if (header) {
+        std::printf(
+            "\ncheckpoint_bench: state of %.1f MB (float32 parameters, AdamW moments and caches; "
+            "%d layers, d_model %lld, d_inner %lld, M %lld), best of %d\n\n",
+            mb, static_cast<int>(cfg.n_layer), static_cast<long long>(cfg.d_model),
+            static_cast<long long>(cfg.d_inner), static_cast<long long>(cfg.mem_len), reps);
+        std::printf(
+            "| ranks | layout | write (s) | write MB/s | plain write+fsync MB/s | write / plain | "
+            "read MB/s | blocked per save (s) | sync save (s) | blocked / sync save | save under "
+            "training (s, polls) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+      }
       std::printf(
-          "\ncheckpoint of %.1f MB (float32 parameters; %d layers, d_model %lld, d_inner "
-          "%lld), %d rank(s), layout tp %d sp 1 dp %d, best of %d\n\n",
-          mb, static_cast<int>(cfg.n_layer), static_cast<long long>(cfg.d_model),
-          static_cast<long long>(cfg.d_inner), world, t.layout.tp, t.layout.dp, reps);
-      std::printf("| ranks | operation | seconds | MB/s |\n|---|---|---|---|\n");
-      std::printf(
-          "| %d | checkpoint write (parallel HDF5, Fletcher32, fsync, rename) | %.3f | %.0f |\n",
-          world, best_write, mb / best_write);
-      std::printf(
-          "| %d | checkpoint read (each rank its hyperslabs, checksums verified) | %.3f | %.0f |\n",
-          world, best_read, mb / best_read);
-      std::printf(
-          "| %d | plain write() + fsync of the same bytes (%.1f MB, a file per rank) | %.3f | %.0f "
-          "|\n",
-          world, plain_bytes / 1e6, best_plain, plain_bytes / 1e6 / best_plain);
+          "| %d | tp %d dp %d | %.3f | %.0f | %.0f | **%.2f** | %.0f | %.3f | %.3f | **%.3f** | "
+          "%.2f, %d |",
+          world, t.layout.tp, t.layout.dp, best_write, mb / best_write,
+          plain_bytes / 1e6 / best_plain, (mb / best_write) / (plain_bytes / 1e6 / best_plain),
+          mb / best_read, best_blocked, best_save, best_blocked / best_save, background, polls);
+      std::printf("\n");
+      std::fflush(stdout);
     }
-    std::filesystem::remove(plain);
     t.world->barrier();
-    if (t.world_rank == 0) std::filesystem::remove(path);
+    if (t.world_rank == 0) std::filesystem::remove_all(save_dir);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "checkpoint_bench: %s\n", e.what());
     return 1;

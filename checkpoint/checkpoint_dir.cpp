@@ -6,10 +6,13 @@
 #include <algorithm>
 #include <filesystem>
 #include <regex>
+#include <set>
 
+#include "checkpoint/background_save.h"
 #include "checkpoint/durable_files.h"
-#include "parallel/rank_agreement.h"
+#include "checkpoint/hdf5_reader.h"
 #include "kernels/error.h"
+#include "parallel/rank_agreement.h"
 
 namespace tls {
 namespace fs = std::filesystem;
@@ -69,50 +72,83 @@ void point_best_at(const std::string& dir, const std::string& file_name) {
   durable_rename(temporary.string(), (fs::path(dir) / kBestCheckpointName).string());
 }
 
-void prune_checkpoints(const std::string& dir, int keep_last) {
+namespace {
+
+// The part-file prefix ("checkpoint_<N>.<token>") a checkpoint names, "" for a version-1 file;
+// `readable` false when the file cannot be read (its parts are then kept).
+std::string parts_named_by(const fs::path& checkpoint, bool& readable) {
+  readable = true;
+  try {
+    Hdf5Reader file(checkpoint.string());
+    return file.has_attribute("parts") ? file.string_attribute("/", "parts") : "";
+  } catch (const std::exception&) {
+    readable = false;
+    return "";
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> files_to_prune(const std::string& dir, int keep_last) {
+  std::vector<std::string> out;
   std::error_code ec;
   // Temporary files of interrupted saves (ours are renamed by now; only one job owns a dir).
   static const std::regex leftover("checkpoint_(last|best|[0-9]+)\\.h5\\.tmp-[0-9]+");
   for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
-    if (std::regex_match(e.path().filename().string(), leftover)) fs::remove(e.path(), ec);
+    if (std::regex_match(e.path().filename().string(), leftover)) out.push_back(e.path().string());
   }
-  if (keep_last <= 0) return;
-  std::vector<int64_t> steps = checkpoint_steps(dir);
-  const fs::path last = fs::read_symlink(fs::path(dir) / kLastCheckpointName, ec);
-  const size_t keep = static_cast<size_t>(std::max(keep_last, 1));
-  for (size_t i = 0; i + keep < steps.size(); ++i) {
-    const std::string name = checkpoint_file_name(steps[i]);
-    if (name == last.filename().string()) continue;
-    fs::remove(fs::path(dir) / name, ec);
-    if (ec)
-      throw Error("cannot delete the old checkpoint '" + (fs::path(dir) / name).string() +
-                  "': " + ec.message());
+  std::set<std::string> checkpoints;  // to delete, so their parts go too
+  if (keep_last > 0) {
+    std::vector<int64_t> steps = checkpoint_steps(dir);
+    const fs::path last = fs::read_symlink(fs::path(dir) / kLastCheckpointName, ec);
+    const size_t keep = static_cast<size_t>(std::max(keep_last, 1));
+    for (size_t i = 0; i + keep < steps.size(); ++i) {
+      const std::string name = checkpoint_file_name(steps[i]);
+      if (name == last.filename().string()) continue;
+      out.push_back((fs::path(dir) / name).string());
+      checkpoints.insert(name);
+    }
+  }
+  // Parts named by no checkpoint that stays (checkpoint_best.h5 included).
+  std::set<std::string> kept;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string file = e.path().filename().string();
+    if (checkpoints.count(file) != 0) continue;
+    static const std::regex checkpoint("checkpoint_([0-9]+|best)\\.h5");
+    if (!std::regex_match(file, checkpoint)) continue;
+    bool readable = true;
+    const std::string prefix = parts_named_by(e.path(), readable);
+    if (!readable) return out;  // keep every part rather than guess
+    kept.insert(prefix);
+  }
+  static const std::regex part("(checkpoint_[0-9]+\\.[0-9a-f]+)\\.part[0-9]+\\.h5");
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string file = e.path().filename().string();
+    std::smatch m;
+    if (std::regex_match(file, m, part) && kept.count(m[1]) == 0) out.push_back(e.path().string());
+  }
+  return out;
+}
+
+void delete_files(const std::string& dir, const std::vector<std::string>& files) {
+  for (const std::string& file : files) {
+    std::error_code ec;
+    fs::remove(file, ec);
+    if (ec) throw Error("cannot delete the old checkpoint file '" + file + "': " + ec.message());
   }
   fsync_directory(dir);
+}
+
+void prune_checkpoints(const std::string& dir, int keep_last) {
+  delete_files(dir, files_to_prune(dir, keep_last));
 }
 
 std::string save_to_directory(const std::string& dir, int keep_last,
                               const CheckpointContents& contents, const Topology& t, Ops& ops,
                               bool best) {
-  const std::string name = checkpoint_file_name(contents.step);
-  const std::string path = (fs::path(dir) / name).string();
-  std::string error;
-  if (t.world_rank == 0) {
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    if (ec) error = "cannot create the save directory '" + dir + "': " + ec.message();
-  }
-  throw_if_any_rank_failed(*t.world, error);
-  save_checkpoint(path, contents, t, ops);
-  if (t.world_rank == 0) {
-    error = error_message_of([&] {
-      point_last_at(dir, name);
-      if (best) point_best_at(dir, name);
-      prune_checkpoints(dir, keep_last);
-    });
-  }
-  throw_if_any_rank_failed(*t.world, error);
-  return path;
+  BackgroundSaver saver(t);
+  saver.start(dir, keep_last, contents, ops, best);
+  return saver.wait();
 }
 
 }  // namespace tls

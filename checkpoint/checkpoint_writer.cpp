@@ -1,22 +1,27 @@
-// save_checkpoint: validate what this rank holds (collectively agreed), write the file through
-// Hdf5Writer, then the durable rename. Layout of the file: checkpoint_contents.h.
+// The three steps of a save (checkpoint_writer.h). Layout of the data: checkpoint_contents.h.
 #include "checkpoint/checkpoint_writer.h"
-
-#include <cmath>
 
 #include <unistd.h>
 
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <future>
+#include <map>
+#include <sstream>
+#include <thread>
 
 #include "checkpoint/durable_files.h"
 #include "checkpoint/golden.h"
 #include "checkpoint/hdf5_writer.h"
-#include "parallel/rank_agreement.h"
+#include "checkpoint/part_file.h"
+#include "kernels/error.h"
 #include "parallel/fault_injection.h"
 #include "parallel/mpi_comm.h"
-#include "kernels/error.h"
+#include "parallel/rank_agreement.h"
 
 namespace tls {
 namespace {
@@ -26,11 +31,16 @@ MPI_Comm world_handle(const Topology& t) {
   return mpi != nullptr ? mpi->handle() : MPI_COMM_NULL;
 }
 
-// A name shared by every rank: rank 0's process id.
-std::string temporary_path(const std::string& path, MPI_Comm comm) {
-  long id = static_cast<long>(::getpid());
-  if (comm != MPI_COMM_NULL) MPI_Bcast(&id, 1, MPI_LONG, 0, comm);
-  return path + ".tmp-" + std::to_string(id);
+// A token shared by every rank, fresh for every save: rank 0's clock and process id.
+std::string save_token(MPI_Comm comm) {
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  uint64_t token =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(now).count()) ^
+      (static_cast<uint64_t>(::getpid()) << 40);
+  if (comm != MPI_COMM_NULL) MPI_Bcast(&token, 1, MPI_UINT64_T, 0, comm);
+  char text[24];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(token));
+  return text;
 }
 
 int64_t numel(const std::vector<int64_t>& shape) {
@@ -70,34 +80,8 @@ std::string check_contents(const CheckpointContents& c, const Topology& t) {
   });
 }
 
-// Writes one tensor: this rank's block when `mine`, else nothing (it still takes part).
-void write_tensor(Hdf5Writer& w, Ops& ops, const std::string& path, DType file_type,
-                  const Hyperslab& slab, const Tensor& local, bool mine) {
-  if (!mine || local.device() == Device::cpu) {
-    w.write(path, file_type, slab.shape, slab.start, slab.count, local.dtype(),
-            mine ? local.raw() : nullptr);
-    return;
-  }
-  // Device tensors go through the host, converted to the file's type there: parallel HDF5 writes
-  // a filtered (checksummed) dataset only collectively, and a type conversion on the way would
-  // break collective I/O.
-  const std::vector<double> host = ops.to_host(local);
-  auto write_as = [&](auto element) {
-    using E = decltype(element);
-    const std::vector<E> converted(host.begin(), host.end());
-    w.write(path, file_type, slab.shape, slab.start, slab.count, file_type, converted.data());
-  };
-  switch (file_type) {
-    case DType::f32:
-      return write_as(float{});
-    case DType::f64:
-      return write_as(double{});
-    case DType::i32:
-      return write_as(int32_t{});
-  }
-}
-
-void write_attributes(Hdf5Writer& w, const CheckpointContents& c, const Topology& t) {
+void write_attributes(Hdf5Writer& w, const CheckpointContents& c, const Layout& layout,
+                      const std::string& part_prefix, int world_size) {
   w.attribute("/", "format", std::string(kCheckpointFormat));
   w.attribute("/", "format_version", kCheckpointFormatVersion);
   for (const auto& [name, value] : hyperparameter_attributes(c.config))
@@ -106,9 +90,11 @@ void write_attributes(Hdf5Writer& w, const CheckpointContents& c, const Topology
   w.attribute("/", "emb_dropout", c.config.emb_dropout);
   w.attribute("/", "precision", c.precision());
   w.attribute("/", "checksum", std::string("fletcher32"));
-  w.attribute("/", "tp", int64_t{t.layout.tp});
-  w.attribute("/", "sp", int64_t{t.layout.sp});
-  w.attribute("/", "dp", int64_t{t.layout.dp});
+  w.attribute("/", "parts", part_prefix);
+  w.attribute("/", "part_count", int64_t{world_size});
+  w.attribute("/", "tp", int64_t{layout.tp});
+  w.attribute("/", "sp", int64_t{layout.sp});
+  w.attribute("/", "dp", int64_t{layout.dp});
   const TrainSettings& s = c.training;
   w.attribute("/", "seed", static_cast<int64_t>(s.seed));
   w.attribute("/", "batch_size", s.batch_size);
@@ -123,47 +109,6 @@ void write_attributes(Hdf5Writer& w, const CheckpointContents& c, const Topology
   w.attribute("/", "data_bytes", c.data_bytes);
   w.attribute("/", "data_digest", c.data_digest);
   if (std::isfinite(c.valid_loss)) w.attribute("/", "valid_loss", c.valid_loss);
-}
-
-void write_contents(Hdf5Writer& w, const CheckpointContents& c, const Topology& t, Ops& ops) {
-  const DType file_type = c.dtype == DType::f64 ? DType::f64 : DType::f32;
-  const int abort_rank = fault_rank("save");
-  write_attributes(w, c, t);
-  w.group("/model");
-  for (size_t i = 0; i < c.params.size(); ++i) {
-    if (i == c.params.size() / 2 && abort_rank == t.world_rank) {
-      std::fprintf(stderr, "%s: rank %d aborts halfway through the save\n", kFaultInjectVariable,
-                   t.world_rank);
-      std::abort();
-    }
-    const Parameter& p = *c.params[i];
-    write_tensor(w, ops, "/model/" + p.name, file_type, parameter_slab(p), p.value,
-                 t.writes_parameter(p.tp_sharded()));
-  }
-  if (c.has_optimizer()) {
-    w.group("/optimizer");
-    for (const char* which : {"exp_avg", "exp_avg_sq"}) {
-      const std::string group = std::string("/optimizer/") + which;
-      const std::vector<Tensor>& moments =
-          which == std::string("exp_avg") ? *c.exp_avg : *c.exp_avg_sq;
-      w.group(group);
-      for (size_t i = 0; i < c.params.size(); ++i) {
-        const Parameter& p = *c.params[i];
-        write_tensor(w, ops, group + "/" + p.name, file_type, parameter_slab(p), moments[i],
-                     t.writes_parameter(p.tp_sharded()));
-      }
-    }
-  }
-  w.group("/state");
-  w.attribute("/state", "step", c.step);
-  if (c.caches == nullptr) return;
-  w.group("/state/cache");
-  for (size_t l = 0; l < c.caches->size(); ++l) {
-    const Tensor& cache = (*c.caches)[l];
-    write_tensor(w, ops, "/state/cache/layers." + std::to_string(l), file_type,
-                 cache_slab(cache, t, c.training.batch_size, c.config.mem_len), cache,
-                 t.tp_rank == 0);
-  }
 }
 
 std::string megabytes(int64_t bytes) {
@@ -182,7 +127,110 @@ std::string space_problem(const std::string& path, int64_t needed) {
          " free";
 }
 
+// Copies `local` into a host block of the file's type.
+HostBlock host_block(const std::string& dataset, const Hyperslab& slab, DType type,
+                     const Tensor& local, Ops& ops, std::vector<HostBlock>& reuse) {
+  HostBlock b;
+  b.dataset = dataset;
+  b.slab = slab;
+  b.type = type;
+  b.bytes = static_cast<size_t>(local.numel()) * dtype_size(type);
+  for (HostBlock& old : reuse) {
+    if (old.data != nullptr && old.bytes == b.bytes) {
+      b.data = std::move(old.data);
+      break;
+    }
+  }
+  if (b.data == nullptr) b.data.reset(new char[b.bytes + PartFileWriter::kSlackBytes]);
+  if (local.device() == Device::cpu && local.dtype() == type) {
+    std::memcpy(b.data.get(), local.raw(), b.bytes);
+    return b;
+  }
+  const std::vector<double> host = ops.to_host(local);
+  if (type == DType::f64) {
+    std::memcpy(b.data.get(), host.data(), b.bytes);
+  } else {
+    float* out = reinterpret_cast<float*>(b.data.get());
+    for (size_t i = 0; i < host.size(); ++i) out[i] = static_cast<float>(host[i]);
+  }
+  return b;
+}
+
+std::vector<HostBlock> copy_blocks(const CheckpointContents& c, const Topology& t, Ops& ops,
+                                   std::vector<HostBlock>& reuse) {
+  const DType type = c.dtype == DType::f64 ? DType::f64 : DType::f32;
+  std::vector<HostBlock> blocks;
+  for (size_t i = 0; i < c.params.size(); ++i) {
+    const Parameter& p = *c.params[i];
+    if (!t.writes_parameter(p.tp_sharded())) continue;
+    const Hyperslab slab = parameter_slab(p);
+    blocks.push_back(host_block("/model/" + p.name, slab, type, p.value, ops, reuse));
+    if (c.has_optimizer()) {
+      blocks.push_back(
+          host_block("/optimizer/exp_avg/" + p.name, slab, type, (*c.exp_avg)[i], ops, reuse));
+      blocks.push_back(host_block("/optimizer/exp_avg_sq/" + p.name, slab, type, (*c.exp_avg_sq)[i],
+                                  ops, reuse));
+    }
+  }
+  if (c.caches != nullptr && t.tp_rank == 0) {
+    for (size_t l = 0; l < c.caches->size(); ++l) {
+      const Tensor& cache = (*c.caches)[l];
+      blocks.push_back(host_block("/state/cache/layers." + std::to_string(l),
+                                  cache_slab(cache, t, c.training.batch_size, c.config.mem_len),
+                                  type, cache, ops, reuse));
+    }
+  }
+  return blocks;
+}
+
+// "<dataset> <f64?> <ndim> <shape...> <start...> <count...>"
+std::string manifest_line(const HostBlock& b) {
+  std::ostringstream out;
+  out << b.dataset << ' ' << (b.type == DType::f64 ? 1 : 0) << ' ' << b.slab.shape.size();
+  for (const auto* v : {&b.slab.shape, &b.slab.start, &b.slab.count})
+    for (int64_t x : *v) out << ' ' << x;
+  return out.str();
+}
+
+// Rank 0 receives every rank's manifest: one string per rank, lines separated by '\n'.
+std::vector<std::string> gather_manifests(const std::string& mine, MPI_Comm comm) {
+  if (comm == MPI_COMM_NULL) return {mine};
+  int rank = 0, size = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  int length = static_cast<int>(mine.size());
+  std::vector<int> lengths(static_cast<size_t>(size)), offsets(static_cast<size_t>(size));
+  MPI_Gather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, 0, comm);
+  int total = 0;
+  for (int r = 0; r < size; ++r) {
+    offsets[static_cast<size_t>(r)] = total;
+    total += lengths[static_cast<size_t>(r)];
+  }
+  std::string all(static_cast<size_t>(std::max(total, 1)), '\0');
+  MPI_Gatherv(mine.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR,
+              0, comm);
+  if (rank != 0) return {};
+  std::vector<std::string> out;
+  for (int r = 0; r < size; ++r)
+    out.push_back(all.substr(static_cast<size_t>(offsets[static_cast<size_t>(r)]),
+                             static_cast<size_t>(lengths[static_cast<size_t>(r)])));
+  return out;
+}
+
+void abort_at(const char* point, int rank, const char* what) {
+  if (fault_rank(point) != rank) return;
+  std::fprintf(stderr, "%s: rank %d aborts %s\n", kFaultInjectVariable, rank, what);
+  std::fflush(stderr);
+  std::abort();
+}
+
 }  // namespace
+
+std::string PendingSave::part_path(int rank) const {
+  return (std::filesystem::path(directory_of(path)) /
+          (part_prefix + ".part" + std::to_string(rank) + ".h5"))
+      .string();
+}
 
 int64_t checkpoint_file_bytes(const CheckpointContents& c, const Topology& t) {
   const int64_t element = c.dtype == DType::f64 ? 8 : 4;
@@ -198,36 +246,148 @@ int64_t checkpoint_file_bytes(const CheckpointContents& c, const Topology& t) {
       ++datasets;
     }
   }
-  // Per dataset: an object header, a chunk index and a 4-byte checksum per (>= 4 KiB) chunk.
-  return bytes + datasets * 4096 + bytes / 1024;
+  // Per dataset: object headers and mappings in the checkpoint and every part, a chunk index,
+  // and a 4-byte checksum per chunk; per part: a superblock.
+  return bytes + datasets * 4096 * (1 + t.layout.world()) + bytes / 1024 +
+         int64_t{4096} * t.layout.world();
+}
+
+std::unique_ptr<PendingSave> begin_save(const std::string& path, const CheckpointContents& contents,
+                                        const Topology& t, Ops& ops, std::vector<HostBlock> reuse) {
+  throw_if_any_rank_failed(*t.world, check_contents(contents, t));
+  std::string error;
+  if (t.world_rank == 0) error = space_problem(path, checkpoint_file_bytes(contents, t));
+  throw_if_any_rank_failed(*t.world, error);
+  const MPI_Comm comm = world_handle(t);
+  auto save = std::make_unique<PendingSave>();
+  save->path = path;
+  save->part_prefix = std::filesystem::path(path).stem().string() + "." + save_token(comm);
+  save->world_rank = t.world_rank;
+  save->world_size = t.layout.world();
+  save->meta = contents;
+  save->meta.params.clear();
+  save->has_optimizer = contents.has_optimizer();
+  save->has_caches = contents.caches != nullptr;
+  save->meta.exp_avg = save->meta.exp_avg_sq = save->meta.caches = nullptr;
+  save->layout = t.layout;
+  error = error_message_of([&] { save->blocks = copy_blocks(contents, t, ops, reuse); });
+  throw_if_any_rank_failed(*t.world, error);
+  std::string mine;
+  for (const HostBlock& b : save->blocks) mine += manifest_line(b) + "\n";
+  save->manifest = gather_manifests(mine, comm);
+  return save;
+}
+
+void write_part(const PendingSave& save) {
+  if (save.blocks.empty()) return;
+  if (fault_switch_on("save_slow")) std::this_thread::sleep_for(std::chrono::seconds(2));
+  const std::string path = save.part_path(save.world_rank);
+  const std::string error = error_message_of([&] {
+    PartFileWriter part(path);
+    // The next block's checksums are computed on another thread while this block is written.
+    auto checksums = [&](size_t i) {
+      const HostBlock& b = save.blocks[i];
+      return PartFileWriter::checksums(b.type, b.slab.count, b.data.get());
+    };
+    std::future<std::vector<uint32_t>> next = std::async(std::launch::async, checksums, 0);
+    for (size_t i = 0; i < save.blocks.size(); ++i) {
+      std::vector<uint32_t> sums = next.get();
+      if (i + 1 < save.blocks.size()) next = std::async(std::launch::async, checksums, i + 1);
+      if (i == save.blocks.size() / 2)
+        abort_at("save", save.world_rank, "halfway through the save");
+      maybe_inject_fault("save_block", save.world_rank);
+      const HostBlock& b = save.blocks[i];
+      part.write(b.dataset, b.type, b.slab.count, b.data.get(), sums);
+    }
+    part.close();
+  });
+  if (!error.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);  // gives a full disk its space back
+    throw Error(error);
+  }
+  abort_at("save_durable", save.world_rank, "with its part durable");
+}
+
+void write_master(const PendingSave& save) {
+  struct Dataset {
+    DType type = DType::f32;
+    std::vector<int64_t> shape;
+    std::vector<VirtualSource> sources;
+  };
+  std::vector<std::string> order;
+  std::map<std::string, Dataset> datasets;
+  for (size_t r = 0; r < save.manifest.size(); ++r) {
+    std::istringstream lines(save.manifest[r]);
+    std::string line;
+    while (std::getline(lines, line)) {
+      std::istringstream in(line);
+      std::string name;
+      int f64 = 0;
+      size_t rank = 0;
+      in >> name >> f64 >> rank;
+      std::vector<int64_t> shape(rank), start(rank), count(rank);
+      for (auto* v : {&shape, &start, &count})
+        for (int64_t& x : *v) in >> x;
+      if (!in)
+        throw Error("checkpoint '" + save.path + "': a garbled block list from rank " +
+                    std::to_string(r));
+      if (datasets.count(name) == 0) order.push_back(name);
+      Dataset& d = datasets[name];
+      d.type = f64 != 0 ? DType::f64 : DType::f32;
+      d.shape = shape;
+      const std::string part =
+          std::filesystem::path(save.part_path(static_cast<int>(r))).filename().string();
+      d.sources.push_back({part, name, start, count});
+    }
+  }
+  const std::string temporary = save.path + ".tmp-" + std::to_string(::getpid());
+  const std::string error = error_message_of([&] {
+    Hdf5Writer w(temporary, MPI_COMM_NULL);
+    write_attributes(w, save.meta, save.layout, save.part_prefix, save.world_size);
+    w.group("/model");
+    if (save.has_optimizer) {
+      w.group("/optimizer");
+      w.group("/optimizer/exp_avg");
+      w.group("/optimizer/exp_avg_sq");
+    }
+    w.group("/state");
+    w.attribute("/state", "step", save.meta.step);
+    if (save.has_caches) w.group("/state/cache");
+    for (const std::string& name : order) {
+      const Dataset& d = datasets[name];
+      w.virtual_dataset(name, d.type, d.shape, d.sources);
+    }
+    w.close();
+    fsync_file(temporary);
+  });
+  if (!error.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove(temporary, ignored);
+    throw Error(error);
+  }
+  abort_at("save_master", save.world_rank, "with the checkpoint written under its temporary name");
+  durable_rename(temporary, save.path);
 }
 
 void save_checkpoint(const std::string& path, const CheckpointContents& contents, const Topology& t,
                      Ops& ops) {
-  throw_if_any_rank_failed(*t.world, check_contents(contents, t));
-  const MPI_Comm comm = world_handle(t);
-  const std::string temporary = temporary_path(path, comm);
-  std::string error;
-  if (t.world_rank == 0) error = space_problem(path, checkpoint_file_bytes(contents, t));
-  throw_if_any_rank_failed(*t.world, error);
-  // Hdf5Writer agrees on failure after every collective call, so every rank leaves together.
-  error = error_message_of([&] {
-    Hdf5Writer writer(temporary, comm);
-    write_contents(writer, contents, t, ops);
-    writer.close();
-  });
-  if (!error.empty() && t.world_rank == 0) {
+  std::unique_ptr<PendingSave> save = begin_save(path, contents, t, ops);
+  const std::string part_error = error_message_of([&] { write_part(*save); });
+  const std::string agreed =
+      error_message_of([&] { throw_if_any_rank_failed(*t.world, part_error); });
+  if (!agreed.empty()) {
     std::error_code ignored;
-    std::filesystem::remove(temporary, ignored);  // half-written: never to be taken for a save
+    std::filesystem::remove(save->part_path(t.world_rank), ignored);
+    throw CollectiveError(agreed);  // every rank has it: printed once
   }
-  throw_if_any_rank_failed(*t.world, error);
-  if (t.world_rank == 0) {
-    error = error_message_of([&] {
-      fsync_file(temporary);
-      durable_rename(temporary, path);
-    });
+  std::string error;
+  if (t.world_rank == 0) error = error_message_of([&] { write_master(*save); });
+  if (!error.empty()) {
+    std::error_code ignored;
+    for (int r = 0; r < save->world_size; ++r) std::filesystem::remove(save->part_path(r), ignored);
   }
-  throw_if_any_rank_failed(*t.world, error);  // also the barrier: the file is in place
+  throw_if_any_rank_failed(*t.world, error);  // also the barrier: the checkpoint is in place
 }
 
 }  // namespace tls

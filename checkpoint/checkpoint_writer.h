@@ -1,36 +1,79 @@
-// Saving a checkpoint (docs/DESIGN.md section 5): one HDF5 file written collectively through parallel
-// HDF5 over the world communicator, every tensor stored whole under its reference name and
-// shape, each rank writing only its hyperslab and a replicated tensor written by one rank.
+// Saving a checkpoint (docs/DESIGN.md section 5), format version 2: every rank writes its own part
+// file with serial HDF5 (checkpoint/part_file.h), then rank 0 writes the checkpoint itself, a small
+// HDF5 file whose datasets are virtual datasets mapping each rank's block of the part files into
+// the whole tensor under its reference name and shape. h5py and the HDF5 tools read it as one
+// file; the reader (checkpoint_reader.h) reads the parts through its mappings.
 //
-// Atomic: the data goes to `<path>.tmp-<job id>`, which is flushed, closed and fsynced on every
-// rank, then renamed to `path` by rank 0 (and the directory fsynced). A crash before the rename
-// leaves only the temporary file; whatever `path` named before is untouched.
+// A save runs in three steps so that the middle one can run on a background thread:
+//   begin_save    collective, on the caller's thread: checks what every rank holds (agreed),
+//                 rank 0 checks the free space, the ranks agree on the part names, each copies
+//                 its blocks to host memory, and rank 0 gathers every rank's list of blocks;
+//   write_part    one rank, no MPI: writes, flushes, closes and fsyncs this rank's part;
+//   write_master  rank 0, no MPI, once every part is durable: writes the checkpoint under a
+//                 temporary name, fsyncs it and renames it into place.
+// Parts are named `<stem>.<token>.part<r>.h5` next to `<stem>.h5`, with a token fresh for every
+// save, so a save never writes a file an earlier checkpoint uses. A replicated tensor is written by
+// one rank (Topology::writes_parameter; caches by tp rank 0), a rank holding nothing writes no
+// part. Until the rename nothing names the new parts, so a crash at any point leaves the previous
+// checkpoint untouched; the parts of an unfinished save are deleted by the next prune
+// (checkpoint_dir.h).
 //
-// Space: before writing, rank 0 compares the file's size (data plus a bound on HDF5's metadata)
-// with the space free where it goes and refuses a save that cannot fit, naming both. A disk that
-// fills up during the write anyway (another writer, a quota) fails on every rank together; the
-// temporary file is then deleted and the error says the file system is full.
-//
-// Fault injection (tests only, off by default): TLS_FAULT_INJECT=save_abort_rank<R> makes world
-// rank R call std::abort() halfway through writing /model; TLS_FAULT_INJECT=save_no_space_check
-// skips the space check so a test can fill the disk during the write itself.
+// Fault injection (tests only; parallel/fault_injection.h): TLS_FAULT_INJECT=<point>_abort_rank<R>
+// makes world rank R call std::abort() at: "save" (halfway through writing its part),
+// "save_durable" (its part durable, not yet reported), "save_master" (rank 0: the checkpoint
+// written under its temporary name, not renamed); TLS_FAULT_INJECT=save_block_abort_rank<R> kills
+// rank R by SIGKILL as it starts writing its third block, save_block_throw_rank<R> makes that
+// write fail with an error instead. TLS_FAULT_INJECT=save_no_space_check skips the
+// space check; TLS_FAULT_INJECT=save_slow makes every part write sleep 2 s first.
 #pragma once
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "checkpoint/checkpoint_contents.h"
 #include "kernels/ops.h"
 
 namespace tls {
 
-// Collective over t.world (serial HDF5 when t.world is not an MPI communicator, i.e. one
-// process). Throws tls::Error on every rank if any rank fails. The temporary file of a failed
-// write is deleted; one left by a killed process is deleted by the next save_to_directory.
+// One block this rank writes: where it goes and a host copy of its values in the file's type.
+struct HostBlock {
+  std::string dataset;
+  Hyperslab slab;
+  DType type = DType::f32;
+  std::unique_ptr<char[]> data;
+  size_t bytes = 0;
+};
+
+// A save under way on one rank.
+struct PendingSave {
+  std::string path;         // the checkpoint, <dir>/<stem>.h5
+  std::string part_prefix;  // "<stem>.<token>"
+  int world_rank = 0, world_size = 1;
+  CheckpointContents meta;  // metadata only: the tensor views are cleared
+  bool has_optimizer = false, has_caches = false;
+  Layout layout;
+  std::vector<HostBlock> blocks;      // this rank's
+  std::vector<std::string> manifest;  // rank 0: every rank's blocks, one line each
+  std::string part_path(int rank) const;
+};
+
+// Collective over t.world. `reuse` hands in the buffers of an earlier save (same sizes: no new
+// allocation on the step that saves). Throws tls::Error on every rank if any rank fails.
+std::unique_ptr<PendingSave> begin_save(const std::string& path, const CheckpointContents& contents,
+                                        const Topology& t, Ops& ops,
+                                        std::vector<HostBlock> reuse = {});
+// No MPI. Throws tls::Error naming the part file; a failed part file is deleted.
+void write_part(const PendingSave& save);
+// Rank 0, no MPI. Throws tls::Error; the temporary file is then deleted.
+void write_master(const PendingSave& save);
+
+// Collective, synchronous: begin_save, write_part, agreement, write_master.
 void save_checkpoint(const std::string& path, const CheckpointContents& contents, const Topology& t,
                      Ops& ops);
 
-// The size of the file save_checkpoint writes for `contents`, an upper bound: every tensor's
-// bytes plus HDF5's headers, chunk indexes and attributes.
+// The bytes save_checkpoint writes for `contents`, an upper bound: every tensor's bytes plus
+// HDF5's headers, chunk indexes and attributes of the parts and the checkpoint.
 int64_t checkpoint_file_bytes(const CheckpointContents& contents, const Topology& t);
 
 }  // namespace tls

@@ -28,9 +28,10 @@ ModelConfig config_from_attributes(const Hdf5Reader& file) {
                 kCheckpointFormat + "'");
   }
   int64_t version = file.int_attribute("/", "format_version");
-  if (version != kCheckpointFormatVersion) {
+  if (version < kOldestCheckpointFormatVersion || version > kCheckpointFormatVersion) {
     throw Error("'" + file.path() + "' has format_version " + std::to_string(version) +
-                "; this tls_dist reads version " + std::to_string(kCheckpointFormatVersion));
+                "; this tls_dist reads versions " + std::to_string(kOldestCheckpointFormatVersion) +
+                " to " + std::to_string(kCheckpointFormatVersion));
   }
   ModelConfig c;
   c.vocab_size = file.int_attribute("/", "vocab_size");

@@ -1,6 +1,6 @@
 // Reading a model's hyperparameters back from a checkpoint's (or golden file's) root attributes,
-// docs/DESIGN.md section 5: `format` = "tls_dist-checkpoint", `format_version` = 1, and every model
-// hyperparameter as an int64 scalar (booleans 0/1, clamps -1 when off).
+// docs/DESIGN.md section 5: `format` = "tls_dist-checkpoint", `format_version` 1 or 2, and every
+// model hyperparameter as an int64 scalar (booleans 0/1, clamps -1 when off).
 #pragma once
 
 #include <string>
@@ -13,7 +13,9 @@
 namespace tls {
 
 inline constexpr const char* kCheckpointFormat = "tls_dist-checkpoint";
-inline constexpr int64_t kCheckpointFormatVersion = 1;
+// Version 2 (written): virtual datasets over per-rank part files; version 1 (read): one file.
+inline constexpr int64_t kCheckpointFormatVersion = 2;
+inline constexpr int64_t kOldestCheckpointFormatVersion = 1;
 
 // Throws tls::Error naming the file if the format or version is wrong, an attribute is missing,
 // or a boolean is not 0/1. `dropout` / `emb_dropout` are read when present (float attributes),

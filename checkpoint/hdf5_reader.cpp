@@ -349,6 +349,40 @@ void Hdf5Reader::check_numeric_storage(const std::string& path, hid_t dataset, h
   }
 }
 
+std::vector<VirtualSource> Hdf5Reader::virtual_sources(const std::string& path) const {
+  Hdf5Handle dataset = open_dataset(path);
+  Hdf5Handle dcpl(H5Dget_create_plist(dataset.get()), H5Pclose);
+  if (!dcpl.valid() || H5Pget_layout(dcpl.get()) != H5D_VIRTUAL) return {};
+  QuietHdf5 quiet;
+  const std::string what = "the virtual dataset '" + path + "'";
+  size_t n = 0;
+  if (H5Pget_virtual_count(dcpl.get(), &n) < 0) throw Error(where("cannot read " + what));
+  std::vector<VirtualSource> sources(n);
+  for (size_t i = 0; i < n; ++i) {
+    VirtualSource& s = sources[i];
+    for (auto [get, out] : {std::pair{&H5Pget_virtual_filename, &s.file},
+                            std::pair{&H5Pget_virtual_dsetname, &s.dataset}}) {
+      const ssize_t size = get(dcpl.get(), i, nullptr, 0);
+      if (size < 0 || size > 4096) throw Error(where("cannot read the mappings of " + what));
+      out->assign(static_cast<size_t>(size) + 1, '\0');
+      get(dcpl.get(), i, out->data(), out->size());
+      out->resize(static_cast<size_t>(size));
+    }
+    Hdf5Handle space(H5Pget_virtual_vspace(dcpl.get(), i), H5Sclose);
+    const int rank = space.valid() ? H5Sget_simple_extent_ndims(space.get()) : -1;
+    if (rank < 0) throw Error(where("cannot read the mappings of " + what));
+    std::vector<hsize_t> first(static_cast<size_t>(rank)), last(static_cast<size_t>(rank));
+    if (rank > 0 && H5Sget_select_bounds(space.get(), first.data(), last.data()) < 0)
+      throw Error(where("cannot read the mappings of " + what));
+    for (int d = 0; d < rank; ++d) {
+      s.start.push_back(static_cast<int64_t>(first[static_cast<size_t>(d)]));
+      s.count.push_back(
+          static_cast<int64_t>(last[static_cast<size_t>(d)] - first[static_cast<size_t>(d)] + 1));
+    }
+  }
+  return sources;
+}
+
 std::vector<std::string> Hdf5Reader::list(const std::string& group_path) const {
   if (!has_group(group_path)) throw Error(where("no group '" + group_path + "'"));
   Hdf5Handle group(H5Gopen2(file_.get(), group_path.c_str(), H5P_DEFAULT), H5Gclose);

@@ -1,6 +1,6 @@
 // Hdf5Reader: a small read-only view of one HDF5 file (serial open, HDF5 C API), enough to read
-// checkpoints' attributes and the golden files' datasets (docs/DESIGN.md section 5). Every error is a
-// tls::Error naming the file and the object (dataset, group or attribute) involved.
+// checkpoints' attributes and the golden files' datasets (docs/DESIGN.md section 5). Every error is
+// a tls::Error naming the file and the object (dataset, group or attribute) involved.
 #pragma once
 
 #include <hdf5.h>
@@ -59,6 +59,13 @@ class Hdf5Handle {
   CloseFn close_ = nullptr;
 };
 
+// One mapping of a virtual dataset: the block [start, start + count) of the virtual dataset is
+// the whole of `dataset` in `file` (a name relative to the virtual dataset's file's directory).
+struct VirtualSource {
+  std::string file, dataset;
+  std::vector<int64_t> start, count;
+};
+
 class Hdf5Reader {
  public:
   // Opens `path` read-only. Throws if the file is missing, unreadable, not HDF5, or an HDF5 file
@@ -85,6 +92,8 @@ class Hdf5Reader {
   // `mem_type` (e.g. H5T_NATIVE_FLOAT from float64 data). Checksum filters are verified.
   void read_block(const std::string& path, const std::vector<int64_t>& start,
                   const std::vector<int64_t>& count, hid_t mem_type, void* out) const;
+  // The mappings of a virtual dataset (in the order stored); empty for any other dataset.
+  std::vector<VirtualSource> virtual_sources(const std::string& path) const;
   // Whether the dataset's filter pipeline holds HDF5's Fletcher32 checksum.
   bool has_checksum(const std::string& path) const;
   // The size in bytes of a floating-point dataset's elements (4 or 8); 0 for other types.

@@ -56,7 +56,8 @@ Hdf5Writer::Hdf5Writer(std::string path, MPI_Comm comm, size_t chunk_bytes)
   collective_step([&] {
     QuietHdf5 quiet;
     Hdf5Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-    check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V18), "set the file format");
+    // Objects in the 1.8 format; virtual datasets (the 1.10 format) where a file has them.
+    check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V110), "set the file format");
     if (parallel_) {
       check(H5Pset_fapl_mpio(fapl.get(), comm_, MPI_INFO_NULL), "use MPI-IO");
       check(H5Pset_coll_metadata_write(fapl.get(), true), "use collective metadata writes");
@@ -251,6 +252,39 @@ void Hdf5Writer::write_here(const std::string& path, DType file_type,
   check(H5Dwrite(dataset.get(), hdf5_type(mem_type, false), mem_space.get(), space.get(),
                  dxpl.get(), data),
         what);
+}
+
+void Hdf5Writer::virtual_dataset(const std::string& path, DType file_type,
+                                 const std::vector<int64_t>& shape,
+                                 const std::vector<VirtualSource>& sources) {
+  collective_step([&] {
+    QuietHdf5 quiet;
+    const std::string what = "write virtual dataset '" + path + "'";
+    if (parallel_) throw Error("checkpoint file '" + path_ + "': " + what + " needs a serial file");
+    const std::vector<hsize_t> dims(shape.begin(), shape.end());
+    const int rank = static_cast<int>(dims.size());
+    Hdf5Handle space(
+        rank == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(rank, dims.data(), nullptr), H5Sclose);
+    Hdf5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    for (const VirtualSource& s : sources) {
+      const std::vector<hsize_t> first(s.start.begin(), s.start.end()),
+          n(s.count.begin(), s.count.end());
+      Hdf5Handle source_space(
+          rank == 0 ? H5Screate(H5S_SCALAR) : H5Screate_simple(rank, n.data(), nullptr), H5Sclose);
+      if (rank > 0)
+        check(H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, first.data(), nullptr, n.data(),
+                                  nullptr),
+              what + " (block outside the shape)");
+      check(H5Pset_virtual(dcpl.get(), space.get(), s.file.c_str(), s.dataset.c_str(),
+                           source_space.get()),
+            what);
+    }
+    check(H5Sselect_all(space.get()), what);
+    Hdf5Handle dataset(H5Dcreate2(file_.get(), path.c_str(), hdf5_type(file_type, true),
+                                  space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+                       H5Dclose);
+    check(dataset.valid() ? 0 : -1, what);
+  });
 }
 
 void Hdf5Writer::close() {

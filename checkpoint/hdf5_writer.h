@@ -49,6 +49,11 @@ class Hdf5Writer {
   void write(const std::string& path, DType file_type, const std::vector<int64_t>& shape,
              const std::vector<int64_t>& start, const std::vector<int64_t>& count, DType mem_type,
              const void* data);
+  // Serial files only: creates dataset `path` of `shape` as an HDF5 virtual dataset whose block
+  // [start, start + count) of each source is the whole dataset `source.dataset` in the file
+  // `source.file` (relative names resolve against this file's directory).
+  void virtual_dataset(const std::string& path, DType file_type, const std::vector<int64_t>& shape,
+                       const std::vector<VirtualSource>& sources);
   // Flushes (MPI_File_sync under MPI-IO) and closes; throws tls::Error on failure.
   void close();
 

@@ -3,7 +3,9 @@
 // the layout's rules and the corpora are checked, and any rank's refusal stops every rank with
 // one line. Then: resume from <save-dir>/checkpoint_last.h5 by itself when it exists, train to
 // --max-update with logs, validation and checkpoints, and on SIGTERM/SIGUSR1 save at the next
-// step boundary and exit 0.
+// step boundary and exit 0. Checkpoints are written in the background
+// (checkpoint/background_save.h): each step asks whether the save in flight is complete; a signal,
+// the end of training and a failure wait for it.
 #include <sys/stat.h>
 
 #include <chrono>
@@ -11,17 +13,18 @@
 #include <filesystem>
 #include <limits>
 
+#include "checkpoint/background_save.h"
 #include "checkpoint/checkpoint_dir.h"
-#include "parallel/rank_agreement.h"
 #include "kernels/cpu/blas_core.h"
+#include "kernels/error.h"
 #include "layers/init.h"
 #include "parallel/mpi_comm.h"
+#include "parallel/rank_agreement.h"
 #include "runtime/commands.h"
-#include "kernels/error.h"
-#include "training/evaluator.h"
-#include "training/metrics_log.h"
 #include "runtime/run_setup.h"
 #include "runtime/signals.h"
+#include "training/evaluator.h"
+#include "training/metrics_log.h"
 
 namespace tls {
 namespace {
@@ -140,16 +143,25 @@ int run_train(const RunOptions& o) {
   int64_t saved_at = trainer.update();
   double best_valid_loss = s.best_valid_loss, valid_loss = 0;
   int64_t validated_at = -1;
-  // Saves this update's state; `best` also names it checkpoint_best.h5.
+  BackgroundSaver saver(topo);
+  bool saving_best = false;
+  auto report = [&](const std::string& path) {
+    if (path.empty()) return;
+    log.note("saved " + path +
+             (saving_best
+                  ? " (the best so far: validation loss " + std::to_string(best_valid_loss) + ")"
+                  : std::string()));
+  };
+  // Starts saving this update's state (after the save in flight); `best` also names it
+  // checkpoint_best.h5.
   auto save = [&](bool best) {
+    report(saver.wait());
     CheckpointContents c = contents();
     if (validated_at == trainer.update()) c.valid_loss = valid_loss;
-    const std::string path = save_to_directory(o.save_dir, o.keep_last, c, topo, ops, best);
+    saver.start(o.save_dir, o.keep_last, c, ops, best);
     saved_at = trainer.update();
+    saving_best = best;
     if (best) best_valid_loss = valid_loss;
-    log.note("saved " + path +
-             (best ? " (the best so far: validation loss " + std::to_string(valid_loss) + ")"
-                   : std::string()));
   };
   auto validate = [&] {
     if (o.valid_data.empty()) return;
@@ -179,6 +191,7 @@ int run_train(const RunOptions& o) {
                " in a row)");
       if (bad_steps >= o.max_bad_steps) {
         save(false);  // skipped updates left the weights untouched: this is the last good state
+        report(saver.wait());
         throw CollectiveError(
             std::to_string(bad_steps) +
             " consecutive updates had a non-finite loss or gradient (--max-bad-steps " +
@@ -191,8 +204,11 @@ int run_train(const RunOptions& o) {
     if (o.validate_interval > 0 && m.step % o.validate_interval == 0) validate();
     if (is_new_best() || (o.save_interval > 0 && m.step % o.save_interval == 0))
       save(is_new_best());
+    else
+      report(saver.poll());
     if (stop_requested(*topo.world)) {
       if (saved_at != trainer.update()) save(false);
+      report(saver.wait());
       log.note("stopping on signal " + std::to_string(stop_signal()) + " at update " +
                std::to_string(trainer.update()));
       return 0;
@@ -200,6 +216,7 @@ int run_train(const RunOptions& o) {
   }
   if (o.validate_interval == 0) validate();
   if (saved_at != trainer.update() || is_new_best()) save(is_new_best());
+  report(saver.wait());
   if (!o.test_data.empty()) {
     const EvalResult r = evaluate(model, o.test_data);
     log.note("test | loss " + std::to_string(r.loss()) + " | bpc " + std::to_string(r.bpc()) +

@@ -1,8 +1,9 @@
 // Every damaged or mismatched checkpoint is refused (docs/DESIGN.md section 5), with one line that
 // names the file, the dataset or attribute and the problem, and without changing any file: a
-// truncated file, flipped bytes inside a dataset's data (Fletcher32), a missing dataset, a wrong
-// shape, a hyperparameter that differs from the run's, an unknown format_version, a file that is
-// not HDF5, a path that does not exist.
+// truncated file, flipped bytes inside a dataset's data (Fletcher32, in the part file the
+// checkpoint maps), a missing or truncated part file, a missing dataset, a wrong shape, a
+// hyperparameter that differs from the run's, an unknown format_version, a file that is not HDF5,
+// a path that does not exist.
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
@@ -44,6 +45,29 @@ class Damage : public ::testing::Test {
     const std::string path = dir_->file(name);
     std::filesystem::copy_file(good(), path, std::filesystem::copy_options::overwrite_existing);
     return path;
+  }
+
+  // A copy of the good checkpoint with its own copy of its part file, in a folder of its own
+  // (the checkpoint names its part relative to its folder).
+  std::string copy_with_part(const std::string& name) {
+    const std::filesystem::path folder = dir_->file(name);
+    std::filesystem::remove_all(folder);
+    std::filesystem::create_directories(folder);
+    for (const auto& e : std::filesystem::directory_iterator(dir_->path())) {
+      const std::string file = e.path().filename().string();
+      if (file == "good.h5" ||
+          (file.rfind("good.", 0) == 0 && file.find(".part") != std::string::npos))
+        std::filesystem::copy_file(e.path(), folder / file);
+    }
+    return (folder / "good.h5").string();
+  }
+  // The part file of a checkpoint saved by one process.
+  static std::string part_of(const std::string& checkpoint) {
+    for (const auto& e :
+         std::filesystem::directory_iterator(std::filesystem::path(checkpoint).parent_path()))
+      if (e.path().filename().string().find(".part0.h5") != std::string::npos)
+        return e.path().string();
+    return "";
   }
 
   // Loads `path` into the tiny model (or `cfg`), expecting a refusal; checks that no file
@@ -129,12 +153,28 @@ TEST_F(Damage, FlippedBytesInsideADatasetAreRefused) {
   for (const std::string dataset :
        {"/model/layers.1.ff.fc1.weight", "/optimizer/exp_avg_sq/in_emb.weight",
         "/state/cache/layers.0"}) {
-    const std::string path = copy("flipped.h5");
-    flip_byte_in(path, dataset);
+    const std::string path = copy_with_part("flipped");
+    flip_byte_in(part_of(path), dataset);
     std::string m = refusal(path);
     EXPECT_MENTIONS(m, "'" + dataset + "'");
     EXPECT_MENTIONS(m, "Fletcher32");
+    EXPECT_MENTIONS(m, part_of(path));
   }
+}
+
+TEST_F(Damage, AMissingOrTruncatedPartFileIsRefusedWithItsName) {
+  std::string path = copy_with_part("no_part");
+  const std::string part = part_of(path);
+  std::filesystem::remove(part);
+  std::string m = refusal(path);
+  EXPECT_MENTIONS(m, part);
+  EXPECT_MENTIONS(m, "is missing");
+
+  path = copy_with_part("short_part");
+  std::filesystem::resize_file(part_of(path), std::filesystem::file_size(part_of(path)) / 2);
+  m = refusal(path);
+  EXPECT_MENTIONS(m, part_of(path));
+  EXPECT_MENTIONS(m, "damaged");
 }
 
 TEST_F(Damage, MissingDatasetIsRefused) {
@@ -199,12 +239,12 @@ TEST_F(Damage, UnknownFormatVersionIsRefused) {
   const std::string path = copy("version.h5");
   hid_t file = open_rw(path);
   hid_t a = H5Aopen_by_name(file, "/", "format_version", H5P_DEFAULT, H5P_DEFAULT);
-  const int64_t two = 2;
-  H5Awrite(a, H5T_NATIVE_INT64, &two);
+  const int64_t three = 3;
+  H5Awrite(a, H5T_NATIVE_INT64, &three);
   H5Aclose(a);
   H5Fclose(file);
   std::string m = refusal(path);
-  EXPECT_MENTIONS(m, "format_version 2");
+  EXPECT_MENTIONS(m, "format_version 3");
 }
 
 // Text from the file goes into the message escaped: a format holding a newline (the

@@ -1,11 +1,15 @@
 // A program the fault-injection test spawns under `mpiexec -n 2` (not a test itself): saves a
 // tiny model, initialised with seed <step>, as <dir>/checkpoint_<step>.h5 with --keep-last 2,
-// data parallel over the world (so rank 0 writes the parameters and every rank its cache rows).
-// TLS_FAULT_INJECT=save_abort_rank<R> in the environment makes rank R die halfway through.
+// data parallel over the world (so rank 0 writes the parameters and every rank its cache rows),
+// in the background as training does: start the save, then poll once per 10 ms "step" until it
+// is complete. TLS_FAULT_INJECT in the environment makes a rank die at one of the writer's
+// points (checkpoint/checkpoint_writer.h, checkpoint/background_save.h).
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 
-#include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/background_save.h"
 #include "layers/init.h"
 #include "parallel/mpi_comm.h"
 
@@ -33,8 +37,10 @@ int main(int argc, char** argv) {
     tls::TrainSettings settings;
     settings.batch_size = 2 * t.layout.dp;
     tls::ModelState state = model.initial_state(2);
-    tls::save_to_directory(
-        argv[1], 2, tls::checkpoint_contents(model, &optimizer, &state, step, settings), t, *ops);
+    tls::BackgroundSaver saver(t);
+    saver.start(argv[1], 2, tls::checkpoint_contents(model, &optimizer, &state, step, settings),
+                *ops);
+    while (saver.poll().empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;

@@ -1,13 +1,16 @@
-// A save interrupted by a rank dying halfway (docs/DESIGN.md section 5): with the fault-injection
-// switch TLS_FAULT_INJECT=save_abort_rank<R>, `mpiexec -n 2 checkpoint_fault_helper` aborts
-// within 30 s, the checkpoint it was writing never appears under its final name, and the
-// previous checkpoint and checkpoint_last are intact and load. The next good save cleans up the
-// interrupted save's temporary file and keeps --keep-last 2.
+// A background save interrupted at any point (docs/DESIGN.md section 5): with the fault-injection
+// switches of the writer, `mpiexec -n 2 checkpoint_fault_helper` dies within 30 s, on either rank:
+// halfway through its part, as it starts a block (SIGKILL), with its part durable but not
+// reported, with the checkpoint written under its temporary name, or (rank 0) with the checkpoint
+// in place but checkpoint_last.h5 not yet moved. Each time the previous checkpoint's files are
+// unchanged and checkpoint_last.h5 names it and loads. The next good saves delete every part file
+// and temporary file the interrupted ones left, and keep --keep-last 2.
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/checkpoint_reader.h"
@@ -34,11 +37,28 @@ int run_helper(const std::string& dir, int64_t step, const std::string& fault, d
   return status;
 }
 
+// Files of unfinished saves: temporary files, and part files of steps without a checkpoint.
 std::vector<std::string> leftovers(const std::string& dir) {
   std::vector<std::string> out;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir))
-    if (e.path().filename().string().find(".tmp-") != std::string::npos)
-      out.push_back(e.path().filename().string());
+  for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    const size_t part = name.find(".part");
+    const bool orphan = part != std::string::npos &&
+                        !fs::exists(dir + "/" + name.substr(0, name.find('.')) + ".h5");
+    if (name.find(".tmp-") != std::string::npos || orphan) out.push_back(name);
+  }
+  return out;
+}
+
+// Every file of checkpoint `step` (the checkpoint and its parts) and its bytes.
+std::map<std::string, std::string> files_of(const std::string& dir, int64_t step) {
+  std::map<std::string, std::string> out;
+  const std::string prefix = "checkpoint_" + std::to_string(step) + ".";
+  for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) == 0 && name.find(".tmp-") == std::string::npos)
+      out[name] = testing::file_bytes(e.path().string());
+  }
   return out;
 }
 
@@ -61,36 +81,59 @@ void expect_last_is(const std::string& dir, int64_t step) {
     EXPECT_TRUE(testing::same_bits(model.parameters()[i]->value, want.parameters()[i]->value));
 }
 
+struct Fault {
+  std::string variable, message;
+  bool leaves_a_file;  // a part or temporary file of the interrupted save stays behind
+};
+
 TEST(FaultInjection, AKilledSaveLeavesThePreviousCheckpointLoadable) {
   testing::TempDir dir;
   double seconds = 0;
   ASSERT_EQ(run_helper(dir.path(), 1, "", seconds), 0)
       << testing::file_bytes(dir.file("helper_1.log"));
   expect_last_is(dir.path(), 1);
+  EXPECT_EQ(files_of(dir.path(), 1).size(), 3u);  // the checkpoint and the parts of 2 ranks
 
-  for (int rank : {1, 0}) {
-    const int64_t step = 2 + rank;  // 2, then 3
-    SCOPED_TRACE("rank " + std::to_string(rank) + " dies saving step " + std::to_string(step));
-    const std::string before = testing::file_bytes(dir.file("checkpoint_1.h5"));
-    const int status = run_helper(dir.path(), step,
-                                  std::string("save_abort_rank") + std::to_string(rank), seconds);
+  const std::vector<Fault> faults = {
+      {"save_abort_rank1", "aborts halfway through the save", true},
+      {"save_abort_rank0", "aborts halfway through the save", true},
+      {"save_block_abort_rank0", "dies at save_block", true},
+      {"save_durable_abort_rank0", "with its part durable", true},
+      {"save_durable_abort_rank1", "with its part durable", true},
+      {"save_master_abort_rank0", "under its temporary name", true},
+      {"save_link_abort_rank0", "before checkpoint_last names", false},
+  };
+  int64_t step = 2;
+  for (const Fault& fault : faults) {
+    SCOPED_TRACE(fault.variable + " saving step " + std::to_string(step));
+    const std::map<std::string, std::string> before = files_of(dir.path(), 1);
+    const int status = run_helper(dir.path(), step, fault.variable, seconds);
     const std::string log =
         testing::file_bytes(dir.file("helper_" + std::to_string(step) + ".log"));
     EXPECT_NE(status, 0) << log;
     EXPECT_LT(seconds, 30.0) << log;
-    EXPECT_NE(log.find("aborts halfway through the save"), std::string::npos) << log;
-    EXPECT_FALSE(fs::exists(dir.file(checkpoint_file_name(step))));
-    EXPECT_FALSE(leftovers(dir.path()).empty()) << "the interrupted save's temporary file";
-    EXPECT_TRUE(testing::file_bytes(dir.file("checkpoint_1.h5")) == before);
+    EXPECT_NE(log.find(fault.message), std::string::npos) << log;
+    const bool linked_late = fault.variable == "save_link_abort_rank0";
+    EXPECT_EQ(fs::exists(dir.file(checkpoint_file_name(step))), linked_late);
+    if (fault.leaves_a_file) {
+      EXPECT_FALSE(leftovers(dir.path()).empty());
+    }
+    EXPECT_TRUE(files_of(dir.path(), 1) == before) << "checkpoint 1 changed";
     expect_last_is(dir.path(), 1);
+    ++step;
   }
 
-  for (int64_t step : {4, 5}) {
-    ASSERT_EQ(run_helper(dir.path(), step, "", seconds), 0);
-    expect_last_is(dir.path(), step);
+  for (int64_t good : {step, step + 1}) {
+    ASSERT_EQ(run_helper(dir.path(), good, "", seconds), 0)
+        << testing::file_bytes(dir.file("helper_" + std::to_string(good) + ".log"));
+    expect_last_is(dir.path(), good);
   }
   EXPECT_TRUE(leftovers(dir.path()).empty());
-  EXPECT_EQ(checkpoint_steps(dir.path()), (std::vector<int64_t>{4, 5}));
+  EXPECT_EQ(checkpoint_steps(dir.path()), (std::vector<int64_t>{step, step + 1}));
+  int parts = 0;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir.path()))
+    parts += e.path().filename().string().find(".part") != std::string::npos ? 1 : 0;
+  EXPECT_EQ(parts, 4) << "the parts of the two checkpoints kept, no others";
 }
 
 }  // namespace

@@ -264,9 +264,9 @@ class SmallDisk {
 // The disk filling up during a save: on a 9 MiB tmpfs one checkpoint of the tiny model (7.4 MB)
 // fits and the next does not. Either the space check refuses the save before writing, or (with
 // the check switched off) the write itself hits ENOSPC inside parallel HDF5. Both end the job
-// within 30 s with one error line that says the disk is full, leave no temporary file and no
-// checkpoint_6.h5, keep checkpoint_last pointing at checkpoint_3.h5, which loads, and with
-// space freed the same command resumes from update 3.
+// within 30 s with one error line that says the disk is full, leave no temporary file, no
+// checkpoint_6.h5 and none of its part files, keep checkpoint_last pointing at checkpoint_3.h5,
+// which loads, and with space freed the same command resumes from update 3.
 TEST_F(Program, AFullDiskFailsTheSaveAndKeepsThePreviousCheckpoint) {
   for (const std::string fault : {"", "save_no_space_check"}) {
     SCOPED_TRACE(fault.empty() ? "space check" : "ENOSPC during the write");
@@ -288,11 +288,18 @@ TEST_F(Program, AFullDiskFailsTheSaveAndKeepsThePreviousCheckpoint) {
               std::string::npos)
         << r.output;
     std::vector<std::string> names;
-    for (const fs::directory_entry& e : fs::directory_iterator(run))
-      names.push_back(e.path().filename().string());
+    int parts_of_3 = 0;
+    for (const fs::directory_entry& e : fs::directory_iterator(run)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind("checkpoint_3.", 0) == 0 && name.find(".part") != std::string::npos)
+        ++parts_of_3;  // the parts checkpoint_3.h5 reads
+      else
+        names.push_back(name);
+    }
     std::sort(names.begin(), names.end());
     EXPECT_EQ(names,
               (std::vector<std::string>{"checkpoint_3.h5", "checkpoint_last.h5", "metrics.jsonl"}));
+    EXPECT_EQ(parts_of_3, 2);
     EXPECT_EQ(fs::read_symlink(run + "/checkpoint_last.h5").string(), "checkpoint_3.h5");
 
     const std::string text = dir + "/text.txt";

@@ -1,0 +1,132 @@
+// BackgroundSaver: one writer thread per save; the ranks learn together that a save is complete
+// through an allreduce of each rank's state (done < running < failed).
+#include "checkpoint/background_save.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/durable_files.h"
+#include "kernels/error.h"
+#include "parallel/fault_injection.h"
+#include "parallel/rank_agreement.h"
+
+namespace tls {
+
+BackgroundSaver::BackgroundSaver(const Topology& t) : t_(t) {}
+
+BackgroundSaver::~BackgroundSaver() { join(); }
+
+void BackgroundSaver::join() {
+  if (writer_.joinable()) writer_.join();
+}
+
+void BackgroundSaver::start(const std::string& dir, int keep_last,
+                            const CheckpointContents& contents, Ops& ops, bool best) {
+  wait();
+  std::string error;
+  if (t_.world_rank == 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) error = "cannot create the save directory '" + dir + "': " + ec.message();
+  }
+  throw_if_any_rank_failed(*t_.world, error);
+  const std::string path =
+      (std::filesystem::path(dir) / checkpoint_file_name(contents.step)).string();
+  save_ = begin_save(path, contents, t_, ops, std::move(spare_));
+  spare_.clear();
+  dir_ = dir;
+  keep_last_ = keep_last;
+  best_ = best;
+  phase_ = Phase::parts;
+  run_in_background(&BackgroundSaver::write_this_part);
+}
+
+void BackgroundSaver::run_in_background(void (BackgroundSaver::*step)()) {
+  join();
+  error_.clear();
+  state_ = running;
+  writer_ = std::thread([this, step] {
+    // No MPI here: the files each step writes are this rank's alone.
+    try {
+      (this->*step)();
+      state_ = done;
+    } catch (const std::exception& e) {
+      error_ = e.what();
+      state_ = failed;
+    }
+  });
+}
+
+void BackgroundSaver::write_this_part() { write_part(*save_); }
+
+void BackgroundSaver::complete_on_rank0() {
+  write_master(*save_);
+  if (fault_rank("save_link") == 0) {
+    std::fprintf(stderr, "%s: rank 0 aborts before checkpoint_last names the new checkpoint\n",
+                 kFaultInjectVariable);
+    std::fflush(stderr);
+    std::abort();
+  }
+  const std::string name = std::filesystem::path(save_->path).filename().string();
+  point_last_at(dir_, name);
+  if (best_) point_best_at(dir_, name);
+  to_delete_ = files_to_prune(dir_, keep_last_);
+}
+
+void BackgroundSaver::prune_on_rank0() { delete_files(dir_, to_delete_); }
+
+BackgroundSaver::State BackgroundSaver::agreed_state() {
+  return static_cast<State>(static_cast<int>(t_.world->allreduce_max(state_.load())));
+}
+
+std::string BackgroundSaver::poll() {
+  if (!in_flight()) return "";
+  const State state = agreed_state();
+  return state == running ? "" : advance(state);
+}
+
+std::string BackgroundSaver::wait() {
+  std::string completed;
+  while (in_flight()) {
+    join();  // this rank's step is over; the others finish theirs
+    const std::string path = advance(agreed_state());
+    if (!path.empty()) completed = path;
+  }
+  return completed;
+}
+
+std::string BackgroundSaver::advance(State state) {
+  join();
+  if (state == failed) return fail();
+  if (phase_ == Phase::parts) {  // every part is durable: rank 0 writes the checkpoint
+    phase_ = Phase::checkpoint;
+    if (t_.world_rank == 0) run_in_background(&BackgroundSaver::complete_on_rank0);
+    return "";
+  }
+  if (phase_ == Phase::pruning) {
+    phase_ = Phase::parts;
+    return "";
+  }
+  // The checkpoint is complete and named: what is left is housekeeping.
+  phase_ = Phase::pruning;
+  if (t_.world_rank == 0) run_in_background(&BackgroundSaver::prune_on_rank0);
+  std::unique_ptr<PendingSave> save = std::move(save_);
+  spare_ = std::move(save->blocks);
+  return save->path;
+}
+
+std::string BackgroundSaver::fail() {
+  std::unique_ptr<PendingSave> save = std::move(save_);
+  phase_ = Phase::parts;
+  const std::string error = state_ == failed ? error_ : "";
+  const std::string agreed = error_message_of([&] { throw_if_any_rank_failed(*t_.world, error); });
+  // A part is only ever named by its own checkpoint: without one, it is of no use.
+  std::error_code ignored;
+  if (save != nullptr && !std::filesystem::exists(save->path))
+    std::filesystem::remove(save->part_path(t_.world_rank), ignored);
+  throw CollectiveError(agreed);  // every rank has it: printed once
+}
+
+}  // namespace tls

@@ -1,0 +1,55 @@
+// One rank's part of a checkpoint (docs/DESIGN.md section 5): a serial HDF5 file that only this
+// rank opens, holding this rank's block of every tensor it writes, under the tensor's reference
+// name, shaped as the block. Written from the background save thread: no MPI, the sec2 driver.
+//
+// Every dataset is chunked with HDF5's Fletcher32 filter declared; the chunks go to disk through
+// H5Dwrite_chunk with the checksum appended here (checkpoint/fletcher32.h), so HDF5's filtered
+// write (a copy per chunk and a slow checksum) is skipped while every reader, h5py included,
+// still verifies each chunk. A chunk is a run of whole trailing rows (contiguous in the block),
+// about kChunkBytes, so it is cut straight out of the row-major data.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "checkpoint/hdf5_reader.h"
+#include "kernels/tensor.h"
+
+namespace tls {
+
+class PartFileWriter {
+ public:
+  static constexpr size_t kChunkBytes = size_t{4} << 20;
+  // Creates (truncates) `path`.
+  explicit PartFileWriter(std::string path);
+  ~PartFileWriter();  // an unclosed file is closed without checks (the caller deletes it)
+  PartFileWriter(const PartFileWriter&) = delete;
+  PartFileWriter& operator=(const PartFileWriter&) = delete;
+
+  // The Fletcher32 checksum of each chunk of a block, in the order write() stores them; pure, so
+  // the next block's can be computed on another thread while this one's are written.
+  static std::vector<uint32_t> checksums(DType type, const std::vector<int64_t>& shape,
+                                         const char* data);
+  // Dataset `name` of `shape` holding `data` (row-major, elements of `type`: f32 or f64) with
+  // its chunks' `sums`. The 4 bytes after each chunk take its checksum while it is written (then
+  // get their values back), so `data` must have kSlackBytes writable bytes after its end and no
+  // other thread may read it meanwhile.
+  static constexpr size_t kSlackBytes = 4;
+  void write(const std::string& name, DType type, const std::vector<int64_t>& shape, char* data,
+             const std::vector<uint32_t>& sums);
+  // Flushes, closes and fsyncs the file: once this returns the part is durable.
+  void close();
+  const std::string& path() const { return path_; }
+
+ private:
+  void check(herr_t status, const std::string& what) const;
+  std::string path_;
+  Hdf5Handle file_;
+  std::vector<char> chunk_;  // one chunk and its checksum, for the edge chunk
+};
+
+// The chunk shape PartFileWriter uses for a block of `shape` (exposed for tests).
+std::vector<int64_t> part_chunk_shape(const std::vector<int64_t>& shape, size_t element_bytes);
+
+}  // namespace tls
