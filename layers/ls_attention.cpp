@@ -22,7 +22,7 @@ void LSAttention::init(Ops& ops, ParameterList& params, const std::string& name,
                        const ModelConfig& cfg, DType dtype, const Topology& topo, int layer_index) {
   cfg_ = cfg;
   topo_ = &topo;
-  tag_ = 4 * layer_index;
+  tag_ = 8 * layer_index;  // halo: tag_, tag_ + 1; slot ring: tag_ + 2, tag_ + 3 (2 tags each)
   const int64_t d = cfg.d_model, H = cfg.n_head, dh = cfg.d_head();
   const int tp = topo.layout.tp;
   if (H % tp != 0)
@@ -119,9 +119,9 @@ void LSAttention::forward_slots(Ops& ops, const RowsOf& rows, int64_t T, std::ve
                                 bool keep, const Tensor& cache, const PositionTables& pos,
                                 LSAttentionSaved& saved) const {
   const DType dt = cache.dtype();
-  const int64_t B = cache.dim(0), M = cache.dim(1), dl = d_local_;
+  const int64_t B = cache.dim(0), dl = d_local_;
   const int64_t w = cfg_.window_len, c = cfg_.chunk_size, r = cfg_.chunk_rank, H = cfg_.n_head;
-  const int64_t cache_slots = M / c * r, block_slots = T / c * r;
+  const int64_t block_slots = T / c * r;
   if (keep && (pieces.size() != 1 || pieces[0].n != T))
     throw Error("attention: kept activations need the block as one piece");
   saved = LSAttentionSaved();
@@ -157,17 +157,14 @@ void LSAttention::forward_slots(Ops& ops, const RowsOf& rows, int64_t T, std::ve
   slots.halo = halo_exchange_forward_start(ops, *topo_, tail_keys, tail_values, slots.halo_keys,
                                            slots.halo_values, tag_);
 
-  // Compressed part (needs no halo): cache chunks, LN_dproj, then the slots of every slice are
-  // gathered over sp while the first piece's window part runs.
+  // Compressed part (needs no halo): cache chunks, then LN_dproj. Each rank keeps its own slots;
+  // the pieces meet the other ranks' slots round the sp ring.
   Tensor keys_cache, values_cache;
   compress_cache(ops, cache, slots.cache_weights, slots.cache_compressed, keys_cache, values_cache);
   slots.khat_raw = slots_of(ops, keys_cache, keys_chunks);
   slots.vhat_raw = slots_of(ops, values_cache, values_chunks);
-  Tensor khat_local, vhat_local;
-  dual_ln_dproj.forward(ops, slots.khat_raw, khat_local, slots.khat_ln);
-  dual_ln_dproj.forward(ops, slots.vhat_raw, vhat_local, slots.vhat_ln);
-  slots.khat_gather = gather_chunks_forward_start(ops, *topo_, khat_local, cache_slots);
-  slots.vhat_gather = gather_chunks_forward_start(ops, *topo_, vhat_local, cache_slots);
+  dual_ln_dproj.forward(ops, slots.khat_raw, slots.khat, slots.khat_ln);
+  dual_ln_dproj.forward(ops, slots.vhat_raw, slots.vhat, slots.vhat_ln);
   slots.in_flight = true;
   r_net.forward(ops, pos.window, slots.rel_window);
   r_net_chunk.forward(ops, pos.chunk, slots.rel_chunk);
@@ -238,8 +235,7 @@ void LSAttention::backward_slots(Ops& ops, const RowsOf& rows, int64_t T, const 
   r_net.backward(ops, grads.drel_window, pos.window, none);
 
   // This rank's slots' summed gradient, then LN_dproj.
-  const Tensor dkhat_local = grads.dkhat_scatter.wait();
-  const Tensor dvhat_local = grads.dvhat_scatter.wait();
+  const Tensor dkhat_local = grads.dkhat, dvhat_local = grads.dvhat;
   grads.dkhat = grads.dvhat = grads.drel_chunk = grads.drel_window = Tensor();
   Tensor dkhat_raw = ops.zeros(slots.khat_raw.shape(), dt);
   Tensor dvhat_raw = ops.zeros(slots.vhat_raw.shape(), dt);

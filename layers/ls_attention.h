@@ -23,7 +23,8 @@
 // r_*_bias and both DualLNs hold this rank's heads; proj_out is row-parallel; dconv_1 is
 // replicated so the cache path can compress with every head's weights before projecting). The
 // block and the cache are cut into sp slices: the window's halo comes from the previous rank
-// (halo_exchange) and the compressed vectors of every slice are all-gathered (gather_chunks).
+// (halo_exchange), and each rank keeps its own compressed slots: the queries meet every
+// rank's slots as they travel round the sp ring (chunk_attention_ring.h).
 // Both exchanges are started by forward_slots and waited for by the first piece, whose window
 // part runs meanwhile; in the backward the piece at row 0 starts them back before its window
 // part, and backward_slots waits.
@@ -32,10 +33,10 @@
 #include <functional>
 #include <vector>
 
+#include "layers/chunk_attention_ring.h"
 #include "layers/layernorm.h"
 #include "layers/linear.h"
 #include "layers/model_config.h"
-#include "parallel/chunk_exchange.h"
 #include "parallel/halo_exchange.h"
 
 namespace tls {
@@ -73,15 +74,14 @@ struct LSAttentionSlots {
   Tensor cache_compressed;              // [B, M/c r, d]: sum p C (all heads merged)
   Tensor khat_raw, vhat_raw;            // [B, local slots, dl] before LN_dproj
   LayerNormSaved khat_ln, vhat_ln;
-  Tensor khat, vhat;              // [B, S, dl]: every slice's slots (gathered)
+  Tensor khat, vhat;              // [B, local slots, dl]: this slice's slots after LN_dproj
   Tensor rel_window, rel_chunk;   // r_net(PE window), r_net_chunk(PE chunk)
   Tensor cache_tail;              // [B, w, d]: C_{M-w..M-1} (last sp rank only)
   Tensor halo_keys, halo_values;  // [B, w, dl]: raw keys and values of the w rows before
                                   // the slice (the previous slice's tail or the cache's)
-  // The exchanges forward_slots starts; the first piece waits for them.
+  // The halo exchange forward_slots starts; the first piece waits for it.
   bool in_flight = false;
   HaloExchange halo;
-  ChunkExchange khat_gather, vhat_gather;
 };
 
 struct LSAttentionSaved {
@@ -93,11 +93,11 @@ struct LSAttentionSaved {
 
 // The gradients the pieces accumulate for the slots, consumed by backward_slots.
 struct LSAttentionSlotGrads {
-  Tensor dkhat, dvhat, drel_chunk, drel_window;
-  // Set by the piece at row 0, which also starts the exchanges back.
+  Tensor dkhat, dvhat;  // this slice's slots, summed over every rank's queries
+  Tensor drel_chunk, drel_window;
+  // Set by the piece at row 0, which also starts the halo exchange back.
   Tensor dhalo_keys, dhalo_values, dtail_keys, dtail_values;
   HaloExchange halo;
-  ChunkExchange dkhat_scatter, dvhat_scatter;
   // With kept activations the piece's key, value and query gradients and its input gradient
   // wait for the slots' share, so that each row's gradient is one sum.
   Tensor dkeys, dvalues, dq, dinput;
@@ -211,6 +211,11 @@ class LSAttention {
   // A piece's geometry (checked): its queries are h_ext's rows past first_row(t0).
   AttentionShape piece_shape(const Tensor& h_ext, int64_t t0, int64_t tokens, int64_t mem) const;
   bool holds_cache_tail() const { return topo_->sp_rank == topo_->layout.sp - 1; }
+  // This slice's cache and block slot counts, from the compression weights' rows (M and T).
+  SlotLayout slot_layout(const LSAttentionSlots& slots) const {
+    const int64_t c = cfg_.chunk_size, r = cfg_.chunk_rank;
+    return {slots.cache_weights.dim(1) / c * r, slots.block_weights.dim(1) / c * r};
+  }
 
   ModelConfig cfg_;
   const Topology* topo_ = nullptr;

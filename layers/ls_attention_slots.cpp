@@ -3,8 +3,8 @@
 // projection (slice 0's halo), and a piece's attention up to proj_out.
 #include <cmath>
 
+#include "layers/chunk_attention_ring.h"
 #include "layers/ls_attention.h"
-#include "parallel/chunk_exchange.h"
 #include "parallel/halo_exchange.h"
 #include "parallel/mappings.h"
 
@@ -165,15 +165,11 @@ void LSAttention::attend(Ops& ops, const Tensor& h_ext, int64_t t0, const LSAtte
   ops.window_attention_forward(out_win, lse_win, a.q, a.keys_win, a.values_win, slots.rel_window,
                                r_w_bias.value, r_r_bias.value, s);
 
-  // Compressed part over the gathered slots.
-  if (in_flight) {
-    in_flight->khat = in_flight->khat_gather.wait();
-    in_flight->vhat = in_flight->vhat_gather.wait();
-    in_flight->in_flight = false;
-  }
+  // Compressed part: every rank's slots, round the sp ring.
+  if (in_flight) in_flight->in_flight = false;
   Tensor out_chunk = ops.empty({B, n, dl}, dt), lse_chunk = ops.empty({B, s.n_head, n}, dt);
-  ops.chunk_attention_forward(out_chunk, lse_chunk, a.q, slots.khat, slots.vhat, slots.rel_chunk,
-                              s);
+  chunk_attention_ring_forward(ops, *topo_, out_chunk, lse_chunk, a.q, slots.khat, slots.vhat,
+                               slots.rel_chunk, s, slot_layout(slots), tag_ + 2);
   a.attn = ops.empty({B, n, dl}, dt);
   a.lse = ops.empty({B, s.n_head, n}, dt);
   ops.attention_merge(a.attn, a.lse, out_chunk, lse_chunk, out_win, lse_win, s);
@@ -185,24 +181,15 @@ void LSAttention::attend_backward(Ops& ops, const Tensor& dout, const PieceActiv
                                   Tensor& dkeys, Tensor& dvalues) {
   const DType dt = dout.dtype();
   const int64_t B = dout.dim(0), n = s.tokens, w = s.window, dl = d_local_;
-  const int64_t M_slots = slots.khat_raw.dim(1), T = slots.block_weights.dim(1);
-  const int64_t block_slots = T / cfg_.chunk_size * cfg_.chunk_rank;
   Tensor dattn = ops.zeros({B, n, dl}, dt);
   proj_out.backward(ops, dout, a.attn, dattn);
   Tensor delta = ops.empty({B, n_head_local_, n}, dt);
   ops.attention_delta(delta, dattn, a.attn, s);
   dq = ops.zeros({B, n, dl}, dt);
-  ops.chunk_attention_backward(dq, grads.dkhat, grads.dvhat, grads.drel_chunk, dattn, a.lse, delta,
-                               a.q, slots.khat, slots.vhat, slots.rel_chunk, s);
-  // The piece at row 0 is the last: the slots' gradient is complete and goes back to each
-  // slot's owner while the window part's backward runs.
-  if (t0 == 0) {
-    const int64_t cache_slots = M_slots - block_slots;
-    grads.dkhat_scatter =
-        gather_chunks_backward_start(ops, *topo_, grads.dkhat, cache_slots, block_slots);
-    grads.dvhat_scatter =
-        gather_chunks_backward_start(ops, *topo_, grads.dvhat, cache_slots, block_slots);
-  }
+  // This rank's slots' gradient comes home round the ring, summed over every rank's queries.
+  chunk_attention_ring_backward(ops, *topo_, dq, grads.dkhat, grads.dvhat, grads.drel_chunk, dattn,
+                                a.lse, delta, a.q, slots.khat, slots.vhat, slots.rel_chunk, s,
+                                slot_layout(slots), tag_ + 3);
   Tensor dkeys_win = ops.zeros({B, w + n, dl}, dt), dvalues_win = ops.zeros({B, w + n, dl}, dt);
   ops.window_attention_backward(dq, dkeys_win, dvalues_win, grads.drel_window, r_w_bias.grad,
                                 r_r_bias.grad, dattn, a.lse, delta, a.q, a.keys_win, a.values_win,

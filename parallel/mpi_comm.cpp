@@ -115,6 +115,7 @@ void MpiComm::barrier() { check(MPI_Barrier(comm_), "barrier", name_); }
 
 std::unique_ptr<Request> MpiComm::isend(const Tensor& x, int dest, int tag) {
   auto r = std::make_unique<MpiRequest>("send to rank " + std::to_string(dest) + " of " + name_);
+  r->buffer = x;  // the message may leave after the caller has dropped its tensor
   check(MPI_Isend(x.raw(), count_of(x), mpi_type(x.dtype()), dest, tag, comm_, &r->request_),
         "isend", name_);
   return r;
@@ -123,6 +124,7 @@ std::unique_ptr<Request> MpiComm::isend(const Tensor& x, int dest, int tag) {
 std::unique_ptr<Request> MpiComm::irecv(Tensor& x, int source, int tag) {
   auto r =
       std::make_unique<MpiRequest>("receive from rank " + std::to_string(source) + " of " + name_);
+  r->buffer = x;
   check(MPI_Irecv(x.raw(), count_of(x), mpi_type(x.dtype()), source, tag, comm_, &r->request_),
         "irecv", name_);
   return r;
