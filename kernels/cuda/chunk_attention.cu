@@ -4,7 +4,9 @@
 // [B, n_slots, dl]; its score is
 //   q_t . (khat[j] + pos[min(g r - 1 - j, n_pos - 1)])
 // (no biases). A query that sees no slot gets lse = -inf and a zero output. All slots whose id
-// is clamped to the last row of pos share it: j_range returns them as one range.
+// is clamped to the last row of pos share it: j_range returns them as one range. khat may end
+// before g r (one sequence-parallel rank's slot group): key_end stops at n_slots, and the slots
+// past it that pos_keys / j_range may name are cut by their callers (key_end, the key tile).
 #include "kernels/cuda/attention_tile.cuh"
 #include "kernels/cuda/attention_wmma.cuh"
 #include "kernels/cuda/cuda_ops.h"

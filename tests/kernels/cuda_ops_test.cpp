@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "kernels/device.h"
-#include "kernels/ops.h"
 #include "kernels/error.h"
+#include "kernels/ops.h"
 
 namespace tls::test {
 namespace {
@@ -366,7 +366,8 @@ TEST_F(CudaOpsTest, AdamW) {
 }
 
 // The attention parts on shapes that exercise partial query tiles, several key tiles per
-// query tile, clamped positional ids and queries without visible compressed slots.
+// query tile, clamped positional ids, queries without visible compressed slots and slot groups
+// that end before the slots their queries may see.
 struct AttnCase {
   AttentionShape s;
   int64_t n_slots, n_pos;
@@ -394,6 +395,12 @@ std::vector<AttnCase> attention_cases() {
   b.chunk_rank = 1;
   b.first_query_chunk = 0;
   cases.push_back({b, 5, 64});
+  // One sequence-parallel rank's slot groups: khat ends before the slots the queries may see.
+  AttentionShape g = a;  // every slot visible to every query, every id clamped
+  g.first_query_chunk = 9;
+  cases.push_back({g, 6, 5});
+  g.first_query_chunk = 3;  // the first chunks see part of the group, some ids clamped
+  cases.push_back({g, 10, 9});
   return cases;
 }
 

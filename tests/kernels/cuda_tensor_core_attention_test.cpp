@@ -2,7 +2,8 @@
 // the deterministic attention backward of every precision, on the GPU (or the CUDA emulator):
 // - bf16 forward and backward of both parts against the float64 CPU reference on the same
 //   inputs, for shapes with partial query, key and positional tiles, several key tiles per
-//   query tile, clamped positional ids and queries that see no compressed slot;
+//   query tile, clamped positional ids, queries that see no compressed slot and a slot group
+//   that ends before the slots its queries may see;
 // - head sizes that are not a multiple of 16 keep the float32 kernels (bit for bit);
 // - two runs of the same backward, and two runs of a short training job, agree bit for bit;
 // - tls_dist --device cuda --precision bf16 resumed from a checkpoint ends with the same
@@ -84,6 +85,17 @@ std::vector<Case> cases() {
   b.chunk_rank = 1;
   b.first_query_chunk = 0;
   out.push_back({"B1_T48_dh16_w40_c16_r1", b, 3, 3});
+  // One sequence-parallel rank's slot group: khat ends before the slots the queries may see
+  // (first chunk shifted past it), every slot visible to every query, most ids clamped.
+  AttentionShape g = a;
+  g.first_query_chunk = 9;
+  out.push_back({"slot_group_B2_T40_c4_r2", g, 6, 5});
+  // Slot groups with no id clamped (two positional tiles, the first rows unused) and with the
+  // first chunks seeing only part of the group.
+  out.push_back({"slot_group_no_id_clamped", g, 6, 40});
+  AttentionShape h = a;
+  h.first_query_chunk = 3;
+  out.push_back({"slot_group_partly_visible", h, 10, 9});
   return out;
 }
 
@@ -135,14 +147,20 @@ Result run_chunk(Ops& ops, DType dt, const Case& c) {
   const double qscale = 1.0 / std::sqrt(static_cast<double>(s.d_head));
   Tensor q = make({B, T, dl}, 11, qscale), khat = make({B, c.n_slots, dl}, 12, 1),
          vhat = make({B, c.n_slots, dl}, 13, 1), pos = make({c.n_pos, dl}, 14, 1),
-         dout = make({B, T, dl}, 15, 1);
+         dout = make({B, T, dl}, 15, 1), out_w = make({B, T, dl}, 16, 1),
+         lse_w = make({B, H, T}, 17, 1);
   Tensor out = ops.empty({B, T, dl}, dt), lse = ops.empty({B, H, T}, dt),
+         out_m = ops.empty({B, T, dl}, dt), lse_m = ops.empty({B, H, T}, dt),
          delta = ops.empty({B, H, T}, dt);
   Tensor dq = ops.zeros({B, T, dl}, dt), dkh = ops.zeros({B, c.n_slots, dl}, dt),
          dvh = ops.zeros({B, c.n_slots, dl}, dt), dpos = ops.zeros({c.n_pos, dl}, dt);
   ops.chunk_attention_forward(out, lse, q, khat, vhat, pos, s);
-  ops.attention_delta(delta, dout, out, s);
-  ops.chunk_attention_backward(dq, dkh, dvh, dpos, dout, lse, delta, q, khat, vhat, pos, s);
+  // The backward takes lse and delta merged with a (random) window part, as in the layer: with
+  // this part's own, every query's dS sums to zero, and a positional row that all of a query's
+  // slots share (every id clamped) would get a zero gradient, testing nothing.
+  ops.attention_merge(out_m, lse_m, out, lse, out_w, lse_w, s);
+  ops.attention_delta(delta, dout, out_m, s);
+  ops.chunk_attention_backward(dq, dkh, dvh, dpos, dout, lse_m, delta, q, khat, vhat, pos, s);
   Result r;
   for (const Tensor* t : {&out, &lse, &dq, &dkh, &dvh, &dpos}) r.tensors.push_back(ops.to_host(*t));
   return r;
