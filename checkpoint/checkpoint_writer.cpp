@@ -127,14 +127,22 @@ std::string space_problem(const std::string& path, int64_t needed) {
          " free";
 }
 
-// Copies `local` into a host block of the file's type.
+// Copies `local` into a host block of the file's type; with rows given, only the rows
+// [m0, m0 + n) of every leading row of a 3-D [B, M, d] tensor.
+struct RowRange {
+  int64_t m0 = 0, n = -1;  // n < 0: the whole tensor
+};
+
 HostBlock host_block(const std::string& dataset, const Hyperslab& slab, DType type,
-                     const Tensor& local, Ops& ops, std::vector<HostBlock>& reuse) {
+                     const Tensor& whole, Ops& ops, std::vector<HostBlock>& reuse,
+                     RowRange rows = {}) {
   HostBlock b;
   b.dataset = dataset;
   b.slab = slab;
   b.type = type;
-  b.bytes = static_cast<size_t>(local.numel()) * dtype_size(type);
+  const bool part = rows.n >= 0 && rows.n != whole.dim(1);
+  const int64_t numel = part ? whole.dim(0) * rows.n * whole.dim(2) : whole.numel();
+  b.bytes = static_cast<size_t>(numel) * dtype_size(type);
   for (HostBlock& old : reuse) {
     if (old.data != nullptr && old.bytes == b.bytes) {
       b.data = std::move(old.data);
@@ -142,9 +150,23 @@ HostBlock host_block(const std::string& dataset, const Hyperslab& slab, DType ty
     }
   }
   if (b.data == nullptr) b.data.reset(new char[b.bytes + PartFileWriter::kSlackBytes]);
-  if (local.device() == Device::cpu && local.dtype() == type) {
-    std::memcpy(b.data.get(), local.raw(), b.bytes);
+  if (whole.device() == Device::cpu && whole.dtype() == type) {
+    if (!part) {
+      std::memcpy(b.data.get(), whole.raw(), b.bytes);
+      return b;
+    }
+    const size_t row = static_cast<size_t>(whole.dim(2)) * dtype_size(type);
+    const char* src = static_cast<const char*>(whole.raw());
+    for (int64_t i = 0; i < whole.dim(0); ++i)
+      std::memcpy(b.data.get() + static_cast<size_t>(i * rows.n) * row,
+                  src + static_cast<size_t>(i * whole.dim(1) + rows.m0) * row,
+                  static_cast<size_t>(rows.n) * row);
     return b;
+  }
+  Tensor local = whole;
+  if (part) {
+    local = ops.empty({whole.dim(0), rows.n, whole.dim(2)}, whole.dtype());
+    ops.copy_rows(local, 0, whole, rows.m0, rows.n);
   }
   const std::vector<double> host = ops.to_host(local);
   if (type == DType::f64) {
@@ -172,12 +194,19 @@ std::vector<HostBlock> copy_blocks(const CheckpointContents& c, const Topology& 
                                   ops, reuse));
     }
   }
-  if (c.caches != nullptr && t.tp_rank == 0) {
+  if (c.caches != nullptr) {
+    // Every tp rank holds the same cache: each writes its own share of the memory rows, so the
+    // copy that blocks training is split over the tp group instead of falling on one rank.
     for (size_t l = 0; l < c.caches->size(); ++l) {
       const Tensor& cache = (*c.caches)[l];
-      blocks.push_back(host_block("/state/cache/layers." + std::to_string(l),
-                                  cache_slab(cache, t, c.training.batch_size, c.config.mem_len),
-                                  type, cache, ops, reuse));
+      const int64_t m = cache.dim(1), tp = t.layout.tp;
+      const int64_t lo = m * t.tp_rank / tp, hi = m * (t.tp_rank + 1) / tp;
+      if (hi == lo) continue;
+      Hyperslab slab = cache_slab(cache, t, c.training.batch_size, c.config.mem_len);
+      slab.start[1] += lo;
+      slab.count[1] = hi - lo;
+      blocks.push_back(host_block("/state/cache/layers." + std::to_string(l), slab, type, cache,
+                                  ops, reuse, RowRange{lo, hi - lo}));
     }
   }
   return blocks;

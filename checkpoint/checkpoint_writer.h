@@ -13,10 +13,10 @@
 //                 temporary name, fsyncs it and renames it into place.
 // Parts are named `<stem>.<token>.part<r>.h5` next to `<stem>.h5`, with a token fresh for every
 // save, so a save never writes a file an earlier checkpoint uses. A replicated tensor is written by
-// one rank (Topology::writes_parameter; caches by tp rank 0), a rank holding nothing writes no
-// part. Until the rename nothing names the new parts, so a crash at any point leaves the previous
-// checkpoint untouched; the parts of an unfinished save are deleted by the next prune
-// (checkpoint_dir.h).
+// one rank (Topology::writes_parameter); a cache, the same on every tp rank, in 1/tp row shares.
+// A rank holding nothing writes no part. Until the rename nothing names the new parts, so a crash
+// at any point leaves the previous checkpoint untouched; the parts of an unfinished save are
+// deleted by the next prune (checkpoint_dir.h).
 //
 // Fault injection (tests only; parallel/fault_injection.h): TLS_FAULT_INJECT=<point>_abort_rank<R>
 // makes world rank R call std::abort() at: "save" (halfway through writing its part),

@@ -9,7 +9,7 @@ namespace tls {
 
 struct TrafficCounters {
   int64_t halo = 0;       // halo_exchange, forward and backward
-  int64_t chunks = 0;     // gather_chunks_forward / gather_chunks_backward
+  int64_t chunks = 0;     // the compressed slots round the sp ring (layers/chunk_attention_ring)
   int64_t tensor = 0;     // tp all-reduces (mappings, split LayerNorm statistics)
   int64_t gradients = 0;  // reduce_gradients
 };

@@ -1,7 +1,7 @@
 // mpi-ranks: 2 4
-// Checkpoints across parallel layouts (docs/DESIGN.md section 5): tensors sharded by hand (along dim
-// 0, along dim 1, along the head dim of a [1, H, 1, d_h] bias, replicated) and caches split over
-// dp and sp are saved collectively from every layout that fits the world and loaded into every
+// Checkpoints across parallel layouts (docs/DESIGN.md section 5): tensors sharded by hand (along
+// dim 0, along dim 1, along the head dim of a [1, H, 1, d_h] bias, replicated) and caches split
+// over dp and sp are saved collectively from every layout that fits the world and loaded into every
 // other one; each rank must get exactly its hyperslab, a replicated tensor must come from its one
 // writer, and a refusal on one rank must be a refusal on all. Then training resumes in another
 // layout with the same losses (float32 summation order, relative 1e-5).
@@ -13,9 +13,9 @@
 
 #include "checkpoint/checkpoint_reader.h"
 #include "checkpoint/checkpoint_writer.h"
+#include "kernels/error.h"
 #include "layers/init.h"
 #include "parallel/mpi_comm.h"
-#include "kernels/error.h"
 
 namespace tls {
 namespace {
@@ -119,8 +119,19 @@ struct HandModel {
     for (int l = 0; l < 2; ++l) {
       Tensor local = Tensor::zeros({kBatch / t.layout.dp, kMem / t.layout.sp, kWidth}, DType::f32);
       const std::vector<int64_t> g = global_indices(cache_slab(local, t, kBatch, kMem));
-      caches.push_back(make(g, 30 + l, fill, junk_if_not_writer && t.tp_rank != 0)
-                           .view({kBatch / t.layout.dp, kMem / t.layout.sp, kWidth}));
+      Tensor cache =
+          make(g, 30 + l, fill, false).view({kBatch / t.layout.dp, kMem / t.layout.sp, kWidth});
+      // Every tp rank holds the cache and writes the share [lo, hi) of its memory rows: junk
+      // elsewhere shows that no rank writes rows it does not own.
+      const int64_t m = cache.dim(1), lo = m * t.tp_rank / t.layout.tp,
+                    hi = m * (t.tp_rank + 1) / t.layout.tp;
+      if (junk_if_not_writer)
+        for (int64_t b = 0; b < cache.dim(0); ++b)
+          for (int64_t r = 0; r < m; ++r)
+            if (r < lo || r >= hi)
+              for (int64_t e = 0; e < kWidth; ++e)
+                cache.data<float>()[(b * m + r) * kWidth + e] = -777.0f;
+      caches.push_back(cache);
     }
     contents.config.n_layer = 2;
     contents.config.mem_len = kMem;

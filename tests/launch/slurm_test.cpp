@@ -487,7 +487,7 @@ std::vector<double> logged_losses(const std::string& metrics) {
 
 TEST_F(TwoNodeSlurm, TpTimesSpAcrossTwoNodesTrainsAsOneProcessDoes) {
   const std::string train =
-      " train --config " + quote(source_path("launch/configs/tiny_demo.ini")) +
+      " train --config " + quote(source_path("launch/tiny_demo.ini")) +
       " --precision fp64 --max-update 4 --log-interval 1 --validate-interval 0 --save-interval 0"
       " --train-data " +
       quote(corpus());

@@ -23,7 +23,6 @@
 
 #include "kernels/ops.h"
 #include "layers/parameter.h"
-#include "parallel/chunk_exchange.h"
 #include "parallel/halo_exchange.h"
 #include "parallel/mappings.h"
 #include "parallel/mpi_comm.h"
@@ -216,121 +215,9 @@ TEST(SplitColumnsToTp, EachRankReadsItsColumnsBackwardAssemblesThem) {
   }
 }
 
-// ---- gather_chunks (parallel/chunk_exchange.h) ---------------------------------------------
-
-struct SlotCase {
-  int64_t cache_slots, block_slots;
-};
-// With a carried cache, and without one (the first block of a stream).
-constexpr SlotCase kSlotCases[] = {{2, 3}, {0, 2}};
-constexpr int64_t kBatch = 2, kSlotWidth = 3;
-
-// Where slot k of sp rank s lands in the gathered order
-// [cache slots of rank 0 .. sp-1 ; block slots of rank 0 .. sp-1].
-int64_t global_slot(const SlotCase& c, int sp, int s, int64_t k) {
-  return k < c.cache_slots ? s * c.cache_slots + k
-                           : sp * c.cache_slots + s * c.block_slots + (k - c.cache_slots);
-}
-
-// Every value of a [B, slots, dl] tensor at (b, slot, e).
-size_t at3(int64_t slots, int64_t b, int64_t slot, int64_t e) {
-  return static_cast<size_t>((b * slots + slot) * kSlotWidth + e);
-}
-
-TEST(GatherChunks, ForwardGathersInGlobalSlotOrderBackwardIsItsAdjoint) {
-  auto ops = make_cpu_ops();
-  for (const Topology& t : every_layout())
-    for (const SlotCase& c : kSlotCases) {
-      SCOPED_TRACE(name_of(t) + ", cache slots " + std::to_string(c.cache_slots));
-      const int sp = t.layout.sp;
-      const int64_t local = c.cache_slots + c.block_slots, global = sp * local;
-      const int64_t n_local = kBatch * local * kSlotWidth, n_global = kBatch * global * kSlotWidth;
-      auto x_of = [&](int s) {
-        return regenerable_values(n_local, 10, world_rank_of(t, t.tp_rank, s, t.dp_rank));
-      };
-      auto y_of = [&](int s) {
-        return regenerable_values(n_global, 11, world_rank_of(t, t.tp_rank, s, t.dp_rank));
-      };
-      const Values x = x_of(t.sp_rank), y = y_of(t.sp_rank);
-      const int64_t before = traffic().chunks;
-
-      Tensor gathered = gather_chunks_forward(
-          *ops, t, tensor_of(*ops, {kBatch, local, kSlotWidth}, x), c.cache_slots);
-      EXPECT_EQ(gathered.shape(), (Shape{kBatch, global, kSlotWidth}));
-      const Values forward = ops->to_host(gathered);
-      Values expected(static_cast<size_t>(n_global), NAN);
-      for (int s = 0; s < sp; ++s) {
-        const Values xs = x_of(s);
-        for (int64_t b = 0; b < kBatch; ++b)
-          for (int64_t k = 0; k < local; ++k)
-            for (int64_t e = 0; e < kSlotWidth; ++e)
-              expected[at3(global, b, global_slot(c, sp, s, k), e)] = xs[at3(local, b, k, e)];
-      }
-      EXPECT_EQ(forward, expected);
-      EXPECT_EQ(traffic().chunks - before, n_local * kF64 * (sp - 1));
-
-      Tensor dlocal = gather_chunks_backward(
-          *ops, t, tensor_of(*ops, {kBatch, global, kSlotWidth}, y), c.cache_slots, c.block_slots);
-      EXPECT_EQ(dlocal.shape(), (Shape{kBatch, local, kSlotWidth}));
-      const Values back = ops->to_host(dlocal);
-      Values summed(static_cast<size_t>(n_local), 0.0);
-      for (int s = 0; s < sp; ++s) {  // every sp rank's gradient of this rank's slots
-        const Values ys = y_of(s);
-        for (int64_t b = 0; b < kBatch; ++b)
-          for (int64_t k = 0; k < local; ++k)
-            for (int64_t e = 0; e < kSlotWidth; ++e)
-              summed[at3(local, b, k, e)] +=
-                  ys[at3(global, b, global_slot(c, sp, t.sp_rank, k), e)];
-      }
-      expect_near(back, summed, 1e-14, "gather_chunks_backward");
-      EXPECT_EQ(traffic().chunks - before, 2 * n_local * kF64 * (sp - 1));
-
-      // x distributed (own slots); f(x) per-rank copies and y per rank: both sides sum over sp.
-      expect_same_sum(t.sp->allreduce_sum(dot(forward, y)), t.sp->allreduce_sum(dot(x, back)),
-                      "adjoint");
-    }
-}
-
-TEST(GatherChunks, StartAndWaitMatchBlocking) {
-  auto ops = make_cpu_ops();
-  for (const Topology& t : every_layout())
-    for (const SlotCase& c : kSlotCases) {
-      SCOPED_TRACE(name_of(t) + ", cache slots " + std::to_string(c.cache_slots));
-      const int64_t local = c.cache_slots + c.block_slots, global = t.layout.sp * local;
-      const Shape local_shape{kBatch, local, kSlotWidth}, global_shape{kBatch, global, kSlotWidth};
-      const Tensor keys =
-          tensor_of(*ops, local_shape, regenerable_values(numel_of(local_shape), 12, t.world_rank));
-      const Tensor values =
-          tensor_of(*ops, local_shape, regenerable_values(numel_of(local_shape), 13, t.world_rank));
-      const Tensor dkeys = tensor_of(*ops, global_shape,
-                                     regenerable_values(numel_of(global_shape), 14, t.world_rank));
-      const Tensor dvalues = tensor_of(
-          *ops, global_shape, regenerable_values(numel_of(global_shape), 15, t.world_rank));
-
-      // Two exchanges in flight together, waited for in the reverse order, as a layer may.
-      ChunkExchange gk = gather_chunks_forward_start(*ops, t, keys, c.cache_slots);
-      ChunkExchange gv = gather_chunks_forward_start(*ops, t, values, c.cache_slots);
-      const Values started_values = ops->to_host(gv.wait());
-      const Values started_keys = ops->to_host(gk.wait());
-      EXPECT_EQ(started_keys, ops->to_host(gather_chunks_forward(*ops, t, keys, c.cache_slots)));
-      EXPECT_EQ(started_values,
-                ops->to_host(gather_chunks_forward(*ops, t, values, c.cache_slots)));
-
-      ChunkExchange bk = gather_chunks_backward_start(*ops, t, dkeys, c.cache_slots, c.block_slots);
-      ChunkExchange bv =
-          gather_chunks_backward_start(*ops, t, dvalues, c.cache_slots, c.block_slots);
-      const Values started_dvalues = ops->to_host(bv.wait());
-      const Values started_dkeys = ops->to_host(bk.wait());
-      EXPECT_EQ(started_dkeys,
-                ops->to_host(gather_chunks_backward(*ops, t, dkeys, c.cache_slots, c.block_slots)));
-      EXPECT_EQ(started_dvalues, ops->to_host(gather_chunks_backward(
-                                     *ops, t, dvalues, c.cache_slots, c.block_slots)));
-    }
-}
-
 // ---- halo_exchange (parallel/halo_exchange.h) ----------------------------------------------
 
-constexpr int64_t kWindow = 3, kHaloWidth = 4;
+constexpr int64_t kBatch = 2, kWindow = 3, kHaloWidth = 4;
 const Shape kHaloShape{kBatch, kWindow, kHaloWidth};
 
 TEST(HaloExchange, ForwardShiftsTheRingBackwardIsItsAdjoint) {
