@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "checkpoint/hdf5_reader.h"
@@ -104,15 +105,20 @@ struct Result {
   std::vector<std::vector<double>> tensors;
 };
 
+// A tensor of `shape` with values uniform in [-scale, scale) from `seed`.
+Tensor random_tensor(Ops& ops, DType dt, std::vector<int64_t> shape, uint32_t seed, double scale) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  Tensor t = ops.empty(shape, dt);
+  ops.from_host(t, uniform(n, seed, scale));
+  return t;
+}
+
 // The window part: forward, delta from a random dout, backward (gradients start at zero).
 Result run_window(Ops& ops, DType dt, const AttentionShape& s) {
   const int64_t B = s.batch, T = s.tokens, H = s.n_head, dl = H * s.d_head, w = s.window;
   auto make = [&](std::vector<int64_t> shape, uint32_t seed, double scale) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    Tensor t = ops.empty(shape, dt);
-    ops.from_host(t, uniform(n, seed, scale));
-    return t;
+    return random_tensor(ops, dt, std::move(shape), seed, scale);
   };
   const double qscale = 1.0 / std::sqrt(static_cast<double>(s.d_head));  // as the layer scales q
   Tensor q = make({B, T, dl}, 1, qscale), keys = make({B, w + T, dl}, 2, 1),
@@ -138,11 +144,7 @@ Result run_chunk(Ops& ops, DType dt, const Case& c) {
   const AttentionShape& s = c.s;
   const int64_t B = s.batch, T = s.tokens, H = s.n_head, dl = H * s.d_head;
   auto make = [&](std::vector<int64_t> shape, uint32_t seed, double scale) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    Tensor t = ops.empty(shape, dt);
-    ops.from_host(t, uniform(n, seed, scale));
-    return t;
+    return random_tensor(ops, dt, std::move(shape), seed, scale);
   };
   const double qscale = 1.0 / std::sqrt(static_cast<double>(s.d_head));
   Tensor q = make({B, T, dl}, 11, qscale), khat = make({B, c.n_slots, dl}, 12, 1),
