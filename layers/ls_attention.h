@@ -25,9 +25,10 @@
 // block and the cache are cut into sp slices: the window's halo comes from the previous rank
 // (halo_exchange), and each rank keeps its own compressed slots: the queries meet every
 // rank's slots as they travel round the sp ring (chunk_attention_ring.h).
-// Both exchanges are started by forward_slots and waited for by the first piece, whose window
-// part runs meanwhile; in the backward the piece at row 0 starts them back before its window
-// part, and backward_slots waits.
+// forward_slots starts the halo exchange and the first piece waits for it before its window
+// part; each piece's compressed part runs the ring (each hop travelling while the group before
+// it is attended to). In the backward the piece at row 0 starts the halo's return, and
+// backward_slots waits for it.
 #pragma once
 
 #include <functional>
