@@ -20,22 +20,41 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "kernels/ops.h"
 #include "parallel/topology.h"
 
 namespace tls {
 
-// Where this rank's slots sit in the global chunk order.
-struct SlotLayout {
-  int64_t cache_slots = 0;  // per rank: M_l / c * r
-  int64_t block_slots = 0;  // per rank: T_l / c * r
+// A run of an owner's slots that is contiguous in the global chunk order: local slot rows
+// [row0, row0 + slots), global chunks from first_chunk on.
+struct SlotPart {
+  int64_t row0 = 0, slots = 0, first_chunk = 0;
 };
 
+// Where every sp rank's slots sit in the global chunk order: per owner, its parts in local row
+// order (its cache segments, then its block segments; parallel/sequence_layout.h). Every
+// owner's parts have the same sizes, so a group has one shape wherever it travels.
+struct SlotLayout {
+  std::vector<std::vector<SlotPart>> owners;
+  int64_t own_slots() const;
+};
+// The slots of a layout: caches of `mem` positions and blocks of `tokens` (global), chunks of c
+// positions, r slots each.
+SlotLayout slot_layout(const Layout& layout, int64_t mem, int64_t tokens, int64_t chunk,
+                       int64_t rank);
+
 // out, lse (overwritten): this rank's queries over every rank's slots, as chunk_attention_forward
-// over the gathered slots would give them. khat_local, vhat_local: [B, cache_slots + block_slots,
-// dl]; s: the attention shape of this rank's queries (first_query_chunk global). Message tags
+// over the gathered slots would give them. khat_local, vhat_local: [B, own slots, dl]; s: the
+// attention shape of the queries (first_query_chunk global). The queries come as one or more
+// contiguous runs (q[i] with shape s[i]), all attended in one turn of the ring. Message tags
 // 2 tag and 2 tag + 1 on the sp communicator.
+void chunk_attention_ring_forward(Ops& ops, const Topology& topo, std::vector<Tensor>& out,
+                                  std::vector<Tensor>& lse, const std::vector<Tensor>& q,
+                                  const Tensor& khat_local, const Tensor& vhat_local,
+                                  const Tensor& pos, const std::vector<AttentionShape>& s,
+                                  const SlotLayout& slots, int tag);
 void chunk_attention_ring_forward(Ops& ops, const Topology& topo, Tensor& out, Tensor& lse,
                                   const Tensor& q, const Tensor& khat_local,
                                   const Tensor& vhat_local, const Tensor& pos,
@@ -43,7 +62,14 @@ void chunk_attention_ring_forward(Ops& ops, const Topology& topo, Tensor& out, T
 
 // The backward, given the merged lse and delta: dq and dpos accumulate this rank's queries'
 // gradients; dkhat_local and dvhat_local accumulate the gradient of this rank's slots summed over
-// every rank's queries. Message tags 2 tag .. 2 tag + 3.
+// every rank's queries. Message tags 2 tag .. 2 tag + 3. Per query run as the forward.
+void chunk_attention_ring_backward(Ops& ops, const Topology& topo, std::vector<Tensor>& dq,
+                                   Tensor& dkhat_local, Tensor& dvhat_local, Tensor& dpos,
+                                   const std::vector<Tensor>& dout, const std::vector<Tensor>& lse,
+                                   const std::vector<Tensor>& delta, const std::vector<Tensor>& q,
+                                   const Tensor& khat_local, const Tensor& vhat_local,
+                                   const Tensor& pos, const std::vector<AttentionShape>& s,
+                                   const SlotLayout& slots, int tag);
 void chunk_attention_ring_backward(Ops& ops, const Topology& topo, Tensor& dq, Tensor& dkhat_local,
                                    Tensor& dvhat_local, Tensor& dpos, const Tensor& dout,
                                    const Tensor& lse, const Tensor& delta, const Tensor& q,

@@ -26,7 +26,7 @@ void FeedForward::forward_activations(Ops& ops, const Tensor& h, FeedForwardSave
   else
     ops.relu_forward(saved.act, saved.pre_act);
   if (ctx.training && ctx.dropout > 0)
-    ops.dropout_apply(saved.act, ctx.dropout, ctx.key(dropout_id, tokens, d_inner_, col_offset));
+    ctx.drop(ops, saved.act, ctx.dropout, dropout_id, tokens, d_inner_, col_offset);
 }
 
 void FeedForward::forward(Ops& ops, const Tensor& h, Tensor& out, FeedForwardSaved& saved,
@@ -34,8 +34,7 @@ void FeedForward::forward(Ops& ops, const Tensor& h, Tensor& out, FeedForwardSav
   const int64_t tokens = h.dim(1);
   forward_activations(ops, h, saved, ctx, dropout_id);
   fc2.forward(ops, saved.act, out);
-  if (ctx.training && ctx.dropout > 0)
-    ops.dropout_apply(out, ctx.dropout, ctx.key(dropout_id + 1, tokens));
+  if (ctx.training && ctx.dropout > 0) ctx.drop(ops, out, ctx.dropout, dropout_id + 1, tokens);
 }
 
 void FeedForward::backward(Ops& ops, const Tensor& dout, const Tensor& h,
@@ -47,13 +46,11 @@ void FeedForward::backward(Ops& ops, const Tensor& dout, const Tensor& h,
   if (drop) {
     dfc2 = ops.empty(dout.shape(), dout.dtype());
     ops.copy(dfc2, dout);
-    ops.dropout_apply(dfc2, ctx.dropout, ctx.key(dropout_id + 1, tokens));
+    ctx.drop(ops, dfc2, ctx.dropout, dropout_id + 1, tokens);
   }
   Tensor dact = ops.zeros(saved.act.shape(), dout.dtype());
   fc2.backward(ops, dfc2, saved.act, dact);
-  if (drop)
-    ops.dropout_apply(dact, ctx.dropout,
-                      ctx.key(dropout_id, tokens, d_inner_, topo_->tp_rank * local));
+  if (drop) ctx.drop(ops, dact, ctx.dropout, dropout_id, tokens, d_inner_, topo_->tp_rank * local);
   Tensor dpre = ops.zeros(saved.pre_act.shape(), dout.dtype());
   if (use_gelu_)
     ops.gelu_backward(dpre, dact, saved.pre_act);

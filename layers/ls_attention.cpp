@@ -2,6 +2,8 @@
 // pass is made of are in ls_attention_slots.cpp.
 #include "layers/ls_attention.h"
 
+#include <algorithm>
+
 #include "kernels/error.h"
 #include "parallel/mappings.h"
 
@@ -65,25 +67,83 @@ AttentionShape LSAttention::shape(int64_t batch, int64_t tokens, int64_t mem) co
   s.window = cfg_.window_len;
   s.chunk_size = cfg_.chunk_size;
   s.chunk_rank = cfg_.chunk_rank;
-  // Global chunk index of this slice's first query: after every cache chunk and the earlier
-  // slices' block chunks (M_global = M_local * sp; sp > 1 requires M = T).
-  s.first_query_chunk =
-      mem * topo_->layout.sp / cfg_.chunk_size + topo_->sp_rank * tokens / cfg_.chunk_size;
+  // Global chunk index of the local row 0: after every cache chunk (M_global = M_local * sp;
+  // sp > 1 requires M = T) and the block positions before it.
+  s.first_query_chunk = (mem * topo_->layout.sp + segments(tokens)[0].t0) / cfg_.chunk_size;
   return s;
+}
+
+std::vector<Segment> LSAttention::segments(int64_t tokens) const {
+  return SequenceLayout::of(topo_->layout, tokens * topo_->layout.sp).segments(topo_->sp_rank);
+}
+
+int64_t LSAttention::first_row(int64_t t0, int64_t tokens) const {
+  for (const Segment& seg : segments(tokens))
+    if (seg.row0 == t0) return t0;
+  return t0 - cfg_.window_len;
+}
+
+std::vector<Piece> LSAttention::pieces(int64_t tokens, int64_t piece, bool keep) const {
+  if (keep) return {{0, tokens}};
+  std::vector<Piece> out;
+  for (const Segment& seg : segments(tokens))
+    for (const Piece& p : pieces_of(seg.n, std::min(piece, seg.n)))
+      out.push_back({seg.row0 + p.t0, p.n});
+  return out;
+}
+
+std::vector<QueryRun> LSAttention::query_runs(int64_t t0, int64_t n, int64_t tokens,
+                                              int64_t mem) const {
+  const int64_t c = cfg_.chunk_size;
+  std::vector<QueryRun> runs;
+  const std::vector<Segment> segs = segments(tokens);
+  for (size_t k = 0; k < segs.size(); ++k) {
+    const Segment& seg = segs[k];
+    const int64_t lo = std::max(t0, seg.row0), hi = std::min(t0 + n, seg.row0 + seg.n);
+    if (lo >= hi) continue;
+    QueryRun run;
+    run.row0 = lo - t0;
+    run.n = hi - lo;
+    run.halo = lo == seg.row0 ? static_cast<int>(k) : -1;
+    run.s = shape(0, tokens, mem);
+    run.s.tokens = run.n;
+    run.s.first_query_chunk = (mem * topo_->layout.sp + seg.t0 + (lo - seg.row0)) / c;
+    runs.push_back(run);
+  }
+  return runs;
 }
 
 AttentionShape LSAttention::piece_shape(const Tensor& h_ext, int64_t t0, int64_t tokens,
                                         int64_t mem) const {
-  const int64_t first = first_row(t0), n = h_ext.dim(1) - (t0 - first);
-  if (t0 % cfg_.chunk_size != 0 || n <= 0 || n % cfg_.chunk_size != 0 || t0 + n > tokens ||
-      (t0 > 0 && t0 < cfg_.window_len))
+  const int64_t first = first_row(t0, tokens), n = h_ext.dim(1) - (t0 - first);
+  bool fits = t0 % cfg_.chunk_size == 0 && n > 0 && n % cfg_.chunk_size == 0 && t0 + n <= tokens;
+  if (fits && !(t0 == 0 && n == tokens)) {  // else within one segment, a window in or at its start
+    fits = false;
+    for (const Segment& seg : segments(tokens))
+      if (t0 >= seg.row0 && t0 + n <= seg.row0 + seg.n)
+        fits = t0 == seg.row0 || t0 - seg.row0 >= cfg_.window_len;
+  }
+  if (!fits)
     throw Error("attention piece at row " + std::to_string(t0) + " with " + std::to_string(n) +
                 " rows does not fit a block of " + std::to_string(tokens) +
-                " (pieces are chunk-aligned and start at 0 or at least a window in)");
+                " (pieces are chunk-aligned and cover the block or lie in one segment, starting"
+                " at its first row or at least a window in)");
   AttentionShape s = shape(h_ext.dim(0), tokens, mem);
   s.tokens = n;
   s.first_query_chunk += t0 / cfg_.chunk_size;
   return s;
+}
+
+int LSAttention::cache_tail_segment() const {
+  const SequenceLayout layout(topo_->layout.sp_order, topo_->layout.sp, 2 * topo_->layout.sp);
+  const int last = layout.slices() - 1;
+  return layout.owner(last) == topo_->sp_rank ? layout.local_index(last) : -1;
+}
+
+SlotLayout LSAttention::slots_layout(const LSAttentionSlots& slots) const {
+  const int sp = topo_->layout.sp;
+  return slot_layout(topo_->layout, slots.cache_weights.dim(1) * sp,
+                     slots.block_weights.dim(1) * sp, cfg_.chunk_size, cfg_.chunk_rank);
 }
 
 Tensor slots_of(Ops& ops, const Tensor& cache_part, const Tensor& block_part) {
@@ -129,33 +189,48 @@ void LSAttention::forward_slots(Ops& ops, const RowsOf& rows, int64_t T, std::ve
   saved.pieces = std::move(pieces);
   LSAttentionSlots& slots = saved.slots;
 
-  // Block chunks, piece by piece. The slice's last w rows of keys and values are its tail, the
-  // next slice's halo.
+  // Block chunks, piece by piece. Each segment's last w rows of keys and values are its tail,
+  // the next slice's halo (the last slice's tail entry carries the cache tail instead).
   Tensor keys_chunks = ops.empty({B, block_slots, dl}, dt);
   Tensor values_chunks = ops.empty({B, block_slots, dl}, dt);
   slots.block_weights = ops.empty({B, T, H * r}, dt);
-  Tensor tail_keys = ops.empty({B, w, dl}, dt), tail_values = ops.empty({B, w, dl}, dt);
+  const std::vector<Segment> segs = segments(T);
+  const int cache_tail = cache_tail_segment();
+  std::vector<Tensor> tail_keys, tail_values;
+  for (size_t k = 0; k < segs.size(); ++k) {
+    tail_keys.push_back(ops.empty({B, w, dl}, dt));
+    tail_values.push_back(ops.empty({B, w, dl}, dt));
+  }
   for (const Piece& p : saved.pieces) {
     const Tensor h = rows(p.t0, p.n);
     Tensor keys, values;
     project_keys_values(ops, h, keys, values);
     compress_block_rows(ops, h, keys, values, p.t0, slots.block_weights, keys_chunks,
                         values_chunks);
-    const int64_t tail0 = std::max(p.t0, T - w);  // rows [tail0, t0 + n) are tail rows
-    if (!holds_cache_tail() && tail0 < p.t0 + p.n) {
-      ops.copy_rows(tail_keys, tail0 - (T - w), keys, tail0 - p.t0, p.t0 + p.n - tail0);
-      ops.copy_rows(tail_values, tail0 - (T - w), values, tail0 - p.t0, p.t0 + p.n - tail0);
+    for (size_t k = 0; k < segs.size(); ++k) {
+      if (static_cast<int>(k) == cache_tail) continue;
+      const int64_t end = segs[k].row0 + segs[k].n;  // rows [tail0, tail1) are tail rows
+      const int64_t tail0 = std::max(p.t0, end - w), tail1 = std::min(p.t0 + p.n, end);
+      if (tail0 >= tail1) continue;
+      ops.copy_rows(tail_keys[k], tail0 - (end - w), keys, tail0 - p.t0, tail1 - tail0);
+      ops.copy_rows(tail_values[k], tail0 - (end - w), values, tail0 - p.t0, tail1 - tail0);
     }
     if (keep) {
       saved.kept.keys = keys;
       saved.kept.values = values;
     }
   }
-  if (holds_cache_tail()) project_tail(ops, cache, slots, tail_keys, tail_values);
-  slots.halo_keys = ops.empty({B, w, dl}, dt);
-  slots.halo_values = ops.empty({B, w, dl}, dt);
-  slots.halo = halo_exchange_forward_start(ops, *topo_, tail_keys, tail_values, slots.halo_keys,
-                                           slots.halo_values, tag_);
+  if (cache_tail >= 0)
+    project_tail(ops, cache, slots, tail_keys[static_cast<size_t>(cache_tail)],
+                 tail_values[static_cast<size_t>(cache_tail)]);
+  slots.halo_keys.clear();
+  slots.halo_values.clear();
+  for (size_t k = 0; k < segs.size(); ++k) {
+    slots.halo_keys.push_back(ops.empty({B, w, dl}, dt));
+    slots.halo_values.push_back(ops.empty({B, w, dl}, dt));
+  }
+  slots.halo = halo_exchange_start(ops, *topo_, tail_keys, tail_values, slots.halo_keys,
+                                   slots.halo_values, tag_, true);
 
   // Compressed part (needs no halo): cache chunks, then LN_dproj. Each rank keeps its own slots;
   // the pieces meet the other ranks' slots round the sp ring.
@@ -228,7 +303,7 @@ void LSAttention::backward_slots(Ops& ops, const RowsOf& rows, int64_t T, const 
   const int64_t B = cache.dim(0), M = cache.dim(1), d = cfg_.d_model, dl = d_local_;
   const int64_t w = cfg_.window_len, c = cfg_.chunk_size, r = cfg_.chunk_rank;
   const int64_t cache_slots = M / c * r;
-  if (!grads.dhalo_keys.defined())
+  if (grads.dtail_keys.empty())
     throw Error("attention pieces: backward_slots before the piece at row 0");
   Tensor none;
   r_net_chunk.backward(ops, grads.drel_chunk, pos.chunk, none);
@@ -248,10 +323,13 @@ void LSAttention::backward_slots(Ops& ops, const RowsOf& rows, int64_t T, const 
                           copy_of_rows(ops, dvhat_raw, 0, cache_slots), cache, slots.cache_weights,
                           slots.cache_compressed, dcache);
 
-  // The slice's tail: the last slice's is the cache tail, the others' are its last w rows.
+  // The segments' tails: the last slice's is the cache tail, the others' are their last w rows.
   grads.halo.wait();
-  if (holds_cache_tail())
-    project_tail_backward(ops, slots, grads.dtail_keys, grads.dtail_values, dcache_partial);
+  const std::vector<Segment> segs = segments(T);
+  const int cache_tail = cache_tail_segment();
+  if (cache_tail >= 0)
+    project_tail_backward(ops, slots, grads.dtail_keys[static_cast<size_t>(cache_tail)],
+                          grads.dtail_values[static_cast<size_t>(cache_tail)], dcache_partial);
 
   // Block path, piece by piece: the chunks' gradient to the keys and values rows and to the
   // compression weights, then to the rows.
@@ -271,10 +349,13 @@ void LSAttention::backward_slots(Ops& ops, const RowsOf& rows, int64_t T, const 
     compress_block_rows_backward(
         ops, h, keys, values, weights, copy_of_rows(ops, dkhat_raw, slot0, piece_slots),
         copy_of_rows(ops, dvhat_raw, slot0, piece_slots), dkeys, dvalues, dh);
-    const int64_t tail0 = std::max(p.t0, T - w);
-    if (!holds_cache_tail() && tail0 < p.t0 + p.n) {
-      ops.add_rows(dkeys, tail0 - p.t0, grads.dtail_keys, tail0 - (T - w), p.t0 + p.n - tail0);
-      ops.add_rows(dvalues, tail0 - p.t0, grads.dtail_values, tail0 - (T - w), p.t0 + p.n - tail0);
+    for (size_t k = 0; k < segs.size(); ++k) {
+      if (static_cast<int>(k) == cache_tail) continue;
+      const int64_t end = segs[k].row0 + segs[k].n;
+      const int64_t tail0 = std::max(p.t0, end - w), tail1 = std::min(p.t0 + p.n, end);
+      if (tail0 >= tail1) continue;
+      ops.add_rows(dkeys, tail0 - p.t0, grads.dtail_keys[k], tail0 - (end - w), tail1 - tail0);
+      ops.add_rows(dvalues, tail0 - p.t0, grads.dtail_values[k], tail0 - (end - w), tail1 - tail0);
     }
     if (saved.keep) {
       // The piece's window share and queries join in one sum per row.

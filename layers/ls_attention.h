@@ -39,6 +39,7 @@
 #include "layers/linear.h"
 #include "layers/model_config.h"
 #include "parallel/halo_exchange.h"
+#include "parallel/sequence_layout.h"
 
 namespace tls {
 
@@ -48,24 +49,36 @@ struct PositionTables {
   Tensor chunk;   // [n_pos, d]: PE(min(id, cpos_clamp_len)) for id = 0..n_pos-1
 };
 
-// Rows [t0, t0 + n) of the block. A piece is chunk-aligned and starts at row 0 or at least w
-// rows in, so its window reaches back only into the rows before it.
+// Rows [t0, t0 + n) of the block. A piece is chunk-aligned and either covers the whole block or
+// lies in one of the rank's segments (parallel/sequence_layout.h), starting at the segment's
+// first row or at least w rows in, so its window reaches back only into the rows before it.
 struct Piece {
   int64_t t0 = 0, n = 0;
 };
 // A block of `tokens` rows in pieces of `piece` rows (the last one may be shorter).
 std::vector<Piece> pieces_of(int64_t tokens, int64_t piece);
 
-// One piece's attention activations: kept for the backward when the pass keeps them, else
-// recomputed there.
-struct PieceActivations {
-  Tensor h;                     // the piece's own rows of h_ext (h_ext itself without halo)
-  Tensor q;                     // [B, n, dl], scaled
-  Tensor keys, values;          // [B, rows of h_ext, dl]: h_ext Wk^T, h_ext Wv^T
-  Tensor keys_raw, values_raw;  // [B, w + n, dl]: (halo or earlier rows ; piece) before LN_win
+// The part of a piece that lies in one segment: its queries are contiguous positions, and its
+// window reaches into its segment's halo or into the piece's earlier rows.
+struct QueryRun {
+  int64_t row0 = 0, n = 0;      // rows [row0, row0 + n) of the piece
+  int halo = -1;                // the local segment whose halo it starts with, else -1
+  AttentionShape s;             // its queries' geometry (first_query_chunk global)
+  Tensor q;                     // [B, n, dl], scaled (the piece's q when the run is the piece)
+  Tensor keys_raw, values_raw;  // [B, w + n, dl]: (halo or earlier rows ; run) before LN_win
   Tensor keys_win, values_win;  // after LN_win
   LayerNormSaved keys_win_ln, values_win_ln;
   Tensor attn, lse;  // merged output [B, n, dl] and lse [B, H_l, n]
+};
+
+// One piece's attention activations: kept for the backward when the pass keeps them, else
+// recomputed there.
+struct PieceActivations {
+  Tensor h;             // the piece's own rows of h_ext (h_ext itself without halo)
+  Tensor q;             // [B, n, dl], scaled
+  Tensor keys, values;  // [B, rows of h_ext, dl]: h_ext Wk^T, h_ext Wv^T
+  std::vector<QueryRun> runs;
+  Tensor attn;  // merged output [B, n, dl]
 };
 
 // What every piece of a block needs, kept for the whole block. Its size grows with T/c (the
@@ -75,11 +88,12 @@ struct LSAttentionSlots {
   Tensor cache_compressed;              // [B, M/c r, d]: sum p C (all heads merged)
   Tensor khat_raw, vhat_raw;            // [B, local slots, dl] before LN_dproj
   LayerNormSaved khat_ln, vhat_ln;
-  Tensor khat, vhat;              // [B, local slots, dl]: this slice's slots after LN_dproj
-  Tensor rel_window, rel_chunk;   // r_net(PE window), r_net_chunk(PE chunk)
-  Tensor cache_tail;              // [B, w, d]: C_{M-w..M-1} (last sp rank only)
-  Tensor halo_keys, halo_values;  // [B, w, dl]: raw keys and values of the w rows before
-                                  // the slice (the previous slice's tail or the cache's)
+  Tensor khat, vhat;             // [B, local slots, dl]: this slice's slots after LN_dproj
+  Tensor rel_window, rel_chunk;  // r_net(PE window), r_net_chunk(PE chunk)
+  Tensor cache_tail;             // [B, w, d]: C_{M-w..M-1} (the rank of the last slice only)
+  // Per local segment, [B, w, dl]: raw keys and values of the w rows before it (the previous
+  // slice's tail or the cache's).
+  std::vector<Tensor> halo_keys, halo_values;
   // The halo exchange forward_slots starts; the first piece waits for it.
   bool in_flight = false;
   HaloExchange halo;
@@ -96,8 +110,9 @@ struct LSAttentionSaved {
 struct LSAttentionSlotGrads {
   Tensor dkhat, dvhat;  // this slice's slots, summed over every rank's queries
   Tensor drel_chunk, drel_window;
-  // Set by the piece at row 0, which also starts the halo exchange back.
-  Tensor dhalo_keys, dhalo_values, dtail_keys, dtail_values;
+  // Per local segment, set by the pieces at segment starts; the piece at row 0 (the last one)
+  // starts the halo exchange back.
+  std::vector<Tensor> dhalo_keys, dhalo_values, dtail_keys, dtail_values;
   HaloExchange halo;
   // With kept activations the piece's key, value and query gradients and its input gradient
   // wait for the slots' share, so that each row's gradient is one sum.
@@ -133,8 +148,13 @@ class LSAttention {
                 Tensor& dcache);
 
   // ---- the pass, piece by piece -------------------------------------------------------------
-  // A piece's input h_ext holds the rows [first_row(t0), t0 + n).
-  int64_t first_row(int64_t t0) const { return t0 > 0 ? t0 - cfg_.window_len : 0; }
+  // A piece's input h_ext holds the rows [first_row(t0, tokens), t0 + n): w rows before it
+  // unless it starts a segment.
+  int64_t first_row(int64_t t0, int64_t tokens) const;
+  // The local block's segments (tokens: local rows) and its pieces: the whole block when kept,
+  // else each segment in pieces of `piece` rows.
+  std::vector<Segment> segments(int64_t tokens) const;
+  std::vector<Piece> pieces(int64_t tokens, int64_t piece, bool keep) const;
   // Every piece's keys and values compressed, LN_dproj, the positional tables; starts the
   // gather over sp and the halo exchange. `rows` yields the block's input rows piece by piece.
   // keep: one piece covering the block, whose projections are kept.
@@ -211,12 +231,13 @@ class LSAttention {
   AttentionShape shape(int64_t batch, int64_t tokens, int64_t mem) const;
   // A piece's geometry (checked): its queries are h_ext's rows past first_row(t0).
   AttentionShape piece_shape(const Tensor& h_ext, int64_t t0, int64_t tokens, int64_t mem) const;
-  bool holds_cache_tail() const { return topo_->sp_rank == topo_->layout.sp - 1; }
-  // This slice's cache and block slot counts, from the compression weights' rows (M and T).
-  SlotLayout slot_layout(const LSAttentionSlots& slots) const {
-    const int64_t c = cfg_.chunk_size, r = cfg_.chunk_rank;
-    return {slots.cache_weights.dim(1) / c * r, slots.block_weights.dim(1) / c * r};
-  }
+  // The local segment that is the block's last slice, on the rank holding it (that rank also
+  // holds the cache's last slice, whose tail is slice 0's halo), else -1.
+  int cache_tail_segment() const;
+  // Every rank's slots in the global order, from the compression weights' rows (M and T).
+  SlotLayout slots_layout(const LSAttentionSlots& slots) const;
+  // The piece's runs (its parts in each segment) with their geometry.
+  std::vector<QueryRun> query_runs(int64_t t0, int64_t n, int64_t tokens, int64_t mem) const;
 
   ModelConfig cfg_;
   const Topology* topo_ = nullptr;

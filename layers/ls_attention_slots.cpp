@@ -137,7 +137,7 @@ void LSAttention::attend(Ops& ops, const Tensor& h_ext, int64_t t0, const LSAtte
                          LSAttentionSlots* in_flight) const {
   const DType dt = h_ext.dtype();
   const int64_t B = h_ext.dim(0), w = s.window, n = s.tokens, halo_rows = h_ext.dim(1) - n;
-  const int64_t dl = d_local_;
+  const int64_t dl = d_local_, first = t0 - halo_rows;
   a.h = halo_rows == 0 ? h_ext : copy_of_rows(ops, h_ext, halo_rows, n);
   copy_to_tp_forward(*topo_, h_ext);
   a.q = Tensor();
@@ -145,34 +145,65 @@ void LSAttention::attend(Ops& ops, const Tensor& h_ext, int64_t t0, const LSAtte
   ops.scale(a.q, 1.0 / std::sqrt(static_cast<double>(cfg_.d_head())));
   if (!a.keys.defined()) project_keys_values(ops, h_ext, a.keys, a.values);
 
-  // Window part: the slice's first piece takes its w rows before from the halo, the others
-  // from the rows of h_ext before them.
+  // Window part, per run: a run that starts a segment takes its w rows before from the
+  // segment's halo, another one from the rows of h_ext before it.
   if (in_flight) in_flight->halo.wait();
-  if (t0 == 0) {
-    a.keys_raw = ops.empty({B, w + n, dl}, dt);
-    a.values_raw = ops.empty({B, w + n, dl}, dt);
-    ops.copy_rows(a.keys_raw, 0, slots.halo_keys, 0, w);
-    ops.copy_rows(a.keys_raw, w, a.keys, 0, n);
-    ops.copy_rows(a.values_raw, 0, slots.halo_values, 0, w);
-    ops.copy_rows(a.values_raw, w, a.values, 0, n);
-  } else {
-    a.keys_raw = a.keys;
-    a.values_raw = a.values;
+  const int64_t tokens = slots.block_weights.dim(1), mem = slots.cache_weights.dim(1);
+  a.runs = query_runs(t0, n, tokens, mem);
+  const bool whole = a.runs.size() == 1;
+  std::vector<Tensor> out_win, lse_win;
+  for (QueryRun& run : a.runs) {
+    run.s.batch = B;
+    run.q = whole ? a.q : copy_of_rows(ops, a.q, run.row0, run.n);
+    const int64_t key0 = t0 + run.row0 - first;  // the run's first row in h_ext
+    if (run.halo >= 0) {
+      const size_t k = static_cast<size_t>(run.halo);
+      run.keys_raw = ops.empty({B, w + run.n, dl}, dt);
+      run.values_raw = ops.empty({B, w + run.n, dl}, dt);
+      ops.copy_rows(run.keys_raw, 0, slots.halo_keys[k], 0, w);
+      ops.copy_rows(run.keys_raw, w, a.keys, key0, run.n);
+      ops.copy_rows(run.values_raw, 0, slots.halo_values[k], 0, w);
+      ops.copy_rows(run.values_raw, w, a.values, key0, run.n);
+    } else if (whole) {
+      run.keys_raw = a.keys;
+      run.values_raw = a.values;
+    } else {
+      run.keys_raw = copy_of_rows(ops, a.keys, key0 - w, w + run.n);
+      run.values_raw = copy_of_rows(ops, a.values, key0 - w, w + run.n);
+    }
+    dual_ln_win.forward(ops, run.keys_raw, run.keys_win, run.keys_win_ln);
+    dual_ln_win.forward(ops, run.values_raw, run.values_win, run.values_win_ln);
+    out_win.push_back(ops.empty({B, run.n, dl}, dt));
+    lse_win.push_back(ops.empty({B, s.n_head, run.n}, dt));
+    ops.window_attention_forward(out_win.back(), lse_win.back(), run.q, run.keys_win,
+                                 run.values_win, slots.rel_window, r_w_bias.value, r_r_bias.value,
+                                 run.s);
   }
-  dual_ln_win.forward(ops, a.keys_raw, a.keys_win, a.keys_win_ln);
-  dual_ln_win.forward(ops, a.values_raw, a.values_win, a.values_win_ln);
-  Tensor out_win = ops.empty({B, n, dl}, dt), lse_win = ops.empty({B, s.n_head, n}, dt);
-  ops.window_attention_forward(out_win, lse_win, a.q, a.keys_win, a.values_win, slots.rel_window,
-                               r_w_bias.value, r_r_bias.value, s);
 
-  // Compressed part: every rank's slots, round the sp ring.
+  // Compressed part: every rank's slots, round the sp ring, every run in one turn.
   if (in_flight) in_flight->in_flight = false;
-  Tensor out_chunk = ops.empty({B, n, dl}, dt), lse_chunk = ops.empty({B, s.n_head, n}, dt);
-  chunk_attention_ring_forward(ops, *topo_, out_chunk, lse_chunk, a.q, slots.khat, slots.vhat,
-                               slots.rel_chunk, s, slot_layout(slots), tag_ + 2);
-  a.attn = ops.empty({B, n, dl}, dt);
-  a.lse = ops.empty({B, s.n_head, n}, dt);
-  ops.attention_merge(a.attn, a.lse, out_chunk, lse_chunk, out_win, lse_win, s);
+  std::vector<Tensor> out_chunk, lse_chunk, qs;
+  std::vector<AttentionShape> shapes;
+  for (const QueryRun& run : a.runs) {
+    out_chunk.push_back(ops.empty({B, run.n, dl}, dt));
+    lse_chunk.push_back(ops.empty({B, s.n_head, run.n}, dt));
+    qs.push_back(run.q);
+    shapes.push_back(run.s);
+  }
+  chunk_attention_ring_forward(ops, *topo_, out_chunk, lse_chunk, qs, slots.khat, slots.vhat,
+                               slots.rel_chunk, shapes, slots_layout(slots), tag_ + 2);
+  a.attn = whole ? Tensor() : ops.empty({B, n, dl}, dt);
+  for (size_t i = 0; i < a.runs.size(); ++i) {
+    QueryRun& run = a.runs[i];
+    run.attn = ops.empty({B, run.n, dl}, dt);
+    run.lse = ops.empty({B, s.n_head, run.n}, dt);
+    ops.attention_merge(run.attn, run.lse, out_chunk[i], lse_chunk[i], out_win[i], lse_win[i],
+                        run.s);
+    if (whole)
+      a.attn = run.attn;
+    else
+      ops.copy_rows(a.attn, run.row0, run.attn, 0, run.n);
+  }
 }
 
 void LSAttention::attend_backward(Ops& ops, const Tensor& dout, const PieceActivations& a,
@@ -181,37 +212,66 @@ void LSAttention::attend_backward(Ops& ops, const Tensor& dout, const PieceActiv
                                   Tensor& dkeys, Tensor& dvalues) {
   const DType dt = dout.dtype();
   const int64_t B = dout.dim(0), n = s.tokens, w = s.window, dl = d_local_;
+  const int64_t ext_rows = a.keys.dim(1), first = t0 - (ext_rows - n);
+  const bool whole = a.runs.size() == 1;
   Tensor dattn = ops.zeros({B, n, dl}, dt);
   proj_out.backward(ops, dout, a.attn, dattn);
-  Tensor delta = ops.empty({B, n_head_local_, n}, dt);
-  ops.attention_delta(delta, dattn, a.attn, s);
-  dq = ops.zeros({B, n, dl}, dt);
+  std::vector<Tensor> dattns, deltas, dqs, lses, qs;
+  std::vector<AttentionShape> shapes;
+  for (const QueryRun& run : a.runs) {
+    dattns.push_back(whole ? dattn : copy_of_rows(ops, dattn, run.row0, run.n));
+    deltas.push_back(ops.empty({B, n_head_local_, run.n}, dt));
+    ops.attention_delta(deltas.back(), dattns.back(), run.attn, run.s);
+    dqs.push_back(ops.zeros({B, run.n, dl}, dt));
+    lses.push_back(run.lse);
+    qs.push_back(run.q);
+    shapes.push_back(run.s);
+  }
   // This rank's slots' gradient comes home round the ring, summed over every rank's queries.
-  chunk_attention_ring_backward(ops, *topo_, dq, grads.dkhat, grads.dvhat, grads.drel_chunk, dattn,
-                                a.lse, delta, a.q, slots.khat, slots.vhat, slots.rel_chunk, s,
-                                slot_layout(slots), tag_ + 3);
-  Tensor dkeys_win = ops.zeros({B, w + n, dl}, dt), dvalues_win = ops.zeros({B, w + n, dl}, dt);
-  ops.window_attention_backward(dq, dkeys_win, dvalues_win, grads.drel_window, r_w_bias.grad,
-                                r_r_bias.grad, dattn, a.lse, delta, a.q, a.keys_win, a.values_win,
-                                slots.rel_window, r_w_bias.value, r_r_bias.value, s);
-  dattn = Tensor();
-  Tensor dkeys_raw = ops.zeros({B, w + n, dl}, dt), dvalues_raw = ops.zeros({B, w + n, dl}, dt);
-  dual_ln_win.backward(ops, dkeys_win, a.keys_raw, a.keys_win_ln, dkeys_raw);
-  dual_ln_win.backward(ops, dvalues_win, a.values_raw, a.values_win_ln, dvalues_raw);
-
-  // The window rows before the slice's first piece came from the halo: their gradient returns
-  // to the rank that sent them; every other row of keys is a row of h_ext.
-  dkeys = dkeys_raw;
-  dvalues = dvalues_raw;
-  if (t0 == 0) {
-    grads.dhalo_keys = copy_of_rows(ops, dkeys_raw, 0, w);
-    grads.dhalo_values = copy_of_rows(ops, dvalues_raw, 0, w);
-    grads.dtail_keys = ops.empty({B, w, dl}, dt);
-    grads.dtail_values = ops.empty({B, w, dl}, dt);
-    grads.halo = halo_exchange_backward_start(ops, *topo_, grads.dhalo_keys, grads.dhalo_values,
-                                              grads.dtail_keys, grads.dtail_values, tag_ + 1);
-    dkeys = copy_of_rows(ops, dkeys_raw, w, n);
-    dvalues = copy_of_rows(ops, dvalues_raw, w, n);
+  chunk_attention_ring_backward(ops, *topo_, dqs, grads.dkhat, grads.dvhat, grads.drel_chunk,
+                                dattns, lses, deltas, qs, slots.khat, slots.vhat, slots.rel_chunk,
+                                shapes, slots_layout(slots), tag_ + 3);
+  dq = whole ? dqs[0] : ops.zeros({B, n, dl}, dt);
+  dkeys = ops.zeros({B, ext_rows, dl}, dt);
+  dvalues = ops.zeros({B, ext_rows, dl}, dt);
+  for (size_t i = 0; i < a.runs.size(); ++i) {
+    const QueryRun& run = a.runs[i];
+    Tensor dkeys_win = ops.zeros({B, w + run.n, dl}, dt);
+    Tensor dvalues_win = ops.zeros({B, w + run.n, dl}, dt);
+    ops.window_attention_backward(dqs[i], dkeys_win, dvalues_win, grads.drel_window, r_w_bias.grad,
+                                  r_r_bias.grad, dattns[i], run.lse, deltas[i], run.q, run.keys_win,
+                                  run.values_win, slots.rel_window, r_w_bias.value, r_r_bias.value,
+                                  run.s);
+    if (!whole) ops.add_rows(dq, run.row0, dqs[i], 0, run.n);
+    Tensor dkeys_raw = ops.zeros({B, w + run.n, dl}, dt);
+    Tensor dvalues_raw = ops.zeros({B, w + run.n, dl}, dt);
+    dual_ln_win.backward(ops, dkeys_win, run.keys_raw, run.keys_win_ln, dkeys_raw);
+    dual_ln_win.backward(ops, dvalues_win, run.values_raw, run.values_win_ln, dvalues_raw);
+    // The window rows before a segment's first run came from its halo: their gradient returns
+    // to the rank that sent them; every other row of keys is a row of h_ext.
+    const int64_t key0 = t0 + run.row0 - first;
+    if (run.halo >= 0) {
+      const size_t k = static_cast<size_t>(run.halo);
+      if (grads.dhalo_keys.empty()) {
+        grads.dhalo_keys.resize(slots.halo_keys.size());
+        grads.dhalo_values.resize(slots.halo_keys.size());
+      }
+      grads.dhalo_keys[k] = copy_of_rows(ops, dkeys_raw, 0, w);
+      grads.dhalo_values[k] = copy_of_rows(ops, dvalues_raw, 0, w);
+      ops.add_rows(dkeys, key0, dkeys_raw, w, run.n);
+      ops.add_rows(dvalues, key0, dvalues_raw, w, run.n);
+    } else {
+      ops.add_rows(dkeys, key0 - w, dkeys_raw, 0, w + run.n);
+      ops.add_rows(dvalues, key0 - w, dvalues_raw, 0, w + run.n);
+    }
+  }
+  if (t0 == 0) {  // the last piece of the backward: every segment's halo gradient is known
+    for (size_t k = 0; k < slots.halo_keys.size(); ++k) {
+      grads.dtail_keys.push_back(ops.empty({B, w, dl}, dt));
+      grads.dtail_values.push_back(ops.empty({B, w, dl}, dt));
+    }
+    grads.halo = halo_exchange_start(ops, *topo_, grads.dhalo_keys, grads.dhalo_values,
+                                     grads.dtail_keys, grads.dtail_values, tag_ + 1, false);
   }
 }
 

@@ -13,7 +13,7 @@ constexpr uint64_t kEmbDropoutId = 1, kWindowPosDropoutId = 2, kFinalDropoutId =
 TransformerLSModel::TransformerLSModel(Ops& ops, const ModelConfig& cfg, DType dtype, Topology topo)
     : ops_(ops), cfg_(cfg), dtype_(dtype), topo_(std::move(topo)) {
   cfg_.validate();
-  cfg_.validate_layout(topo_.layout.tp, topo_.layout.sp);
+  cfg_.validate_layout(topo_.layout.tp, topo_.layout.sp, topo_.layout.sp_order);
   params_.allocate(ops, in_emb, ParameterGroup::linear, "in_emb.weight",
                    {cfg.vocab_size, cfg.d_model}, {}, dtype);
   params_.allocate(ops, out_bias, ParameterGroup::linear, "out_emb.bias", {cfg.vocab_size}, {},
@@ -61,7 +61,10 @@ ModelState TransformerLSModel::initial_state(int64_t batch) const {
 PassContext TransformerLSModel::with_layout(const PassContext& ctx, int64_t batch) const {
   PassContext local = ctx;
   local.t_global = cfg_.tokens_per_sample;
-  local.t_offset = topo_.sp_rank * local_tokens();
+  // This rank's runs of positions (parallel/sequence_layout.h); one run: t_offset.
+  local.segments = SequenceLayout::of(topo_.layout, cfg_.tokens_per_sample).segments(topo_.sp_rank);
+  local.t_offset = local.segments[0].t0;
+  if (local.segments.size() == 1) local.segments.clear();
   local.b_offset = topo_.dp_rank * batch;
   return local;
 }
@@ -78,6 +81,7 @@ PositionTables TransformerLSModel::position_tables(const PassContext& ctx) const
   if (ctx.training && ctx.emb_dropout > 0) {
     PassContext table = ctx;  // one table for every batch row and slice
     table.b_offset = table.t_offset = table.t_global = 0;
+    table.segments.clear();
     ops_.dropout_apply(pos.window, ctx.emb_dropout,
                        table.key(kWindowPosDropoutId, cfg_.window_len));
   }
@@ -110,8 +114,7 @@ double TransformerLSModel::forward(const Tensor& tokens, const Tensor& targets, 
 
   Tensor h = ops_.empty({B, T, d}, dtype_);
   ops_.embedding_forward(h, in_emb.value, tokens, std::sqrt(static_cast<double>(d)));
-  if (ctx.training && ctx.emb_dropout > 0)
-    ops_.dropout_apply(h, ctx.emb_dropout, ctx.key(kEmbDropoutId, T));
+  if (ctx.training && ctx.emb_dropout > 0) ctx.drop(ops_, h, ctx.emb_dropout, kEmbDropoutId, T);
   sv.embedded = h;
 
   sv.layers.resize(layers.size());
@@ -131,8 +134,7 @@ double TransformerLSModel::forward(const Tensor& tokens, const Tensor& targets, 
     cache = next;
     h = out;
   }
-  if (ctx.training && ctx.emb_dropout > 0)
-    ops_.dropout_apply(h, ctx.emb_dropout, ctx.key(kFinalDropoutId, T));
+  if (ctx.training && ctx.emb_dropout > 0) ctx.drop(ops_, h, ctx.emb_dropout, kFinalDropoutId, T);
   sv.final_hidden = h;
 
   Tensor logits = ops_.empty({B, T, cfg_.vocab_size}, dtype_);
@@ -160,16 +162,14 @@ void TransformerLSModel::backward(const ModelSaved& sv, double loss_scale,
     ops_.gemm(true, false, 1.0, dlogits, sv.final_hidden, 1.0, in_emb.grad);
     ops_.gemm(false, false, 1.0, dlogits, in_emb.value, 0.0, dh);
   }
-  if (ctx.training && ctx.emb_dropout > 0)
-    ops_.dropout_apply(dh, ctx.emb_dropout, ctx.key(kFinalDropoutId, T));
+  if (ctx.training && ctx.emb_dropout > 0) ctx.drop(ops_, dh, ctx.emb_dropout, kFinalDropoutId, T);
   for (size_t l = layers.size(); l-- > 0;) {
     Tensor dx = ops_.zeros({B, T, d}, dtype_);
     layers[l].backward(ops_, dh, sv.pos, sv.layers[l], dx, ctx);
     dh = dx;
     if (layer_done) layer_done(l);
   }
-  if (ctx.training && ctx.emb_dropout > 0)
-    ops_.dropout_apply(dh, ctx.emb_dropout, ctx.key(kEmbDropoutId, T));
+  if (ctx.training && ctx.emb_dropout > 0) ctx.drop(ops_, dh, ctx.emb_dropout, kEmbDropoutId, T);
   ops_.embedding_backward(in_emb.grad, dh, sv.tokens, std::sqrt(static_cast<double>(d)));
 }
 

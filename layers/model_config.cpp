@@ -79,7 +79,7 @@ std::string describe(const ModelConfig& c) {
   return out.str();
 }
 
-void ModelConfig::validate_layout(int tp, int sp) const {
+void ModelConfig::validate_layout(int tp, int sp, SpOrder order) const {
   auto fail = [](const std::string& m) { throw Error(m); };
   const std::string tps = "--tp " + std::to_string(tp), sps = "--sp " + std::to_string(sp);
   if (tp < 1) fail(tps + " must be at least 1");
@@ -103,6 +103,27 @@ void ModelConfig::validate_layout(int tp, int sp) const {
            " into slices of " + std::to_string(slice) + ", not a multiple of --chunk-size " +
            std::to_string(chunk_size));
   }
+  std::string why;
+  if (order == SpOrder::zigzag && !zigzag_fits(sp, &why)) fail("--sp-layout zigzag: " + why);
+}
+
+bool ModelConfig::zigzag_fits(int sp, std::string* why) const {
+  std::string reason;
+  const int64_t half = tokens_per_sample / (2 * static_cast<int64_t>(sp));
+  const std::string cut = "--tokens-per-sample " + std::to_string(tokens_per_sample) +
+                          " over --sp " + std::to_string(sp) + " gives half-slices of " +
+                          std::to_string(half);
+  if (sp < 2)
+    reason = "needs --sp of at least 2";
+  else if (tokens_per_sample % (2 * static_cast<int64_t>(sp)) != 0)
+    reason = "--tokens-per-sample " + std::to_string(tokens_per_sample) +
+             " must be a multiple of 2 x --sp " + std::to_string(sp);
+  else if (half < window_len)
+    reason = cut + ", shorter than --window-len " + std::to_string(window_len);
+  else if (half % chunk_size != 0)
+    reason = cut + ", not a multiple of --chunk-size " + std::to_string(chunk_size);
+  if (why) *why = reason;
+  return reason.empty();
 }
 
 void validate_batch(int64_t batch_size, int dp) {

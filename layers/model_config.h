@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "parallel/topology.h"
+
 namespace tls {
 
 struct ModelConfig {
@@ -38,7 +40,11 @@ struct ModelConfig {
   // --d-model, --n-head and --d-inner; sp > 1 needs --mem-len = --tokens-per-sample, and each
   // slice is at least --window-len long and a multiple of --chunk-size. Throws tls::Error
   // naming the option and the rule.
-  void validate_layout(int tp, int sp) const;
+  // The zigzag sp layout (parallel/sequence_layout.h) also needs each half-slice T/(2 sp) at
+  // least --window-len and a multiple of --chunk-size.
+  void validate_layout(int tp, int sp, SpOrder order = SpOrder::contiguous) const;
+  // Whether the zigzag layout fits sp (sp > 1 and the half-slice rules); else why not.
+  bool zigzag_fits(int sp, std::string* why = nullptr) const;
 };
 
 // A one-line summary of the model for logs, e.g. "n_layer 2, d_model 64, n_head 4 (d_head 16),

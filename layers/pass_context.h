@@ -4,8 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "kernels/ops.h"
+#include "parallel/sequence_layout.h"
 
 namespace tls {
 
@@ -24,6 +26,9 @@ struct PassContext {
   int64_t b_offset = 0;  // first local batch row in the global batch (data parallel)
   int64_t t_offset = 0;  // first local position in the block (sequence parallel)
   int64_t t_global = 0;  // positions of the whole block (0: the local count)
+  // When the local rows are several runs of positions (the zigzag sp layout,
+  // parallel/sequence_layout.h): each run's local rows and global positions; t_offset unused.
+  std::vector<Segment> segments;
 
   // Key for a [B_local, tokens, cols] activation, tensor_id unique per dropout site. Columns
   // split over tp pass their global count and offset.
@@ -41,6 +46,13 @@ struct PassContext {
     k.col_offset = col_offset;
     return k;
   }
+
+  // Dropout with probability p on x [B_local, tokens, cols]: one key per run of positions, so
+  // the mask is that of the global elements whatever the layout.
+  void drop(Ops& ops, Tensor& x, double p, uint64_t tensor_id, int64_t tokens,
+            int64_t cols_global = 0, int64_t col_offset = 0) const;
+  // The context of the local rows [t0, t0 + n) of a block of `tokens` rows.
+  PassContext rows(int64_t t0, int64_t n, int64_t tokens) const;
 };
 
 }  // namespace tls

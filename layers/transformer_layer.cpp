@@ -17,8 +17,7 @@ void TransformerLayer::init(Ops& ops, int64_t index, const ModelConfig& cfg, DTy
 
 void TransformerLayer::attention_residual(Ops& ops, const Tensor& residual, Tensor& a,
                                           LayerPieceSaved& sv, const PassContext& ctx) const {
-  if (ctx.training && ctx.dropout > 0)
-    ops.dropout_apply(a, ctx.dropout, ctx.key(dropout_id(0), a.dim(1)));
+  if (ctx.training && ctx.dropout > 0) ctx.drop(ops, a, ctx.dropout, dropout_id(0), a.dim(1));
   if (cfg_.pre_ln) {
     // h2 = h1 + drop(a), residual = h1 = LN1(x)
     sv.h2 = ops.empty(residual.shape(), residual.dtype());

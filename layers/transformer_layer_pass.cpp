@@ -30,16 +30,10 @@ Tensor rows_of(Ops& ops, const Tensor& x, int64_t row0, int64_t n) {
   return row0 == 0 && n == x.dim(1) ? x : copy_of_rows(ops, x, row0, n);
 }
 
-// The pass context of the piece at row t0 of a block of `tokens` rows: dropout keys count
-// positions from the block's (or the whole sequence's) start.
-PassContext piece_context(const PassContext& ctx, int64_t t0, int64_t tokens) {
-  PassContext piece = ctx;
-  if (piece.t_global == 0) {
-    piece.t_global = tokens;
-    piece.t_offset = 0;
-  }
-  piece.t_offset += t0;
-  return piece;
+// The pass context of a piece: dropout keys count positions from the block's (or the whole
+// sequence's) start, run by run.
+PassContext piece_context(const PassContext& ctx, const Piece& p, int64_t tokens) {
+  return ctx.rows(p.t0, p.n, tokens);
 }
 
 }  // namespace
@@ -109,8 +103,8 @@ void TransformerLayer::forward(Ops& ops, const Tensor& x, const Tensor& cache,
     norm1.forward(ops, x, sv.x_normed, sv.ln1_x);
   }
   auto rows = [&](int64_t t0, int64_t n) { return attention_input_rows(ops, sv, t0, n); };
-  attn.forward_slots(ops, rows, T, pieces_of(T, piece_tokens(T, ctx)), sv.keep, attn_cache, pos,
-                     sv.attn);
+  attn.forward_slots(ops, rows, T, attn.pieces(T, piece_tokens(T, ctx), sv.keep), sv.keep,
+                     attn_cache, pos, sv.attn);
   attn_cache = Tensor();
 
   if (!sv.keep) {
@@ -118,8 +112,8 @@ void TransformerLayer::forward(Ops& ops, const Tensor& x, const Tensor& cache,
     out = ops.empty({B, T, d}, x.dtype());
   }
   for (const Piece& p : sv.attn.pieces) {
-    const int64_t first = attn.first_row(p.t0);
-    const PassContext piece_ctx = piece_context(ctx, p.t0, T);
+    const int64_t first = attn.first_row(p.t0, T);
+    const PassContext piece_ctx = piece_context(ctx, p, T);
     const Tensor h_ext = rows(first, p.t0 + p.n - first);
     Tensor a;
     attn.forward_piece(ops, h_ext, p, T, M, sv.attn, a);
@@ -151,7 +145,7 @@ void TransformerLayer::backward(Ops& ops, const Tensor& dout, const PositionTabl
   // Feed-forward half: dout -> dh2, piece by piece.
   Tensor dh2 = sv.keep ? Tensor() : ops.empty({B, T, d}, x.dtype());
   for (const Piece& p : pieces) {
-    const PassContext piece_ctx = piece_context(ctx, p.t0, T);
+    const PassContext piece_ctx = piece_context(ctx, p, T);
     LayerPieceSaved recomputed;
     if (!sv.keep) {
       recomputed.h2 = rows_of(ops, sv.h2, p.t0, p.n);
@@ -176,8 +170,8 @@ void TransformerLayer::backward(Ops& ops, const Tensor& dout, const PositionTabl
   Tensor kept_dh;  // with kept activations: the block's input gradient, completed by the slots
   for (auto it = pieces.rbegin(); it != pieces.rend(); ++it) {
     const Piece& p = *it;
-    const int64_t first = attn.first_row(p.t0);
-    const PassContext piece_ctx = piece_context(ctx, p.t0, T);
+    const int64_t first = attn.first_row(p.t0, T);
+    const PassContext piece_ctx = piece_context(ctx, p, T);
     const Tensor h_ext = rows(first, p.t0 + p.n - first);
     Tensor dh_ext;
     OutputGradient output_gradient;
@@ -194,7 +188,7 @@ void TransformerLayer::backward(Ops& ops, const Tensor& dout, const PositionTabl
       output_gradient = [&](const Tensor&) {
         Tensor da = ops.empty({B, p.n, d}, x.dtype());
         ops.copy_rows(da, 0, dh2, p.t0, p.n);
-        if (drop) ops.dropout_apply(da, ctx.dropout, piece_ctx.key(dropout_id(0), p.n));
+        if (drop) piece_ctx.drop(ops, da, ctx.dropout, dropout_id(0), p.n);
         return da;
       };
     } else {
@@ -213,7 +207,7 @@ void TransformerLayer::backward(Ops& ops, const Tensor& dout, const PositionTabl
         Tensor dh1 = ops.zeros(half.h1.shape(), x.dtype());
         norm1.backward(ops, rows_of(ops, dh2, p.t0, p.n), half.h1, half.ln1, dh1);
         ops.add_rows(dx, p.t0, dh1, 0, p.n);
-        if (drop) ops.dropout_apply(dh1, ctx.dropout, piece_ctx.key(dropout_id(0), p.n));
+        if (drop) piece_ctx.drop(ops, dh1, ctx.dropout, dropout_id(0), p.n);
         return dh1;
       };
     }

@@ -10,6 +10,12 @@
 // last block rows, and for rank 0 the last cache rows, which rank sp-1 holds. With sp = 1 the
 // halo is this rank's own tail (a ring of one), so one code path serves every layout.
 //
+// In general (parallel/sequence_layout.h) a rank holds several slices and each has its own halo:
+// slice g's halo is the tail of slice g - 1, and slice 0's the cache tail, held by the rank of
+// the last slice (whose own block tail nobody needs, so its tail entry carries the cache tail).
+// The tails and halos are given per local slice; a transfer within one rank is a copy. Every
+// rank posts the transfers in global slice order, so those between one pair of ranks match.
+//
 // Layers use the _start forms: start, do the work that needs no halo, then HaloExchange::wait().
 // The blocking forms are the _start forms waited for at once.
 #pragma once
@@ -28,12 +34,21 @@ class HaloExchange {
   void wait();
 
  private:
-  friend HaloExchange halo_exchange_forward_start(Ops&, const Topology&, const Tensor&,
-                                                  const Tensor&, Tensor&, Tensor&, int);
-  friend HaloExchange halo_exchange_backward_start(Ops&, const Topology&, const Tensor&,
-                                                   const Tensor&, Tensor&, Tensor&, int);
+  friend HaloExchange halo_exchange_start(Ops&, const Topology&, const std::vector<Tensor>&,
+                                          const std::vector<Tensor>&, std::vector<Tensor>&,
+                                          std::vector<Tensor>&, int, bool);
   std::vector<std::unique_ptr<Request>> requests_;
 };
+
+// Per local slice (Topology::layout.sp_order): tails [B, w, dl] (the last slice's entry: the
+// cache tail) and halos (allocated by the caller). forward: each slice's halo from its
+// predecessor's tail; backward (forward = false): each halo's gradient into its predecessor's
+// tail gradient (overwritten). Message tags 2 tag and 2 tag + 1.
+HaloExchange halo_exchange_start(Ops& ops, const Topology& topo,
+                                 const std::vector<Tensor>& send_keys,
+                                 const std::vector<Tensor>& send_values,
+                                 std::vector<Tensor>& recv_keys, std::vector<Tensor>& recv_values,
+                                 int tag, bool forward);
 
 // Forward: sends tail_keys/tail_values [B, w, dl] to the next rank, receives halo_keys/
 // halo_values (allocated by the caller, same shape) from the previous one. With sp = 1 the halo

@@ -10,8 +10,12 @@
 
 namespace tls {
 
+// How the block's positions are dealt to the sp ranks (parallel/sequence_layout.h).
+enum class SpOrder { contiguous, zigzag };
+
 struct Layout {
   int tp = 1, sp = 1, dp = 1;
+  SpOrder sp_order = SpOrder::contiguous;
   int world() const { return tp * sp * dp; }
 };
 

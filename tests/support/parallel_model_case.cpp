@@ -64,14 +64,17 @@ Scenario random_scenario(bool post_ln, double dropout) {
 }
 
 std::pair<Tensor, Tensor> slice(Ops& ops, const Scenario& s, int64_t block, int64_t b0, int64_t nb,
-                                int64_t t0, int64_t nt) {
+                                const std::vector<Segment>& segments) {
   const int64_t T = s.cfg.tokens_per_sample, row = s.n_blocks * T + 1;
   std::vector<double> in, tg;
+  int64_t nt = 0;
+  for (const Segment& seg : segments) nt += seg.n;
   for (int64_t b = b0; b < b0 + nb; ++b)
-    for (int64_t t = t0; t < t0 + nt; ++t) {
-      in.push_back(s.tokens[static_cast<size_t>(b * row + block * T + t)]);
-      tg.push_back(s.tokens[static_cast<size_t>(b * row + block * T + t + 1)]);
-    }
+    for (const Segment& seg : segments)
+      for (int64_t t = seg.t0; t < seg.t0 + seg.n; ++t) {
+        in.push_back(s.tokens[static_cast<size_t>(b * row + block * T + t)]);
+        tg.push_back(s.tokens[static_cast<size_t>(b * row + block * T + t + 1)]);
+      }
   Tensor a = ops.empty({nb, nt}, DType::i32), b = ops.empty({nb, nt}, DType::i32);
   ops.from_host(a, in);
   ops.from_host(b, tg);
@@ -101,7 +104,11 @@ Run run(const Scenario& s, DType dtype, Topology topo,
   for (Parameter* p : model.parameters())
     ops->from_host(p->value, shard_of(*p, weights.at(p->name)));
   const int64_t B = s.batch / grid.layout.dp, T = model.local_tokens();
-  const int64_t b0 = grid.dp_rank * B, t0 = grid.sp_rank * T;
+  const int64_t b0 = grid.dp_rank * B;
+  const std::vector<Segment> segments =
+      SequenceLayout::of(grid.layout, s.cfg.tokens_per_sample).segments(grid.sp_rank);
+  if (segments.size() * static_cast<size_t>(segments[0].n) != static_cast<size_t>(T))
+    throw Error("test: the segments do not cover the rank's block slice");
   PassContext ctx;
   ctx.training = s.cfg.dropout > 0;
   ctx.dropout = s.cfg.dropout;
@@ -111,7 +118,7 @@ Run run(const Scenario& s, DType dtype, Topology topo,
   ctx.recompute_piece = s.recompute_piece;
   Run out;
   auto step = [&](int64_t block, ModelState& state) {
-    auto [tokens, targets] = slice(*ops, s, block, b0, B, t0, T);
+    auto [tokens, targets] = slice(*ops, s, block, b0, B, segments);
     model.zero_grad();
     ModelSaved saved;
     const double nll = grid.dp_sp->allreduce_sum(model.forward(tokens, targets, state, saved, ctx));
@@ -178,24 +185,30 @@ void compare(const Scenario& s, DType dtype, double tol, Device device) {
   const std::string on = device == Device::cpu ? "" : " on cuda";
   struct L {
     int tp, sp;
+    SpOrder order;
   };
   std::vector<L> layouts;
   for (int tp = 1; tp <= world; tp *= 2)
     for (int sp = 1; tp * sp <= world; sp *= 2)
-      if (world % (tp * sp) == 0) layouts.push_back({tp, sp});
+      if (world % (tp * sp) == 0) {
+        layouts.push_back({tp, sp, SpOrder::contiguous});
+        if (s.cfg.zigzag_fits(sp)) layouts.push_back({tp, sp, SpOrder::zigzag});
+      }
   int tested = 0;
   for (L l : layouts) {
     const int dp = world / (l.tp * l.sp);
     if (!layout_fits(s.cfg, s.batch, l.tp, l.sp, dp)) continue;
+    const std::string order = l.order == SpOrder::zigzag ? " zigzag" : "";
     ++tested;
     int rank = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     if (rank == 0)
-      std::printf("  %s %s: layout tp=%d sp=%d dp=%d%s\n", s.name.c_str(), dtype_name(dtype), l.tp,
-                  l.sp, dp, on.c_str());
+      std::printf("  %s %s: layout tp=%d sp=%d%s dp=%d%s\n", s.name.c_str(), dtype_name(dtype),
+                  l.tp, l.sp, order.c_str(), dp, on.c_str());
     SCOPED_TRACE(s.name + " " + dtype_name(dtype) + " tp=" + std::to_string(l.tp) +
-                 " sp=" + std::to_string(l.sp) + " dp=" + std::to_string(dp) + on);
+                 " sp=" + std::to_string(l.sp) + order + " dp=" + std::to_string(dp) + on);
     Topology topo = make_mpi_topology(l.tp, l.sp);
+    topo.layout.sp_order = l.order;
     const Run par = run(s, dtype, topo, weights, device);
     ASSERT_EQ(par.losses.size(), single.losses.size());
     for (size_t i = 0; i < par.losses.size(); ++i)

@@ -12,8 +12,9 @@
 #include <vector>
 
 #include "kernels/ops.h"
-#include "parallel/topology.h"
 #include "layers/model_config.h"
+#include "parallel/sequence_layout.h"
+#include "parallel/topology.h"
 
 namespace tls::testing {
 
@@ -35,9 +36,10 @@ Scenario golden_scenario(const std::string& file);
 // given.
 Scenario random_scenario(bool post_ln, double dropout);
 
-// Inputs and targets of `block` for batch rows [b0, b0 + nb) and positions [t0, t0 + nt).
+// Inputs and targets of `block` for batch rows [b0, b0 + nb) and the positions of `segments`, in
+// their order (a rank's runs, parallel/sequence_layout.h).
 std::pair<Tensor, Tensor> slice(Ops& ops, const Scenario& s, int64_t block, int64_t b0, int64_t nb,
-                                int64_t t0, int64_t nt);
+                                const std::vector<Segment>& segments);
 
 struct Run {
   std::vector<double> losses;  // per block (mean NLL), then per step
