@@ -7,7 +7,7 @@
 //     full_shape; this rank's hyperslab is [shard_start, +shard_count) (the whole tensor when
 //     not tp-sharded).
 //   /state/cache/layers.<l>: [B_global, M, d]; this rank holds rows [dp_rank * B_local, +B_local)
-//     and positions [sp_rank * M_local, +M_local) (replicated over tp).
+//     and its positions (parallel/sequence_layout.h; replicated over tp).
 //   /state attribute `step`; root attributes: hyperparameters, layout, precision, settings.
 #pragma once
 
@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "layers/model.h"
+#include "parallel/sequence_layout.h"
 #include "parallel/topology.h"
 #include "training/trainer.h"
 
@@ -74,12 +75,25 @@ inline Hyperslab parameter_slab(const Parameter& p) {
   return s;
 }
 
-// The block of a layer's cache this rank holds: local [B_local, M_local, d] inside the global
-// [B_global, M, d].
-inline Hyperslab cache_slab(const Tensor& local, const Topology& t, int64_t batch_global,
-                            int64_t mem_len) {
+// The blocks of a layer's cache this rank holds, one per run of positions
+// (parallel/sequence_layout.h; the caches keep the global position order whatever the layout):
+// local [B_local, M_local, d] inside the global [B_global, M, d]. rows: the run's local rows.
+struct CacheBlock {
+  Hyperslab slab;
+  int64_t row0 = 0;
+};
+inline std::vector<CacheBlock> cache_blocks(const Tensor& local, const Topology& t,
+                                            int64_t batch_global, int64_t mem_len) {
   const int64_t b = local.dim(0), m = local.dim(1), d = local.dim(2);
-  return {{batch_global, mem_len, d}, {t.dp_rank * b, t.sp_rank * m, 0}, {b, m, d}};
+  std::vector<CacheBlock> out;
+  if (m * t.layout.sp != mem_len) {  // not sliced (sp = 1 with M != T is one run anyway)
+    out.push_back({{{batch_global, mem_len, d}, {t.dp_rank * b, 0, 0}, {b, m, d}}, 0});
+    return out;
+  }
+  for (const Segment& seg : SequenceLayout::of(t.layout, mem_len).segments(t.sp_rank))
+    out.push_back(
+        {{{batch_global, mem_len, d}, {t.dp_rank * b, seg.t0, 0}, {b, seg.n, d}}, seg.row0});
+  return out;
 }
 
 }  // namespace tls

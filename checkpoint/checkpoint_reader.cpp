@@ -44,6 +44,10 @@ struct PlannedRead {
   Hyperslab slab;
   Tensor* target;
   std::vector<Piece> pieces = {};
+  // A slab that is only some rows of the target (a run of a cache's positions): read into
+  // `part`, then copied to the target's rows from row0 on.
+  Tensor part = {};
+  int64_t row0 = 0;
 };
 
 // The part files of one checkpoint, each opened once.
@@ -120,8 +124,19 @@ void read_pieces(const PlannedRead& r, const std::string& checkpoint, hid_t mem_
   }
 }
 
+void read_rows_into(const Hdf5Reader& file, const PlannedRead& r, Ops& ops, Tensor& x);
+
 void read_into(const Hdf5Reader& file, const PlannedRead& r, Ops& ops) {
-  Tensor& x = *r.target;
+  if (!r.part.defined()) {
+    read_rows_into(file, r, ops, *r.target);
+    return;
+  }
+  Tensor part = r.part;
+  read_rows_into(file, r, ops, part);
+  ops.copy_rows(*r.target, r.row0, part, 0, part.dim(1));
+}
+
+void read_rows_into(const Hdf5Reader& file, const PlannedRead& r, Ops& ops, Tensor& x) {
   const bool direct = x.device() == Device::cpu && x.dtype() != DType::i32;
   const hid_t mem_type = direct && x.dtype() == DType::f32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
   if (!r.pieces.empty()) {
@@ -215,7 +230,7 @@ void check_hyperparameters(const CheckpointInfo& info, const ModelConfig& run,
 }
 
 std::vector<PlannedRead> plan_reads(const CheckpointInfo& info, CheckpointContents& c,
-                                    const Topology& t, const LoadOptions& options) {
+                                    const Topology& t, const LoadOptions& options, Ops& ops) {
   std::vector<PlannedRead> reads;
   for (Parameter* p : c.params)
     reads.push_back({"/model/" + p->name, parameter_slab(*p), &p->value});
@@ -232,8 +247,16 @@ std::vector<PlannedRead> plan_reads(const CheckpointInfo& info, CheckpointConten
   if (c.caches != nullptr && same_lengths) {
     for (size_t l = 0; l < c.caches->size(); ++l) {
       Tensor& cache = (*c.caches)[l];
-      reads.push_back({"/state/cache/layers." + std::to_string(l),
-                       cache_slab(cache, t, c.training.batch_size, c.config.mem_len), &cache});
+      const std::vector<CacheBlock> runs =
+          cache_blocks(cache, t, c.training.batch_size, c.config.mem_len);
+      for (const CacheBlock& run : runs) {
+        PlannedRead read{"/state/cache/layers." + std::to_string(l), run.slab, &cache};
+        if (runs.size() > 1) {
+          read.part = ops.empty(run.slab.count, cache.dtype());
+          read.row0 = run.row0;
+        }
+        reads.push_back(std::move(read));
+      }
     }
   }
   return reads;
@@ -260,7 +283,7 @@ void check_datasets(const Hdf5Reader& file, const CheckpointInfo& info,
     }
     int64_t n = 1;
     for (int64_t d : r.slab.count) n *= d;
-    if (n != r.target->numel())
+    if (n != (r.part.defined() ? r.part : *r.target).numel())
       throw Error(where + "dataset '" + r.dataset + "': this rank's block " +
                   shape_text(r.slab.count) + " does not fit its tensor " +
                   r.target->shape_string());
@@ -319,7 +342,7 @@ CheckpointInfo load_checkpoint(const std::string& path, CheckpointContents& cont
     file = std::make_unique<Hdf5Reader>(path);
     info = read_checkpoint_info(*file);
     check_hyperparameters(info, contents.config, options);
-    reads = plan_reads(info, contents, t, options);
+    reads = plan_reads(info, contents, t, options, ops);
     check_datasets(*file, info, reads, options, parts);
   });
   throw_if_any_rank_failed(*t.world, error);

@@ -201,21 +201,31 @@ std::vector<HostBlock> copy_blocks(const CheckpointContents& c, const Topology& 
       const Tensor& cache = (*c.caches)[l];
       const int64_t m = cache.dim(1), tp = t.layout.tp;
       const int64_t lo = m * t.tp_rank / tp, hi = m * (t.tp_rank + 1) / tp;
-      if (hi == lo) continue;
-      Hyperslab slab = cache_slab(cache, t, c.training.batch_size, c.config.mem_len);
-      slab.start[1] += lo;
-      slab.count[1] = hi - lo;
-      blocks.push_back(host_block("/state/cache/layers." + std::to_string(l), slab, type, cache,
-                                  ops, reuse, RowRange{lo, hi - lo}));
+      // One block per run of positions the share meets (the caches are stored in global
+      // position order whatever the sp layout).
+      const std::string name = "/state/cache/layers." + std::to_string(l);
+      int runs = 0;
+      for (const CacheBlock& run :
+           cache_blocks(cache, t, c.training.batch_size, c.config.mem_len)) {
+        const int64_t a = std::max(lo, run.row0), z = std::min(hi, run.row0 + run.slab.count[1]);
+        if (z <= a) continue;
+        Hyperslab slab = run.slab;
+        slab.start[1] += a - run.row0;
+        slab.count[1] = z - a;
+        blocks.push_back(host_block(name, slab, type, cache, ops, reuse, RowRange{a, z - a}));
+        if (runs++ > 0)  // a part file holds one dataset per name
+          blocks.back().part_name = name + ".positions_" + std::to_string(slab.start[1]);
+      }
     }
   }
   return blocks;
 }
 
-// "<dataset> <f64?> <ndim> <shape...> <start...> <count...>"
+// "<dataset> <name in the part> <f64?> <ndim> <shape...> <start...> <count...>"
 std::string manifest_line(const HostBlock& b) {
   std::ostringstream out;
-  out << b.dataset << ' ' << (b.type == DType::f64 ? 1 : 0) << ' ' << b.slab.shape.size();
+  out << b.dataset << ' ' << (b.part_name.empty() ? b.dataset : b.part_name) << ' '
+      << (b.type == DType::f64 ? 1 : 0) << ' ' << b.slab.shape.size();
   for (const auto* v : {&b.slab.shape, &b.slab.start, &b.slab.count})
     for (int64_t x : *v) out << ' ' << x;
   return out.str();
@@ -271,7 +281,8 @@ int64_t checkpoint_file_bytes(const CheckpointContents& c, const Topology& t) {
   }
   if (c.caches != nullptr) {
     for (const Tensor& cache : *c.caches) {
-      bytes += element * numel(cache_slab(cache, t, c.training.batch_size, c.config.mem_len).shape);
+      bytes += element *
+               numel(cache_blocks(cache, t, c.training.batch_size, c.config.mem_len)[0].slab.shape);
       ++datasets;
     }
   }
@@ -326,7 +337,8 @@ void write_part(const PendingSave& save) {
         abort_at("save", save.world_rank, "halfway through the save");
       maybe_inject_fault("save_block", save.world_rank);
       const HostBlock& b = save.blocks[i];
-      part.write(b.dataset, b.type, b.slab.count, b.data.get(), sums);
+      part.write(b.part_name.empty() ? b.dataset : b.part_name, b.type, b.slab.count, b.data.get(),
+                 sums);
     }
     part.close();
   });
@@ -351,10 +363,10 @@ void write_master(const PendingSave& save) {
     std::string line;
     while (std::getline(lines, line)) {
       std::istringstream in(line);
-      std::string name;
+      std::string name, source;
       int f64 = 0;
       size_t rank = 0;
-      in >> name >> f64 >> rank;
+      in >> name >> source >> f64 >> rank;
       std::vector<int64_t> shape(rank), start(rank), count(rank);
       for (auto* v : {&shape, &start, &count})
         for (int64_t& x : *v) in >> x;
@@ -367,7 +379,7 @@ void write_master(const PendingSave& save) {
       d.shape = shape;
       const std::string part =
           std::filesystem::path(save.part_path(static_cast<int>(r))).filename().string();
-      d.sources.push_back({part, name, start, count});
+      d.sources.push_back({part, source, start, count});
     }
   }
   const std::string temporary = save.path + ".tmp-" + std::to_string(::getpid());

@@ -39,6 +39,8 @@ namespace tls {
 // One block this rank writes: where it goes and a host copy of its values in the file's type.
 struct HostBlock {
   std::string dataset;
+  std::string part_name;  // its name in the part file when not `dataset` (a rank's second block
+                          // of one tensor: the runs of a zigzag cache)
   Hyperslab slab;
   DType type = DType::f32;
   std::unique_ptr<char[]> data;

@@ -1,5 +1,5 @@
-// The row-stream layout of docs/DESIGN.md section 4 over an mmap'ed byte file. Only the pages a rank
-// touches are read from disk, so every rank can map the whole corpus.
+// The row-stream layout of docs/DESIGN.md section 4 over an mmap'ed byte file. Only the pages a
+// rank touches are read from disk, so every rank can map the whole corpus.
 #include "training/byte_corpus.h"
 
 #include <fcntl.h>
@@ -82,6 +82,26 @@ void ByteCorpus::batch(int64_t block_in_epoch, int64_t row_begin, int64_t row_co
       in[t] = src[t];
       tg[t] = src[t + 1];
     }
+  }
+}
+
+void ByteCorpus::batch(int64_t block_in_epoch, int64_t row_begin, int64_t row_count,
+                       const std::vector<Segment>& segments, std::vector<int32_t>& inputs,
+                       std::vector<int32_t>& targets) const {
+  int64_t local = 0;
+  for (const Segment& seg : segments) local += seg.n;
+  inputs.assign(static_cast<size_t>(row_count * local), 0);
+  targets.assign(inputs.size(), 0);
+  std::vector<int32_t> in, tg;
+  for (const Segment& seg : segments) {
+    batch(block_in_epoch, row_begin, row_count, seg.t0, seg.n, in, tg);
+    for (int64_t r = 0; r < row_count; ++r)
+      for (int64_t t = 0; t < seg.n; ++t) {
+        const size_t to = static_cast<size_t>(r * local + seg.row0 + t),
+                     from = static_cast<size_t>(r * seg.n + t);
+        inputs[to] = in[from];
+        targets[to] = tg[from];
+      }
   }
 }
 

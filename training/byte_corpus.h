@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "parallel/sequence_layout.h"
+
 namespace tls {
 
 // A read-only memory map of a whole file. Throws tls::Error naming the file if it is missing,
@@ -58,6 +60,11 @@ class ByteCorpus {
   // inputs/targets row-major, [row_count, t_count], with the byte values 0..255.
   void batch(int64_t block_in_epoch, int64_t row_begin, int64_t row_count, int64_t t_begin,
              int64_t t_count, std::vector<int32_t>& inputs, std::vector<int32_t>& targets) const;
+  // The same for a rank's runs of positions (parallel/sequence_layout.h), in their order:
+  // [row_count, sum of the runs' lengths].
+  void batch(int64_t block_in_epoch, int64_t row_begin, int64_t row_count,
+             const std::vector<Segment>& segments, std::vector<int32_t>& inputs,
+             std::vector<int32_t>& targets) const;
 
  private:
   MappedFile file_;

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "parallel/sequence_layout.h"
 #include "training/byte_corpus.h"
 
 namespace tls {
@@ -13,7 +14,7 @@ EvalResult evaluate(TransformerLSModel& model, const std::string& path, int64_t 
   Ops& ops = model.ops();
   const Topology& topo = model.topology();
   const int64_t T = model.config().tokens_per_sample, T_local = model.local_tokens();
-  const int64_t t0 = topo.sp_rank * T_local;
+  const SequenceLayout layout = SequenceLayout::of(topo.layout, T);
   ByteStream stream(path, T);
   int64_t n_blocks = stream.num_blocks();
   if (max_bytes > 0) n_blocks = std::min(n_blocks, (max_bytes - 1 + T - 1) / T);
@@ -26,11 +27,13 @@ EvalResult evaluate(TransformerLSModel& model, const std::string& path, int64_t 
     // Right-pad the short last block: padded inputs are byte 0, padded targets are not counted.
     std::vector<double> in(static_cast<size_t>(T_local), 0.0),
         tg(static_cast<size_t>(T_local), -1.0);
-    for (int64_t t = 0; t < T_local; ++t)
-      if (t0 + t < real) {
-        in[static_cast<size_t>(t)] = inputs[static_cast<size_t>(t0 + t)];
-        tg[static_cast<size_t>(t)] = targets[static_cast<size_t>(t0 + t)];
+    for (int64_t t = 0; t < T_local; ++t) {
+      const int64_t g = layout.global_position(topo.sp_rank, t);
+      if (g < real) {
+        in[static_cast<size_t>(t)] = inputs[static_cast<size_t>(g)];
+        tg[static_cast<size_t>(t)] = targets[static_cast<size_t>(g)];
       }
+    }
     Tensor tokens = ops.empty({1, T_local}, DType::i32),
            target_tensor = ops.empty({1, T_local}, DType::i32);
     ops.from_host(tokens, in);

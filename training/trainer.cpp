@@ -4,6 +4,7 @@
 
 #include "kernels/error.h"
 #include "parallel/fault_injection.h"
+#include "parallel/sequence_layout.h"
 #include "training/gradient_reduction.h"
 
 namespace tls {
@@ -52,11 +53,14 @@ StepMetrics Trainer::train_step() {
   // Every block of the update adds its gradient, scaled by 1 / (all the update's targets): each
   // block holds rows x T targets, so that is 1 / (update_freq x the block's count).
   const int64_t blocks = settings_.update_freq;
+  // This rank's positions of every block (parallel/sequence_layout.h).
+  const std::vector<Segment> segments =
+      SequenceLayout::of(topo.layout, cfg.tokens_per_sample).segments(topo.sp_rank);
   model_.zero_grad();
   double nll = 0, n = 0;
   for (int64_t k = 0; k < blocks; ++k) {
     std::vector<int32_t> inputs, targets;
-    corpus_.batch(in_epoch * blocks + k, topo.dp_rank * B, B, topo.sp_rank * T, T, inputs, targets);
+    corpus_.batch(in_epoch * blocks + k, topo.dp_rank * B, B, segments, inputs, targets);
     Tensor tokens = ops_.empty({B, T}, DType::i32);
     Tensor target_tensor = ops_.empty({B, T}, DType::i32);
     ops_.from_host(tokens, std::vector<double>(inputs.begin(), inputs.end()));

@@ -1,10 +1,11 @@
 // mpi-ranks: 2 4
 // Checkpoints across parallel layouts (docs/DESIGN.md section 5): tensors sharded by hand (along
 // dim 0, along dim 1, along the head dim of a [1, H, 1, d_h] bias, replicated) and caches split
-// over dp and sp are saved collectively from every layout that fits the world and loaded into every
-// other one; each rank must get exactly its hyperslab, a replicated tensor must come from its one
-// writer, and a refusal on one rank must be a refusal on all. Then training resumes in another
-// layout with the same losses (float32 summation order, relative 1e-5).
+// over dp and sp (both sp layouts: the caches are stored in global position order) are saved
+// collectively from every layout that fits the world and loaded into every other one; each rank
+// must get exactly its hyperslab, a replicated tensor must come from its one writer, and a refusal
+// on one rank must be a refusal on all. Then training resumes in another layout with the same
+// losses (float32 summation order, relative 1e-5).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include "kernels/error.h"
 #include "layers/init.h"
 #include "parallel/mpi_comm.h"
+#include "parallel/sequence_layout.h"
 
 namespace tls {
 namespace {
@@ -26,13 +28,22 @@ std::vector<Layout> layouts_of_world() {
   std::vector<Layout> out;
   for (int tp : {1, 2, 4})
     for (int sp : {1, 2, 4})
-      if (world % (tp * sp) == 0) out.push_back({tp, sp, world / (tp * sp)});
+      if (world % (tp * sp) == 0) {
+        out.push_back({tp, sp, world / (tp * sp)});
+        if (sp > 1) out.push_back({tp, sp, world / (tp * sp), SpOrder::zigzag});
+      }
   return out;
+}
+
+Topology topology_of(const Layout& l) {
+  Topology t = make_mpi_topology(l.tp, l.sp);
+  t.layout.sp_order = l.sp_order;
+  return t;
 }
 
 std::string describe(const Layout& l) {
   return "(tp " + std::to_string(l.tp) + ", sp " + std::to_string(l.sp) + ", dp " +
-         std::to_string(l.dp) + ")";
+         std::to_string(l.dp) + (l.sp_order == SpOrder::zigzag ? ", zigzag)" : ")");
 }
 
 // A directory every rank agrees on (rank 0's process id), removed by rank 0.
@@ -64,6 +75,20 @@ class SharedDir {
 
 // The value every checkpoint must hold at flat index g of tensor `id`.
 double expected(int id, int64_t g) { return 1000.0 * id + 0.25 * static_cast<double>(g); }
+
+// Flat global indices of a local cache [B_local, M_local, kWidth]'s elements: its rows are the
+// rank's runs of positions (parallel/sequence_layout.h).
+std::vector<int64_t> cache_indices(const Topology& t, int64_t batch, int64_t mem, int64_t width) {
+  const int64_t b = batch / t.layout.dp, m = mem / t.layout.sp;
+  const SequenceLayout layout = SequenceLayout::of(t.layout, mem);
+  std::vector<int64_t> out;
+  for (int64_t i = 0; i < b; ++i)
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t e = 0; e < width; ++e)
+        out.push_back(((t.dp_rank * b + i) * mem + layout.global_position(t.sp_rank, r)) * width +
+                      e);
+  return out;
+}
 
 // Flat global indices of a hyperslab's elements, in the local (row-major) order.
 std::vector<int64_t> global_indices(const Hyperslab& s) {
@@ -118,7 +143,7 @@ struct HandModel {
     }
     for (int l = 0; l < 2; ++l) {
       Tensor local = Tensor::zeros({kBatch / t.layout.dp, kMem / t.layout.sp, kWidth}, DType::f32);
-      const std::vector<int64_t> g = global_indices(cache_slab(local, t, kBatch, kMem));
+      const std::vector<int64_t> g = cache_indices(t, kBatch, kMem, kWidth);
       Tensor cache =
           make(g, 30 + l, fill, false).view({kBatch / t.layout.dp, kMem / t.layout.sp, kWidth});
       // Every tp rank holds the cache and writes the share [lo, hi) of its memory rows: junk
@@ -154,10 +179,12 @@ struct HandModel {
   // Counts the elements that differ from the expected values.
   int mismatches(const Topology& t) const {
     int bad = 0;
-    auto check = [&](const Tensor& x, const Hyperslab& s, int id) {
-      const std::vector<int64_t> g = global_indices(s);
+    auto check_indices = [&](const Tensor& x, const std::vector<int64_t>& g, int id) {
       for (size_t k = 0; k < g.size(); ++k)
         if (x.data<float>()[k] != static_cast<float>(expected(id, g[k]))) ++bad;
+    };
+    auto check = [&](const Tensor& x, const Hyperslab& s, int id) {
+      check_indices(x, global_indices(s), id);
     };
     for (size_t i = 0; i < params.size(); ++i) {
       check(params[i].value, parameter_slab(params[i]), static_cast<int>(i));
@@ -165,8 +192,7 @@ struct HandModel {
       check(exp_avg_sq[i], parameter_slab(params[i]), 20 + static_cast<int>(i));
     }
     for (int l = 0; l < 2; ++l)
-      check(caches[static_cast<size_t>(l)],
-            cache_slab(caches[static_cast<size_t>(l)], t, kBatch, kMem), 30 + l);
+      check_indices(caches[static_cast<size_t>(l)], cache_indices(t, kBatch, kMem, kWidth), 30 + l);
     return bad;
   }
 };
@@ -175,9 +201,10 @@ TEST(CheckpointLayouts, EveryLayoutLoadsWhatEveryLayoutSaved) {
   auto ops = make_cpu_ops();
   SharedDir dir;
   for (const Layout& from : layouts_of_world()) {
-    Topology saver = make_mpi_topology(from.tp, from.sp);
+    Topology saver = topology_of(from);
     HandModel saved(saver, true, true);
-    const std::string path = dir.file("from_" + std::to_string(from.tp) + std::to_string(from.sp));
+    const std::string path = dir.file("from_" + std::to_string(from.tp) + std::to_string(from.sp) +
+                                      sp_order_name(from.sp_order));
     save_checkpoint(path, saved.contents, saver, *ops);
     if (saver.world_rank == 0) {  // whole tensors, read serially
       Hdf5Reader file(path);
@@ -187,7 +214,7 @@ TEST(CheckpointLayouts, EveryLayoutLoadsWhatEveryLayoutSaved) {
     }
     for (const Layout& to : layouts_of_world()) {
       SCOPED_TRACE("saved from " + describe(from) + ", loaded into " + describe(to));
-      Topology loader = make_mpi_topology(to.tp, to.sp);
+      Topology loader = topology_of(to);
       HandModel loaded(loader, false, false);
       loaded.contents.step = 0;
       CheckpointInfo info = load_checkpoint(path, loaded.contents, loader, *ops);
@@ -241,12 +268,14 @@ TEST(CheckpointLayouts, TrainingResumesInAnotherLayout) {
   settings.optimizer.clip_norm = 0.5;
   ByteCorpus corpus(std::string(TLS_TEST_DATA_DIR) + "/english.txt", settings.batch_size,
                     cfg.tokens_per_sample);
-  const std::vector<Layout> layouts = layouts_of_world();
-  int changes = 0;
+  std::vector<Layout> layouts;
+  for (const Layout& l : layouts_of_world())
+    if (l.sp_order == SpOrder::contiguous || cfg.zigzag_fits(l.sp)) layouts.push_back(l);
+  int changes = 0, orders = 0;
   for (size_t i = 0; i < layouts.size(); ++i) {
     const Layout& from = layouts[i];
     const Layout& to = layouts[(i + 1) % layouts.size()];
-    Topology t_from = make_mpi_topology(from.tp, from.sp);
+    Topology t_from = topology_of(from);
     TransformerLSModel straight(*ops, cfg, DType::f32, t_from);
     initialize_parameters(*ops, straight, 7);
     Trainer trainer(*ops, straight, corpus, settings);
@@ -261,7 +290,7 @@ TEST(CheckpointLayouts, TrainingResumesInAnotherLayout) {
                         t_from, *ops);
     }
     SCOPED_TRACE("saved in " + describe(from) + ", resumed in " + describe(to));
-    Topology t_to = make_mpi_topology(to.tp, to.sp);
+    Topology t_to = topology_of(to);
     TransformerLSModel resumed(*ops, cfg, DType::f32, t_to);
     Trainer second(*ops, resumed, corpus, settings);
     CheckpointContents c =
@@ -273,8 +302,10 @@ TEST(CheckpointLayouts, TrainingResumesInAnotherLayout) {
       EXPECT_NEAR(loss, want, 1e-5 * want) << "update " << step;
     }
     if (from.tp != to.tp || from.sp != to.sp) ++changes;
+    if (from.sp_order != to.sp_order) ++orders;
   }
   EXPECT_GE(changes, 3);
+  EXPECT_GE(orders, 2);  // zigzag to contiguous and back
 }
 
 }  // namespace
