@@ -3,11 +3,11 @@
 // The last line of the output is `bpc <value> tokens <count>`.
 #include <cstdio>
 
-#include "parallel/rank_agreement.h"
 #include "parallel/mpi_comm.h"
+#include "parallel/rank_agreement.h"
 #include "runtime/commands.h"
-#include "training/evaluator.h"
 #include "runtime/run_setup.h"
+#include "training/evaluator.h"
 
 namespace tls {
 
@@ -17,6 +17,7 @@ int run_eval(const RunOptions& o) {
   std::unique_ptr<Ops> ops;
   ModelConfig cfg;
   DType dtype = DType::f32;
+  std::string sp_note;
   throw_if_any_rank_failed(world, error_message_of([&] { topo = make_run_topology(o); }));
   throw_if_any_rank_failed(*topo.world, error_message_of([&] {
     ops = make_backend(o);
@@ -27,7 +28,8 @@ int run_eval(const RunOptions& o) {
     if (o.eval_tokens > 0) cfg.tokens_per_sample = o.eval_tokens;
     if (o.eval_mem > 0) cfg.mem_len = o.eval_mem;
     cfg.validate();
-    cfg.validate_layout(topo.layout.tp, topo.layout.sp);
+    topo.layout.sp_order = choose_sp_order(o, cfg, sp_note);
+    cfg.validate_layout(topo.layout.tp, topo.layout.sp, topo.layout.sp_order);
     ByteStream check(o.data, cfg.tokens_per_sample);
   }));
   TransformerLSModel model(*ops, cfg, dtype, topo);
@@ -38,6 +40,7 @@ int run_eval(const RunOptions& o) {
   load_checkpoint(o.checkpoint, contents, topo, *ops, load);
   const EvalResult r = evaluate(model, o.data);
   if (topo.world_rank == 0) {
+    if (topo.layout.sp > 1 || o.given("sp-layout")) std::printf("%s\n", sp_note.c_str());
     std::printf("eval %s on %s: T %lld, M %lld, loss %.6f nats\n", o.checkpoint.c_str(),
                 o.data.c_str(), static_cast<long long>(cfg.tokens_per_sample),
                 static_cast<long long>(cfg.mem_len), r.loss());

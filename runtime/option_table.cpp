@@ -67,6 +67,12 @@ std::vector<OptionRow> rows() {
        at_least(1)},
       {"sp", Group::parallel, kTrainEval, "sequence-parallel ranks (block cut in slices)",
        field<&R::sp>(1), at_least(1)},
+      {"sp-layout", Group::parallel, kTrainEval,
+       "zigzag | contiguous: how the block's positions are dealt to the sp ranks (zigzag: rank s "
+       "holds slices s and 2sp-1-s of 2sp, the same attention work on every rank; auto: zigzag "
+       "when sp > 1 and each half-slice T/(2sp) is at least --window-len and a multiple of "
+       "--chunk-size)",
+       field<&R::sp_layout>("auto"), one_of({"auto", "zigzag", "contiguous"})},
       {"activation-checkpointing", Group::parallel, kTrainEval,
        "keep each layer's input and recompute the rest in the backward, in sequence pieces of "
        "2048 tokens (peak memory about 3.6x lower at T=16384 for about 1.3x the step time)",

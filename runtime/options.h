@@ -45,6 +45,7 @@ struct RunOptions {
 
   // Parallel layout and device.
   int tp = 1, sp = 1;
+  std::string sp_layout = "auto";  // zigzag | contiguous | auto (runtime/run_setup.h)
   std::string device = "cpu";
   std::string precision = "fp32";
   bool allow_tf32 = false;  // float32 GEMMs on TF32 tensor cores (--device cuda, fp32)

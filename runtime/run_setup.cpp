@@ -68,6 +68,26 @@ Topology make_run_topology(const RunOptions& o) {
   return with_device_comms(std::move(topo), Device::cuda, rank % count);
 }
 
+SpOrder choose_sp_order(const RunOptions& o, const ModelConfig& cfg, std::string& note) {
+  std::string why;
+  const bool fits = cfg.zigzag_fits(o.sp, &why);
+  if (o.sp_layout == "zigzag") {
+    if (!fits) throw Error("--sp-layout zigzag: " + why);
+    note = "sp layout zigzag (--sp-layout zigzag)";
+    return SpOrder::zigzag;
+  }
+  if (o.sp_layout == "contiguous") {
+    note = "sp layout contiguous (--sp-layout contiguous)";
+    return SpOrder::contiguous;
+  }
+  if (fits) {
+    note = "sp layout zigzag (default: every sp rank does the same attention work)";
+    return SpOrder::zigzag;
+  }
+  note = "sp layout contiguous (default; zigzag does not fit: " + why + ")";
+  return SpOrder::contiguous;
+}
+
 ModelConfig reconcile_with_checkpoint(const RunOptions& o, const CheckpointInfo& info,
                                       bool allow_length_change) {
   RunOptions theirs = o;

@@ -24,6 +24,11 @@ std::unique_ptr<Ops> make_backend(const RunOptions& o);
 // The grid of --tp/--sp over MPI, with NCCL for the groups' device tensors under --device cuda.
 Topology make_run_topology(const RunOptions& o);
 
+// The sp layout of a run (docs/DESIGN.md section 3): --sp-layout, and by default (auto) zigzag
+// where its half-slice rules hold. `note` gets the one start-up line saying which layout runs
+// and why. An explicit --sp-layout zigzag that does not fit is a one-line error.
+SpOrder choose_sp_order(const RunOptions& o, const ModelConfig& cfg, std::string& note);
+
 // The model of a run that starts from checkpoint `info`: its hyperparameters, except
 // tokens_per_sample and mem_len when allow_length_change and the user gave them, and dropout
 // (a training setting, always the run's). A model flag the user gave explicitly must agree.

@@ -39,6 +39,7 @@ struct TrainSetup {
   std::unique_ptr<ByteCorpus> corpus;
   // The validation loss of checkpoint_best.h5 when resuming a run that has one, else +inf.
   double best_valid_loss = std::numeric_limits<double>::infinity();
+  std::string sp_note;  // which sp layout runs and why (the start-up line)
 };
 
 void prepare(const RunOptions& o, TrainSetup& s) {
@@ -69,7 +70,8 @@ void prepare(const RunOptions& o, TrainSetup& s) {
     s.config = o.model;
   }
   s.config.validate();
-  s.config.validate_layout(s.topo.layout.tp, s.topo.layout.sp);
+  s.topo.layout.sp_order = choose_sp_order(o, s.config, s.sp_note);
+  s.config.validate_layout(s.topo.layout.tp, s.topo.layout.sp, s.topo.layout.sp_order);
   validate_batch(o.training.batch_size, s.topo.layout.dp);
   s.corpus =
       std::make_unique<ByteCorpus>(o.train_data, o.training.batch_size, s.config.tokens_per_sample);
@@ -134,6 +136,7 @@ int run_train(const RunOptions& o) {
   log.note(
       "tls_dist train: " + describe(s.config) + "; layout tp=" + std::to_string(topo.layout.tp) +
       " sp=" + std::to_string(topo.layout.sp) + " dp=" + std::to_string(topo.layout.dp) + "; " +
+      (topo.layout.sp > 1 || o.given("sp-layout") ? s.sp_note + "; " : std::string()) +
       std::to_string(model.parameter_count()) + " parameters; " + o.device + " " + o.precision +
       (ops.gemm_inputs() == GemmInputs::exact
            ? ""

@@ -367,5 +367,42 @@ TEST(OptionsTest, ModelFlagsMeetTheCheckpointAsTheirRowsSay) {
   EXPECT_EQ(reconcile_with_checkpoint(read({"train"}), info, false).n_layer, 9);
 }
 
+// --sp-layout (runtime/run_setup.h): zigzag by default where each half-slice T/(2 sp) is at
+// least w and a multiple of c, else contiguous, with the reason in the start-up note; asking for
+// zigzag where it does not fit is a one-line error naming the option and the rule.
+TEST(OptionsTest, SpLayoutIsZigzagWhereItFitsAndAnExplicitOneMustFit) {
+  ModelConfig cfg;  // T = M = 64, w = 16, c = 8
+  cfg.tokens_per_sample = cfg.mem_len = 64;
+  cfg.window_len = 16;
+  cfg.chunk_size = 8;
+  auto order = [&](const std::vector<std::string>& args, std::string& note) {
+    std::vector<std::string> all = {"train"};
+    all.insert(all.end(), args.begin(), args.end());
+    return choose_sp_order(read(all), cfg, note);
+  };
+  std::string note;
+  EXPECT_EQ(order({"--sp", "2"}, note), SpOrder::zigzag);
+  EXPECT_NE(note.find("zigzag"), std::string::npos) << note;
+  EXPECT_EQ(order({"--sp", "4"}, note), SpOrder::contiguous);  // half-slices of 8 < w
+  EXPECT_NE(note.find("half-slices of 8, shorter than --window-len 16"), std::string::npos) << note;
+  EXPECT_EQ(order({"--sp", "1"}, note), SpOrder::contiguous);
+  EXPECT_NE(note.find("needs --sp of at least 2"), std::string::npos) << note;
+  EXPECT_EQ(order({"--sp", "2", "--sp-layout", "contiguous"}, note), SpOrder::contiguous);
+  EXPECT_EQ(order({"--sp", "2", "--sp-layout", "zigzag"}, note), SpOrder::zigzag);
+  try {
+    order({"--sp", "4", "--sp-layout", "zigzag"}, note);
+    ADD_FAILURE() << "zigzag with half-slices shorter than the window was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "--sp-layout zigzag: --tokens-per-sample 64 over --sp 4 gives half-slices of 8, "
+              "shorter than --window-len 16");
+  }
+  cfg.chunk_size = 16;
+  cfg.tokens_per_sample = cfg.mem_len = 96;
+  EXPECT_EQ(order({"--sp", "2"}, note), SpOrder::contiguous);  // half-slices of 24, c = 16
+  EXPECT_NE(note.find("not a multiple of --chunk-size 16"), std::string::npos) << note;
+  EXPECT_NE(refusal({"train", "--sp-layout", "diagonal"}), "");
+}
+
 }  // namespace
 }  // namespace tls
