@@ -3,8 +3,9 @@
 // (layers/chunk_attention_ring.h) against chunk_attention over every rank's slots gathered in
 // global order, computed by each rank for itself from values any rank can regenerate: forward
 // (out, lse) and backward (dq, dpos, and each owner's slot gradients summed over every rank's
-// queries), on every (tp, sp) layout of the world, float64 and float32, with the positional
-// table short enough that relative ids are clamped.
+// queries), on every (tp, sp) layout of the world and both sp layouts (zigzag: each rank's
+// slots are four runs of the global order and its queries two, attended in one turn), float64
+// and float32, with the positional table short enough that relative ids are clamped.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include "kernels/ops.h"
 #include "layers/chunk_attention_ring.h"
 #include "parallel/mpi_comm.h"
+#include "parallel/sequence_layout.h"
 #include "support/mpi_layouts.h"
 
 namespace tls {
@@ -31,30 +33,39 @@ struct Geometry {
   int64_t tokens = 8;  // per sp rank; the cache slice is as long (M = T)
   int64_t n_pos = 7;   // fewer rows than the largest relative id: ids are clamped
   int sp = 1;
+  SpOrder order = SpOrder::contiguous;
   int64_t dl() const { return heads * d_head; }
+  SlotLayout slots() const {
+    return slot_layout(Layout{1, sp, 1, order}, sp * tokens, sp * tokens, chunk, rank);
+  }
+  // The owner's query runs (its block segments).
+  std::vector<Segment> runs(int owner) const {
+    return SequenceLayout(order, sp, sp * tokens).segments(owner);
+  }
   int64_t cache_slots() const { return tokens / chunk * rank; }
   int64_t block_slots() const { return tokens / chunk * rank; }
   int64_t own_slots() const { return cache_slots() + block_slots(); }
-  AttentionShape shape(int owner) const {
+  AttentionShape shape(const Segment& run) const {
     AttentionShape s;
     s.batch = batch;
-    s.tokens = tokens;
+    s.tokens = run.n;
     s.n_head = heads;
     s.d_head = d_head;
     s.window = tokens;
     s.chunk_size = chunk;
     s.chunk_rank = rank;
-    s.first_query_chunk = sp * tokens / chunk + owner * tokens / chunk;
+    s.first_query_chunk = (sp * tokens + run.t0) / chunk;
     return s;
   }
 };
 
-// Per owner: its queries, output gradient and slots (cache part then block part).
-Values queries(const Geometry& g, int owner) {
-  return regenerable_values(g.batch * g.tokens * g.dl(), 1, owner);
+// Per owner and query run: its queries and output gradient; per owner its slots (cache runs then
+// block runs).
+Values queries(const Geometry& g, int owner, size_t run) {
+  return regenerable_values(g.batch * g.runs(owner)[run].n * g.dl(), 1, 4 * owner + run);
 }
-Values out_grad(const Geometry& g, int owner) {
-  return regenerable_values(g.batch * g.tokens * g.dl(), 2, owner);
+Values out_grad(const Geometry& g, int owner, size_t run) {
+  return regenerable_values(g.batch * g.runs(owner)[run].n * g.dl(), 2, 4 * owner + run);
 }
 Values own_slots(const Geometry& g, int owner, uint64_t which) {
   return regenerable_values(g.batch * g.own_slots() * g.dl(), 3 + which, owner);
@@ -66,11 +77,13 @@ Tensor tensor_of(Ops& ops, std::vector<int64_t> shape, const Values& v, DType dt
   return t;
 }
 
-// Owner o's slot j in the global order [cache parts of 0..sp-1 ; block parts of 0..sp-1].
+// Owner o's slot j in the global order [cache ; block].
 int64_t global_slot(const Geometry& g, int owner, int64_t j) {
-  return j < g.cache_slots()
-             ? owner * g.cache_slots() + j
-             : g.sp * g.cache_slots() + owner * g.block_slots() + (j - g.cache_slots());
+  const SlotLayout slots = g.slots();
+  for (const SlotPart& p : slots.owners[static_cast<size_t>(owner)])
+    if (j >= p.row0 && j < p.row0 + p.slots) return p.first_chunk * g.rank + (j - p.row0);
+  ADD_FAILURE() << "slot " << j << " of owner " << owner << " is in no part";
+  return 0;
 }
 
 // Copies owner's rows between its own [B, own_slots, dl] and the gathered [B, sp own_slots, dl].
@@ -124,63 +137,82 @@ TEST_P(ChunkAttentionRing, EqualsTheAttentionOverTheGatheredSlots) {
   const DType dt = GetParam();
   const double tol = dt == DType::f64 ? 1e-12 : 2e-5;
   auto ops = make_cpu_ops();
-  for (const Topology& topo : every_layout()) {
-    Geometry g;
-    g.sp = topo.layout.sp;
-    SCOPED_TRACE("tp " + std::to_string(topo.layout.tp) + " sp " + std::to_string(g.sp) +
-                 ", world rank " + std::to_string(topo.world_rank));
-    const int me = topo.sp_rank;
-    const int64_t T = g.tokens, dl = g.dl(), S = g.own_slots() * g.sp;
-    const SlotLayout layout{g.cache_slots(), g.block_slots()};
-    const Tensor pos = tensor_of(*ops, {g.n_pos, dl}, regenerable_values(g.n_pos * dl, 9, 0), dt);
-    const Tensor khat_all = tensor_of(*ops, {g.batch, S, dl}, gathered(g, 0), dt);
-    const Tensor vhat_all = tensor_of(*ops, {g.batch, S, dl}, gathered(g, 1), dt);
+  for (const Topology& topo : every_layout())
+    for (SpOrder order : {SpOrder::contiguous, SpOrder::zigzag}) {
+      if (order == SpOrder::zigzag && topo.layout.sp == 1) continue;
+      Geometry g;
+      g.sp = topo.layout.sp;
+      g.order = order;
+      SCOPED_TRACE("tp " + std::to_string(topo.layout.tp) + " sp " + std::to_string(g.sp) + " " +
+                   sp_order_name(order) + ", world rank " + std::to_string(topo.world_rank));
+      const int me = topo.sp_rank;
+      const int64_t dl = g.dl(), S = g.own_slots() * g.sp;
+      const SlotLayout layout = g.slots();
+      const Tensor pos = tensor_of(*ops, {g.n_pos, dl}, regenerable_values(g.n_pos * dl, 9, 0), dt);
+      const Tensor khat_all = tensor_of(*ops, {g.batch, S, dl}, gathered(g, 0), dt);
+      const Tensor vhat_all = tensor_of(*ops, {g.batch, S, dl}, gathered(g, 1), dt);
 
-    // The reference for every owner's queries: forward, then the backward summed over owners.
-    Tensor dkhat_all = ops->zeros({g.batch, S, dl}, dt),
-           dvhat_all = ops->zeros({g.batch, S, dl}, dt);
-    Values out_ref, lse_ref, dq_ref, dpos_ref;
-    Tensor my_lse, my_delta;
-    for (int o = 0; o < g.sp; ++o) {
-      const AttentionShape s = g.shape(o);
-      const Tensor q = tensor_of(*ops, {g.batch, T, dl}, queries(g, o), dt);
-      const Tensor dout = tensor_of(*ops, {g.batch, T, dl}, out_grad(g, o), dt);
-      Tensor out = ops->empty({g.batch, T, dl}, dt), lse = ops->empty({g.batch, g.heads, T}, dt);
-      ops->chunk_attention_forward(out, lse, q, khat_all, vhat_all, pos, s);
-      Tensor delta = ops->empty({g.batch, g.heads, T}, dt);
-      ops->attention_delta(delta, dout, out, s);
-      Tensor dq = ops->zeros(q.shape(), dt), dpos = ops->zeros(pos.shape(), dt);
-      ops->chunk_attention_backward(dq, dkhat_all, dvhat_all, dpos, dout, lse, delta, q, khat_all,
-                                    vhat_all, pos, s);
-      if (o == me) {
-        out_ref = ops->to_host(out);
-        lse_ref = ops->to_host(lse);
-        dq_ref = ops->to_host(dq);
-        dpos_ref = ops->to_host(dpos);
-        my_lse = lse;
-        my_delta = delta;
+      // The reference for every owner's query runs: forward, then the backward summed over them.
+      Tensor dkhat_all = ops->zeros({g.batch, S, dl}, dt),
+             dvhat_all = ops->zeros({g.batch, S, dl}, dt);
+      std::vector<Values> out_ref, lse_ref, dq_ref;
+      std::vector<Tensor> my_lse, my_delta, my_q, my_dout;
+      std::vector<AttentionShape> my_shapes;
+      Tensor dpos_ref = ops->zeros(pos.shape(), dt);
+      for (int o = 0; o < g.sp; ++o) {
+        const std::vector<Segment> runs = g.runs(o);
+        for (size_t k = 0; k < runs.size(); ++k) {
+          const AttentionShape s = g.shape(runs[k]);
+          const int64_t n = runs[k].n;
+          const Tensor q = tensor_of(*ops, {g.batch, n, dl}, queries(g, o, k), dt);
+          const Tensor dout = tensor_of(*ops, {g.batch, n, dl}, out_grad(g, o, k), dt);
+          Tensor out = ops->empty({g.batch, n, dl}, dt),
+                 lse = ops->empty({g.batch, g.heads, n}, dt);
+          ops->chunk_attention_forward(out, lse, q, khat_all, vhat_all, pos, s);
+          Tensor delta = ops->empty({g.batch, g.heads, n}, dt);
+          ops->attention_delta(delta, dout, out, s);
+          Tensor dq = ops->zeros(q.shape(), dt), dpos = ops->zeros(pos.shape(), dt);
+          ops->chunk_attention_backward(dq, dkhat_all, dvhat_all, dpos, dout, lse, delta, q,
+                                        khat_all, vhat_all, pos, s);
+          if (o == me) {
+            out_ref.push_back(ops->to_host(out));
+            lse_ref.push_back(ops->to_host(lse));
+            dq_ref.push_back(ops->to_host(dq));
+            ops->axpy(1.0, dpos, dpos_ref);
+            my_lse.push_back(lse);
+            my_delta.push_back(delta);
+            my_q.push_back(q);
+            my_dout.push_back(dout);
+            my_shapes.push_back(s);
+          }
+        }
       }
+
+      const size_t runs = my_q.size();
+      const Tensor khat = tensor_of(*ops, {g.batch, g.own_slots(), dl}, own_slots(g, me, 0), dt);
+      const Tensor vhat = tensor_of(*ops, {g.batch, g.own_slots(), dl}, own_slots(g, me, 1), dt);
+      std::vector<Tensor> out, lse, dq;
+      for (size_t k = 0; k < runs; ++k) {
+        out.push_back(ops->empty(my_q[k].shape(), dt));
+        lse.push_back(ops->empty(my_lse[k].shape(), dt));
+        dq.push_back(ops->zeros(my_q[k].shape(), dt));
+      }
+      chunk_attention_ring_forward(*ops, topo, out, lse, my_q, khat, vhat, pos, my_shapes, layout,
+                                   2);
+      for (size_t k = 0; k < runs; ++k) {
+        expect_close(ops->to_host(out[k]), out_ref[k], tol, "out");
+        expect_close(ops->to_host(lse[k]), lse_ref[k], tol, "lse");
+      }
+
+      Tensor dpos = ops->zeros(pos.shape(), dt);
+      Tensor dkhat = ops->zeros(khat.shape(), dt), dvhat = ops->zeros(vhat.shape(), dt);
+      chunk_attention_ring_backward(*ops, topo, dq, dkhat, dvhat, dpos, my_dout, my_lse, my_delta,
+                                    my_q, khat, vhat, pos, my_shapes, layout, 3);
+      for (size_t k = 0; k < runs; ++k) expect_close(ops->to_host(dq[k]), dq_ref[k], tol, "dq");
+      expect_close(ops->to_host(dpos), ops->to_host(dpos_ref), tol, "dpos");
+      expect_close(ops->to_host(dkhat), own_rows(g, ops->to_host(dkhat_all), me), tol, "dkhat");
+      expect_close(ops->to_host(dvhat), own_rows(g, ops->to_host(dvhat_all), me), tol, "dvhat");
     }
-
-    const AttentionShape s = g.shape(me);
-    const Tensor q = tensor_of(*ops, {g.batch, T, dl}, queries(g, me), dt);
-    const Tensor dout = tensor_of(*ops, {g.batch, T, dl}, out_grad(g, me), dt);
-    const Tensor khat = tensor_of(*ops, {g.batch, g.own_slots(), dl}, own_slots(g, me, 0), dt);
-    const Tensor vhat = tensor_of(*ops, {g.batch, g.own_slots(), dl}, own_slots(g, me, 1), dt);
-    Tensor out = ops->empty({g.batch, T, dl}, dt), lse = ops->empty({g.batch, g.heads, T}, dt);
-    chunk_attention_ring_forward(*ops, topo, out, lse, q, khat, vhat, pos, s, layout, 2);
-    expect_close(ops->to_host(out), out_ref, tol, "out");
-    expect_close(ops->to_host(lse), lse_ref, tol, "lse");
-
-    Tensor dq = ops->zeros(q.shape(), dt), dpos = ops->zeros(pos.shape(), dt);
-    Tensor dkhat = ops->zeros(khat.shape(), dt), dvhat = ops->zeros(vhat.shape(), dt);
-    chunk_attention_ring_backward(*ops, topo, dq, dkhat, dvhat, dpos, dout, my_lse, my_delta, q,
-                                  khat, vhat, pos, s, layout, 3);
-    expect_close(ops->to_host(dq), dq_ref, tol, "dq");
-    expect_close(ops->to_host(dpos), dpos_ref, tol, "dpos");
-    expect_close(ops->to_host(dkhat), own_rows(g, ops->to_host(dkhat_all), me), tol, "dkhat");
-    expect_close(ops->to_host(dvhat), own_rows(g, ops->to_host(dvhat_all), me), tol, "dvhat");
-  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, ChunkAttentionRing, ::testing::Values(DType::f64, DType::f32),

@@ -26,6 +26,7 @@
 #include "parallel/halo_exchange.h"
 #include "parallel/mappings.h"
 #include "parallel/mpi_comm.h"
+#include "parallel/sequence_layout.h"
 #include "parallel/tp_layernorm.h"
 #include "parallel/traffic.h"
 #include "support/mpi_layouts.h"
@@ -256,6 +257,43 @@ TEST(HaloExchange, ForwardShiftsTheRingBackwardIsItsAdjoint) {
     // Tails, halos and their gradients are all distributed: both sides sum over sp.
     expect_same_sum(t.sp->allreduce_sum(dot(got_k, dhalo_k) + dot(got_v, dhalo_v)),
                     t.sp->allreduce_sum(dot(tail_k, back_k) + dot(tail_v, back_v)), "adjoint");
+  }
+}
+
+// Zigzag (parallel/sequence_layout.h): rank s holds slices s and 2sp-1-s, each with its own
+// halo: slice g's is slice g-1's tail, slice 0's the last slice's entry (the cache tail, on
+// rank 0 itself); the backward returns each halo's gradient to that tail.
+TEST(HaloExchange, ZigzagGivesEverySliceItsPredecessorsTail) {
+  auto ops = make_cpu_ops();
+  const int64_t n = numel_of(kHaloShape);
+  for (Topology t : every_layout()) {
+    t.layout.sp_order = SpOrder::zigzag;
+    SCOPED_TRACE(name_of(t) + " zigzag");
+    const int sp = t.layout.sp, S = 2 * sp;
+    const SequenceLayout layout(SpOrder::zigzag, sp, S);
+    // Values named by (what, slice) for this sp group (dp and tp groups differ by world rank).
+    auto who = [&](int slice) {
+      return static_cast<uint64_t>(1000 * (t.world_rank - t.sp_rank * t.layout.tp) + slice);
+    };
+    std::vector<Tensor> tail_k, tail_v, halo_k, halo_v, dhalo_k, dhalo_v, dtail_k, dtail_v;
+    const std::vector<int> mine = layout.slices_of(t.sp_rank);
+    for (int g : mine) {
+      tail_k.push_back(tensor_of(*ops, kHaloShape, regenerable_values(n, 30, who(g))));
+      tail_v.push_back(tensor_of(*ops, kHaloShape, regenerable_values(n, 31, who(g))));
+      dhalo_k.push_back(tensor_of(*ops, kHaloShape, regenerable_values(n, 32, who(g))));
+      dhalo_v.push_back(tensor_of(*ops, kHaloShape, regenerable_values(n, 33, who(g))));
+      for (auto* v : {&halo_k, &halo_v, &dtail_k, &dtail_v})
+        v->push_back(ops->empty(kHaloShape, DType::f64));
+    }
+    halo_exchange_start(*ops, t, tail_k, tail_v, halo_k, halo_v, 5, true).wait();
+    halo_exchange_start(*ops, t, dhalo_k, dhalo_v, dtail_k, dtail_v, 6, false).wait();
+    for (size_t k = 0; k < mine.size(); ++k) {
+      const int g = mine[k], pred = (g + S - 1) % S, succ = (g + 1) % S;
+      EXPECT_EQ(ops->to_host(halo_k[k]), regenerable_values(n, 30, who(pred))) << "slice " << g;
+      EXPECT_EQ(ops->to_host(halo_v[k]), regenerable_values(n, 31, who(pred))) << "slice " << g;
+      EXPECT_EQ(ops->to_host(dtail_k[k]), regenerable_values(n, 32, who(succ))) << "slice " << g;
+      EXPECT_EQ(ops->to_host(dtail_v[k]), regenerable_values(n, 33, who(succ))) << "slice " << g;
+    }
   }
 }
 
