@@ -32,6 +32,11 @@ class Arguments {
     if (end == word || *end != '\0') fail(flag_ + " takes a whole number, not '" + word + "'");
     return v;
   }
+  // The word after the current flag.
+  std::string text() {
+    if (i_ + 1 >= argc_) fail(flag_ + " needs a value");
+    return argv_[++i_];
+  }
   // The model-shape flags of the long-sequence benches: --d-model (d_inner = 4 d), --heads,
   // --layers, --window, --chunk. False when the current flag is none of them.
   bool model_shape(ModelConfig& cfg) {

@@ -3,12 +3,15 @@
 // design predicts (halo: 2 w d/tp per layer per direction, in K and V; chunks: the block's
 // compressed vectors, T/c r d/tp per layer for K and V, gathered forward and scattered back).
 // Every rank's compute time per step (the CPU time of all its threads outside communication
-// calls) and the max/mean ratio over the ranks show how evenly the layout splits the work.
+// calls) and the max/mean ratio over the ranks show how evenly the layout splits the work: with
+// sp > 1 the same binary runs the contiguous and the zigzag sp layout (parallel/sequence_layout.h;
+// zigzag where its half-slices fit) and prints both ratios side by side (--sp-layout X: one).
 // Launch with mpirun; the layout comes from --tp/--sp, dp = world / (tp sp).
 //   mpirun -n 4 bench/parallel_bench --sp 4 [--tp 1] [--tokens 16384] [--d-model 256] [--layers 4]
 //                                    [--heads 4] [--window 256] [--chunk 16]
 //                                    [--steps 1] [--activation-checkpointing] [--no-warmup]
 //                                    [--no-exchange | --interleave]
+//                                    [--sp-layout zigzag|contiguous]
 // --interleave builds the model twice, with the real groups and with the --no-exchange stand-ins,
 // and alternates their steps, so both see the same drift of a shared machine's speed.
 #include <mpi.h>
@@ -27,8 +30,10 @@
 #include "bench/arguments.h"
 #include "bench/model_flops.h"
 #include "kernels/cpu/blas_core.h"
+#include "kernels/error.h"
 #include "layers/init.h"
 #include "parallel/mpi_comm.h"
+#include "parallel/sequence_layout.h"
 #include "parallel/traffic.h"
 #include "training/gradient_reduction.h"
 #include "training/optimizer.h"
@@ -194,6 +199,9 @@ class TimedComm final : public Comm {
 
 // The model and its optimizer on one set of groups.
 struct Run {
+  SpOrder order = SpOrder::contiguous;
+  bool exchanges = true;
+  TrafficCounters sent;  // summed over the measured steps
   Topology topo;
   std::unique_ptr<TransformerLSModel> model;
   std::unique_ptr<AdamW> adam;
@@ -208,6 +216,7 @@ int main(int argc, char** argv) {
   mpi_initialize(&argc, &argv);
   int tp = 1, sp = 1, steps = 1;
   bool checkpointing = false, no_exchange = false, interleave = false, warmup = true;
+  std::string only_layout;
   ModelConfig cfg = bench::long_sequence_config(4);
   cfg.tokens_per_sample = 16384;
   bench::Arguments args("parallel_bench", argc, argv);
@@ -229,6 +238,8 @@ int main(int argc, char** argv) {
       interleave = true;
     else if (a == "--no-warmup")
       warmup = false;
+    else if (a == "--sp-layout")
+      only_layout = args.text();
     else
       args.unknown();
   }
@@ -236,10 +247,20 @@ int main(int argc, char** argv) {
   try {
     cfg.validate();
     cfg.validate_layout(tp, sp);
+    std::vector<SpOrder> orders;
+    for (SpOrder o : {SpOrder::contiguous, SpOrder::zigzag})
+      if ((only_layout.empty() && (o == SpOrder::contiguous || cfg.zigzag_fits(sp))) ||
+          only_layout == sp_order_name(o))
+        orders.push_back(o);
+    if (orders.empty()) throw Error("--sp-layout " + only_layout + ": zigzag or contiguous");
+    for (SpOrder o : orders) cfg.validate_layout(tp, sp, o);
     auto ops = make_cpu_ops();
-    auto make_run = [&](bool stand_ins) {
+    auto make_run = [&](bool stand_ins, SpOrder order) {
       auto r = std::make_unique<Run>();
+      r->order = order;
+      r->exchanges = !stand_ins;
       r->topo = make_mpi_topology(tp, sp);
+      r->topo.layout.sp_order = order;
       if (stand_ins) {
         r->topo.sp = std::make_shared<NoExchangeComm>(*r->topo.sp);
         r->topo.dp_sp = std::make_shared<NoExchangeComm>(*r->topo.dp_sp);
@@ -253,8 +274,10 @@ int main(int argc, char** argv) {
       return r;
     };
     std::vector<std::unique_ptr<Run>> runs;
-    if (interleave || !no_exchange) runs.push_back(make_run(false));
-    if (interleave || no_exchange) runs.push_back(make_run(true));
+    for (SpOrder o : orders) {
+      if (interleave || !no_exchange) runs.push_back(make_run(false, o));
+      if (interleave || no_exchange) runs.push_back(make_run(true, o));
+    }
     const Topology& topo = runs.front()->topo;
     const int64_t T = runs.front()->model->local_tokens();
     std::vector<double> tok(static_cast<size_t>(T));
@@ -277,12 +300,11 @@ int main(int argc, char** argv) {
     // Warm-up, and a full cache for the measured steps (the work is the same with an empty one).
     if (warmup)
       for (auto& r : runs) step(*r, 1);
-    TrafficCounters traffic_of_first;
     for (int s = 0; s < steps; ++s)
       for (size_t i = 0; i < runs.size(); ++i) {
         Run& r = *runs[i];
         topo.world->barrier();
-        if (i == 0) traffic() = TrafficCounters();
+        traffic() = TrafficCounters();
         const double cpu0 = process_cpu_seconds(), comm0 = comm_cpu_seconds(),
                      wall0 = comm_wall_seconds();
         const auto t0 = std::chrono::steady_clock::now();
@@ -292,13 +314,11 @@ int main(int argc, char** argv) {
         topo.world->barrier();
         r.seconds.push_back(
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        if (i == 0) {
-          const TrafficCounters& t = traffic();
-          traffic_of_first.halo += t.halo;
-          traffic_of_first.chunks += t.chunks;
-          traffic_of_first.tensor += t.tensor;
-          traffic_of_first.gradients += t.gradients;
-        }
+        const TrafficCounters& t = traffic();
+        r.sent.halo += t.halo;
+        r.sent.chunks += t.chunks;
+        r.sent.tensor += t.tensor;
+        r.sent.gradients += t.gradients;
       }
     rusage u{};
     getrusage(RUSAGE_SELF, &u);
@@ -313,7 +333,6 @@ int main(int argc, char** argv) {
       return std::vector<double>(every.data<double>(), every.data<double>() + every.numel());
     };
     const std::vector<double> rss_every = every_rank(rss);
-    const TrafficCounters& t = traffic_of_first;
     // Predictions per rank per step, float32 (docs/DESIGN.md section 3).
     const double dl = static_cast<double>(cfg.d_model) / tp, L = static_cast<double>(cfg.n_layer);
     const double halo_pred =
@@ -331,11 +350,10 @@ int main(int argc, char** argv) {
       if (no_exchange && !interleave)
         std::printf("# --no-exchange: the sp groups move no data (same computation)\n");
       std::printf(
-          "| T | tp | sp | dp | exchanges | step (s), fastest | steps (s) | compute max/mean | "
-          "peak RSS max rank (GiB) | halo MB sent (pred.) | chunks MB sent (pred.) | tp "
+          "| T | tp | sp | dp | sp layout | exchanges | step (s), fastest | steps (s) | compute "
+          "max/mean | peak RSS max rank (GiB) | halo MB sent (pred.) | chunks MB sent (pred.) | tp "
           "all-reduce MB | grad MB |\n");
-      std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-      const bool exchanging[2] = {interleave || !no_exchange, false};
+      std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
       for (size_t i = 0; i < runs.size(); ++i) {
         const Run& r = *runs[i];
         std::string all;
@@ -347,29 +365,43 @@ int main(int argc, char** argv) {
         const std::vector<double>& c = compute_every[i];
         double mean = 0, most = 0;
         for (double v : c) mean += v / static_cast<double>(c.size()), most = std::max(most, v);
-        char bytes[160];  // what the first run sent (the stand-ins send nothing)
+        const TrafficCounters& t = r.sent;
+        char bytes[160];  // the stand-ins send nothing
         std::snprintf(bytes, sizeof bytes, "%.3f (%.3f) | %.3f (%.3f) | %.2f | %.2f",
                       t.halo / steps / 1e6, halo_pred / 1e6, t.chunks / steps / 1e6,
                       chunk_pred / 1e6, t.tensor / steps / 1e6, t.gradients / steps / 1e6);
-        std::printf("| %lld | %d | %d | %d | %s | %.3f | %s | %.3f | %.3f | %s |\n",
+        std::printf("| %lld | %d | %d | %d | %s | %s | %.3f | %s | %.3f | %.3f | %s |\n",
                     static_cast<long long>(cfg.tokens_per_sample), tp, sp, topo.layout.dp,
-                    exchanging[i] ? "real" : "none",
+                    sp_order_name(r.order), r.exchanges ? "real" : "none",
                     *std::min_element(r.seconds.begin(), r.seconds.end()), all.c_str(), most / mean,
-                    max_rss, i == 0 ? bytes : "- | - | - | -");
+                    max_rss, r.exchanges ? bytes : "- | - | - | -");
       }
-      if (interleave) {
-        auto fastest = [&](size_t i) {
-          return *std::min_element(runs[i]->seconds.begin(), runs[i]->seconds.end());
-        };
-        std::printf("# exchanges cost %+.1f%% of the step (fastest real / fastest none - 1)\n",
-                    100 * (fastest(0) / fastest(1) - 1));
+      auto fastest = [&](size_t i) {
+        return *std::min_element(runs[i]->seconds.begin(), runs[i]->seconds.end());
+      };
+      if (interleave)
+        for (size_t i = 0; i + 1 < runs.size(); i += 2)
+          std::printf("# %s: exchanges cost %+.1f%% of the step (fastest real / none - 1)\n",
+                      sp_order_name(runs[i]->order), 100 * (fastest(i) / fastest(i + 1) - 1));
+      // The balance of the layouts side by side (their first run each).
+      std::printf("# compute max/mean:");
+      for (size_t i = 0; i < runs.size(); ++i) {
+        if (i > 0 && runs[i]->order == runs[i - 1]->order) continue;
+        const std::vector<double>& c = compute_every[i];
+        double mean = 0, most = 0;
+        for (double v : c) mean += v / static_cast<double>(c.size()), most = std::max(most, v);
+        std::printf(" %s %.3f", sp_order_name(runs[i]->order), most / mean);
       }
-      std::printf("# waits in communication calls per step, rank 0 (s, wall):");
-      for (double v : runs.front()->waits) std::printf(" %.4f", v);
       std::printf("\n");
       for (size_t i = 0; i < runs.size(); ++i) {
-        std::printf("# compute per rank (s, CPU time outside communication, fastest step)%s:",
-                    runs.size() > 1 ? (i == 0 ? " real" : " none") : "");
+        std::printf("# %s %s: waits in communication calls per step, rank 0 (s, wall):",
+                    sp_order_name(runs[i]->order), runs[i]->exchanges ? "real" : "none");
+        for (double v : runs[i]->waits) std::printf(" %.4f", v);
+        std::printf("\n");
+      }
+      for (size_t i = 0; i < runs.size(); ++i) {
+        std::printf("# %s %s: compute per rank (s, CPU time outside communication, fastest step):",
+                    sp_order_name(runs[i]->order), runs[i]->exchanges ? "real" : "none");
         for (double v : compute_every[i]) std::printf(" %.3f", v);
         std::printf("\n");
       }

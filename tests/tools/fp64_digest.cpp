@@ -1,9 +1,10 @@
 // fp64_digest: a fingerprint of every float64 result the golden and layout suites compare, so a
 // refactoring can show that it changed no bit. For each scenario (the golden files and the two
 // random models, plain and activation-checkpointed) and each (tp, sp, dp) layout of this world
-// that fits it, runs the per-block forward/backward and the AdamW steps in float64 and prints an
-// FNV-1a digest of the bit patterns of the losses, this rank's gradients and its parameters
-// after the updates. Run before and after a change and diff the outputs:
+// that fits it (both sp layouts: contiguous, and zigzag where its half-slices fit), runs the
+// per-block forward/backward and the AdamW steps in float64 and prints an FNV-1a digest of the bit
+// patterns of the losses, this rank's gradients and its parameters after the updates. Run before
+// and after a change and diff the outputs:
 //   mpiexec -n 1 build/cpu/tests/fp64_digest; mpiexec -n 2 ...; mpiexec -n 4 ...
 #include <mpi.h>
 
@@ -60,19 +61,25 @@ int main(int argc, char** argv) {
         if (world % (tp * sp) != 0) continue;
         const int dp = world / (tp * sp);
         if (!layout_fits(s.cfg, s.batch, tp, sp, dp)) continue;
-        const Run r = run(s, DType::f64, make_mpi_topology(tp, sp), weights, Device::cpu);
-        Fnv h;
-        h.add(r.losses);
-        for (const auto& [name, per_block] : r.grads)
-          for (const auto& g : per_block) h.add(g);
-        for (const auto& [name, p] : r.params_after) h.add(p);
-        for (int q = 0; q < world; ++q) {
-          if (q == rank)
-            std::printf("%s tp=%d sp=%d dp=%d rank=%d loss0=%.17g digest=%016llx\n",
-                        s.name.c_str(), tp, sp, dp, rank, r.losses.empty() ? 0.0 : r.losses[0],
-                        static_cast<unsigned long long>(h.h));
-          std::fflush(stdout);
-          MPI_Barrier(MPI_COMM_WORLD);
+        for (SpOrder order : {SpOrder::contiguous, SpOrder::zigzag}) {
+          if (order == SpOrder::zigzag && !s.cfg.zigzag_fits(sp)) continue;
+          Topology topo = make_mpi_topology(tp, sp);
+          topo.layout.sp_order = order;
+          const Run r = run(s, DType::f64, topo, weights, Device::cpu);
+          Fnv h;
+          h.add(r.losses);
+          for (const auto& [name, per_block] : r.grads)
+            for (const auto& g : per_block) h.add(g);
+          for (const auto& [name, p] : r.params_after) h.add(p);
+          for (int q = 0; q < world; ++q) {
+            if (q == rank)
+              std::printf("%s tp=%d sp=%d%s dp=%d rank=%d loss0=%.17g digest=%016llx\n",
+                          s.name.c_str(), tp, sp, order == SpOrder::zigzag ? " zigzag" : "", dp,
+                          rank, r.losses.empty() ? 0.0 : r.losses[0],
+                          static_cast<unsigned long long>(h.h));
+            std::fflush(stdout);
+            MPI_Barrier(MPI_COMM_WORLD);
+          }
         }
       }
   }
