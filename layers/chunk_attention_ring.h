@@ -1,9 +1,10 @@
 // The compressed part of the attention under sequence parallelism, with no rank holding every
 // slot (docs/DESIGN.md section 3).
 //
-// Each sp rank owns the compressed slots of its slices: cache_slots of the cache and block_slots
-// of the block, [B, cache_slots + block_slots, dl] after LN_dproj. In global chunk order the
-// owner o's cache slots start at chunk o M_l / c and its block slots at chunk M / c + o T_l / c.
+// Each sp rank owns the compressed slots of its slices, [B, own slots, dl] after LN_dproj: one
+// part per cache segment, then one per block segment (parallel/sequence_layout.h), each a
+// contiguous run of the global chunk order (contiguous layout: owner o's cache slots start at
+// chunk o M_l / c and its block slots at M / c + o T_l / c; zigzag: four parts).
 // The owners' slot groups travel round the sp ring (rank s sends to s + 1): at step i rank s holds
 // the group of owner s - i, attends its queries to the part of it they may see while the next
 // group is in flight, and merges the partial results by their log-sum-exp. A rank therefore

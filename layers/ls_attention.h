@@ -22,9 +22,11 @@
 // Parallel (docs/DESIGN.md section 3): heads are split over tp (q/k/v, r_net, r_net_chunk, the
 // r_*_bias and both DualLNs hold this rank's heads; proj_out is row-parallel; dconv_1 is
 // replicated so the cache path can compress with every head's weights before projecting). The
-// block and the cache are cut into sp slices: the window's halo comes from the previous rank
-// (halo_exchange), and each rank keeps its own compressed slots: the queries meet every
-// rank's slots as they travel round the sp ring (chunk_attention_ring.h).
+// block and the cache are cut into sp slices (contiguous, or two per rank with the zigzag layout,
+// parallel/sequence_layout.h): each segment's window halo comes from the previous slice
+// (halo_exchange), and each rank keeps its own compressed slots: the queries meet every rank's
+// slots as they travel round the sp ring (chunk_attention_ring.h), every query segment of a
+// piece in the same turn.
 // forward_slots starts the halo exchange and the first piece waits for it before its window
 // part; each piece's compressed part runs the ring (each hop travelling while the group before
 // it is attended to). In the backward the piece at row 0 starts the halo's return, and
@@ -210,8 +212,8 @@ class LSAttention {
   void compress_cache_backward(Ops& ops, const Tensor& dkeys, const Tensor& dvalues,
                                const Tensor& cache, const Tensor& weights, const Tensor& compressed,
                                Tensor& dcache);
-  // The cache tail's projected keys and values (the slice 0's halo; last sp rank), and the
-  // backward into dcache_partial's last w rows (may be undefined).
+  // The cache tail's projected keys and values (slice 0's halo; the rank of the last slice), and
+  // the backward into dcache_partial's last w rows (may be undefined).
   void project_tail(Ops& ops, const Tensor& cache, LSAttentionSlots& slots, Tensor& keys,
                     Tensor& values) const;
   void project_tail_backward(Ops& ops, const LSAttentionSlots& slots, const Tensor& dkeys,
