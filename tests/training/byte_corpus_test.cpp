@@ -70,6 +70,18 @@ TEST(ByteCorpusTest, BatchReadsARowRangeAndASequenceSlice) {
   EXPECT_EQ(targets.back(), 3 * 25 + 3 * 6 + 6);
 }
 
+// A zigzag sp rank's runs of positions (parallel/sequence_layout.h): T = 8, sp = 2, rank 0 holds
+// positions 0..1 and 6..7, in that order, for every row.
+TEST(ByteCorpusTest, BatchReadsARanksRunsOfPositionsInTheirOrder) {
+  testing::TempFile file(counting_bytes(103));
+  ByteCorpus corpus(file.path(), 2, 8);  // n = 51 bytes per row
+  const std::vector<Segment> runs = SequenceLayout(SpOrder::zigzag, 2, 8).segments(0);
+  std::vector<int32_t> inputs, targets;
+  corpus.batch(1, 0, 2, runs, inputs, targets);
+  ASSERT_EQ(inputs, (std::vector<int32_t>{8, 9, 14, 15, 51 + 8, 51 + 9, 51 + 14, 51 + 15}));
+  ASSERT_EQ(targets, (std::vector<int32_t>{9, 10, 15, 16, 51 + 9, 51 + 10, 51 + 15, 51 + 16}));
+}
+
 TEST(ByteCorpusTest, BytesAbove127AreNonNegative) {
   std::string bytes(40, '\0');
   for (int k = 0; k < 40; ++k) bytes[k] = static_cast<char>(200 + k % 50);
