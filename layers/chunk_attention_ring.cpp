@@ -1,24 +1,19 @@
 #include "layers/chunk_attention_ring.h"
 
+#include <algorithm>
 #include <limits>
 #include <memory>
 #include <utility>
 #include <vector>
 
+#include "kernels/error.h"
 #include "parallel/sequence_layout.h"
 #include "parallel/traffic.h"
 
 namespace tls {
 
-int64_t SlotLayout::own_slots() const {
-  int64_t n = 0;
-  for (const SlotPart& p : owners.at(0)) n += p.slots;
-  return n;
-}
-
 SlotLayout slot_layout(const Layout& layout, int64_t mem, int64_t tokens, int64_t chunk,
                        int64_t rank) {
-  // With sp = 1 the cache is not sliced (it may be longer than the block).
   const SequenceLayout cache = SequenceLayout::of(layout, mem),
                        block = SequenceLayout::of(layout, tokens);
   SlotLayout out;
@@ -75,14 +70,11 @@ SlotGroup like(Ops& ops, const SlotGroup& g, bool zeroed) {
   return out;
 }
 
-// The shape under which the queries attend to one part: the query chunks shifted by the part's
-// first global chunk. False when no query sees any of its slots (query chunk g_q sees the
-// chunks g < g_q).
-bool part_shape(const AttentionShape& s, const SlotPart& part, AttentionShape& shifted) {
-  const int64_t last_query_chunk = s.first_query_chunk + s.tokens / s.chunk_size - 1;
-  if (part.slots == 0 || part.first_chunk >= last_query_chunk) return false;
-  shifted = s;
-  shifted.first_query_chunk -= part.first_chunk;
+// One process whose slots lie in global order ([cache ; block], contiguous): one call each.
+bool whole_in_order(const Comm& comm, const SlotLayout& slots, int64_t r) {
+  if (comm.size() != 1) return false;
+  for (const SlotPart& p : slots.owners[0])
+    if (p.first_chunk * r != p.row0) return false;
   return true;
 }
 
@@ -108,12 +100,72 @@ void wait_all(std::vector<std::unique_ptr<Request>>& requests) {
   requests.clear();
 }
 
-// One process whose slots lie in global order ([cache ; block], contiguous): one call each.
-bool whole_in_order(const Comm& comm, const SlotLayout& slots, int64_t r) {
-  if (comm.size() != 1) return false;
-  for (const SlotPart& p : slots.owners[0])
-    if (p.first_chunk * r != p.row0) return false;
+}  // namespace
+
+ChunkPositions table_positions(const Tensor& pos, Tensor* dpos) {
+  ChunkPositions p;
+  p.n_pos = pos.dim(0);
+  p.rows = [pos](Ops& ops, int64_t first, int64_t count) {
+    Tensor rows = ops.empty({count, pos.dim(1)}, pos.dtype());
+    Tensor rows3 = rows.view({1, count, pos.dim(1)});
+    ops.copy_rows(rows3, 0, pos.view({1, pos.dim(0), pos.dim(1)}), first, count);
+    return rows;
+  };
+  p.backward = [dpos](Ops& ops, int64_t first, const Tensor& drows) {
+    if (!dpos) throw Error("chunk positions: no gradient table");
+    Tensor d3 = dpos->view({1, dpos->dim(0), dpos->dim(1)});
+    ops.add_rows(d3, first, drows.view({1, drows.dim(0), drows.dim(1)}), 0, drows.dim(0));
+  };
+  return p;
+}
+
+bool chunk_call(const AttentionShape& s, int64_t first_chunk, int64_t part_slots, int64_t n_pos,
+                ChunkCall& call) {
+  const int64_t r = s.chunk_rank;
+  // The query chunks q0 .. q1 - 1 and the part's chunks 0 .. p1 - 1 in the part's frame; query
+  // chunk g_q sees the chunks g < g_q.
+  const int64_t q0 = s.first_query_chunk - first_chunk, q1 = q0 + s.tokens / s.chunk_size;
+  const int64_t p1 = part_slots / r;
+  if (part_slots == 0 || q1 - 1 <= 0) return false;
+  // A part wholly before the queries is seen whole by each of them, and still is with the
+  // queries moved down to its end; ids g_q r - 1 - j then start at 0 instead of shift r.
+  const int64_t shift = std::max<int64_t>(0, q0 - p1);
+  call.shape = s;
+  call.shape.first_query_chunk = q0 - shift;
+  const int64_t id_max = (q1 - 1) * r - 1;  // the last query chunk against slot 0
+  // The kernel reads row min(id - pos_first, pos_count - 1): P[min(id, n_pos - 1)] as long as the
+  // rows end at min(id_max, n_pos - 1), or are that one row when every id is clamped to it.
+  call.pos_first = std::min(shift * r, n_pos - 1);
+  call.pos_count = std::min(id_max, n_pos - 1) - call.pos_first + 1;
   return true;
+}
+
+namespace {
+
+// One call of the forward: out, lse (overwritten) for the queries against `keys`, `values`, a part
+// starting at global chunk first_chunk. False (nothing written) when no query sees a slot.
+bool attend_part(Ops& ops, Tensor& out, Tensor& lse, const Tensor& q, const Tensor& keys,
+                 const Tensor& values, const ChunkPositions& pos, const AttentionShape& s,
+                 int64_t first_chunk) {
+  ChunkCall call;
+  if (!chunk_call(s, first_chunk, keys.dim(1), pos.n_pos, call)) return false;
+  const Tensor rows = pos.rows(ops, call.pos_first, call.pos_count);
+  ops.chunk_attention_forward(out, lse, q, keys, values, rows, call.shape);
+  return true;
+}
+
+// Its backward: dq, dkeys, dvalues and P's rows accumulate.
+void attend_part_backward(Ops& ops, Tensor& dq, Tensor& dkeys, Tensor& dvalues, const Tensor& dout,
+                          const Tensor& lse, const Tensor& delta, const Tensor& q,
+                          const Tensor& keys, const Tensor& values, const ChunkPositions& pos,
+                          const AttentionShape& s, int64_t first_chunk) {
+  ChunkCall call;
+  if (!chunk_call(s, first_chunk, keys.dim(1), pos.n_pos, call)) return;
+  const Tensor rows = pos.rows(ops, call.pos_first, call.pos_count);
+  Tensor drows = ops.zeros(rows.shape(), rows.dtype());
+  ops.chunk_attention_backward(dq, dkeys, dvalues, drows, dout, lse, delta, q, keys, values, rows,
+                               call.shape);
+  pos.backward(ops, call.pos_first, drows);
 }
 
 }  // namespace
@@ -121,50 +173,48 @@ bool whole_in_order(const Comm& comm, const SlotLayout& slots, int64_t r) {
 void chunk_attention_ring_forward(Ops& ops, const Topology& topo, std::vector<Tensor>& out,
                                   std::vector<Tensor>& lse, const std::vector<Tensor>& q,
                                   const Tensor& khat_local, const Tensor& vhat_local,
-                                  const Tensor& pos, const std::vector<AttentionShape>& s,
+                                  const ChunkPositions& pos, const std::vector<AttentionShape>& s,
                                   const SlotLayout& slots, int tag) {
   Comm& comm = *topo.sp;
   const int n = comm.size(), rank = comm.rank();
   const size_t runs = q.size();
+  std::vector<bool> any(runs, false);
   if (whole_in_order(comm, slots, s[0].chunk_rank)) {
     for (size_t i = 0; i < runs; ++i)
-      ops.chunk_attention_forward(out[i], lse[i], q[i], khat_local, vhat_local, pos, s[i]);
-    return;
-  }
-  const int next = (rank + 1) % n, prev = (rank + n - 1) % n;
-  SlotGroup current = split_own(ops, khat_local, vhat_local, slots.owners[rank]), arriving;
-  std::vector<bool> any(runs, false);
-  std::vector<std::unique_ptr<Request>> requests;
-  for (int step = 0; step < n; ++step) {
-    // The next group travels while this one is attended to.
-    if (step + 1 < n) {
-      arriving = like(ops, current, false);
-      exchange(comm, current, arriving, next, prev, 2 * tag, requests);
-    }
-    const std::vector<SlotPart>& parts = slots.owners[(rank - step + n) % n];
-    for (size_t i = 0; i < runs; ++i) {
-      for (size_t p = 0; p < parts.size(); ++p) {
-        AttentionShape shifted;
-        if (!part_shape(s[i], parts[p], shifted)) continue;
-        if (!any[i]) {
-          ops.chunk_attention_forward(out[i], lse[i], q[i], current.keys[p], current.values[p], pos,
-                                      shifted);
-          any[i] = true;
-          continue;
-        }
-        Tensor part_out = ops.empty(out[i].shape(), out[i].dtype()),
-               part_lse = ops.empty(lse[i].shape(), lse[i].dtype());
-        ops.chunk_attention_forward(part_out, part_lse, q[i], current.keys[p], current.values[p],
-                                    pos, shifted);
-        Tensor merged_out = ops.empty(out[i].shape(), out[i].dtype());
-        Tensor merged_lse = ops.empty(lse[i].shape(), lse[i].dtype());
-        ops.attention_merge(merged_out, merged_lse, out[i], lse[i], part_out, part_lse, s[i]);
-        ops.copy(out[i], merged_out);
-        ops.copy(lse[i], merged_lse);
+      any[i] = attend_part(ops, out[i], lse[i], q[i], khat_local, vhat_local, pos, s[i], 0);
+  } else {
+    const int next = (rank + 1) % n, prev = (rank + n - 1) % n;
+    SlotGroup current = split_own(ops, khat_local, vhat_local, slots.owners[rank]), arriving;
+    std::vector<std::unique_ptr<Request>> requests;
+    for (int step = 0; step < n; ++step) {
+      // The next group travels while this one is attended to.
+      if (step + 1 < n) {
+        arriving = like(ops, current, false);
+        exchange(comm, current, arriving, next, prev, 2 * tag, requests);
       }
+      const std::vector<SlotPart>& parts = slots.owners[(rank - step + n) % n];
+      for (size_t i = 0; i < runs; ++i)
+        for (size_t p = 0; p < parts.size(); ++p) {
+          const int64_t first = parts[p].first_chunk;
+          if (!any[i]) {
+            any[i] = attend_part(ops, out[i], lse[i], q[i], current.keys[p], current.values[p], pos,
+                                 s[i], first);
+            continue;
+          }
+          Tensor part_out = ops.empty(out[i].shape(), out[i].dtype()),
+                 part_lse = ops.empty(lse[i].shape(), lse[i].dtype());
+          if (!attend_part(ops, part_out, part_lse, q[i], current.keys[p], current.values[p], pos,
+                           s[i], first))
+            continue;
+          Tensor merged_out = ops.empty(out[i].shape(), out[i].dtype());
+          Tensor merged_lse = ops.empty(lse[i].shape(), lse[i].dtype());
+          ops.attention_merge(merged_out, merged_lse, out[i], lse[i], part_out, part_lse, s[i]);
+          ops.copy(out[i], merged_out);
+          ops.copy(lse[i], merged_lse);
+        }
+      wait_all(requests);
+      if (step + 1 < n) current = std::move(arriving);
     }
-    wait_all(requests);
-    if (step + 1 < n) current = std::move(arriving);
   }
   for (size_t i = 0; i < runs; ++i)
     if (!any[i]) {  // no query sees a slot: the kernels' convention for an empty part
@@ -175,7 +225,7 @@ void chunk_attention_ring_forward(Ops& ops, const Topology& topo, std::vector<Te
 
 void chunk_attention_ring_forward(Ops& ops, const Topology& topo, Tensor& out, Tensor& lse,
                                   const Tensor& q, const Tensor& khat_local,
-                                  const Tensor& vhat_local, const Tensor& pos,
+                                  const Tensor& vhat_local, const ChunkPositions& pos,
                                   const AttentionShape& s, const SlotLayout& slots, int tag) {
   std::vector<Tensor> outs{out}, lses{lse};
   chunk_attention_ring_forward(ops, topo, outs, lses, {q}, khat_local, vhat_local, pos, {s}, slots,
@@ -183,19 +233,19 @@ void chunk_attention_ring_forward(Ops& ops, const Topology& topo, Tensor& out, T
 }
 
 void chunk_attention_ring_backward(Ops& ops, const Topology& topo, std::vector<Tensor>& dq,
-                                   Tensor& dkhat_local, Tensor& dvhat_local, Tensor& dpos,
+                                   Tensor& dkhat_local, Tensor& dvhat_local,
                                    const std::vector<Tensor>& dout, const std::vector<Tensor>& lse,
                                    const std::vector<Tensor>& delta, const std::vector<Tensor>& q,
                                    const Tensor& khat_local, const Tensor& vhat_local,
-                                   const Tensor& pos, const std::vector<AttentionShape>& s,
+                                   const ChunkPositions& pos, const std::vector<AttentionShape>& s,
                                    const SlotLayout& slots, int tag) {
   Comm& comm = *topo.sp;
   const int n = comm.size(), rank = comm.rank();
   const size_t runs = q.size();
   if (whole_in_order(comm, slots, s[0].chunk_rank)) {
     for (size_t i = 0; i < runs; ++i)
-      ops.chunk_attention_backward(dq[i], dkhat_local, dvhat_local, dpos, dout[i], lse[i], delta[i],
-                                   q[i], khat_local, vhat_local, pos, s[i]);
+      attend_part_backward(ops, dq[i], dkhat_local, dvhat_local, dout[i], lse[i], delta[i], q[i],
+                           khat_local, vhat_local, pos, s[i], 0);
     return;
   }
   const int next = (rank + 1) % n, prev = (rank + n - 1) % n;
@@ -214,13 +264,10 @@ void chunk_attention_ring_backward(Ops& ops, const Topology& topo, std::vector<T
     const std::vector<SlotPart>& parts = slots.owners[(rank - step + n) % n];
     SlotGroup mine = like(ops, current, true);
     for (size_t i = 0; i < runs; ++i)
-      for (size_t p = 0; p < parts.size(); ++p) {
-        AttentionShape shifted;
-        if (!part_shape(s[i], parts[p], shifted)) continue;
-        ops.chunk_attention_backward(dq[i], mine.keys[p], mine.values[p], dpos, dout[i], lse[i],
-                                     delta[i], q[i], current.keys[p], current.values[p], pos,
-                                     shifted);
-      }
+      for (size_t p = 0; p < parts.size(); ++p)
+        attend_part_backward(ops, dq[i], mine.keys[p], mine.values[p], dout[i], lse[i], delta[i],
+                             q[i], current.keys[p], current.values[p], pos, s[i],
+                             parts[p].first_chunk);
     if (n == 1) {
       grad_in = std::move(mine);
       break;
@@ -249,14 +296,13 @@ void chunk_attention_ring_backward(Ops& ops, const Topology& topo, std::vector<T
 }
 
 void chunk_attention_ring_backward(Ops& ops, const Topology& topo, Tensor& dq, Tensor& dkhat_local,
-                                   Tensor& dvhat_local, Tensor& dpos, const Tensor& dout,
-                                   const Tensor& lse, const Tensor& delta, const Tensor& q,
-                                   const Tensor& khat_local, const Tensor& vhat_local,
-                                   const Tensor& pos, const AttentionShape& s,
-                                   const SlotLayout& slots, int tag) {
+                                   Tensor& dvhat_local, const Tensor& dout, const Tensor& lse,
+                                   const Tensor& delta, const Tensor& q, const Tensor& khat_local,
+                                   const Tensor& vhat_local, const ChunkPositions& pos,
+                                   const AttentionShape& s, const SlotLayout& slots, int tag) {
   std::vector<Tensor> dqs{dq};
-  chunk_attention_ring_backward(ops, topo, dqs, dkhat_local, dvhat_local, dpos, {dout}, {lse},
-                                {delta}, {q}, khat_local, vhat_local, pos, {s}, slots, tag);
+  chunk_attention_ring_backward(ops, topo, dqs, dkhat_local, dvhat_local, {dout}, {lse}, {delta},
+                                {q}, khat_local, vhat_local, pos, {s}, slots, tag);
 }
 
 }  // namespace tls

@@ -5,7 +5,9 @@
 // (out, lse) and backward (dq, dpos, and each owner's slot gradients summed over every rank's
 // queries), on every (tp, sp) layout of the world and both sp layouts (zigzag: each rank's
 // slots are four runs of the global order and its queries two, attended in one turn), float64
-// and float32, with the positional table short enough that relative ids are clamped.
+// and float32, with a positional table short enough that relative ids are clamped and one that
+// holds every id. The ring reads only the rows each call spans (table_positions), the reference
+// the whole table.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -138,81 +140,86 @@ TEST_P(ChunkAttentionRing, EqualsTheAttentionOverTheGatheredSlots) {
   const double tol = dt == DType::f64 ? 1e-12 : 2e-5;
   auto ops = make_cpu_ops();
   for (const Topology& topo : every_layout())
-    for (SpOrder order : {SpOrder::contiguous, SpOrder::zigzag}) {
-      if (order == SpOrder::zigzag && topo.layout.sp == 1) continue;
-      Geometry g;
-      g.sp = topo.layout.sp;
-      g.order = order;
-      SCOPED_TRACE("tp " + std::to_string(topo.layout.tp) + " sp " + std::to_string(g.sp) + " " +
-                   sp_order_name(order) + ", world rank " + std::to_string(topo.world_rank));
-      const int me = topo.sp_rank;
-      const int64_t dl = g.dl(), S = g.own_slots() * g.sp;
-      const SlotLayout layout = g.slots();
-      const Tensor pos = tensor_of(*ops, {g.n_pos, dl}, regenerable_values(g.n_pos * dl, 9, 0), dt);
-      const Tensor khat_all = tensor_of(*ops, {g.batch, S, dl}, gathered(g, 0), dt);
-      const Tensor vhat_all = tensor_of(*ops, {g.batch, S, dl}, gathered(g, 1), dt);
+    for (const bool clamped : {true, false})  // ids clamped, and a table holding every id
+      for (SpOrder order : {SpOrder::contiguous, SpOrder::zigzag}) {
+        if (order == SpOrder::zigzag && topo.layout.sp == 1) continue;
+        Geometry g;
+        g.sp = topo.layout.sp;
+        g.order = order;
+        if (!clamped) g.n_pos = 2 * g.sp * g.tokens / g.chunk * g.rank;
+        SCOPED_TRACE("tp " + std::to_string(topo.layout.tp) + " sp " + std::to_string(g.sp) + " " +
+                     sp_order_name(order) + ", world rank " + std::to_string(topo.world_rank) +
+                     ", n_pos " + std::to_string(g.n_pos));
+        const int me = topo.sp_rank;
+        const int64_t dl = g.dl(), S = g.own_slots() * g.sp;
+        const SlotLayout layout = g.slots();
+        const Tensor pos =
+            tensor_of(*ops, {g.n_pos, dl}, regenerable_values(g.n_pos * dl, 9, 0), dt);
+        const Tensor khat_all = tensor_of(*ops, {g.batch, S, dl}, gathered(g, 0), dt);
+        const Tensor vhat_all = tensor_of(*ops, {g.batch, S, dl}, gathered(g, 1), dt);
 
-      // The reference for every owner's query runs: forward, then the backward summed over them.
-      Tensor dkhat_all = ops->zeros({g.batch, S, dl}, dt),
-             dvhat_all = ops->zeros({g.batch, S, dl}, dt);
-      std::vector<Values> out_ref, lse_ref, dq_ref;
-      std::vector<Tensor> my_lse, my_delta, my_q, my_dout;
-      std::vector<AttentionShape> my_shapes;
-      Tensor dpos_ref = ops->zeros(pos.shape(), dt);
-      for (int o = 0; o < g.sp; ++o) {
-        const std::vector<Segment> runs = g.runs(o);
-        for (size_t k = 0; k < runs.size(); ++k) {
-          const AttentionShape s = g.shape(runs[k]);
-          const int64_t n = runs[k].n;
-          const Tensor q = tensor_of(*ops, {g.batch, n, dl}, queries(g, o, k), dt);
-          const Tensor dout = tensor_of(*ops, {g.batch, n, dl}, out_grad(g, o, k), dt);
-          Tensor out = ops->empty({g.batch, n, dl}, dt),
-                 lse = ops->empty({g.batch, g.heads, n}, dt);
-          ops->chunk_attention_forward(out, lse, q, khat_all, vhat_all, pos, s);
-          Tensor delta = ops->empty({g.batch, g.heads, n}, dt);
-          ops->attention_delta(delta, dout, out, s);
-          Tensor dq = ops->zeros(q.shape(), dt), dpos = ops->zeros(pos.shape(), dt);
-          ops->chunk_attention_backward(dq, dkhat_all, dvhat_all, dpos, dout, lse, delta, q,
-                                        khat_all, vhat_all, pos, s);
-          if (o == me) {
-            out_ref.push_back(ops->to_host(out));
-            lse_ref.push_back(ops->to_host(lse));
-            dq_ref.push_back(ops->to_host(dq));
-            ops->axpy(1.0, dpos, dpos_ref);
-            my_lse.push_back(lse);
-            my_delta.push_back(delta);
-            my_q.push_back(q);
-            my_dout.push_back(dout);
-            my_shapes.push_back(s);
+        // The reference for every owner's query runs: forward, then the backward summed over them.
+        Tensor dkhat_all = ops->zeros({g.batch, S, dl}, dt),
+               dvhat_all = ops->zeros({g.batch, S, dl}, dt);
+        std::vector<Values> out_ref, lse_ref, dq_ref;
+        std::vector<Tensor> my_lse, my_delta, my_q, my_dout;
+        std::vector<AttentionShape> my_shapes;
+        Tensor dpos_ref = ops->zeros(pos.shape(), dt);
+        for (int o = 0; o < g.sp; ++o) {
+          const std::vector<Segment> runs = g.runs(o);
+          for (size_t k = 0; k < runs.size(); ++k) {
+            const AttentionShape s = g.shape(runs[k]);
+            const int64_t n = runs[k].n;
+            const Tensor q = tensor_of(*ops, {g.batch, n, dl}, queries(g, o, k), dt);
+            const Tensor dout = tensor_of(*ops, {g.batch, n, dl}, out_grad(g, o, k), dt);
+            Tensor out = ops->empty({g.batch, n, dl}, dt),
+                   lse = ops->empty({g.batch, g.heads, n}, dt);
+            ops->chunk_attention_forward(out, lse, q, khat_all, vhat_all, pos, s);
+            Tensor delta = ops->empty({g.batch, g.heads, n}, dt);
+            ops->attention_delta(delta, dout, out, s);
+            Tensor dq = ops->zeros(q.shape(), dt), dpos = ops->zeros(pos.shape(), dt);
+            ops->chunk_attention_backward(dq, dkhat_all, dvhat_all, dpos, dout, lse, delta, q,
+                                          khat_all, vhat_all, pos, s);
+            if (o == me) {
+              out_ref.push_back(ops->to_host(out));
+              lse_ref.push_back(ops->to_host(lse));
+              dq_ref.push_back(ops->to_host(dq));
+              ops->axpy(1.0, dpos, dpos_ref);
+              my_lse.push_back(lse);
+              my_delta.push_back(delta);
+              my_q.push_back(q);
+              my_dout.push_back(dout);
+              my_shapes.push_back(s);
+            }
           }
         }
-      }
 
-      const size_t runs = my_q.size();
-      const Tensor khat = tensor_of(*ops, {g.batch, g.own_slots(), dl}, own_slots(g, me, 0), dt);
-      const Tensor vhat = tensor_of(*ops, {g.batch, g.own_slots(), dl}, own_slots(g, me, 1), dt);
-      std::vector<Tensor> out, lse, dq;
-      for (size_t k = 0; k < runs; ++k) {
-        out.push_back(ops->empty(my_q[k].shape(), dt));
-        lse.push_back(ops->empty(my_lse[k].shape(), dt));
-        dq.push_back(ops->zeros(my_q[k].shape(), dt));
-      }
-      chunk_attention_ring_forward(*ops, topo, out, lse, my_q, khat, vhat, pos, my_shapes, layout,
-                                   2);
-      for (size_t k = 0; k < runs; ++k) {
-        expect_close(ops->to_host(out[k]), out_ref[k], tol, "out");
-        expect_close(ops->to_host(lse[k]), lse_ref[k], tol, "lse");
-      }
+        const size_t runs = my_q.size();
+        const Tensor khat = tensor_of(*ops, {g.batch, g.own_slots(), dl}, own_slots(g, me, 0), dt);
+        const Tensor vhat = tensor_of(*ops, {g.batch, g.own_slots(), dl}, own_slots(g, me, 1), dt);
+        std::vector<Tensor> out, lse, dq;
+        for (size_t k = 0; k < runs; ++k) {
+          out.push_back(ops->empty(my_q[k].shape(), dt));
+          lse.push_back(ops->empty(my_lse[k].shape(), dt));
+          dq.push_back(ops->zeros(my_q[k].shape(), dt));
+        }
+        chunk_attention_ring_forward(*ops, topo, out, lse, my_q, khat, vhat,
+                                     table_positions(pos, nullptr), my_shapes, layout, 2);
+        for (size_t k = 0; k < runs; ++k) {
+          expect_close(ops->to_host(out[k]), out_ref[k], tol, "out");
+          expect_close(ops->to_host(lse[k]), lse_ref[k], tol, "lse");
+        }
 
-      Tensor dpos = ops->zeros(pos.shape(), dt);
-      Tensor dkhat = ops->zeros(khat.shape(), dt), dvhat = ops->zeros(vhat.shape(), dt);
-      chunk_attention_ring_backward(*ops, topo, dq, dkhat, dvhat, dpos, my_dout, my_lse, my_delta,
-                                    my_q, khat, vhat, pos, my_shapes, layout, 3);
-      for (size_t k = 0; k < runs; ++k) expect_close(ops->to_host(dq[k]), dq_ref[k], tol, "dq");
-      expect_close(ops->to_host(dpos), ops->to_host(dpos_ref), tol, "dpos");
-      expect_close(ops->to_host(dkhat), own_rows(g, ops->to_host(dkhat_all), me), tol, "dkhat");
-      expect_close(ops->to_host(dvhat), own_rows(g, ops->to_host(dvhat_all), me), tol, "dvhat");
-    }
+        Tensor dpos = ops->zeros(pos.shape(), dt);
+        Tensor dkhat = ops->zeros(khat.shape(), dt), dvhat = ops->zeros(vhat.shape(), dt);
+        chunk_attention_ring_backward(*ops, topo, dq, dkhat, dvhat, my_dout, my_lse, my_delta, my_q,
+                                      khat, vhat, table_positions(pos, &dpos), my_shapes, layout,
+                                      3);
+        for (size_t k = 0; k < runs; ++k) expect_close(ops->to_host(dq[k]), dq_ref[k], tol, "dq");
+        expect_close(ops->to_host(dpos), ops->to_host(dpos_ref), tol, "dpos");
+        expect_close(ops->to_host(dkhat), own_rows(g, ops->to_host(dkhat_all), me), tol, "dkhat");
+        expect_close(ops->to_host(dvhat), own_rows(g, ops->to_host(dvhat_all), me), tol, "dvhat");
+      }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, ChunkAttentionRing, ::testing::Values(DType::f64, DType::f32),
