@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "kernels/ops.h"
-#include "layers/model_config.h"
 #include "parallel/topology.h"
+#include "layers/model_config.h"
 
 namespace tls::testing {
 
