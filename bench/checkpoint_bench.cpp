@@ -6,17 +6,24 @@
 // Measured, each the best of --reps (after one untimed save: a run saves many times, and only its
 // first save allocates the host copy):
 //   write      the background write of a save: from start()'s return (the state copied to host
-//              memory) to the end of wait(): part files, checkpoint, checkpoint_last.h5, pruning,
-//              all fsynced;
+//              memory) to the end of wait(): part files, checkpoint, checkpoint_last.h5, all
+//              fsynced;
 //   sync save  start() + wait(), what a save costs when training waits for it;
+//   prune      deleting the previous checkpoint and its parts (--keep-last 1), which the saves
+//              above leave to this separate, timed step: it is housekeeping after the save is
+//              complete (on a file system that discards freed blocks it takes about as long as
+//              the master file's write and both fsyncs together) and plain writes delete nothing;
 //   plain      every writing rank writes the same bytes it writes in the save with write() +
-//              fsync to a file of its own;
+//              fsync to a file of its own (created, as each part is);
 //   read       load_checkpoint of the whole state, each rank its blocks, checksums verified (may
 //              come from the page cache);
 //   blocked    a background save as training makes it: start(), then 20 ms "steps" (sleeps, then
 //              a barrier as a step's collectives would), each followed by poll(), until the save
 //              is complete; the time spent inside start() and the polls is what the training
 //              steps lose.
+// Before every timed step, sync() commits what the previous one left (dirty pages, deleted files'
+// freed blocks), so neither the plain write nor the save pays for the other's leftovers; plain
+// write and save alternate, so drift of the page cache hits both.
 // Prints a markdown table on rank 0 (--header: the heading lines too). Usage:
 //   mpiexec -n N checkpoint_bench [--dir D] [--layers L] [--d-model D] [--d-inner F]
 //                                 [--mem-len M] [--reps R] [--header]
@@ -46,9 +53,10 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Seconds taken by f() on the slowest rank (barrier before and after).
+// Seconds taken by f() on the slowest rank (sync() and a barrier before, a barrier after).
 template <class F>
 double timed(const Topology& t, F f) {
+  ::sync();
   t.world->barrier();
   const double start = now();
   f();
@@ -150,37 +158,46 @@ int main(int argc, char** argv) {
     const std::string save_dir = dir + "/checkpoint_bench";
     const std::string plain = dir + "/checkpoint_bench_plain." + std::to_string(t.world_rank);
     double best_save = 1e30, best_write = 1e30, best_read = 1e30, best_plain = 1e30,
-           best_blocked = 1e30;
+           best_blocked = 1e30, best_prune = 1e30;
     double background = 0;
     int polls = 0;
     BackgroundSaver saver(t);
     // A run saves many times: the first save allocates the host copy, later ones reuse it.
     saved.step = 0;
-    saver.start(save_dir, 1, saved, *ops);
+    saver.start(save_dir, 0, saved, *ops);
     saver.wait();
+    // Rank 0 deletes all but the newest checkpoint, as --keep-last 1 would after a save.
+    auto prune = [&] {
+      const double seconds = timed(t, [&] {
+        if (t.world_rank == 0) prune_checkpoints(save_dir, 1);
+      });
+      best_prune = std::min(best_prune, seconds);
+    };
     for (int r = 0; r < reps; ++r) {
       best_plain = std::min(best_plain, timed(t, [&] { plain_write(plain, my_tensors); }));
       std::filesystem::remove(plain);
       saved.step = 2 * r + 1;
       double write = 0;
       best_save = std::min(best_save, timed(t, [&] {
-                             saver.start(save_dir, 1, saved, *ops);
+                             saver.start(save_dir, 0, saved, *ops);
                              const double begin = now();
                              saver.wait();
                              write = now() - begin;
                            }));
       best_write = std::min(best_write, t.world->allreduce_max(write));
+      prune();
       CheckpointContents into = checkpoint_contents(model, &optimizer, &state, 0, settings);
       best_read = std::min(best_read, timed(t, [&] {
                              load_checkpoint(last_checkpoint_path(save_dir), into, t, *ops);
                            }));
       // As the training loop saves: start, then a poll after every step.
       saved.step = 2 * r + 2;
+      ::sync();
       t.world->barrier();
       const double begin = now();
       double blocked = 0;
       double start = now();
-      saver.start(save_dir, 1, saved, *ops);
+      saver.start(save_dir, 0, saved, *ops);
       blocked += now() - start;
       int n = 0;
       for (bool done = false; !done; ++n) {
@@ -191,7 +208,7 @@ int main(int argc, char** argv) {
         blocked += now() - start;
       }
       const double total = now() - begin;
-      saver.wait();  // rank 0 deletes what pruning removes once the save is complete
+      saver.wait();
       blocked = t.world->allreduce_max(blocked);
       if (blocked < best_blocked) {
         best_blocked = blocked;
@@ -200,6 +217,7 @@ int main(int argc, char** argv) {
       } else {
         t.world->allreduce_max(total);
       }
+      prune();
     }
     const double plain_bytes = t.world->allreduce_sum(mine);
     if (t.world_rank == 0) {
@@ -213,14 +231,16 @@ int main(int argc, char** argv) {
         std::printf(
             "| ranks | layout | write (s) | write MB/s | plain write+fsync MB/s | write / plain | "
             "read MB/s | blocked per save (s) | sync save (s) | blocked / sync save | save under "
-            "training (s, polls) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+            "training (s, polls) | prune (s) "
+            "|\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
       }
       std::printf(
           "| %d | tp %d dp %d | %.3f | %.0f | %.0f | **%.2f** | %.0f | %.3f | %.3f | **%.3f** | "
-          "%.2f, %d |",
+          "%.2f, %d | %.3f |",
           world, t.layout.tp, t.layout.dp, best_write, mb / best_write,
           plain_bytes / 1e6 / best_plain, (mb / best_write) / (plain_bytes / 1e6 / best_plain),
-          mb / best_read, best_blocked, best_save, best_blocked / best_save, background, polls);
+          mb / best_read, best_blocked, best_save, best_blocked / best_save, background, polls,
+          best_prune);
       std::printf("\n");
       std::fflush(stdout);
     }
