@@ -64,13 +64,19 @@ double timed(const Topology& t, F f) {
   return t.world->allreduce_max(now() - start);
 }
 
-// Writes the tensors' bytes to `path` with write(), then fsync().
-void plain_write(const std::string& path, const std::vector<const Tensor*>& tensors) {
+// A run of bytes a rank writes.
+struct Span {
+  const char* data = nullptr;
+  size_t bytes = 0;
+};
+
+// Writes the spans to `path` with write(), then fsync().
+void plain_write(const std::string& path, const std::vector<Span>& spans) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) throw Error("cannot create " + path);
-  for (const Tensor* x : tensors) {
-    const char* p = static_cast<const char*>(x->raw());
-    size_t left = x->bytes();
+  for (const Span& s : spans) {
+    const char* p = s.data;
+    size_t left = s.bytes;
     while (left > 0) {
       const ssize_t n = ::write(fd, p, left);
       if (n <= 0) throw Error("write to " + path + " failed");
@@ -131,7 +137,7 @@ int main(int argc, char** argv) {
     ModelState state = model.initial_state(1);
     CheckpointContents saved = checkpoint_contents(model, &optimizer, &state, 1, settings);
     double stored = 0, mine = 0;  // bytes in the checkpoint; bytes this rank writes
-    std::vector<const Tensor*> my_tensors;
+    std::vector<Span> my_spans;   // what this rank writes in a save, for the plain baseline
     for (size_t i = 0; i < saved.params.size(); ++i) {
       Parameter* p = saved.params[i];
       const double salt = 0.001 * static_cast<double>(p->name.size());
@@ -144,15 +150,21 @@ int main(int argc, char** argv) {
       if (t.writes_parameter(p->tp_sharded())) {
         mine += 3.0 * static_cast<double>(p->value.bytes());
         for (const Tensor* x : {&p->value, &optimizer.exp_avg()[i], &optimizer.exp_avg_sq()[i]})
-          my_tensors.push_back(x);
+          my_spans.push_back({static_cast<const char*>(x->raw()), x->bytes()});
       }
     }
     for (Tensor& cache : state.caches) {
       ops->fill(cache, 0.5);
       stored += static_cast<double>(cache.bytes()) * t.layout.dp * t.layout.sp;
-      if (t.tp_rank == 0) {
-        mine += static_cast<double>(cache.bytes());
-        my_tensors.push_back(&cache);
+      // Each tp rank writes its share of the memory rows (checkpoint_writer.cpp's copy_blocks).
+      const int64_t m = cache.dim(1), tp = t.layout.tp;
+      const int64_t lo = m * t.tp_rank / tp, hi = m * (t.tp_rank + 1) / tp;
+      const size_t row = static_cast<size_t>(cache.dim(2)) * dtype_size(cache.dtype());
+      for (int64_t b = 0; b < cache.dim(0); ++b) {
+        const char* first =
+            static_cast<const char*>(cache.raw()) + static_cast<size_t>(b * m + lo) * row;
+        my_spans.push_back({first, static_cast<size_t>(hi - lo) * row});
+        mine += static_cast<double>(hi - lo) * static_cast<double>(row);
       }
     }
     const std::string save_dir = dir + "/checkpoint_bench";
@@ -174,7 +186,7 @@ int main(int argc, char** argv) {
       best_prune = std::min(best_prune, seconds);
     };
     for (int r = 0; r < reps; ++r) {
-      best_plain = std::min(best_plain, timed(t, [&] { plain_write(plain, my_tensors); }));
+      best_plain = std::min(best_plain, timed(t, [&] { plain_write(plain, my_spans); }));
       std::filesystem::remove(plain);
       saved.step = 2 * r + 1;
       double write = 0;

@@ -149,7 +149,7 @@ HostBlock host_block(const std::string& dataset, const Hyperslab& slab, DType ty
       break;
     }
   }
-  if (b.data == nullptr) b.data.reset(new char[b.bytes + PartFileWriter::kSlackBytes]);
+  if (b.data == nullptr) b.data = snapshot_buffer(b.bytes + PartFileWriter::kSlackBytes);
   if (whole.device() == Device::cpu && whole.dtype() == type) {
     if (!part) {
       std::memcpy(b.data.get(), whole.raw(), b.bytes);
