@@ -1,4 +1,6 @@
-// ChunkChecksums: one thread, a bounded lead over the writer.
+// ChunkChecksums: chunks are claimed in order from one counter, by the checksum thread (at most
+// kAhead ahead of the writer) or by the writer itself when the chunk it needs is unclaimed, so a
+// checksum thread that the scheduler does not run (a loaded machine) never stalls the writes.
 #include "checkpoint/chunk_checksums.h"
 
 #include <algorithm>
@@ -6,13 +8,13 @@
 namespace tls {
 
 ChunkChecksums::ChunkChecksums(std::vector<Block> blocks) : blocks_(std::move(blocks)) {
-  size_t total = 0;
-  for (const Block& b : blocks_) {
-    first_.push_back(total);
-    chunks_.push_back(PartFileWriter::chunks(b.type, b.shape));
-    total += chunks_.back().size();
+  for (size_t b = 0; b < blocks_.size(); ++b) {
+    first_.push_back(places_.size());
+    for (const PartFileWriter::Chunk& c : PartFileWriter::chunks(blocks_[b].type, blocks_[b].shape))
+      places_.push_back({b, c});
   }
-  sums_.resize(total);
+  sums_.resize(places_.size());
+  done_ = std::make_unique<std::atomic<bool>[]>(places_.size());
   thread_ = std::thread([this] { run(); });
 }
 
@@ -25,42 +27,64 @@ ChunkChecksums::~ChunkChecksums() {
   thread_.join();
 }
 
-void ChunkChecksums::run() {
-  size_t flat = 0;
-  try {
-    for (size_t b = 0; b < blocks_.size(); ++b) {
-      for (const PartFileWriter::Chunk& c : chunks_[b]) {
-        {
-          std::unique_lock<std::mutex> lock(mutex_);
-          changed_.wait(lock, [&] { return stop_ || flat <= wanted_ + kAhead; });
-          if (stop_) return;
-        }
-        const uint32_t sum = PartFileWriter::chunk_checksum(blocks_[b].data, c);
-        {
-          std::lock_guard<std::mutex> lock(mutex_);
-          sums_[flat] = sum;
-          computed_ = ++flat;
-        }
-        changed_.notify_all();
-      }
+bool ChunkChecksums::claim(size_t& chunk, size_t limit) {
+  size_t next = next_.load();
+  while (next < limit) {
+    if (next_.compare_exchange_weak(next, next + 1)) {
+      chunk = next;
+      return true;
     }
+  }
+  return false;
+}
+
+void ChunkChecksums::compute(size_t chunk) {
+  try {
+    const Place& p = places_[chunk];
+    sums_[chunk] = PartFileWriter::chunk_checksum(blocks_[p.block].data, p.chunk);
+    done_[chunk].store(true, std::memory_order_release);
   } catch (...) {
     std::lock_guard<std::mutex> lock(mutex_);
-    error_ = std::current_exception();
-    changed_.notify_all();
+    if (error_ == nullptr) error_ = std::current_exception();
+  }
+  { std::lock_guard<std::mutex> lock(mutex_); }  // a waiter between its check and its wait
+  changed_.notify_all();
+}
+
+void ChunkChecksums::run() {
+  for (;;) {
+    size_t limit = 0;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      changed_.wait(lock, [&] {
+        return stop_ || error_ != nullptr || next_.load() >= places_.size() ||
+               next_.load() <= wanted_ + kAhead;
+      });
+      if (stop_ || error_ != nullptr || next_.load() >= places_.size()) return;
+      limit = std::min(wanted_ + kAhead + 1, places_.size());
+    }
+    size_t chunk = 0;
+    while (claim(chunk, limit)) compute(chunk);
   }
 }
 
 uint32_t ChunkChecksums::get(size_t block, size_t chunk) {
   const size_t flat = first_.at(block) + chunk;
-  std::unique_lock<std::mutex> lock(mutex_);
-  wanted_ = flat;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    wanted_ = flat;
+  }
   changed_.notify_all();
   // Chunk flat + 1 too: writing this chunk overwrites its first bytes for a moment.
-  const size_t need = std::min(flat + 2, sums_.size());
-  changed_.wait(lock, [&] { return computed_ >= need || error_ != nullptr; });
-  if (computed_ < need) std::rethrow_exception(error_);
-  return sums_.at(flat);
+  const size_t need = std::min(flat + 2, places_.size());
+  for (size_t k = flat; k < need; ++k) {
+    size_t mine = 0;
+    while (!done_[k].load(std::memory_order_acquire) && claim(mine, k + 1)) compute(mine);
+    std::unique_lock<std::mutex> lock(mutex_);  // chunk k is being summed by the thread
+    changed_.wait(lock, [&] { return done_[k].load() || error_ != nullptr; });
+    if (!done_[k].load()) std::rethrow_exception(error_);
+  }
+  return sums_[flat];
 }
 
 }  // namespace tls
