@@ -8,8 +8,9 @@
 //     head dimension window 6 (fwd) / 16 (bwd) and compressed 4 (fwd) / 14 (bwd) FLOPs.
 //  3. The training step (forward + backward + AdamW, float32 weights) of a 2-layer model of the
 //     same shape on CudaOps, with exact float32 GEMMs and with bf16 GEMM operands
-//     (--precision bf16): tokens/s and model FLOP/s (bench/model_flops.h) as a fraction of the
-//     bf16 GEMM rate.
+//     (--precision bf16, which also stores the backward's activations in bfloat16): tokens/s,
+//     model FLOP/s (bench/model_flops.h) as a fraction of the bf16 GEMM rate, peak device memory
+//     per token and, per T, the bf16 run's peak against the float32 run's.
 // Peak device memory: the high-water mark of the stream-ordered allocator's pool (every
 // CudaOps tensor comes from it), reset before each measurement. Prints markdown tables.
 // Without a GPU it prints the reason and exits 0. --smoke runs every part at toy sizes (GEMMs
@@ -231,7 +232,7 @@ void attention_table(CudaOps& ops, const GemmRates& g) {
   ops.set_gemm_inputs(GemmInputs::exact);
 }
 
-void training_row(CudaOps& ops, const GemmRates& g, int64_t T, GemmInputs mode);
+double training_row(CudaOps& ops, const GemmRates& g, int64_t T, GemmInputs mode);
 
 void training_table(CudaOps& ops, const GemmRates& g) {
   std::printf(
@@ -243,17 +244,28 @@ void training_table(CudaOps& ops, const GemmRates& g) {
       "Target on an H100 / H200: model FLOP/s >= 40%% of the bf16 GEMM rate at T = 32768 "
       "with bf16 operands (a target until measured on a GPU).\n\n");
   std::printf(
-      "| T | GEMM operands | step ms | tokens/s | model TFLOP/s | / bf16 GEMM | / fp32 GEMM | "
-      "peak GiB | loss |\n|---|---|---|---|---|---|---|---|---|\n");
-  for (int64_t T : g_sizes.tokens)
+      "| T | GEMM operands | saved activations | step ms | tokens/s | model TFLOP/s | / bf16 GEMM "
+      "| / fp32 GEMM | peak GiB | peak KiB / token | loss |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::vector<std::string> ratios;
+  for (int64_t T : g_sizes.tokens) {
+    double peak[2] = {0, 0};
     for (GemmInputs mode : {GemmInputs::exact, GemmInputs::bf16}) {
       ops.set_gemm_inputs(mode);
-      training_row(ops, g, T, mode);
+      peak[mode == GemmInputs::bf16] = training_row(ops, g, T, mode);
     }
+    if (peak[0] > 0 && peak[1] > 0)
+      ratios.push_back("T = " + std::to_string(T) + ": " + std::to_string(peak[1] / peak[0]));
+  }
   ops.set_gemm_inputs(GemmInputs::exact);
+  std::printf(
+      "\nPeak device memory, bf16 activations / float32 (2 layers, so the parameters, "
+      "optimizer state and logits weigh in):");
+  for (const std::string& r : ratios) std::printf(" %s;", r.c_str());
+  std::printf("\n");
 }
 
-void training_row(CudaOps& ops, const GemmRates& g, int64_t T, GemmInputs mode) {
+double training_row(CudaOps& ops, const GemmRates& g, int64_t T, GemmInputs mode) {
   ModelConfig cfg = bench::base_config_two_layers(std::min<int64_t>(512, T), T);
   cfg.d_model = g_sizes.train_d;
   cfg.d_inner = g_sizes.train_inner;
@@ -282,15 +294,19 @@ void training_row(CudaOps& ops, const GemmRates& g, int64_t T, GemmInputs mode) 
       adam.step(++u);
     });
     const double flops = 3 * bench::forward_flops(cfg, 1) / step;
-    std::printf("| %lld | %s | %.1f | %.0f | %.2f | %.3f | %.3f | %.2f | %.4f |\n",
-                static_cast<long long>(T), to_string(mode), step * 1e3,
-                static_cast<double>(T) / step, flops / 1e12, flops / g.bf16, flops / g.f32,
-                peak_gib(), loss);
+    const double peak = peak_gib();
+    std::printf("| %lld | %s | %s | %.1f | %.0f | %.2f | %.3f | %.3f | %.2f | %.2f | %.4f |\n",
+                static_cast<long long>(T), to_string(mode), dtype_name(model.activation_storage()),
+                step * 1e3, static_cast<double>(T) / step, flops / 1e12, flops / g.bf16,
+                flops / g.f32, peak, peak * 1024 * 1024 / static_cast<double>(T), loss);
+    std::fflush(stdout);
+    return peak;
   } catch (const std::exception& e) {
-    std::printf("| %lld | %s | failed: %s | | | | | | |\n", static_cast<long long>(T),
+    std::printf("| %lld | %s | | failed: %s | | | | | | | |\n", static_cast<long long>(T),
                 to_string(mode), e.what());
   }
   std::fflush(stdout);
+  return 0;
 }
 
 }  // namespace

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint_contents.h"
+#include "checkpoint/snapshot_buffer.h"
 #include "kernels/ops.h"
 
 namespace tls {
@@ -43,7 +44,7 @@ struct HostBlock {
                           // of one tensor: the runs of a zigzag cache)
   Hyperslab slab;
   DType type = DType::f32;
-  std::unique_ptr<char[]> data;
+  SnapshotBuffer data;  // bytes + PartFileWriter::kSlackBytes
   size_t bytes = 0;
 };
 

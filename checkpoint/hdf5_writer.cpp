@@ -24,6 +24,8 @@ hid_t hdf5_type(DType t, bool in_file) {
       return in_file ? H5T_IEEE_F64LE : H5T_NATIVE_DOUBLE;
     case DType::i32:
       return in_file ? H5T_STD_I32LE : H5T_NATIVE_INT32;
+    case DType::bf16:  // activations only; checkpoints hold float32 and float64
+      throw Error("checkpoint: bfloat16 tensors are never written");
   }
   return H5T_NATIVE_DOUBLE;
 }

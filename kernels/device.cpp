@@ -72,4 +72,40 @@ std::unique_ptr<Ops> make_ops(Device device, int device_index) {
 #endif
 }
 
+#ifdef TLS_HAVE_CUDA
+namespace {
+cudaMemPool_t pool_of(int device_index) {
+  if (device_index < 0 || device_index >= cuda_device_count())
+    throw Error("CUDA memory of device " + std::to_string(device_index) + ": " +
+                (cuda_device_count() == 0 ? cuda_unavailable_reason() : "no such device"));
+  cudaMemPool_t pool;
+  if (cudaDeviceGetDefaultMemPool(&pool, device_index) != cudaSuccess)
+    throw Error("CUDA memory of device " + std::to_string(device_index) +
+                ": cudaDeviceGetDefaultMemPool failed");
+  return pool;
+}
+}  // namespace
+
+DeviceMemory cuda_memory(int device_index) {
+  cudaMemPool_t pool = pool_of(device_index);
+  uint64_t used = 0, high = 0;
+  if (cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used) != cudaSuccess ||
+      cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high) != cudaSuccess)
+    throw Error("CUDA memory of device " + std::to_string(device_index) +
+                ": the pool's counters cannot be read");
+  return {static_cast<int64_t>(used), static_cast<int64_t>(high)};
+}
+
+void reset_cuda_memory_peak(int device_index) {
+  uint64_t zero = 0;  // the pool sets the high-water mark to what is in use now
+  if (cudaMemPoolSetAttribute(pool_of(device_index), cudaMemPoolAttrUsedMemHigh, &zero) !=
+      cudaSuccess)
+    throw Error("CUDA memory of device " + std::to_string(device_index) +
+                ": the pool's peak cannot be reset");
+}
+#else
+DeviceMemory cuda_memory(int) { throw Error("CUDA memory: " + cuda_unavailable_reason()); }
+void reset_cuda_memory_peak(int) { throw Error("CUDA memory: " + cuda_unavailable_reason()); }
+#endif
+
 }  // namespace tls

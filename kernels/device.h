@@ -21,4 +21,12 @@ std::string cuda_unavailable_reason();
 
 std::unique_ptr<Ops> make_ops(Device device, int device_index = 0);
 
+// Bytes the CUDA device's allocator pool hands out (the backend's tensors): now, and the most
+// since the last reset_cuda_memory_peak. Throws a tls::Error without a device.
+struct DeviceMemory {
+  int64_t used = 0, peak = 0;
+};
+DeviceMemory cuda_memory(int device_index = 0);
+void reset_cuda_memory_peak(int device_index = 0);
+
 }  // namespace tls

@@ -4,7 +4,8 @@
 //
 // Conventions (every implementation keeps them):
 // - Tensors are contiguous, row-major. "Rows" means the tensor seen as [matrix_rows, last dim].
-// - All tensors of one call share one dtype (float32 or float64); token ids are int32.
+// - All tensors of one call share one dtype (float32 or float64); token ids are int32; bfloat16
+//   (a storage type) is taken only by copy (to and from float32), copy_rows and host transfers.
 // - Forward ops OVERWRITE their outputs. Backward ops ACCUMULATE (+=) into every gradient they
 //   produce, so a tensor used in two places simply receives both contributions; callers zero
 //   gradients once per step.
@@ -54,6 +55,8 @@ struct AttentionShape {
 //   exact: float32 x float32 (the default, and what the tests compare against).
 //   tf32:  operands rounded to TF32 (10-bit mantissa) on tensor cores: --allow-tf32, CUDA only.
 //   bf16:  operands rounded to bfloat16 (8-bit mantissa), float32 accumulation: --precision bf16.
+//          A float32 model also stores its saved activations in bfloat16 in this mode
+//          (TransformerLSModel::activation_storage, layers/activation_storage.h).
 enum class GemmInputs { exact, tf32, bf16 };
 const char* to_string(GemmInputs mode);
 

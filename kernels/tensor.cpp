@@ -19,6 +19,8 @@ size_t dtype_size(DType dtype) {
       return 8;
     case DType::i32:
       return 4;
+    case DType::bf16:
+      return 2;
   }
   return 0;
 }
@@ -31,6 +33,8 @@ const char* dtype_name(DType dtype) {
       return "float64";
     case DType::i32:
       return "int32";
+    case DType::bf16:
+      return "bfloat16";
   }
   return "?";
 }

@@ -12,7 +12,9 @@
 
 namespace tls {
 
-enum class DType { f32, f64, i32 };
+// bf16 is a storage type only (kernels/bf16.h): Ops::copy converts it to and from float32 and
+// copy_rows moves it; no arithmetic op takes it.
+enum class DType { f32, f64, i32, bf16 };
 enum class Device { cpu, cuda };
 
 size_t dtype_size(DType dtype);
@@ -31,6 +33,14 @@ constexpr DType dtype_of<double>() {
 template <>
 constexpr DType dtype_of<int32_t>() {
   return DType::i32;
+}
+// One bfloat16 element: the high 16 bits of a float32.
+struct bfloat16 {
+  uint16_t bits;
+};
+template <>
+constexpr DType dtype_of<bfloat16>() {
+  return DType::bf16;
 }
 
 // A block of bytes on one device, freed by the deleter given at creation.

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/error.h"
+#include "layers/activation_storage.h"
 
 namespace tls {
 namespace {
@@ -22,6 +23,20 @@ TransformerLSModel::TransformerLSModel(Ops& ops, const ModelConfig& cfg, DType d
   layers = std::vector<TransformerLayer>(static_cast<size_t>(cfg.n_layer));
   for (int64_t l = 0; l < cfg.n_layer; ++l)
     layers[static_cast<size_t>(l)].init(ops, l, cfg, dtype, topo_);
+}
+
+DType TransformerLSModel::activation_storage() const {
+  if (storage_set_) return storage_;
+  return dtype_ == DType::f32 && ops_.gemm_inputs() == GemmInputs::bf16 ? DType::bf16 : dtype_;
+}
+
+void TransformerLSModel::set_activation_storage(DType storage) {
+  if (storage != dtype_ && !(storage == DType::bf16 && dtype_ == DType::f32))
+    throw Error(std::string("model: activations of a ") + dtype_name(dtype_) +
+                " model cannot be stored in " + dtype_name(storage) +
+                " (bfloat16 storage is for float32 models)");
+  storage_ = storage;
+  storage_set_ = true;
 }
 
 std::vector<Parameter*> TransformerLSModel::parameters() {
@@ -96,6 +111,7 @@ double TransformerLSModel::forward(const Tensor& tokens, const Tensor& targets, 
                                    ModelSaved& sv, const PassContext& global_ctx) {
   const int64_t B = tokens.dim(0), T = tokens.dim(1), d = cfg_.d_model, M = local_mem();
   const PassContext ctx = with_layout(global_ctx, B);
+  const DType storage = activation_storage();
   if (T != local_tokens())
     throw Error("model: block slice of " + std::to_string(T) + " tokens, but this rank holds " +
                 std::to_string(local_tokens()) + " (--tokens-per-sample " +
@@ -128,9 +144,13 @@ double TransformerLSModel::forward(const Tensor& tokens, const Tensor& targets, 
     }
     Tensor out;
     layers[l].forward(ops_, h, cache, sv.pos, out, sv.layers[l], ctx);
+    // The layer is done: its saved tensors go to the storage dtype (the next cache stays as
+    // it is, float32 for the next block).
+    store_as(ops_, stored_activations(sv.layers[l]), storage, {next});
     cache = next;
     h = out;
   }
+  if (!sv.layers.empty()) sv.embedded = sv.layers[0].x;
   if (ctx.training && ctx.emb_dropout > 0) ctx.drop(ops_, h, ctx.emb_dropout, kFinalDropoutId, T);
   sv.final_hidden = h;
 
@@ -139,6 +159,7 @@ double TransformerLSModel::forward(const Tensor& tokens, const Tensor& targets, 
   ops_.add_bias(logits, out_bias.value);
   sv.logprobs = ops_.empty(logits.shape(), dtype_);
   ops_.log_softmax_forward(sv.logprobs, logits);
+  store_as(ops_, {&sv.final_hidden}, storage);
   Tensor losses = ops_.empty({B, T}, dtype_);
   ops_.nll_forward(losses, sv.logprobs, targets);
   std::vector<double> t = ops_.to_host(targets);
@@ -154,15 +175,21 @@ void TransformerLSModel::backward(const ModelSaved& sv, double loss_scale,
   Tensor dh = ops_.zeros({B, T, d}, dtype_);
   {  // dlogits is freed before the layers' backward
     Tensor dlogits = ops_.zeros(sv.logprobs.shape(), dtype_);
+    const std::vector<Tensor*> hidden = widen_to_float32(ops_, {&sv.final_hidden});
     ops_.log_softmax_nll_backward(dlogits, sv.logprobs, sv.targets, loss_scale);
     ops_.sum_rows(dlogits, out_bias.grad);
     ops_.gemm(true, false, 1.0, dlogits, sv.final_hidden, 1.0, in_emb.grad);
+    store_as(ops_, hidden, DType::bf16);
     ops_.gemm(false, false, 1.0, dlogits, in_emb.value, 0.0, dh);
   }
   if (ctx.training && ctx.emb_dropout > 0) ctx.drop(ops_, dh, ctx.emb_dropout, kFinalDropoutId, T);
   for (size_t l = layers.size(); l-- > 0;) {
     Tensor dx = ops_.zeros({B, T, d}, dtype_);
+    // This layer's activations in float32 while its backward runs, then stored again (exactly:
+    // they hold bfloat16 values).
+    const std::vector<Tensor*> widened = widen_to_float32(ops_, stored_activations(sv.layers[l]));
     layers[l].backward(ops_, dh, sv.pos, sv.layers[l], dx, ctx);
+    store_as(ops_, widened, DType::bf16);
     dh = dx;
     if (layer_done) layer_done(l);
   }

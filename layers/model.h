@@ -24,12 +24,15 @@ struct ModelState {
   std::vector<Tensor> caches;
 };
 
+// Under --precision bf16 the layers' activations and final_hidden are kept in bfloat16
+// (layers/activation_storage.h); the backward widens one layer's to float32 while it runs and
+// stores them again, so they are mutable: after the backward they are as the forward left them.
 struct ModelSaved {
   Tensor tokens, targets;  // int32 [B, T]
-  Tensor embedded;         // h after the embedding dropout
-  std::vector<TransformerLayerSaved> layers;
-  Tensor final_hidden;  // the last layer's output after drop_emb
-  Tensor logprobs;      // [B, T, V]
+  Tensor embedded;         // h after the embedding dropout (in the activations' storage dtype)
+  mutable std::vector<TransformerLayerSaved> layers;
+  mutable Tensor final_hidden;  // the last layer's output after drop_emb
+  Tensor logprobs;              // [B, T, V]
   PositionTables pos;
   int64_t n_targets = 0;  // targets >= 0 (the loss's denominator)
 };
@@ -44,6 +47,12 @@ class TransformerLSModel {
 
   const ModelConfig& config() const { return cfg_; }
   DType dtype() const { return dtype_; }
+  // The dtype the forward keeps activations in for the backward: bfloat16 when float32 GEMMs
+  // take bf16 operands (--precision bf16), else the model's dtype.
+  DType activation_storage() const;
+  // Chooses it instead (the model's dtype, or bfloat16 for a float32 model); tests use it to
+  // tell the storage's rounding from the GEMMs'.
+  void set_activation_storage(DType storage);
   const Topology& topology() const { return topo_; }
   Ops& ops() const { return ops_; }
   int64_t local_tokens() const { return cfg_.tokens_per_sample / topo_.layout.sp; }
@@ -81,6 +90,8 @@ class TransformerLSModel {
   DType dtype_;
   Topology topo_;
   ParameterList params_;  // in_emb and out_bias
+  bool storage_set_ = false;
+  DType storage_ = DType::f32;
 };
 
 }  // namespace tls

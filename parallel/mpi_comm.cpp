@@ -15,6 +15,8 @@ MPI_Datatype mpi_type(DType dtype) {
       return MPI_DOUBLE;
     case DType::i32:
       return MPI_INT;
+    case DType::bf16:  // moved, never reduced (a storage type)
+      return MPI_UINT16_T;
   }
   return MPI_BYTE;
 }

@@ -140,7 +140,9 @@ int run_train(const RunOptions& o) {
       std::to_string(model.parameter_count()) + " parameters; " + o.device + " " + o.precision +
       (ops.gemm_inputs() == GemmInputs::exact
            ? ""
-           : std::string(" (") + to_string(ops.gemm_inputs()) + " GEMM operands)") +
+           : std::string(" (") + to_string(ops.gemm_inputs()) + " GEMM operands" +
+                 (model.activation_storage() == DType::bf16 ? "; bfloat16 saved activations" : "") +
+                 ")") +
       (o.device == "cpu" ? "; " + cpu::blas_core_description() : std::string()));
 
   int64_t saved_at = trainer.update();

@@ -1,4 +1,5 @@
-// Memory ops of the CPU backend: allocation, fill, dtype-converting copy (dst[i] = T_dst(src[i])),
+// Memory ops of the CPU backend: allocation, fill, dtype-converting copy (dst[i] = T_dst(src[i]);
+// bfloat16 to and from float32 only, rounded as kernels/bf16.h says),
 // row-block copies between 3-D tensors [B, N, cols] (dst[b, d0 + i, :] = / += src[b, s0 + i, :])
 // and host transfers through double. Also make_cpu_ops(), the factory of the CPU Ops.
 #include <malloc.h>
@@ -6,7 +7,9 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
+#include "kernels/bf16.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/dispatch.h"
 
@@ -17,7 +20,7 @@ using cpu::fail;
 
 namespace {
 
-// Calls f(T{}) for any element type, int32 included.
+// Calls f(T{}) for any element type, int32 and bfloat16 included.
 template <class F>
 void dispatch_any(const char* op, DType dtype, F&& f) {
   switch (dtype) {
@@ -30,8 +33,24 @@ void dispatch_any(const char* op, DType dtype, F&& f) {
     case DType::i32:
       f(int32_t{});
       return;
+    case DType::bf16:
+      f(bfloat16{});
+      return;
   }
   fail(op, "unknown dtype");
+}
+
+// T_dst(v), bfloat16 going through float32.
+template <class D, class S>
+D convert(S v) {
+  if constexpr (std::is_same_v<D, S>)
+    return v;
+  else if constexpr (std::is_same_v<D, bfloat16>)
+    return to_bf16(static_cast<float>(v));
+  else if constexpr (std::is_same_v<S, bfloat16>)
+    return static_cast<D>(from_bf16(v));
+  else
+    return static_cast<D>(v);
 }
 
 // Checks the arguments of copy_rows / add_rows.
@@ -101,7 +120,7 @@ void CpuOps::fill(Tensor& x, double value) {
   dispatch_any("fill", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* p = x.data<T>();
-    const T v = static_cast<T>(value);
+    const T v = convert<T>(value);
     const int64_t n = x.numel();
 #pragma omp parallel for if (n >= cpu::kParallelMin)
     for (int64_t i = 0; i < n; ++i) p[i] = v;
@@ -126,6 +145,10 @@ void CpuOps::copy(Tensor& dst, const Tensor& src) {
       in_byte_slices(bytes, [&](size_t off, size_t n) { std::memcpy(d + off, from + off, n); });
     return;
   }
+  if ((dst.dtype() == DType::bf16 && src.dtype() != DType::f32) ||
+      (src.dtype() == DType::bf16 && dst.dtype() != DType::f32))
+    fail("copy", "bfloat16 converts to and from float32 only: " + cpu::describe("dst", dst) +
+                     " vs " + cpu::describe("src", src));
   dispatch_any("copy", dst.dtype(), [&](auto dtag) {
     using D = decltype(dtag);
     dispatch_any("copy", src.dtype(), [&](auto stag) {
@@ -134,7 +157,7 @@ void CpuOps::copy(Tensor& dst, const Tensor& src) {
       const S* s = src.data<S>();
       const int64_t n = dst.numel();
 #pragma omp parallel for if (n >= cpu::kParallelMin)
-      for (int64_t i = 0; i < n; ++i) d[i] = static_cast<D>(s[i]);
+      for (int64_t i = 0; i < n; ++i) d[i] = convert<D>(s[i]);
     });
   });
 }
@@ -177,7 +200,7 @@ std::vector<double> CpuOps::to_host(const Tensor& x) {
   dispatch_any("to_host", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* p = x.data<T>();
-    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<double>(p[i]);
+    for (size_t i = 0; i < out.size(); ++i) out[i] = convert<double>(p[i]);
   });
   return out;
 }
@@ -189,7 +212,7 @@ void CpuOps::from_host(Tensor& x, const std::vector<double>& values) {
   dispatch_any("from_host", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* p = x.data<T>();
-    for (size_t i = 0; i < values.size(); ++i) p[i] = static_cast<T>(values[i]);
+    for (size_t i = 0; i < values.size(); ++i) p[i] = convert<T>(values[i]);
   });
 }
 

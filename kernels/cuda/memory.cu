@@ -1,10 +1,16 @@
 // Memory ops of the CUDA backend: allocation (stream-ordered, see runtime.cpp), fill,
 // dtype-converting copy dst[i] = T_dst(src[i]), row-block copies between 3-D tensors
 // [B, N, cols] (dst[b, d0 + i, :] = / += src[b, s0 + i, :]) and host transfers, which convert
-// through double on the host exactly as the CPU backend does.
+// through double on the host exactly as the CPU backend does. bfloat16 converts to and from
+// float32 only, on the device with __float2bfloat16_rn (round to nearest even, as kernels/bf16.h
+// does on the host).
+#include <cuda_bf16.h>
+
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
+#include "kernels/bf16.h"
 #include "kernels/cuda/common.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/device_util.cuh"
@@ -27,8 +33,27 @@ void dispatch_any(const char* op, DType dtype, F&& f) {
     case DType::i32:
       f(int32_t{});
       return;
+    case DType::bf16:
+      f(bfloat16{});
+      return;
   }
   fail(op, "unknown dtype");
+}
+
+// Host-side T(v) and double(v), bfloat16 through float32 (kernels/bf16.h).
+template <class T>
+T from_double(double v) {
+  if constexpr (std::is_same_v<T, bfloat16>)
+    return to_bf16(static_cast<float>(v));
+  else
+    return static_cast<T>(v);
+}
+template <class T>
+double to_double(T v) {
+  if constexpr (std::is_same_v<T, bfloat16>)
+    return from_bf16(v);
+  else
+    return static_cast<double>(v);
 }
 
 template <class T>
@@ -39,6 +64,14 @@ __global__ void fill_kernel(T* x, int64_t n, T v) {
 template <class D, class S>
 __global__ void convert_kernel(D* dst, const S* src, int64_t n) {
   TLS_GRID_LOOP(i, n) dst[i] = static_cast<D>(src[i]);
+}
+
+__global__ void float_to_bf16_kernel(__nv_bfloat16* dst, const float* src, int64_t n) {
+  TLS_GRID_LOOP(i, n) dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+__global__ void bf16_to_float_kernel(float* dst, const __nv_bfloat16* src, int64_t n) {
+  TLS_GRID_LOOP(i, n) dst[i] = __bfloat162float(src[i]);
 }
 
 // dst[b, d0 + i, :] += src[b, s0 + i, :] over the flattened (b, i*cols + j) index.
@@ -101,8 +134,13 @@ void CudaOps::fill(Tensor& x, double value) {
     using T = decltype(tag);
     const int64_t n = x.numel();
     if (n == 0) return;
-    fill_kernel<T><<<cuda::blocks_for(n), cuda::kThreads, 0, stream_>>>(x.data<T>(), n,
-                                                                        static_cast<T>(value));
+    if constexpr (std::is_same_v<T, bfloat16>) {
+      fill_kernel<uint16_t><<<cuda::blocks_for(n), cuda::kThreads, 0, stream_>>>(
+          static_cast<uint16_t*>(x.raw()), n, to_bf16(static_cast<float>(value)).bits);
+    } else {
+      fill_kernel<T><<<cuda::blocks_for(n), cuda::kThreads, 0, stream_>>>(x.data<T>(), n,
+                                                                          static_cast<T>(value));
+    }
     TLS_CUDA_LAUNCHED("fill_kernel");
   });
 }
@@ -127,14 +165,31 @@ void CudaOps::copy(Tensor& dst, const Tensor& src) {
           cudaMemcpyAsync(dst.raw(), src.raw(), dst.bytes(), cudaMemcpyDeviceToDevice, stream_));
     return;
   }
+  const int64_t n = dst.numel();
+  if (dst.dtype() == DType::bf16 && src.dtype() == DType::f32) {
+    float_to_bf16_kernel<<<cuda::blocks_for(n), cuda::kThreads, 0, stream_>>>(
+        static_cast<__nv_bfloat16*>(dst.raw()), src.data<float>(), n);
+    TLS_CUDA_LAUNCHED("float_to_bf16_kernel");
+    return;
+  }
+  if (dst.dtype() == DType::f32 && src.dtype() == DType::bf16) {
+    bf16_to_float_kernel<<<cuda::blocks_for(n), cuda::kThreads, 0, stream_>>>(
+        dst.data<float>(), static_cast<const __nv_bfloat16*>(src.raw()), n);
+    TLS_CUDA_LAUNCHED("bf16_to_float_kernel");
+    return;
+  }
+  if (dst.dtype() == DType::bf16 || src.dtype() == DType::bf16)
+    fail("copy", "bfloat16 converts to and from float32 only: " + cuda::describe("dst", dst) +
+                     " vs " + cuda::describe("src", src));
   dispatch_any("copy", dst.dtype(), [&](auto dtag) {
     using D = decltype(dtag);
     dispatch_any("copy", src.dtype(), [&](auto stag) {
       using S = decltype(stag);
-      const int64_t n = dst.numel();
-      convert_kernel<D, S>
-          <<<cuda::blocks_for(n), cuda::kThreads, 0, stream_>>>(dst.data<D>(), src.data<S>(), n);
-      TLS_CUDA_LAUNCHED("convert_kernel");
+      if constexpr (!std::is_same_v<D, bfloat16> && !std::is_same_v<S, bfloat16>) {  // above
+        convert_kernel<D, S>
+            <<<cuda::blocks_for(n), cuda::kThreads, 0, stream_>>>(dst.data<D>(), src.data<S>(), n);
+        TLS_CUDA_LAUNCHED("convert_kernel");
+      }
     });
   });
 }
@@ -199,7 +254,7 @@ std::vector<double> CudaOps::to_host(const Tensor& x) {
       TLS_CUDA_CHECK(
           cudaMemcpyAsync(buf.data(), x.raw(), x.bytes(), cudaMemcpyDeviceToHost, stream_));
     TLS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<double>(buf[i]);
+    for (size_t i = 0; i < out.size(); ++i) out[i] = to_double(buf[i]);
   });
   return out;
 }
@@ -212,7 +267,7 @@ void CudaOps::from_host(Tensor& x, const std::vector<double>& values) {
   dispatch_any("from_host", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     std::vector<T> buf(values.size());
-    for (size_t i = 0; i < values.size(); ++i) buf[i] = static_cast<T>(values[i]);
+    for (size_t i = 0; i < values.size(); ++i) buf[i] = from_double<T>(values[i]);
     if (!buf.empty())
       TLS_CUDA_CHECK(
           cudaMemcpyAsync(x.raw(), buf.data(), x.bytes(), cudaMemcpyHostToDevice, stream_));

@@ -38,6 +38,8 @@ ncclDataType_t nccl_type(DType dtype) {
       return ncclFloat64;
     case DType::i32:
       return ncclInt32;
+    case DType::bf16:  // a storage type for saved activations, which never travel
+      throw Error("NcclComm: bfloat16 tensors are not communicated");
   }
   return ncclFloat32;
 }

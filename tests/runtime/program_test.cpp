@@ -189,8 +189,10 @@ TEST_F(Program, Bf16TrainsAndItsCheckpointResumesInFloat32) {
   ProcessResult r = run_command("mpirun -n 2 " + tls_dist_binary() + train +
                                 " --sp 2 --precision bf16 --max-update 30");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("cpu bf16 (bf16 GEMM operands)"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("(bf16 GEMM operands); OpenBLAS "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("cpu bf16 (bf16 GEMM operands; bfloat16 saved activations)"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("bfloat16 saved activations); OpenBLAS "), std::string::npos) << r.output;
   const std::vector<double> loss = logged(read_file(dir + "/metrics.jsonl"), "loss", false);
   ASSERT_EQ(loss.size(), 30u);
   for (double l : loss) ASSERT_TRUE(std::isfinite(l));

@@ -38,6 +38,9 @@ struct GoldenTolerance {
 // What the golden tests ask of each element type, on every backend.
 inline constexpr GoldenTolerance kGoldenFloat64{1e-9, 1e-8};
 inline constexpr GoldenTolerance kGoldenFloat32{2e-4, 1e-3};
+// --precision bf16: float32 tensors, GEMM operands rounded to bfloat16 and the backward's saved
+// activations stored in bfloat16 (tests/layers/bf16_activations_test.cpp says why these bounds).
+inline constexpr GoldenTolerance kGoldenBf16{0x1p-5, 0x1p-4};
 
 // Runs the golden file's model on ops in dtype, every block in order with the caches carried
 // (evaluation: no dropout), and checks each block's loss, log-probabilities, caches and
