@@ -7,6 +7,7 @@
 #include "parallel/device_topology.h"
 #include "parallel/mpi_comm.h"
 #include "runtime/option_table.h"
+#include "runtime/placement_check.h"
 
 namespace tls {
 
@@ -52,6 +53,7 @@ std::unique_ptr<Ops> make_backend(const RunOptions& o) {
 }
 
 Topology make_run_topology(const RunOptions& o) {
+  warn_about_placement();
   Topology topo = make_mpi_topology(o.tp, o.sp);
   if (o.device == "cpu") return topo;
   const int count = cuda_device_count();
