@@ -1,7 +1,6 @@
 #include "runtime/placement_check.h"
 
 #include <mpi.h>
-#include <omp.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -20,11 +19,11 @@ namespace {
 constexpr int kMaskBytes = CPU_SETSIZE / 8;
 
 // This rank as the node's first rank receives it: world rank, threads, then the mask's bytes.
-std::vector<uint8_t> this_rank() {
+std::vector<uint8_t> this_rank(int threads) {
   std::vector<uint8_t> record(8 + kMaskBytes, 0);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  const int32_t fields[2] = {rank, omp_get_max_threads()};
+  const int32_t fields[2] = {rank, threads};
   std::copy(reinterpret_cast<const uint8_t*>(fields), reinterpret_cast<const uint8_t*>(fields) + 8,
             record.begin());
   cpu_set_t mask;
@@ -50,13 +49,13 @@ RankPlacement from_record(const uint8_t* record) {
 
 }  // namespace
 
-void warn_about_placement() {
+void warn_about_placement(int threads) {
   MPI_Comm node;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
   int node_rank = 0, node_size = 1;
   MPI_Comm_rank(node, &node_rank);
   MPI_Comm_size(node, &node_size);
-  const std::vector<uint8_t> mine = this_rank();
+  const std::vector<uint8_t> mine = this_rank(threads);
   const int bytes = static_cast<int>(mine.size());
   std::vector<uint8_t> all(node_rank == 0 ? static_cast<size_t>(bytes) * node_size : 0);
   MPI_Gather(mine.data(), bytes, MPI_BYTE, all.data(), bytes, MPI_BYTE, 0, node);

@@ -4,8 +4,9 @@
 
 namespace tls {
 
-// Collective over MPI_COMM_WORLD: each node's ranks gather their affinity masks and thread
-// counts on the node's first rank, which prints placement_warning's line to stderr if any.
-void warn_about_placement();
+// Collective over MPI_COMM_WORLD: each node's ranks gather their affinity masks and `threads`
+// (the compute threads each will run) on the node's first rank, which prints
+// placement_warning's line to stderr if any.
+void warn_about_placement(int threads);
 
 }  // namespace tls

@@ -1,6 +1,7 @@
 #include "runtime/run_setup.h"
 
 #include <mpi.h>
+#include <omp.h>
 
 #include "kernels/device.h"
 #include "kernels/error.h"
@@ -53,7 +54,9 @@ std::unique_ptr<Ops> make_backend(const RunOptions& o) {
 }
 
 Topology make_run_topology(const RunOptions& o) {
-  warn_about_placement();
+  // On the CPU every rank computes with its OpenMP threads; a CUDA rank's host thread only drives
+  // its GPU.
+  warn_about_placement(o.device == "cpu" ? omp_get_max_threads() : 1);
   Topology topo = make_mpi_topology(o.tp, o.sp);
   if (o.device == "cpu") return topo;
   const int count = cuda_device_count();
