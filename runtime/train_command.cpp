@@ -23,6 +23,7 @@
 #include "runtime/commands.h"
 #include "runtime/run_setup.h"
 #include "runtime/signals.h"
+#include "runtime/stall_watchdog.h"
 #include "training/evaluator.h"
 #include "training/metrics_log.h"
 
@@ -163,9 +164,14 @@ int run_train(const RunOptions& o) {
     saving_best = best;
     if (best) best_valid_loss = valid_loss;
   };
+  // A lost peer ends this rank instead of leaving it in a collective forever (the launcher then
+  // ends the job); validation and the test split are not timed.
+  StallWatchdog watchdog(topo.world_rank, o.stall_timeout);
   auto validate = [&] {
     if (o.valid_data.empty()) return;
+    watchdog.pause();
     const EvalResult r = evaluate(model, o.valid_data, o.valid_max_bytes);
+    watchdog.resume();
     log.valid(trainer.update(), r.loss(), r.count);
     valid_loss = r.loss();
     validated_at = trainer.update();
@@ -180,6 +186,7 @@ int run_train(const RunOptions& o) {
   int64_t bad_steps = 0;
   while (trainer.update() < o.max_update) {
     const StepMetrics m = trainer.train_step();
+    watchdog.beat();
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double eta =
@@ -214,10 +221,13 @@ int run_train(const RunOptions& o) {
       return 0;
     }
   }
+  // The last save may take long on a slow file system; nothing after the loop is timed.
+  watchdog.pause();
   if (o.validate_interval == 0) validate();
   if (saved_at != trainer.update() || is_new_best()) save(is_new_best());
   report(saver.wait());
   if (!o.test_data.empty()) {
+    watchdog.pause();
     const EvalResult r = evaluate(model, o.test_data);
     log.note("test | loss " + std::to_string(r.loss()) + " | bpc " + std::to_string(r.bpc()) +
              " | tokens " + std::to_string(r.count));

@@ -638,81 +638,91 @@ int64_t last_step(const std::string& metrics) {
   return step;
 }
 
-// A node dies in mid-training: SIGKILL to every rank on n2 (what a crashed node or an OOM kill
-// looks like to the rest of the job). launch/slurm/train.sbatch runs srun with
-// --kill-on-bad-exit=1, so Slurm ends the step's other tasks at once instead of leaving n1's
-// ranks blocked in a collective with peers that are gone; the job fails (non-zero exit) within
-// 30 s and its last checkpoint, written before the kill, loads.
-TEST_F(TwoNodeSlurm, ANodeThatDiesEndsTheJobWithin30SecondsAndTheLastCheckpointLoads) {
+// A node fails in mid-training, two ways. (1) It dies: SIGKILL to every rank on n2 (a crash, an
+// OOM kill). Slurm sees the tasks die and launch/slurm/train.sbatch's srun --kill-on-bad-exit=1
+// ends the step's other tasks at once. (2) It freezes: SIGSTOP to n2's ranks (a hung node, a
+// stuck file system). Nothing dies, so neither Slurm nor Open MPI notices, and n1's ranks would
+// wait in a collective forever; their stall watchdog (--stall-timeout) ends them, and
+// --kill-on-bad-exit then the rest. Either way the job fails (non-zero) within 30 s, and its last
+// checkpoint, written before the failure, loads.
+TEST_F(TwoNodeSlurm, ANodeThatDiesOrFreezesEndsTheJobWithin30SecondsAndTheLastCheckpointLoads) {
   // The training script itself, its ranks through a wrapper that records their pids and gives
   // each node its own shared-memory folder (both nodes have this machine's host name).
-  const std::string pids = dir_ + "/pids", wrapper = dir_ + "/rank.sh";
-  fs::create_directories(pids);
-  write_file(wrapper, "#!/bin/bash\necho $$ > " + pids +
-                          "/$SLURMD_NODENAME.$SLURM_PROCID\n"
-                          "export OMPI_MCA_btl_vader_backing_directory=" +
-                          dir_ + "/shm-$SLURMD_NODENAME\nexec " + quote(tls_dist_binary()) +
-                          " \"$@\"\n");
+  const std::string wrapper = dir_ + "/rank.sh";
+  write_file(wrapper,
+             "#!/bin/bash\necho $$ > $TLS_PIDS/$SLURMD_NODENAME.$SLURM_PROCID\n"
+             "export OMPI_MCA_btl_vader_backing_directory=" +
+                 dir_ + "/shm-$SLURMD_NODENAME\nexec " + quote(tls_dist_binary()) + " \"$@\"\n");
   fs::permissions(wrapper, fs::perms::owner_all);
-  ProcessResult submit = Client(
-      "OMPI_MCA_mpi_yield_when_idle=1 OMPI_MCA_btl_vader_single_copy_mechanism=none TLS_DIST=" +
-          quote(wrapper) + " sbatch --parsable -N 2 --ntasks-per-node=2 " +
-          quote(source_path("launch/slurm/train.sbatch")) + " --config " +
-          quote(source_path("launch/tiny_demo.ini")) +
-          " --tp 2 --sp 2 --max-update 100000 --validate-interval 0 --log-interval 1"
-          " --save-interval 5 --train-data " +
-          quote(corpus()) + " --save-dir " + quote(run_dir()),
-      30);
-  const std::string id = job_id(submit.output);
-  ASSERT_EQ(submit.exit_code, 0) << submit.output << Diagnostics();
-  ASSERT_FALSE(id.empty()) << submit.output;
-  // Mid-training, past a checkpoint: the 5-update checkpoint is durable and named by
-  // checkpoint_last.h5, and training has gone on.
-  const std::string metrics = run_dir() + "/metrics.jsonl";
-  const bool trained = wait_until(90, [&] {
-    return fs::exists(run_dir() + "/checkpoint_last.h5") && last_step(read_file(metrics)) >= 7;
-  });
-  ASSERT_TRUE(trained) << job_output(id) << Diagnostics();
-  const std::vector<RankProcess> ranks = rank_processes(pids);
-  ASSERT_EQ(ranks.size(), 4u) << job_output(id);
-  const auto killed = Clock::now();
-  for (const RankProcess& r : ranks)
-    if (r.node == "n2") {
-      ASSERT_EQ(kill(r.pid, SIGKILL), 0) << "rank pid " << r.pid;
-    }
-
-  std::string state;
-  auto ended = [&] {
-    state = Client("scontrol show job " + id, 10).output;
-    if (state.find("JobState=RUNNING") != std::string::npos ||
-        state.find("JobState=COMPLETING") != std::string::npos)
-      return false;
-    for (const RankProcess& r : ranks)
-      if (kill(r.pid, 0) == 0) return false;
-    return true;
-  };
-  const bool over = wait_until(60, ended);
-  const double seconds = std::chrono::duration<double>(Clock::now() - killed).count();
-  const std::string out = job_output(id);
-  std::cout << "[slurm] the job ended " << seconds << " s after n2's ranks were killed\n";
-  ASSERT_TRUE(over) << "the job still runs 60 s after n2's ranks died\n"
-                    << state << "\n--- job output:\n"
-                    << out << Diagnostics();
-  EXPECT_LE(seconds, 30.0) << state << "\n--- job output:\n" << out;
-  EXPECT_NE(state.find("JobState=FAILED"), std::string::npos) << state << out;
-  EXPECT_EQ(state.find("ExitCode=0:0"), std::string::npos) << state << out;
-
-  // The last checkpoint is whole: inspect reads it and eval runs the model it holds.
-  ProcessResult inspect =
-      run_command(tls_dist_binary() + " inspect " + run_dir() + "/checkpoint_last.h5", 60);
-  EXPECT_EQ(inspect.exit_code, 0) << inspect.output;
   const std::string valid = dir_ + "/valid.txt";
   write_file(valid, read_file(corpus()).substr(0, 4000));
-  ProcessResult eval = run_command(
-      tls_dist_binary() + " eval --checkpoint " + run_dir() + "/checkpoint_last.h5 --data " + valid,
-      60);
-  EXPECT_EQ(eval.exit_code, 0) << eval.output;
-  EXPECT_TRUE(std::regex_search(eval.output, std::regex("bpc [0-9.]+"))) << eval.output;
+
+  for (const bool frozen : {false, true}) {
+    SCOPED_TRACE(frozen ? "n2's ranks stopped" : "n2's ranks killed");
+    const std::string run = dir_ + (frozen ? "/frozen" : "/killed"), pids = run + ".pids";
+    fs::create_directories(pids);
+    ProcessResult submit = Client(
+        "OMPI_MCA_mpi_yield_when_idle=1 OMPI_MCA_btl_vader_single_copy_mechanism=none TLS_PIDS=" +
+            quote(pids) + " TLS_DIST=" + quote(wrapper) + " sbatch --parsable -N 2 " +
+            "--ntasks-per-node=2 " + quote(source_path("launch/slurm/train.sbatch")) +
+            " --config " + quote(source_path("launch/tiny_demo.ini")) +
+            " --tp 2 --sp 2 --max-update 100000 --validate-interval 0 --log-interval 1"
+            " --save-interval 5 --stall-timeout 10 --train-data " +
+            quote(corpus()) + " --save-dir " + quote(run),
+        30);
+    const std::string id = job_id(submit.output);
+    ASSERT_EQ(submit.exit_code, 0) << submit.output << Diagnostics();
+    ASSERT_FALSE(id.empty()) << submit.output;
+    // Mid-training, past a checkpoint: the 5-update checkpoint is durable and named by
+    // checkpoint_last.h5, and training has gone on.
+    const bool trained = wait_until(90, [&] {
+      return fs::exists(run + "/checkpoint_last.h5") &&
+             last_step(read_file(run + "/metrics.jsonl")) >= 7;
+    });
+    ASSERT_TRUE(trained) << job_output(id) << Diagnostics();
+    const std::vector<RankProcess> ranks = rank_processes(pids);
+    ASSERT_EQ(ranks.size(), 4u) << job_output(id);
+    const auto killed = Clock::now();
+    for (const RankProcess& r : ranks)
+      if (r.node == "n2") {
+        EXPECT_EQ(kill(r.pid, frozen ? SIGSTOP : SIGKILL), 0) << "rank pid " << r.pid;
+      }
+
+    std::string state;
+    auto ended = [&] {
+      state = Client("scontrol show job " + id, 10).output;
+      if (state.find("JobState=RUNNING") != std::string::npos ||
+          state.find("JobState=COMPLETING") != std::string::npos)
+        return false;
+      for (const RankProcess& r : ranks)
+        if (kill(r.pid, 0) == 0) return false;
+      return true;
+    };
+    const bool over = wait_until(60, ended);
+    const double seconds = std::chrono::duration<double>(Clock::now() - killed).count();
+    const std::string out = job_output(id);
+    std::cout << "[slurm] n2's ranks " << (frozen ? "stopped" : "killed") << ": the job ended "
+              << seconds << " s later\n";
+    ASSERT_TRUE(over) << "the job still runs 60 s after n2 died\n"
+                      << state << "\n--- job output:\n"
+                      << out << Diagnostics();
+    EXPECT_LE(seconds, 30.0) << state << "\n--- job output:\n" << out;
+    EXPECT_NE(state.find("JobState=FAILED"), std::string::npos) << state << out;
+    EXPECT_EQ(state.find("ExitCode=0:0"), std::string::npos) << state << out;
+    if (frozen) {
+      EXPECT_NE(out.find("no update finished in 10 s (--stall-timeout)"), std::string::npos) << out;
+    }
+
+    // The last checkpoint is whole: inspect reads it and eval runs the model it holds.
+    ProcessResult inspect =
+        run_command(tls_dist_binary() + " inspect " + run + "/checkpoint_last.h5", 60);
+    EXPECT_EQ(inspect.exit_code, 0) << inspect.output;
+    ProcessResult eval = run_command(
+        tls_dist_binary() + " eval --checkpoint " + run + "/checkpoint_last.h5 --data " + valid,
+        60);
+    EXPECT_EQ(eval.exit_code, 0) << eval.output;
+    EXPECT_TRUE(std::regex_search(eval.output, std::regex("bpc [0-9.]+"))) << eval.output;
+  }
 }
 
 }  // namespace
