@@ -153,10 +153,16 @@ int run_train(const RunOptions& o) {
                   ? " (the best so far: validation loss " + std::to_string(best_valid_loss) + ")"
                   : std::string()));
   };
+  // A lost peer ends this rank instead of leaving it in a collective forever (the launcher then
+  // ends the job). Waits for a save to be durable, validation and the test split are not timed:
+  // their length depends on the file system and the data, not on the peers.
+  StallWatchdog watchdog(topo.world_rank, o.stall_timeout);
   // Starts saving this update's state (after the save in flight); `best` also names it
   // checkpoint_best.h5.
   auto save = [&](bool best) {
+    watchdog.pause();
     report(saver.wait());
+    watchdog.resume();
     CheckpointContents c = contents();
     if (validated_at == trainer.update()) c.valid_loss = valid_loss;
     saver.start(o.save_dir, o.keep_last, c, ops, best);
@@ -164,9 +170,6 @@ int run_train(const RunOptions& o) {
     saving_best = best;
     if (best) best_valid_loss = valid_loss;
   };
-  // A lost peer ends this rank instead of leaving it in a collective forever (the launcher then
-  // ends the job); validation and the test split are not timed.
-  StallWatchdog watchdog(topo.world_rank, o.stall_timeout);
   auto validate = [&] {
     if (o.valid_data.empty()) return;
     watchdog.pause();
@@ -197,6 +200,7 @@ int run_train(const RunOptions& o) {
                " has a non-finite loss or gradient; skipped (" + std::to_string(bad_steps) +
                " in a row)");
       if (bad_steps >= o.max_bad_steps) {
+        watchdog.pause();
         save(false);  // skipped updates left the weights untouched: this is the last good state
         report(saver.wait());
         throw CollectiveError(
@@ -214,6 +218,7 @@ int run_train(const RunOptions& o) {
     else
       report(saver.poll());
     if (stop_requested(*topo.world)) {
+      watchdog.pause();
       if (saved_at != trainer.update()) save(false);
       report(saver.wait());
       log.note("stopping on signal " + std::to_string(stop_signal()) + " at update " +
@@ -221,13 +226,11 @@ int run_train(const RunOptions& o) {
       return 0;
     }
   }
-  // The last save may take long on a slow file system; nothing after the loop is timed.
   watchdog.pause();
   if (o.validate_interval == 0) validate();
   if (saved_at != trainer.update() || is_new_best()) save(is_new_best());
   report(saver.wait());
   if (!o.test_data.empty()) {
-    watchdog.pause();
     const EvalResult r = evaluate(model, o.test_data);
     log.note("test | loss " + std::to_string(r.loss()) + " | bpc " + std::to_string(r.bpc()) +
              " | tokens " + std::to_string(r.count));
