@@ -1,10 +1,12 @@
 #include "layers/chunk_attention_ring.h"
 
+#include <algorithm>
 #include <limits>
 #include <memory>
 #include <utility>
 #include <vector>
 
+#include "kernels/error.h"
 #include "parallel/traffic.h"
 
 namespace tls {
@@ -50,20 +52,12 @@ SlotGroup like(Ops& ops, const SlotGroup& g, bool zeroed) {
   return out;
 }
 
-// The shape under which the queries attend to the part of `owner` that holds `part`: the query
-// chunks shifted by the part's first global chunk. False when no query sees any of its slots
-// (query chunk g_q sees the chunks g < g_q).
-bool part_shape(const AttentionShape& s, const SlotLayout& slots, int sp, int owner, int part,
-                AttentionShape& shifted) {
+// The global chunk where owner's part starts.
+int64_t part_first_chunk(const AttentionShape& s, const SlotLayout& slots, int sp, int owner,
+                         int part) {
   const int64_t r = s.chunk_rank;
   const int64_t cache_chunks = slots.cache_slots / r, block_chunks = slots.block_slots / r;
-  const int64_t first =
-      part == kCache ? owner * cache_chunks : sp * cache_chunks + owner * block_chunks;
-  const int64_t last_query_chunk = s.first_query_chunk + s.tokens / s.chunk_size - 1;
-  if (part_slots(slots, part) == 0 || first >= last_query_chunk) return false;
-  shifted = s;
-  shifted.first_query_chunk -= first;
-  return true;
+  return part == kCache ? owner * cache_chunks : sp * cache_chunks + owner * block_chunks;
 }
 
 // Sends `send` to rank `to` and receives `recv` from rank `from`, keys on message tag `tag` and
@@ -90,47 +84,114 @@ void wait_all(std::vector<std::unique_ptr<Request>>& requests) {
 
 }  // namespace
 
+ChunkPositions table_positions(const Tensor& pos, Tensor* dpos) {
+  ChunkPositions p;
+  p.n_pos = pos.dim(0);
+  p.rows = [pos](Ops& ops, int64_t first, int64_t count) {
+    Tensor rows = ops.empty({count, pos.dim(1)}, pos.dtype());
+    Tensor rows3 = rows.view({1, count, pos.dim(1)});
+    ops.copy_rows(rows3, 0, pos.view({1, pos.dim(0), pos.dim(1)}), first, count);
+    return rows;
+  };
+  p.backward = [dpos](Ops& ops, int64_t first, const Tensor& drows) {
+    if (!dpos) throw Error("chunk positions: no gradient table");
+    Tensor d3 = dpos->view({1, dpos->dim(0), dpos->dim(1)});
+    ops.add_rows(d3, first, drows.view({1, drows.dim(0), drows.dim(1)}), 0, drows.dim(0));
+  };
+  return p;
+}
+
+bool chunk_call(const AttentionShape& s, int64_t first_chunk, int64_t part_slots, int64_t n_pos,
+                ChunkCall& call) {
+  const int64_t r = s.chunk_rank;
+  // The query chunks q0 .. q1 - 1 and the part's chunks 0 .. p1 - 1 in the part's frame; query
+  // chunk g_q sees the chunks g < g_q.
+  const int64_t q0 = s.first_query_chunk - first_chunk, q1 = q0 + s.tokens / s.chunk_size;
+  const int64_t p1 = part_slots / r;
+  if (part_slots == 0 || q1 - 1 <= 0) return false;
+  // A part wholly before the queries is seen whole by each of them, and still is with the
+  // queries moved down to its end; ids g_q r - 1 - j then start at 0 instead of shift r.
+  const int64_t shift = std::max<int64_t>(0, q0 - p1);
+  call.shape = s;
+  call.shape.first_query_chunk = q0 - shift;
+  const int64_t id_max = (q1 - 1) * r - 1;  // the last query chunk against slot 0
+  // The kernel reads row min(id - pos_first, pos_count - 1): P[min(id, n_pos - 1)] as long as the
+  // rows end at min(id_max, n_pos - 1), or are that one row when every id is clamped to it.
+  call.pos_first = std::min(shift * r, n_pos - 1);
+  call.pos_count = std::min(id_max, n_pos - 1) - call.pos_first + 1;
+  return true;
+}
+
+namespace {
+
+// One call of the forward: out, lse (overwritten) for the queries against `keys`, `values`, a part
+// starting at global chunk first_chunk. False (nothing written) when no query sees a slot.
+bool attend_part(Ops& ops, Tensor& out, Tensor& lse, const Tensor& q, const Tensor& keys,
+                 const Tensor& values, const ChunkPositions& pos, const AttentionShape& s,
+                 int64_t first_chunk) {
+  ChunkCall call;
+  if (!chunk_call(s, first_chunk, keys.dim(1), pos.n_pos, call)) return false;
+  const Tensor rows = pos.rows(ops, call.pos_first, call.pos_count);
+  ops.chunk_attention_forward(out, lse, q, keys, values, rows, call.shape);
+  return true;
+}
+
+// Its backward: dq, dkeys, dvalues and P's rows accumulate.
+void attend_part_backward(Ops& ops, Tensor& dq, Tensor& dkeys, Tensor& dvalues, const Tensor& dout,
+                          const Tensor& lse, const Tensor& delta, const Tensor& q,
+                          const Tensor& keys, const Tensor& values, const ChunkPositions& pos,
+                          const AttentionShape& s, int64_t first_chunk) {
+  ChunkCall call;
+  if (!chunk_call(s, first_chunk, keys.dim(1), pos.n_pos, call)) return;
+  const Tensor rows = pos.rows(ops, call.pos_first, call.pos_count);
+  Tensor drows = ops.zeros(rows.shape(), rows.dtype());
+  ops.chunk_attention_backward(dq, dkeys, dvalues, drows, dout, lse, delta, q, keys, values, rows,
+                               call.shape);
+  pos.backward(ops, call.pos_first, drows);
+}
+
+}  // namespace
+
 void chunk_attention_ring_forward(Ops& ops, const Topology& topo, Tensor& out, Tensor& lse,
                                   const Tensor& q, const Tensor& khat_local,
-                                  const Tensor& vhat_local, const Tensor& pos,
+                                  const Tensor& vhat_local, const ChunkPositions& pos,
                                   const AttentionShape& s, const SlotLayout& slots, int tag) {
   Comm& comm = *topo.sp;
   const int n = comm.size(), rank = comm.rank();
-  if (n == 1) {
-    ops.chunk_attention_forward(out, lse, q, khat_local, vhat_local, pos, s);
-    return;
-  }
-  const int next = (rank + 1) % n, prev = (rank + n - 1) % n;
-  SlotGroup current = split_own(ops, khat_local, vhat_local, slots), arriving;
-  Tensor part_out = ops.empty(out.shape(), out.dtype()),
-         part_lse = ops.empty(lse.shape(), lse.dtype());
-  Tensor merged_out = ops.empty(out.shape(), out.dtype());
-  Tensor merged_lse = ops.empty(lse.shape(), lse.dtype());
   bool any = false;
-  std::vector<std::unique_ptr<Request>> requests;
-  for (int step = 0; step < n; ++step) {
-    // The next group travels while this one is attended to.
-    if (step + 1 < n) {
-      arriving = like(ops, current, false);
-      exchange(comm, current, arriving, next, prev, 2 * tag, requests);
-    }
-    const int owner = (rank - step + n) % n;
-    for (int p : {kCache, kBlock}) {
-      AttentionShape shifted;
-      if (!part_shape(s, slots, n, owner, p, shifted)) continue;
-      if (!any) {
-        ops.chunk_attention_forward(out, lse, q, current.keys[p], current.values[p], pos, shifted);
-        any = true;
-        continue;
+  if (n == 1) {
+    any = attend_part(ops, out, lse, q, khat_local, vhat_local, pos, s, 0);
+  } else {
+    const int next = (rank + 1) % n, prev = (rank + n - 1) % n;
+    SlotGroup current = split_own(ops, khat_local, vhat_local, slots), arriving;
+    Tensor part_out = ops.empty(out.shape(), out.dtype()),
+           part_lse = ops.empty(lse.shape(), lse.dtype());
+    Tensor merged_out = ops.empty(out.shape(), out.dtype());
+    Tensor merged_lse = ops.empty(lse.shape(), lse.dtype());
+    std::vector<std::unique_ptr<Request>> requests;
+    for (int step = 0; step < n; ++step) {
+      // The next group travels while this one is attended to.
+      if (step + 1 < n) {
+        arriving = like(ops, current, false);
+        exchange(comm, current, arriving, next, prev, 2 * tag, requests);
       }
-      ops.chunk_attention_forward(part_out, part_lse, q, current.keys[p], current.values[p], pos,
-                                  shifted);
-      ops.attention_merge(merged_out, merged_lse, out, lse, part_out, part_lse, s);
-      std::swap(out, merged_out);
-      std::swap(lse, merged_lse);
+      const int owner = (rank - step + n) % n;
+      for (int p : {kCache, kBlock}) {
+        const int64_t first = part_first_chunk(s, slots, n, owner, p);
+        if (!any) {
+          any = attend_part(ops, out, lse, q, current.keys[p], current.values[p], pos, s, first);
+          continue;
+        }
+        if (!attend_part(ops, part_out, part_lse, q, current.keys[p], current.values[p], pos, s,
+                         first))
+          continue;
+        ops.attention_merge(merged_out, merged_lse, out, lse, part_out, part_lse, s);
+        std::swap(out, merged_out);
+        std::swap(lse, merged_lse);
+      }
+      wait_all(requests);
+      if (step + 1 < n) current = std::move(arriving);
     }
-    wait_all(requests);
-    if (step + 1 < n) current = std::move(arriving);
   }
   if (!any) {  // no query sees a slot: the kernels' convention for an empty part
     ops.fill(out, 0.0);
@@ -139,16 +200,15 @@ void chunk_attention_ring_forward(Ops& ops, const Topology& topo, Tensor& out, T
 }
 
 void chunk_attention_ring_backward(Ops& ops, const Topology& topo, Tensor& dq, Tensor& dkhat_local,
-                                   Tensor& dvhat_local, Tensor& dpos, const Tensor& dout,
-                                   const Tensor& lse, const Tensor& delta, const Tensor& q,
-                                   const Tensor& khat_local, const Tensor& vhat_local,
-                                   const Tensor& pos, const AttentionShape& s,
-                                   const SlotLayout& slots, int tag) {
+                                   Tensor& dvhat_local, const Tensor& dout, const Tensor& lse,
+                                   const Tensor& delta, const Tensor& q, const Tensor& khat_local,
+                                   const Tensor& vhat_local, const ChunkPositions& pos,
+                                   const AttentionShape& s, const SlotLayout& slots, int tag) {
   Comm& comm = *topo.sp;
   const int n = comm.size(), rank = comm.rank();
   if (n == 1) {
-    ops.chunk_attention_backward(dq, dkhat_local, dvhat_local, dpos, dout, lse, delta, q,
-                                 khat_local, vhat_local, pos, s);
+    attend_part_backward(ops, dq, dkhat_local, dvhat_local, dout, lse, delta, q, khat_local,
+                         vhat_local, pos, s, 0);
     return;
   }
   const int next = (rank + 1) % n, prev = (rank + n - 1) % n;
@@ -165,12 +225,10 @@ void chunk_attention_ring_backward(Ops& ops, const Topology& topo, Tensor& dq, T
     }
     const int owner = (rank - step + n) % n;
     SlotGroup mine = like(ops, current, true);
-    for (int p : {kCache, kBlock}) {
-      AttentionShape shifted;
-      if (!part_shape(s, slots, n, owner, p, shifted)) continue;
-      ops.chunk_attention_backward(dq, mine.keys[p], mine.values[p], dpos, dout, lse, delta, q,
-                                   current.keys[p], current.values[p], pos, shifted);
-    }
+    for (int p : {kCache, kBlock})
+      attend_part_backward(ops, dq, mine.keys[p], mine.values[p], dout, lse, delta, q,
+                           current.keys[p], current.values[p], pos, s,
+                           part_first_chunk(s, slots, n, owner, p));
     if (step > 0) {
       wait_all(grad_requests);  // grad_in has arrived and grad_out has left
       for (int p : {kCache, kBlock}) {

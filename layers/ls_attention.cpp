@@ -167,7 +167,7 @@ void LSAttention::forward_slots(Ops& ops, const RowsOf& rows, int64_t T, std::ve
   dual_ln_dproj.forward(ops, slots.vhat_raw, slots.vhat, slots.vhat_ln);
   slots.in_flight = true;
   r_net.forward(ops, pos.window, slots.rel_window);
-  r_net_chunk.forward(ops, pos.chunk, slots.rel_chunk);
+  slots.chunk_ids = pos.chunk_ids;
 }
 
 void LSAttention::forward_piece(Ops& ops, const Tensor& h_ext, const Piece& piece, int64_t tokens,
@@ -187,7 +187,6 @@ LSAttentionSlotGrads LSAttention::zero_slot_grads(Ops& ops, const LSAttentionSav
   LSAttentionSlotGrads g;
   g.dkhat = ops.zeros(slots.khat.shape(), dt);
   g.dvhat = ops.zeros(slots.vhat.shape(), dt);
-  g.drel_chunk = ops.zeros(slots.rel_chunk.shape(), dt);
   g.drel_window = ops.zeros(slots.rel_window.shape(), dt);
   return g;
 }
@@ -231,12 +230,11 @@ void LSAttention::backward_slots(Ops& ops, const RowsOf& rows, int64_t T, const 
   if (!grads.dhalo_keys.defined())
     throw Error("attention pieces: backward_slots before the piece at row 0");
   Tensor none;
-  r_net_chunk.backward(ops, grads.drel_chunk, pos.chunk, none);
   r_net.backward(ops, grads.drel_window, pos.window, none);
 
   // This rank's slots' summed gradient, then LN_dproj.
   const Tensor dkhat_local = grads.dkhat, dvhat_local = grads.dvhat;
-  grads.dkhat = grads.dvhat = grads.drel_chunk = grads.drel_window = Tensor();
+  grads.dkhat = grads.dvhat = grads.drel_window = Tensor();
   Tensor dkhat_raw = ops.zeros(slots.khat_raw.shape(), dt);
   Tensor dvhat_raw = ops.zeros(slots.vhat_raw.shape(), dt);
   dual_ln_dproj.backward(ops, dkhat_local, slots.khat_raw, slots.khat_ln, dkhat_raw);

@@ -45,7 +45,10 @@ namespace tls {
 // Positional tables shared by every layer of one pass (computed once by the model).
 struct PositionTables {
   Tensor window;  // [w, d]: PE(min(delta, clamp_len)) for delta = 0..w-1 (dropout applied)
-  Tensor chunk;   // [n_pos, d]: PE(min(id, cpos_clamp_len)) for id = 0..n_pos-1
+  // Ids of the compressed part's positional table P[id] = r_net_chunk(PE(id)), id < n_pos:
+  // (T + M) / c r, or cpos_clamp_len + 1 when that is fewer (a larger id reads row n_pos - 1).
+  // Its rows are made per kernel call (chunk_attention_ring.h), never as a whole table.
+  int64_t chunk_ids = 0;
 };
 
 // Rows [t0, t0 + n) of the block. A piece is chunk-aligned and starts at row 0 or at least w
@@ -76,7 +79,8 @@ struct LSAttentionSlots {
   Tensor khat_raw, vhat_raw;            // [B, local slots, dl] before LN_dproj
   LayerNormSaved khat_ln, vhat_ln;
   Tensor khat, vhat;              // [B, local slots, dl]: this slice's slots after LN_dproj
-  Tensor rel_window, rel_chunk;   // r_net(PE window), r_net_chunk(PE chunk)
+  Tensor rel_window;              // r_net(PE window)
+  int64_t chunk_ids = 0;          // PositionTables::chunk_ids
   Tensor cache_tail;              // [B, w, d]: C_{M-w..M-1} (last sp rank only)
   Tensor halo_keys, halo_values;  // [B, w, dl]: raw keys and values of the w rows before
                                   // the slice (the previous slice's tail or the cache's)
@@ -95,7 +99,7 @@ struct LSAttentionSaved {
 // The gradients the pieces accumulate for the slots, consumed by backward_slots.
 struct LSAttentionSlotGrads {
   Tensor dkhat, dvhat;  // this slice's slots, summed over every rank's queries
-  Tensor drel_chunk, drel_window;
+  Tensor drel_window;
   // Set by the piece at row 0, which also starts the halo exchange back.
   Tensor dhalo_keys, dhalo_values, dtail_keys, dtail_values;
   HaloExchange halo;
@@ -207,6 +211,9 @@ class LSAttention {
                        const LSAttentionSlots& slots, int64_t t0, const AttentionShape& s,
                        LSAttentionSlotGrads& grads, Tensor& dq, Tensor& dkeys, Tensor& dvalues);
 
+  // The compressed part's positional rows P[id] = r_net_chunk(PE(id)), ids < n_pos, made per
+  // kernel call; with `gradients` their backward accumulates into its parameters' gradients.
+  ChunkPositions chunk_positions(int64_t n_pos, Linear* gradients) const;
   // One call's geometry: local batch, block slice and cache slice lengths.
   AttentionShape shape(int64_t batch, int64_t tokens, int64_t mem) const;
   // A piece's geometry (checked): its queries are h_ext's rows past first_row(t0).

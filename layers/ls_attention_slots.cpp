@@ -2,6 +2,7 @@
 // the rows' projections, the block's and the cache's compression into slots, the cache tail's
 // projection (slice 0's halo), and a piece's attention up to proj_out.
 #include <cmath>
+#include <vector>
 
 #include "layers/chunk_attention_ring.h"
 #include "layers/ls_attention.h"
@@ -132,6 +133,33 @@ void LSAttention::project_tail_backward(Ops& ops, const LSAttentionSlots& slots,
     ops.add_rows(dcache_partial, dcache_partial.dim(1) - w, dtail, 0, w);
 }
 
+ChunkPositions LSAttention::chunk_positions(int64_t n_pos, Linear* gradients) const {
+  const Linear* net = &r_net_chunk;
+  const int64_t d = cfg_.d_model;
+  // PE(first .. first + count - 1), full d (r_net_chunk takes this rank's heads' columns).
+  auto encodings = [net, d](Ops& ops, int64_t first, int64_t count) {
+    std::vector<double> ids(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i)
+      ids[static_cast<size_t>(i)] = static_cast<double>(first + i);
+    Tensor pe = ops.empty({count, d}, net->weight.value.dtype());
+    ops.sinusoid_forward(pe, ids);
+    return pe;
+  };
+  ChunkPositions p;
+  p.n_pos = n_pos;
+  p.rows = [net, encodings](Ops& ops, int64_t first, int64_t count) {
+    Tensor rows;
+    net->forward(ops, encodings(ops, first, count), rows);
+    return rows;
+  };
+  if (gradients)
+    p.backward = [gradients, encodings](Ops& ops, int64_t first, const Tensor& drows) {
+      Tensor none;
+      gradients->backward(ops, drows, encodings(ops, first, drows.dim(0)), none);
+    };
+  return p;
+}
+
 void LSAttention::attend(Ops& ops, const Tensor& h_ext, int64_t t0, const LSAttentionSlots& slots,
                          const AttentionShape& s, PieceActivations& a,
                          LSAttentionSlots* in_flight) const {
@@ -169,7 +197,8 @@ void LSAttention::attend(Ops& ops, const Tensor& h_ext, int64_t t0, const LSAtte
   if (in_flight) in_flight->in_flight = false;
   Tensor out_chunk = ops.empty({B, n, dl}, dt), lse_chunk = ops.empty({B, s.n_head, n}, dt);
   chunk_attention_ring_forward(ops, *topo_, out_chunk, lse_chunk, a.q, slots.khat, slots.vhat,
-                               slots.rel_chunk, s, slot_layout(slots), tag_ + 2);
+                               chunk_positions(slots.chunk_ids, nullptr), s, slot_layout(slots),
+                               tag_ + 2);
   a.attn = ops.empty({B, n, dl}, dt);
   a.lse = ops.empty({B, s.n_head, n}, dt);
   ops.attention_merge(a.attn, a.lse, out_chunk, lse_chunk, out_win, lse_win, s);
@@ -187,9 +216,9 @@ void LSAttention::attend_backward(Ops& ops, const Tensor& dout, const PieceActiv
   ops.attention_delta(delta, dattn, a.attn, s);
   dq = ops.zeros({B, n, dl}, dt);
   // This rank's slots' gradient comes home round the ring, summed over every rank's queries.
-  chunk_attention_ring_backward(ops, *topo_, dq, grads.dkhat, grads.dvhat, grads.drel_chunk, dattn,
-                                a.lse, delta, a.q, slots.khat, slots.vhat, slots.rel_chunk, s,
-                                slot_layout(slots), tag_ + 3);
+  chunk_attention_ring_backward(
+      ops, *topo_, dq, grads.dkhat, grads.dvhat, dattn, a.lse, delta, a.q, slots.khat, slots.vhat,
+      chunk_positions(slots.chunk_ids, &r_net_chunk), s, slot_layout(slots), tag_ + 3);
   Tensor dkeys_win = ops.zeros({B, w + n, dl}, dt), dvalues_win = ops.zeros({B, w + n, dl}, dt);
   ops.window_attention_backward(dq, dkeys_win, dvalues_win, grads.drel_window, r_w_bias.grad,
                                 r_r_bias.grad, dattn, a.lse, delta, a.q, a.keys_win, a.values_win,

@@ -84,10 +84,7 @@ PositionTables TransformerLSModel::position_tables(const PassContext& ctx) const
   // Ids 0 .. S-1 cover every visible slot; with cpos_clamp_len only ids up to the clamp differ.
   int64_t n_pos = (tokens + mem) / cfg_.chunk_size * cfg_.chunk_rank;
   if (cfg_.cpos_clamp_len > 0) n_pos = std::min(n_pos, cfg_.cpos_clamp_len + 1);
-  std::vector<double> ids(static_cast<size_t>(n_pos));
-  for (int64_t i = 0; i < n_pos; ++i) ids[static_cast<size_t>(i)] = static_cast<double>(i);
-  pos.chunk = ops_.empty({n_pos, cfg_.d_model}, dtype_);
-  ops_.sinusoid_forward(pos.chunk, ids);
+  pos.chunk_ids = n_pos;
   return pos;
 }
 

@@ -3,8 +3,9 @@
 // (layers/chunk_attention_ring.h) against chunk_attention over every rank's slots gathered in
 // global order, computed by each rank for itself from values any rank can regenerate: forward
 // (out, lse) and backward (dq, dpos, and each owner's slot gradients summed over every rank's
-// queries), on every (tp, sp) layout of the world, float64 and float32, with the positional
-// table short enough that relative ids are clamped.
+// queries), on every (tp, sp) layout of the world, float64 and float32, with a positional table
+// short enough that relative ids are clamped and one that holds every id. The ring reads only the
+// rows each call spans (table_positions), the reference the whole table.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -124,63 +125,68 @@ TEST_P(ChunkAttentionRing, EqualsTheAttentionOverTheGatheredSlots) {
   const DType dt = GetParam();
   const double tol = dt == DType::f64 ? 1e-12 : 2e-5;
   auto ops = make_cpu_ops();
-  for (const Topology& topo : every_layout()) {
-    Geometry g;
-    g.sp = topo.layout.sp;
-    SCOPED_TRACE("tp " + std::to_string(topo.layout.tp) + " sp " + std::to_string(g.sp) +
-                 ", world rank " + std::to_string(topo.world_rank));
-    const int me = topo.sp_rank;
-    const int64_t T = g.tokens, dl = g.dl(), S = g.own_slots() * g.sp;
-    const SlotLayout layout{g.cache_slots(), g.block_slots()};
-    const Tensor pos = tensor_of(*ops, {g.n_pos, dl}, regenerable_values(g.n_pos * dl, 9, 0), dt);
-    const Tensor khat_all = tensor_of(*ops, {g.batch, S, dl}, gathered(g, 0), dt);
-    const Tensor vhat_all = tensor_of(*ops, {g.batch, S, dl}, gathered(g, 1), dt);
+  // Positional tables short enough that ids are clamped, and as long as the largest id.
+  for (const Topology& topo : every_layout())
+    for (const bool clamped : {true, false}) {
+      Geometry g;
+      g.sp = topo.layout.sp;
+      if (!clamped) g.n_pos = 2 * g.sp * g.tokens / g.chunk * g.rank;
+      SCOPED_TRACE("tp " + std::to_string(topo.layout.tp) + " sp " + std::to_string(g.sp) +
+                   ", world rank " + std::to_string(topo.world_rank) + ", n_pos " +
+                   std::to_string(g.n_pos));
+      const int me = topo.sp_rank;
+      const int64_t T = g.tokens, dl = g.dl(), S = g.own_slots() * g.sp;
+      const SlotLayout layout{g.cache_slots(), g.block_slots()};
+      const Tensor pos = tensor_of(*ops, {g.n_pos, dl}, regenerable_values(g.n_pos * dl, 9, 0), dt);
+      const Tensor khat_all = tensor_of(*ops, {g.batch, S, dl}, gathered(g, 0), dt);
+      const Tensor vhat_all = tensor_of(*ops, {g.batch, S, dl}, gathered(g, 1), dt);
 
-    // The reference for every owner's queries: forward, then the backward summed over owners.
-    Tensor dkhat_all = ops->zeros({g.batch, S, dl}, dt),
-           dvhat_all = ops->zeros({g.batch, S, dl}, dt);
-    Values out_ref, lse_ref, dq_ref, dpos_ref;
-    Tensor my_lse, my_delta;
-    for (int o = 0; o < g.sp; ++o) {
-      const AttentionShape s = g.shape(o);
-      const Tensor q = tensor_of(*ops, {g.batch, T, dl}, queries(g, o), dt);
-      const Tensor dout = tensor_of(*ops, {g.batch, T, dl}, out_grad(g, o), dt);
-      Tensor out = ops->empty({g.batch, T, dl}, dt), lse = ops->empty({g.batch, g.heads, T}, dt);
-      ops->chunk_attention_forward(out, lse, q, khat_all, vhat_all, pos, s);
-      Tensor delta = ops->empty({g.batch, g.heads, T}, dt);
-      ops->attention_delta(delta, dout, out, s);
-      Tensor dq = ops->zeros(q.shape(), dt), dpos = ops->zeros(pos.shape(), dt);
-      ops->chunk_attention_backward(dq, dkhat_all, dvhat_all, dpos, dout, lse, delta, q, khat_all,
-                                    vhat_all, pos, s);
-      if (o == me) {
-        out_ref = ops->to_host(out);
-        lse_ref = ops->to_host(lse);
-        dq_ref = ops->to_host(dq);
-        dpos_ref = ops->to_host(dpos);
-        my_lse = lse;
-        my_delta = delta;
+      // The reference for every owner's queries: forward, then the backward summed over owners.
+      Tensor dkhat_all = ops->zeros({g.batch, S, dl}, dt),
+             dvhat_all = ops->zeros({g.batch, S, dl}, dt);
+      Values out_ref, lse_ref, dq_ref, dpos_ref;
+      Tensor my_lse, my_delta;
+      for (int o = 0; o < g.sp; ++o) {
+        const AttentionShape s = g.shape(o);
+        const Tensor q = tensor_of(*ops, {g.batch, T, dl}, queries(g, o), dt);
+        const Tensor dout = tensor_of(*ops, {g.batch, T, dl}, out_grad(g, o), dt);
+        Tensor out = ops->empty({g.batch, T, dl}, dt), lse = ops->empty({g.batch, g.heads, T}, dt);
+        ops->chunk_attention_forward(out, lse, q, khat_all, vhat_all, pos, s);
+        Tensor delta = ops->empty({g.batch, g.heads, T}, dt);
+        ops->attention_delta(delta, dout, out, s);
+        Tensor dq = ops->zeros(q.shape(), dt), dpos = ops->zeros(pos.shape(), dt);
+        ops->chunk_attention_backward(dq, dkhat_all, dvhat_all, dpos, dout, lse, delta, q, khat_all,
+                                      vhat_all, pos, s);
+        if (o == me) {
+          out_ref = ops->to_host(out);
+          lse_ref = ops->to_host(lse);
+          dq_ref = ops->to_host(dq);
+          dpos_ref = ops->to_host(dpos);
+          my_lse = lse;
+          my_delta = delta;
+        }
       }
+
+      const AttentionShape s = g.shape(me);
+      const Tensor q = tensor_of(*ops, {g.batch, T, dl}, queries(g, me), dt);
+      const Tensor dout = tensor_of(*ops, {g.batch, T, dl}, out_grad(g, me), dt);
+      const Tensor khat = tensor_of(*ops, {g.batch, g.own_slots(), dl}, own_slots(g, me, 0), dt);
+      const Tensor vhat = tensor_of(*ops, {g.batch, g.own_slots(), dl}, own_slots(g, me, 1), dt);
+      Tensor out = ops->empty({g.batch, T, dl}, dt), lse = ops->empty({g.batch, g.heads, T}, dt);
+      chunk_attention_ring_forward(*ops, topo, out, lse, q, khat, vhat,
+                                   table_positions(pos, nullptr), s, layout, 2);
+      expect_close(ops->to_host(out), out_ref, tol, "out");
+      expect_close(ops->to_host(lse), lse_ref, tol, "lse");
+
+      Tensor dq = ops->zeros(q.shape(), dt), dpos = ops->zeros(pos.shape(), dt);
+      Tensor dkhat = ops->zeros(khat.shape(), dt), dvhat = ops->zeros(vhat.shape(), dt);
+      chunk_attention_ring_backward(*ops, topo, dq, dkhat, dvhat, dout, my_lse, my_delta, q, khat,
+                                    vhat, table_positions(pos, &dpos), s, layout, 3);
+      expect_close(ops->to_host(dq), dq_ref, tol, "dq");
+      expect_close(ops->to_host(dpos), dpos_ref, tol, "dpos");
+      expect_close(ops->to_host(dkhat), own_rows(g, ops->to_host(dkhat_all), me), tol, "dkhat");
+      expect_close(ops->to_host(dvhat), own_rows(g, ops->to_host(dvhat_all), me), tol, "dvhat");
     }
-
-    const AttentionShape s = g.shape(me);
-    const Tensor q = tensor_of(*ops, {g.batch, T, dl}, queries(g, me), dt);
-    const Tensor dout = tensor_of(*ops, {g.batch, T, dl}, out_grad(g, me), dt);
-    const Tensor khat = tensor_of(*ops, {g.batch, g.own_slots(), dl}, own_slots(g, me, 0), dt);
-    const Tensor vhat = tensor_of(*ops, {g.batch, g.own_slots(), dl}, own_slots(g, me, 1), dt);
-    Tensor out = ops->empty({g.batch, T, dl}, dt), lse = ops->empty({g.batch, g.heads, T}, dt);
-    chunk_attention_ring_forward(*ops, topo, out, lse, q, khat, vhat, pos, s, layout, 2);
-    expect_close(ops->to_host(out), out_ref, tol, "out");
-    expect_close(ops->to_host(lse), lse_ref, tol, "lse");
-
-    Tensor dq = ops->zeros(q.shape(), dt), dpos = ops->zeros(pos.shape(), dt);
-    Tensor dkhat = ops->zeros(khat.shape(), dt), dvhat = ops->zeros(vhat.shape(), dt);
-    chunk_attention_ring_backward(*ops, topo, dq, dkhat, dvhat, dpos, dout, my_lse, my_delta, q,
-                                  khat, vhat, pos, s, layout, 3);
-    expect_close(ops->to_host(dq), dq_ref, tol, "dq");
-    expect_close(ops->to_host(dpos), dpos_ref, tol, "dpos");
-    expect_close(ops->to_host(dkhat), own_rows(g, ops->to_host(dkhat_all), me), tol, "dkhat");
-    expect_close(ops->to_host(dvhat), own_rows(g, ops->to_host(dvhat_all), me), tol, "dvhat");
-  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, ChunkAttentionRing, ::testing::Values(DType::f64, DType::f32),
