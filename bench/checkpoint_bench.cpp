@@ -5,18 +5,26 @@
 //
 // Measured, each the best of --reps (after one untimed save: a run saves many times, and only its
 // first save allocates the host copy):
-//   write      the background write of a save: from start()'s return (the state copied to host
-//              memory) to the end of wait(): part files, checkpoint, checkpoint_last.h5, pruning,
-//              all fsynced;
+//   write      the background write of a save: from the first rank's return from start() (its
+//              state copied to host memory) to the last rank's end of wait(): part files,
+//              checkpoint, checkpoint_last.h5, all fsynced (the ranks' clocks are taken to be
+//              one: run it on one host);
 //   sync save  start() + wait(), what a save costs when training waits for it;
+//   prune      deleting the previous checkpoint and its parts (--keep-last 1), which the saves
+//              above leave to this separate, timed step: it is housekeeping after the save is
+//              complete (on a file system that discards freed blocks it takes about as long as
+//              the master file's write and both fsyncs together) and plain writes delete nothing;
 //   plain      every writing rank writes the same bytes it writes in the save with write() +
-//              fsync to a file of its own;
+//              fsync to a file of its own (created, as each part is);
 //   read       load_checkpoint of the whole state, each rank its blocks, checksums verified (may
 //              come from the page cache);
 //   blocked    a background save as training makes it: start(), then 20 ms "steps" (sleeps, then
 //              a barrier as a step's collectives would), each followed by poll(), until the save
 //              is complete; the time spent inside start() and the polls is what the training
-//              steps lose.
+//              steps lose (and, apart, the slowest rank's time inside start(): the host copy);
+// Before every timed step, sync() commits what the previous one left (dirty pages, deleted files'
+// freed blocks), so neither the plain write nor the save pays for the other's leftovers; plain
+// write and save alternate, so drift of the page cache hits both.
 // Prints a markdown table on rank 0 (--header: the heading lines too). Usage:
 //   mpiexec -n N checkpoint_bench [--dir D] [--layers L] [--d-model D] [--d-inner F]
 //                                 [--mem-len M] [--reps R] [--header]
@@ -46,9 +54,10 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Seconds taken by f() on the slowest rank (barrier before and after).
+// Seconds taken by f() on the slowest rank (sync() and a barrier before, a barrier after).
 template <class F>
 double timed(const Topology& t, F f) {
+  ::sync();
   t.world->barrier();
   const double start = now();
   f();
@@ -56,13 +65,19 @@ double timed(const Topology& t, F f) {
   return t.world->allreduce_max(now() - start);
 }
 
-// Writes the tensors' bytes to `path` with write(), then fsync().
-void plain_write(const std::string& path, const std::vector<const Tensor*>& tensors) {
+// A run of bytes a rank writes.
+struct Span {
+  const char* data = nullptr;
+  size_t bytes = 0;
+};
+
+// Writes the spans to `path` with write(), then fsync().
+void plain_write(const std::string& path, const std::vector<Span>& spans) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) throw Error("cannot create " + path);
-  for (const Tensor* x : tensors) {
-    const char* p = static_cast<const char*>(x->raw());
-    size_t left = x->bytes();
+  for (const Span& s : spans) {
+    const char* p = s.data;
+    size_t left = s.bytes;
     while (left > 0) {
       const ssize_t n = ::write(fd, p, left);
       if (n <= 0) throw Error("write to " + path + " failed");
@@ -123,7 +138,7 @@ int main(int argc, char** argv) {
     ModelState state = model.initial_state(1);
     CheckpointContents saved = checkpoint_contents(model, &optimizer, &state, 1, settings);
     double stored = 0, mine = 0;  // bytes in the checkpoint; bytes this rank writes
-    std::vector<const Tensor*> my_tensors;
+    std::vector<Span> my_spans;   // what this rank writes in a save, for the plain baseline
     for (size_t i = 0; i < saved.params.size(); ++i) {
       Parameter* p = saved.params[i];
       const double salt = 0.001 * static_cast<double>(p->name.size());
@@ -136,52 +151,70 @@ int main(int argc, char** argv) {
       if (t.writes_parameter(p->tp_sharded())) {
         mine += 3.0 * static_cast<double>(p->value.bytes());
         for (const Tensor* x : {&p->value, &optimizer.exp_avg()[i], &optimizer.exp_avg_sq()[i]})
-          my_tensors.push_back(x);
+          my_spans.push_back({static_cast<const char*>(x->raw()), x->bytes()});
       }
     }
     for (Tensor& cache : state.caches) {
       ops->fill(cache, 0.5);
       stored += static_cast<double>(cache.bytes()) * t.layout.dp * t.layout.sp;
-      if (t.tp_rank == 0) {
-        mine += static_cast<double>(cache.bytes());
-        my_tensors.push_back(&cache);
+      // Each tp rank writes its share of the memory rows (checkpoint_writer.cpp's copy_blocks).
+      const int64_t m = cache.dim(1), tp = t.layout.tp;
+      const int64_t lo = m * t.tp_rank / tp, hi = m * (t.tp_rank + 1) / tp;
+      const size_t row = static_cast<size_t>(cache.dim(2)) * dtype_size(cache.dtype());
+      for (int64_t b = 0; b < cache.dim(0); ++b) {
+        const char* first =
+            static_cast<const char*>(cache.raw()) + static_cast<size_t>(b * m + lo) * row;
+        my_spans.push_back({first, static_cast<size_t>(hi - lo) * row});
+        mine += static_cast<double>(hi - lo) * static_cast<double>(row);
       }
     }
     const std::string save_dir = dir + "/checkpoint_bench";
     const std::string plain = dir + "/checkpoint_bench_plain." + std::to_string(t.world_rank);
     double best_save = 1e30, best_write = 1e30, best_read = 1e30, best_plain = 1e30,
-           best_blocked = 1e30;
+           best_blocked = 1e30, best_prune = 1e30, best_in_start = 0;
     double background = 0;
     int polls = 0;
     BackgroundSaver saver(t);
     // A run saves many times: the first save allocates the host copy, later ones reuse it.
     saved.step = 0;
-    saver.start(save_dir, 1, saved, *ops);
+    saver.start(save_dir, 0, saved, *ops);
     saver.wait();
+    // Rank 0 deletes all but the newest checkpoint, as --keep-last 1 would after a save.
+    auto prune = [&] {
+      const double seconds = timed(t, [&] {
+        if (t.world_rank == 0) prune_checkpoints(save_dir, 1);
+      });
+      best_prune = std::min(best_prune, seconds);
+    };
     for (int r = 0; r < reps; ++r) {
-      best_plain = std::min(best_plain, timed(t, [&] { plain_write(plain, my_tensors); }));
+      best_plain = std::min(best_plain, timed(t, [&] { plain_write(plain, my_spans); }));
       std::filesystem::remove(plain);
       saved.step = 2 * r + 1;
-      double write = 0;
+      double first = 0, end = 0;
       best_save = std::min(best_save, timed(t, [&] {
-                             saver.start(save_dir, 1, saved, *ops);
-                             const double begin = now();
+                             saver.start(save_dir, 0, saved, *ops);
+                             first = now();
                              saver.wait();
-                             write = now() - begin;
+                             end = now();
                            }));
-      best_write = std::min(best_write, t.world->allreduce_max(write));
+      // From the first rank's start of writing to the last rank's end (one host: one clock).
+      best_write =
+          std::min(best_write, t.world->allreduce_max(end) + t.world->allreduce_max(-first));
+      prune();
       CheckpointContents into = checkpoint_contents(model, &optimizer, &state, 0, settings);
       best_read = std::min(best_read, timed(t, [&] {
                              load_checkpoint(last_checkpoint_path(save_dir), into, t, *ops);
                            }));
       // As the training loop saves: start, then a poll after every step.
       saved.step = 2 * r + 2;
+      ::sync();
       t.world->barrier();
       const double begin = now();
       double blocked = 0;
       double start = now();
-      saver.start(save_dir, 1, saved, *ops);
+      saver.start(save_dir, 0, saved, *ops);
       blocked += now() - start;
+      const double copying = t.world->allreduce_max(blocked);  // the host copy, mostly
       int n = 0;
       for (bool done = false; !done; ++n) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -191,15 +224,17 @@ int main(int argc, char** argv) {
         blocked += now() - start;
       }
       const double total = now() - begin;
-      saver.wait();  // rank 0 deletes what pruning removes once the save is complete
+      saver.wait();
       blocked = t.world->allreduce_max(blocked);
       if (blocked < best_blocked) {
         best_blocked = blocked;
+        best_in_start = copying;
         background = t.world->allreduce_max(total);
         polls = n;
       } else {
         t.world->allreduce_max(total);
       }
+      prune();
     }
     const double plain_bytes = t.world->allreduce_sum(mine);
     if (t.world_rank == 0) {
@@ -212,15 +247,19 @@ int main(int argc, char** argv) {
             static_cast<long long>(cfg.d_inner), static_cast<long long>(cfg.mem_len), reps);
         std::printf(
             "| ranks | layout | write (s) | write MB/s | plain write+fsync MB/s | write / plain | "
-            "read MB/s | blocked per save (s) | sync save (s) | blocked / sync save | save under "
-            "training (s, polls) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+            "read MB/s | blocked per save (s) | of it in start() (s) | sync save (s) | blocked / "
+            "sync save | save under "
+            "training (s, polls) | prune (s) "
+            "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
       }
       std::printf(
-          "| %d | tp %d dp %d | %.3f | %.0f | %.0f | **%.2f** | %.0f | %.3f | %.3f | **%.3f** | "
-          "%.2f, %d |",
+          "| %d | tp %d dp %d | %.3f | %.0f | %.0f | **%.2f** | %.0f | %.3f | %.3f | %.3f | "
+          "**%.3f** | "
+          "%.2f, %d | %.3f |",
           world, t.layout.tp, t.layout.dp, best_write, mb / best_write,
           plain_bytes / 1e6 / best_plain, (mb / best_write) / (plain_bytes / 1e6 / best_plain),
-          mb / best_read, best_blocked, best_save, best_blocked / best_save, background, polls);
+          mb / best_read, best_blocked, best_in_start, best_save, best_blocked / best_save,
+          background, polls, best_prune);
       std::printf("\n");
       std::fflush(stdout);
     }

@@ -9,11 +9,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <future>
 #include <map>
 #include <sstream>
 #include <thread>
 
+#include "checkpoint/chunk_checksums.h"
 #include "checkpoint/durable_files.h"
 #include "checkpoint/golden.h"
 #include "checkpoint/hdf5_writer.h"
@@ -149,7 +149,7 @@ HostBlock host_block(const std::string& dataset, const Hyperslab& slab, DType ty
       break;
     }
   }
-  if (b.data == nullptr) b.data.reset(new char[b.bytes + PartFileWriter::kSlackBytes]);
+  if (b.data == nullptr) b.data = snapshot_buffer(b.bytes + PartFileWriter::kSlackBytes);
   if (whole.device() == Device::cpu && whole.dtype() == type) {
     if (!part) {
       std::memcpy(b.data.get(), whole.raw(), b.bytes);
@@ -313,20 +313,16 @@ void write_part(const PendingSave& save) {
   const std::string path = save.part_path(save.world_rank);
   const std::string error = error_message_of([&] {
     PartFileWriter part(path);
-    // The next block's checksums are computed on another thread while this block is written.
-    auto checksums = [&](size_t i) {
-      const HostBlock& b = save.blocks[i];
-      return PartFileWriter::checksums(b.type, b.slab.count, b.data.get());
-    };
-    std::future<std::vector<uint32_t>> next = std::async(std::launch::async, checksums, 0);
+    std::vector<ChunkChecksums::Block> blocks;
+    for (const HostBlock& b : save.blocks) blocks.push_back({b.data.get(), b.type, b.slab.count});
+    ChunkChecksums sums(std::move(blocks));  // just ahead of the writes, on its own thread
     for (size_t i = 0; i < save.blocks.size(); ++i) {
-      std::vector<uint32_t> sums = next.get();
-      if (i + 1 < save.blocks.size()) next = std::async(std::launch::async, checksums, i + 1);
       if (i == save.blocks.size() / 2)
         abort_at("save", save.world_rank, "halfway through the save");
       maybe_inject_fault("save_block", save.world_rank);
       const HostBlock& b = save.blocks[i];
-      part.write(b.dataset, b.type, b.slab.count, b.data.get(), sums);
+      part.write(b.dataset, b.type, b.slab.count, b.data.get(),
+                 [&](size_t chunk) { return sums.get(i, chunk); });
     }
     part.close();
   });

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint_contents.h"
+#include "checkpoint/snapshot_buffer.h"
 #include "kernels/ops.h"
 
 namespace tls {
@@ -41,7 +42,7 @@ struct HostBlock {
   std::string dataset;
   Hyperslab slab;
   DType type = DType::f32;
-  std::unique_ptr<char[]> data;
+  SnapshotBuffer data;  // bytes + PartFileWriter::kSlackBytes
   size_t bytes = 0;
 };
 

@@ -1,11 +1,16 @@
 // HDF5 folds both sums to 16 bits every 360 words; a fold keeps the value modulo 65535 and keeps
 // it nonzero once it is nonzero. So each sum is its exact total modulo 65535, written as 65535
 // instead of 0 unless every word is zero. That lets the words be summed in blocks without the
-// running dependency of the textbook loop, which the compiler vectorises (AVX2 where the CPU has
-// it).
+// running dependency of the textbook loop: with AVX2, 16 words per instruction in 32-bit lanes
+// (about 3x the compiler-vectorised blocked loop on data in cache, checkpoint/README.md).
 #include "checkpoint/fletcher32.h"
 
+#include <algorithm>
 #include <cstring>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 namespace tls {
 namespace {
@@ -51,9 +56,47 @@ inline void add_words(const uint8_t* p, size_t words, Sums& s) {
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2"), optimize("O3"))) void add_words_avx2(const uint8_t* p, size_t words,
-                                                                    Sums& s) {
-  add_words(p, words, s);
+// 16 words per 32-byte vector, in 32-bit lanes (even words in one vector, odd in another).
+// Per lane, `a` sums the lane's words and `b` sums `a` after every vector, so over K vectors
+// b = sum_k (K - k) w_k; the weighted sum of the run is then 16 sum(b) - sum_l l a_l, l being the
+// word's place in its vector. K <= kVectors keeps b below 2^32 (256 * 257 / 2 * 65535).
+constexpr size_t kVectors = 256;
+
+__attribute__((target("avx2"))) void add_words_avx2(const uint8_t* p, size_t words, Sums& s) {
+  const __m256i swap = _mm256_setr_epi8(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14, 1, 0,
+                                        3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+  const __m256i low = _mm256_set1_epi32(0xffff);
+  size_t done = 0;
+  while (words - done >= 16) {
+    const size_t k = std::min(kVectors, (words - done) / 16);
+    __m256i a_even = _mm256_setzero_si256(), a_odd = a_even, b_even = a_even, b_odd = a_even;
+    const uint8_t* q = p + 2 * done;
+    for (size_t v = 0; v < k; ++v) {
+      const __m256i x = _mm256_shuffle_epi8(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * v)), swap);
+      a_even = _mm256_add_epi32(a_even, _mm256_and_si256(x, low));
+      a_odd = _mm256_add_epi32(a_odd, _mm256_srli_epi32(x, 16));
+      b_even = _mm256_add_epi32(b_even, a_even);
+      b_odd = _mm256_add_epi32(b_odd, a_odd);
+    }
+    alignas(32) uint32_t ae[8], ao[8], be[8], bo[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(ae), a_even);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(ao), a_odd);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(be), b_even);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(bo), b_odd);
+    uint64_t plain = 0, b = 0, lane_weighted = 0;
+    for (uint64_t m = 0; m < 8; ++m) {
+      plain += uint64_t{ae[m]} + ao[m];
+      b += uint64_t{be[m]} + bo[m];
+      lane_weighted += 2 * m * ae[m] + (2 * m + 1) * ao[m];
+    }
+    const uint64_t n = 16 * k;
+    s.nonzero = s.nonzero || plain != 0;
+    s.sum2 = (s.sum2 + (n % kModulus) * s.sum1 + (16 * b - lane_weighted) % kModulus) % kModulus;
+    s.sum1 = (s.sum1 + plain) % kModulus;
+    done += n;
+  }
+  add_words(p + 2 * done, words - done, s);  // the last < 16 words
 }
 #endif
 

@@ -117,28 +117,43 @@ std::vector<ChunkPlace> chunk_places(const std::vector<int64_t>& shape, size_t e
 
 }  // namespace
 
-std::vector<uint32_t> PartFileWriter::checksums(DType type, const std::vector<int64_t>& shape,
-                                                const char* data) {
+std::vector<PartFileWriter::Chunk> PartFileWriter::chunks(DType type,
+                                                          const std::vector<int64_t>& shape) {
   int64_t total = 1;
   for (int64_t d : shape) total *= d;
   if (shape.empty() || total == 0) return {};
   size_t chunk_bytes = 0;
+  std::vector<Chunk> out;
+  for (const ChunkPlace& c : chunk_places(shape, dtype_size(type), chunk_bytes))
+    out.push_back({c.at, c.bytes, chunk_bytes});
+  return out;
+}
+
+uint32_t PartFileWriter::chunk_checksum(const char* data, const Chunk& chunk) {
+  if (chunk.bytes == chunk.stored) return fletcher32(data + chunk.at, chunk.bytes);
+  std::vector<char> padded(chunk.stored, 0);  // an edge chunk is stored padded with zeros
+  std::memcpy(padded.data(), data + chunk.at, chunk.bytes);
+  return fletcher32(padded.data(), chunk.stored);
+}
+
+std::vector<uint32_t> PartFileWriter::checksums(DType type, const std::vector<int64_t>& shape,
+                                                const char* data) {
   std::vector<uint32_t> sums;
-  std::vector<char> padded;
-  for (const ChunkPlace& c : chunk_places(shape, dtype_size(type), chunk_bytes)) {
-    if (c.bytes == chunk_bytes) {
-      sums.push_back(fletcher32(data + c.at, chunk_bytes));
-    } else {  // an edge chunk is stored padded with zeros to the whole chunk
-      padded.assign(chunk_bytes, 0);
-      std::memcpy(padded.data(), data + c.at, c.bytes);
-      sums.push_back(fletcher32(padded.data(), chunk_bytes));
-    }
-  }
+  for (const Chunk& c : chunks(type, shape)) sums.push_back(chunk_checksum(data, c));
   return sums;
 }
 
 void PartFileWriter::write(const std::string& name, DType type, const std::vector<int64_t>& shape,
                            char* data, const std::vector<uint32_t>& sums) {
+  const size_t n = chunks(type, shape).size();
+  if (sums.size() != n)
+    throw Error("checkpoint part '" + path_ + "': write dataset '" + name + "': " +
+                std::to_string(sums.size()) + " checksums for " + std::to_string(n) + " chunks");
+  write(name, type, shape, data, [&](size_t i) { return sums[i]; });
+}
+
+void PartFileWriter::write(const std::string& name, DType type, const std::vector<int64_t>& shape,
+                           char* data, const std::function<uint32_t(size_t)>& sum_of) {
   QuietHdf5 quiet;
   const std::string what = "write dataset '" + name + "'";
   const size_t element = dtype_size(type);
@@ -172,10 +187,8 @@ void PartFileWriter::write(const std::string& name, DType type, const std::vecto
   }
   size_t chunk_bytes = 0;
   const std::vector<ChunkPlace> places = chunk_places(shape, element, chunk_bytes);
-  if (sums.size() != places.size())
-    throw Error("checkpoint part '" + path_ + "': " + what + ": " + std::to_string(sums.size()) +
-                " checksums for " + std::to_string(places.size()) + " chunks");
   for (size_t i = 0; i < places.size(); ++i) {
+    const uint32_t sum = sum_of(i);
     char* chunk_data = data + places[i].at;
     if (places[i].bytes < chunk_bytes) {
       chunk_.assign(chunk_bytes + 4, 0);
@@ -186,7 +199,7 @@ void PartFileWriter::write(const std::string& name, DType type, const std::vecto
     char* tail = chunk_data + chunk_bytes;
     char saved[4];
     std::memcpy(saved, tail, 4);
-    for (int b = 0; b < 4; ++b) tail[b] = static_cast<char>((sums[i] >> (8 * b)) & 0xff);
+    for (int b = 0; b < 4; ++b) tail[b] = static_cast<char>((sum >> (8 * b)) & 0xff);
     const herr_t status = H5Dwrite_chunk(dataset.get(), H5P_DEFAULT, 0, places[i].offset.data(),
                                          chunk_bytes + 4, chunk_data);
     std::memcpy(tail, saved, 4);

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,15 +28,28 @@ class PartFileWriter {
   PartFileWriter(const PartFileWriter&) = delete;
   PartFileWriter& operator=(const PartFileWriter&) = delete;
 
-  // The Fletcher32 checksum of each chunk of a block, in the order write() stores them; pure, so
-  // the next block's can be computed on another thread while this one's are written.
+  // A chunk of a block: `bytes` bytes of the data from byte `at`, stored as `stored` bytes (an
+  // edge chunk is padded with zeros to the whole chunk).
+  struct Chunk {
+    size_t at = 0, bytes = 0, stored = 0;
+  };
+  // The chunks of a block in the order write() stores them.
+  static std::vector<Chunk> chunks(DType type, const std::vector<int64_t>& shape);
+  // The Fletcher32 checksum of one chunk as stored; pure, so it can run on another thread while
+  // other chunks are written.
+  static uint32_t chunk_checksum(const char* data, const Chunk& chunk);
+  // Every chunk's checksum, in order.
   static std::vector<uint32_t> checksums(DType type, const std::vector<int64_t>& shape,
                                          const char* data);
-  // Dataset `name` of `shape` holding `data` (row-major, elements of `type`: f32 or f64) with
-  // its chunks' `sums`. The 4 bytes after each chunk take its checksum while it is written (then
-  // get their values back), so `data` must have kSlackBytes writable bytes after its end and no
-  // other thread may read it meanwhile.
+  // Dataset `name` of `shape` holding `data` (row-major, elements of `type`: f32 or f64);
+  // sum_of(i) gives the checksum of chunk i (asked in order, each once, just before the chunk is
+  // written). The 4 bytes after each chunk take its checksum while it is written (then get their
+  // values back), so `data` must have kSlackBytes writable bytes after its end and no other thread
+  // may read them meanwhile.
   static constexpr size_t kSlackBytes = 4;
+  void write(const std::string& name, DType type, const std::vector<int64_t>& shape, char* data,
+             const std::function<uint32_t(size_t)>& sum_of);
+  // The same with the checksums given.
   void write(const std::string& name, DType type, const std::vector<int64_t>& shape, char* data,
              const std::vector<uint32_t>& sums);
   // Flushes, closes and fsyncs the file: once this returns the part is durable.
