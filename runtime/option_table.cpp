@@ -145,6 +145,10 @@ std::vector<OptionRow> rows() {
        field<&R::valid_max_bytes>(0)},
       {"max-bad-steps", Group::training, kTrain, "consecutive non-finite steps before stopping",
        field<&R::max_bad_steps>(5), at_least(1)},
+      {"stall-timeout", Group::training, kTrain,
+       "end the job when no update finishes in S seconds, a peer rank being lost "
+       "(0: 20 x the slowest update, at least 300)",
+       field<&R::stall_timeout>(0.0), at_least(0)},
 
       {"save-dir", Group::checkpoints, kTrain, "checkpoints and metrics.jsonl",
        field<&R::save_dir>(), required_by(kTrain)},

@@ -42,6 +42,7 @@ struct RunOptions {
   int64_t valid_max_bytes = 0;    // 0: the whole validation file
   int keep_last = 3;
   int64_t max_bad_steps = 5;
+  double stall_timeout = 0;  // seconds without a finished update; 0: automatic (stall_watchdog.h)
 
   // Parallel layout and device.
   int tp = 1, sp = 1;

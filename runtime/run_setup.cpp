@@ -1,12 +1,14 @@
 #include "runtime/run_setup.h"
 
 #include <mpi.h>
+#include <omp.h>
 
 #include "kernels/device.h"
 #include "kernels/error.h"
 #include "parallel/device_topology.h"
 #include "parallel/mpi_comm.h"
 #include "runtime/option_table.h"
+#include "runtime/placement_check.h"
 
 namespace tls {
 
@@ -52,6 +54,9 @@ std::unique_ptr<Ops> make_backend(const RunOptions& o) {
 }
 
 Topology make_run_topology(const RunOptions& o) {
+  // On the CPU every rank computes with its OpenMP threads; a CUDA rank's host thread only drives
+  // its GPU.
+  warn_about_placement(o.device == "cpu" ? omp_get_max_threads() : 1);
   Topology topo = make_mpi_topology(o.tp, o.sp);
   if (o.device == "cpu") return topo;
   const int count = cuda_device_count();

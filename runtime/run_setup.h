@@ -21,7 +21,8 @@ GemmInputs gemm_inputs_of(const RunOptions& o);
 int local_rank();
 // The --device backend, its GEMMs set to gemm_inputs_of(o).
 std::unique_ptr<Ops> make_backend(const RunOptions& o);
-// The grid of --tp/--sp over MPI, with NCCL for the groups' device tensors under --device cuda.
+// The grid of --tp/--sp over MPI, with NCCL for the groups' device tensors under --device cuda;
+// first, each node's ranks check their CPU placement (runtime/placement_check.h).
 Topology make_run_topology(const RunOptions& o);
 
 // The sp layout of a run (docs/DESIGN.md section 3): --sp-layout, and by default (auto) zigzag

@@ -23,6 +23,7 @@
 #include "runtime/commands.h"
 #include "runtime/run_setup.h"
 #include "runtime/signals.h"
+#include "runtime/stall_watchdog.h"
 #include "training/evaluator.h"
 #include "training/metrics_log.h"
 
@@ -157,10 +158,16 @@ int run_train(const RunOptions& o) {
                   ? " (the best so far: validation loss " + std::to_string(best_valid_loss) + ")"
                   : std::string()));
   };
+  // A lost peer ends this rank instead of leaving it in a collective forever (the launcher then
+  // ends the job). Waits for a save to be durable, validation and the test split are not timed:
+  // their length depends on the file system and the data, not on the peers.
+  StallWatchdog watchdog(topo.world_rank, o.stall_timeout);
   // Starts saving this update's state (after the save in flight); `best` also names it
   // checkpoint_best.h5.
   auto save = [&](bool best) {
+    watchdog.pause();
     report(saver.wait());
+    watchdog.resume();
     CheckpointContents c = contents();
     if (validated_at == trainer.update()) c.valid_loss = valid_loss;
     saver.start(o.save_dir, o.keep_last, c, ops, best);
@@ -170,7 +177,9 @@ int run_train(const RunOptions& o) {
   };
   auto validate = [&] {
     if (o.valid_data.empty()) return;
+    watchdog.pause();
     const EvalResult r = evaluate(model, o.valid_data, o.valid_max_bytes);
+    watchdog.resume();
     log.valid(trainer.update(), r.loss(), r.count);
     valid_loss = r.loss();
     validated_at = trainer.update();
@@ -185,6 +194,7 @@ int run_train(const RunOptions& o) {
   int64_t bad_steps = 0;
   while (trainer.update() < o.max_update) {
     const StepMetrics m = trainer.train_step();
+    watchdog.beat();
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double eta =
@@ -195,6 +205,7 @@ int run_train(const RunOptions& o) {
                " has a non-finite loss or gradient; skipped (" + std::to_string(bad_steps) +
                " in a row)");
       if (bad_steps >= o.max_bad_steps) {
+        watchdog.pause();
         save(false);  // skipped updates left the weights untouched: this is the last good state
         report(saver.wait());
         throw CollectiveError(
@@ -212,6 +223,7 @@ int run_train(const RunOptions& o) {
     else
       report(saver.poll());
     if (stop_requested(*topo.world)) {
+      watchdog.pause();
       if (saved_at != trainer.update()) save(false);
       report(saver.wait());
       log.note("stopping on signal " + std::to_string(stop_signal()) + " at update " +
@@ -219,6 +231,7 @@ int run_train(const RunOptions& o) {
       return 0;
     }
   }
+  watchdog.pause();
   if (o.validate_interval == 0) validate();
   if (saved_at != trainer.update() || is_new_best()) save(is_new_best());
   report(saver.wait());

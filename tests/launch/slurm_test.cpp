@@ -538,5 +538,192 @@ TEST_F(TwoNodeSlurm, TpTimesSpAcrossTwoNodesTrainsAsOneProcessDoes) {
     EXPECT_NEAR(a[i], b[i], 1e-10 * std::abs(b[i])) << "update " << i + 1;
 }
 
+// Each update's loss after update `after`, in metrics.jsonl's order.
+std::vector<double> losses_after(const std::string& metrics, int64_t after) {
+  std::vector<double> out;
+  std::istringstream in(metrics);
+  std::smatch step, loss;
+  for (std::string line; std::getline(in, line);)
+    if (line.find("\"split\"") == std::string::npos &&
+        std::regex_search(line, step, std::regex("\"step\": ([0-9]+)")) &&
+        std::stoll(step[1].str()) > after &&
+        std::regex_search(line, loss, std::regex("\"loss\": ([-+0-9.eE]+)")))
+      out.push_back(std::stod(loss[1].str()));
+  return out;
+}
+
+// A job trained and saved across two nodes (tp 2 x sp 2) resumes on one node in another layout
+// (tp 1, sp 1, dp 2: every split of the saved tensors and caches changes) and trains on as one
+// process does from the same checkpoint, and as one process does that never stopped (float64).
+TEST_F(TwoNodeSlurm, ACheckpointOfTwoNodesResumesOnOneNodeInAnotherLayout) {
+  const std::string train =
+      " train --config " + quote(source_path("launch/tiny_demo.ini")) +
+      " --precision fp64 --log-interval 1 --validate-interval 0 --save-interval 0 --train-data " +
+      quote(corpus());
+  auto srun = [&](const std::string& nodes, const std::string& args) {
+    return Client(
+        "OMPI_MCA_mpi_yield_when_idle=1 OMPI_MCA_btl_vader_single_copy_mechanism=none srun " +
+            nodes + " --mpi=pmix --kill-on-bad-exit=1 bash -c " +
+            quote("echo \"[rank] $SLURM_PROCID on $SLURMD_NODENAME\"; "
+                  "export OMPI_MCA_btl_vader_backing_directory=" +
+                  dir_ + "/shm-$SLURMD_NODENAME; exec " + quote(tls_dist_binary()) + train + args),
+        120);
+  };
+  const std::string saved = dir_ + "/two_nodes";
+  ProcessResult two =
+      srun("-N 2 --ntasks-per-node 2", " --max-update 4 --tp 2 --sp 2 --save-dir " + quote(saved));
+  ASSERT_EQ(two.exit_code, 0) << two.output << Diagnostics();
+  EXPECT_NE(two.output.find("[rank] 3 on n2"), std::string::npos) << two.output;
+  ASSERT_TRUE(fs::exists(saved + "/checkpoint_4.h5")) << two.output;
+
+  // The same checkpoint in two save directories: one resumes on n1 alone, one in one process.
+  const std::string on_one_node = dir_ + "/one_node", one_process = dir_ + "/one_process";
+  fs::copy(saved, on_one_node, fs::copy_options::recursive);
+  fs::copy(saved, one_process, fs::copy_options::recursive);
+  ProcessResult resumed =
+      srun("-N 1 -w n1 -n 2", " --max-update 8 --tp 1 --sp 1 --save-dir " + quote(on_one_node));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output << Diagnostics();
+  EXPECT_NE(resumed.output.find("[rank] 1 on n1"), std::string::npos) << resumed.output;
+  EXPECT_TRUE(std::regex_search(resumed.output, std::regex("resumed from \\S+ at update 4")))
+      << resumed.output;
+  EXPECT_NE(resumed.output.find("tp=1 sp=1 dp=2"), std::string::npos) << resumed.output;
+  ProcessResult alone = run_command(
+      "mpirun -n 1 " + tls_dist_binary() + train + " --max-update 8 --save-dir " + one_process,
+      120);
+  ASSERT_EQ(alone.exit_code, 0) << alone.output;
+  EXPECT_TRUE(std::regex_search(alone.output, std::regex("resumed from \\S+ at update 4")))
+      << alone.output;
+  ProcessResult uninterrupted = run_command("mpirun -n 1 " + tls_dist_binary() + train +
+                                                " --max-update 8 --save-dir " + dir_ + "/straight",
+                                            120);
+  ASSERT_EQ(uninterrupted.exit_code, 0) << uninterrupted.output;
+
+  const std::vector<double> a = losses_after(read_file(on_one_node + "/metrics.jsonl"), 4),
+                            b = losses_after(read_file(one_process + "/metrics.jsonl"), 4),
+                            c = losses_after(read_file(dir_ + "/straight/metrics.jsonl"), 4);
+  ASSERT_EQ(a.size(), 4u) << resumed.output;
+  ASSERT_EQ(b.size(), 4u) << alone.output;
+  ASSERT_EQ(c.size(), 4u) << uninterrupted.output;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_NEAR(a[i], b[i], 1e-10 * std::abs(b[i])) << "update " << i + 5;
+    EXPECT_NEAR(a[i], c[i], 1e-10 * std::abs(c[i])) << "update " << i + 5;
+  }
+}
+
+// A rank's pid, node and Slurm task id, from the files the rank wrapper of TwoNodeSlurm writes.
+struct RankProcess {
+  pid_t pid = -1;
+  std::string node;
+};
+
+std::vector<RankProcess> rank_processes(const std::string& folder) {
+  std::vector<RankProcess> out;
+  if (!fs::exists(folder)) return out;
+  for (const auto& f : fs::directory_iterator(folder)) {
+    const std::string name = f.path().filename().string();  // <node>.<task>
+    out.push_back({static_cast<pid_t>(std::stol(read_file(f.path().string()))),
+                   name.substr(0, name.find('.'))});
+  }
+  return out;
+}
+
+// The highest "step" in metrics.jsonl (0 when none).
+int64_t last_step(const std::string& metrics) {
+  int64_t step = 0;
+  std::smatch m;
+  std::istringstream in(metrics);
+  for (std::string line; std::getline(in, line);)
+    if (std::regex_search(line, m, std::regex("\"step\": ([0-9]+)")))
+      step = std::max<int64_t>(step, std::stoll(m[1].str()));
+  return step;
+}
+
+// A node fails in mid-training, two ways. (1) It dies: SIGKILL to every rank on n2 (a crash, an
+// OOM kill). Slurm sees the tasks die and launch/slurm/train.sbatch's srun --kill-on-bad-exit=1
+// ends the step's other tasks at once. (2) It freezes: SIGSTOP to n2's ranks (a hung node, a
+// stuck file system). Nothing dies, so neither Slurm nor Open MPI notices, and n1's ranks would
+// wait in a collective forever; their stall watchdog (--stall-timeout) ends them, and
+// --kill-on-bad-exit then the rest. Either way the job fails (non-zero) within 30 s, and its last
+// checkpoint, written before the failure, loads.
+TEST_F(TwoNodeSlurm, ANodeThatDiesOrFreezesEndsTheJobWithin30SecondsAndTheLastCheckpointLoads) {
+  // The training script itself, its ranks through a wrapper that records their pids and gives
+  // each node its own shared-memory folder (both nodes have this machine's host name).
+  const std::string wrapper = dir_ + "/rank.sh";
+  write_file(wrapper,
+             "#!/bin/bash\necho $$ > $TLS_PIDS/$SLURMD_NODENAME.$SLURM_PROCID\n"
+             "export OMPI_MCA_btl_vader_backing_directory=" +
+                 dir_ + "/shm-$SLURMD_NODENAME\nexec " + quote(tls_dist_binary()) + " \"$@\"\n");
+  fs::permissions(wrapper, fs::perms::owner_all);
+  const std::string valid = dir_ + "/valid.txt";
+  write_file(valid, read_file(corpus()).substr(0, 4000));
+
+  for (const bool frozen : {false, true}) {
+    SCOPED_TRACE(frozen ? "n2's ranks stopped" : "n2's ranks killed");
+    const std::string run = dir_ + (frozen ? "/frozen" : "/killed"), pids = run + ".pids";
+    fs::create_directories(pids);
+    ProcessResult submit = Client(
+        "OMPI_MCA_mpi_yield_when_idle=1 OMPI_MCA_btl_vader_single_copy_mechanism=none TLS_PIDS=" +
+            quote(pids) + " TLS_DIST=" + quote(wrapper) + " sbatch --parsable -N 2 " +
+            "--ntasks-per-node=2 " + quote(source_path("launch/slurm/train.sbatch")) +
+            " --config " + quote(source_path("launch/tiny_demo.ini")) +
+            " --tp 2 --sp 2 --max-update 100000 --validate-interval 0 --log-interval 1"
+            " --save-interval 5 --stall-timeout 10 --train-data " +
+            quote(corpus()) + " --save-dir " + quote(run),
+        30);
+    const std::string id = job_id(submit.output);
+    ASSERT_EQ(submit.exit_code, 0) << submit.output << Diagnostics();
+    ASSERT_FALSE(id.empty()) << submit.output;
+    // Mid-training, past a checkpoint: the 5-update checkpoint is durable and named by
+    // checkpoint_last.h5, and training has gone on.
+    const bool trained = wait_until(90, [&] {
+      return fs::exists(run + "/checkpoint_last.h5") &&
+             last_step(read_file(run + "/metrics.jsonl")) >= 7;
+    });
+    ASSERT_TRUE(trained) << job_output(id) << Diagnostics();
+    const std::vector<RankProcess> ranks = rank_processes(pids);
+    ASSERT_EQ(ranks.size(), 4u) << job_output(id);
+    const auto killed = Clock::now();
+    for (const RankProcess& r : ranks)
+      if (r.node == "n2") {
+        EXPECT_EQ(kill(r.pid, frozen ? SIGSTOP : SIGKILL), 0) << "rank pid " << r.pid;
+      }
+
+    std::string state;
+    auto ended = [&] {
+      state = Client("scontrol show job " + id, 10).output;
+      if (state.find("JobState=RUNNING") != std::string::npos ||
+          state.find("JobState=COMPLETING") != std::string::npos)
+        return false;
+      for (const RankProcess& r : ranks)
+        if (kill(r.pid, 0) == 0) return false;
+      return true;
+    };
+    const bool over = wait_until(60, ended);
+    const double seconds = std::chrono::duration<double>(Clock::now() - killed).count();
+    const std::string out = job_output(id);
+    std::cout << "[slurm] n2's ranks " << (frozen ? "stopped" : "killed") << ": the job ended "
+              << seconds << " s later\n";
+    ASSERT_TRUE(over) << "the job still runs 60 s after n2 died\n"
+                      << state << "\n--- job output:\n"
+                      << out << Diagnostics();
+    EXPECT_LE(seconds, 30.0) << state << "\n--- job output:\n" << out;
+    EXPECT_NE(state.find("JobState=FAILED"), std::string::npos) << state << out;
+    EXPECT_EQ(state.find("ExitCode=0:0"), std::string::npos) << state << out;
+    if (frozen) {
+      EXPECT_NE(out.find("no update finished in 10 s (--stall-timeout)"), std::string::npos) << out;
+    }
+
+    // The last checkpoint is whole: inspect reads it and eval runs the model it holds.
+    ProcessResult inspect =
+        run_command(tls_dist_binary() + " inspect " + run + "/checkpoint_last.h5", 60);
+    EXPECT_EQ(inspect.exit_code, 0) << inspect.output;
+    ProcessResult eval = run_command(
+        tls_dist_binary() + " eval --checkpoint " + run + "/checkpoint_last.h5 --data " + valid,
+        60);
+    EXPECT_EQ(eval.exit_code, 0) << eval.output;
+    EXPECT_TRUE(std::regex_search(eval.output, std::regex("bpc [0-9.]+"))) << eval.output;
+  }
+}
+
 }  // namespace
 }  // namespace tls::testing
