@@ -1,6 +1,6 @@
-// Model FLOPs of one forward pass, counted from the math of docs/DESIGN.md section 1 (a multiply-add
-// is 2 FLOPs; LayerNorms, softmaxes and elementwise work are not counted). Training counts
-// 3 x forward (backward = 2 x forward); recomputation is not counted.
+// Model FLOPs of one forward pass, counted from the math of docs/DESIGN.md section 1 (a
+// multiply-add is 2 FLOPs; LayerNorms, softmaxes and elementwise work are not counted). Training
+// counts 3 x forward (backward = 2 x forward); recomputation is not counted.
 #pragma once
 
 #include <cstdint>

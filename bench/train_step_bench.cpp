@@ -81,8 +81,9 @@ int main(int argc, char** argv) {
     }
     const double step_s = fastest;
     const double flops = 3 * bench::forward_flops(cfg, batch);
-    // docs/DESIGN.md writes the compressed score as two dot products, as it does the window's (whose
-    // positional dot the count above includes); the ratio column folds it, the next counts both.
+    // docs/DESIGN.md writes the compressed score as two dot products, as it does the window's
+    // (whose positional dot the count above includes); the ratio column folds it, the next counts
+    // both.
     const double flops_two_dots =
         3 * bench::forward_flops(cfg, batch, bench::CompressedScore::two_dot_products);
     const char* threads = std::getenv("OMP_NUM_THREADS");

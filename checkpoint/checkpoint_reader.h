@@ -1,5 +1,5 @@
-// Loading a checkpoint (docs/DESIGN.md section 5) into any parallel layout: tensors are stored whole,
-// so each rank reads only the hyperslab its own Parameter sharding and cache slice declare
+// Loading a checkpoint (docs/DESIGN.md section 5) into any parallel layout: tensors are stored
+// whole, so each rank reads only the hyperslab its own Parameter sharding and cache slice declare
 // (checkpoint_contents.h), whatever layout saved the file.
 //
 // Validation, each failure a tls::Error whose one line names the file, the dataset or attribute

@@ -1,5 +1,5 @@
-// The file-system steps that make a save atomic and durable (docs/DESIGN.md section 5: a crash during
-// a save leaves the previous checkpoint intact): fsync a file's data, rename it into place
+// The file-system steps that make a save atomic and durable (docs/DESIGN.md section 5: a crash
+// during a save leaves the previous checkpoint intact): fsync a file's data, rename it into place
 // (atomic within one directory), fsync the directory so the new name survives a power loss.
 // Every failure is a tls::Error naming the path and the system's reason.
 #pragma once

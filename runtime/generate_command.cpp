@@ -2,10 +2,10 @@
 // Runs on one process; in a multi-rank launch rank 0 generates and prints.
 #include <cstdio>
 
-#include "runtime/commands.h"
 #include "kernels/error.h"
-#include "training/generator.h"
+#include "runtime/commands.h"
 #include "runtime/run_setup.h"
+#include "training/generator.h"
 
 namespace tls {
 

@@ -3,8 +3,8 @@
 #include <cstdio>
 
 #include "checkpoint/hdf5_reader.h"
-#include "runtime/commands.h"
 #include "kernels/error.h"
+#include "runtime/commands.h"
 #include "runtime/run_setup.h"
 
 namespace tls {

@@ -10,9 +10,9 @@
 #include <string>
 
 #include "kernels/cpu/blas_core.h"
+#include "kernels/error.h"
 #include "parallel/mpi_comm.h"
 #include "runtime/commands.h"
-#include "kernels/error.h"
 
 namespace {
 

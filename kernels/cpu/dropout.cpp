@@ -3,9 +3,9 @@
 // kernels/counter_rng.h), so every parallel layout draws the same mask.
 #include <string>
 
+#include "kernels/counter_rng.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/dispatch.h"
-#include "kernels/counter_rng.h"
 
 namespace tls {
 

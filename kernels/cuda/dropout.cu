@@ -3,10 +3,10 @@
 // * 2^-53 with key = stream_key(seed, step, tensor_id) (computed on the host by the same
 // function), index the element's global index of DropoutKey. Same bits as the CPU, so the
 // masks are equal on every backend and layout.
+#include "kernels/counter_rng.h"
 #include "kernels/cuda/common.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/device_util.cuh"
-#include "kernels/counter_rng.h"
 
 namespace tls {
 

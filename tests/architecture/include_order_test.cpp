@@ -63,8 +63,8 @@ TEST(IncludeOrder, NoFolderIncludesAFolderAfterIt) {
 // The check must see a planted upward include: a copy of a kernel header that includes the
 // runtime's options, in a scratch tree laid out like the repository.
 TEST(IncludeOrder, CatchesAPlantedUpwardInclude) {
-  const fs::path scratch = fs::temp_directory_path() / ("tls_include_order_" +
-                                                        std::to_string(::getpid()));
+  const fs::path scratch =
+      fs::temp_directory_path() / ("tls_include_order_" + std::to_string(::getpid()));
   fs::create_directories(scratch / "kernels" / "cpu");
   fs::create_directories(scratch / "runtime");
   std::ofstream(scratch / "runtime" / "options.h") << "#pragma once\n";

@@ -1,6 +1,6 @@
-// Exact resume (docs/DESIGN.md sections 4 and 5): training 6 updates straight and training 3, saving,
-// loading into a fresh model and trainer, and training 3 more give the same losses and the same
-// parameters and AdamW moments, bit for bit, in float32 and float64 (dropout on, clipping on,
+// Exact resume (docs/DESIGN.md sections 4 and 5): training 6 updates straight and training 3,
+// saving, loading into a fresh model and trainer, and training 3 more give the same losses and the
+// same parameters and AdamW moments, bit for bit, in float32 and float64 (dropout on, clipping on,
 // warm-up spanning the save), with one block per update and with --update-freq 2 (the save in
 // the middle of an epoch, between updates of two blocks each).
 #include <gtest/gtest.h>

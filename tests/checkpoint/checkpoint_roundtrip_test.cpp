@@ -127,7 +127,6 @@ TEST(SaveDirectory, LastNamesTheNewestAndPruningKeepsN) {
   EXPECT_EQ(checkpoint_steps(dir.path()), (std::vector<int64_t>{8}));
 }
 
-
 // checkpoint_best.h5 names the save made with `best`, keeps its validation loss, survives
 // pruning of its numbered file (--keep-last 1) and is never overwritten by later saves.
 TEST(SaveDirectory, BestSurvivesPruningAndLaterSaves) {

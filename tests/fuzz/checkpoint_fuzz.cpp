@@ -24,9 +24,9 @@
 #include "checkpoint/checkpoint_contents.h"
 #include "checkpoint/checkpoint_reader.h"
 #include "checkpoint/golden.h"
+#include "kernels/error.h"
 #include "kernels/ops.h"
 #include "layers/model.h"
-#include "kernels/error.h"
 #include "training/optimizer.h"
 
 namespace {

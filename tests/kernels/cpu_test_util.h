@@ -13,8 +13,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "kernels/ops.h"
 #include "kernels/error.h"
+#include "kernels/ops.h"
 
 namespace tls::test {
 

@@ -1,12 +1,13 @@
 // The large-block cache behind host tensors (kernels/host_blocks.h): a freed block of the same
 // size is handed out again instead of a fresh mmap, and what it keeps never takes the process
 // past the most its live blocks have needed.
+#include "kernels/host_blocks.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <cstring>
 
-#include "kernels/host_blocks.h"
 #include "kernels/tensor.h"
 
 namespace tls {

@@ -25,10 +25,11 @@ std::string make_archive(const std::string& zip_path, const std::string& member,
   }
   const std::string raw = zip_path + ".member";
   std::ofstream(raw, std::ios::binary) << data;
-  const ProcessResult r = run_command("python3 -c 'import sys, zipfile; "
-                                      "zipfile.ZipFile(sys.argv[1], \"w\").write(sys.argv[2], "
-                                      "sys.argv[3])' " +
-                                      zip_path + " " + raw + " " + member);
+  const ProcessResult r = run_command(
+      "python3 -c 'import sys, zipfile; "
+      "zipfile.ZipFile(sys.argv[1], \"w\").write(sys.argv[2], "
+      "sys.argv[3])' " +
+      zip_path + " " + raw + " " + member);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   fs::remove(raw);
   return data;
@@ -53,7 +54,8 @@ TEST_P(PrepareData, CutsTheStandardSplitAndPrintsChecksums) {
   EXPECT_EQ(read_file(out + "/valid.txt"), data.substr(800, 100));
   EXPECT_EQ(read_file(out + "/test.txt"), data.substr(900, 100));
   for (const char* part : {"train", "valid", "test"}) {
-    const std::string sha = run_command("sha256sum " + out + "/" + part + ".txt | cut -c1-64").output;
+    const std::string sha =
+        run_command("sha256sum " + out + "/" + part + ".txt | cut -c1-64").output;
     EXPECT_NE(r.output.find(std::string(part) + ".txt: "), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("sha256 " + sha.substr(0, 64)), std::string::npos) << r.output;
   }

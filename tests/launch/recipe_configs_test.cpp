@@ -42,10 +42,9 @@ void PrintTo(const Recipe& r, std::ostream* os) { *os << r.name; }
 
 RunOptions parse_config(const std::string& name) {
   const std::string config = source_path("launch/configs/" + name + ".ini");
-  const std::vector<std::string> args = {"tls_dist",     "train",        "--config",
-                                         config,         "--train-data", "train.txt",
-                                         "--valid-data", "valid.txt",    "--save-dir",
-                                         "runs/x"};
+  const std::vector<std::string> args = {"tls_dist",     "train",     "--config",     config,
+                                         "--train-data", "train.txt", "--valid-data", "valid.txt",
+                                         "--save-dir",   "runs/x"};
   std::vector<const char*> argv;
   for (const std::string& a : args) argv.push_back(a.c_str());
   return parse_options(static_cast<int>(argv.size()), argv.data());

@@ -11,9 +11,9 @@
 #include <random>
 #include <tuple>
 
+#include "kernels/error.h"
 #include "layers/init.h"
 #include "layers/model.h"
-#include "kernels/error.h"
 
 namespace tls {
 namespace {

@@ -18,9 +18,9 @@
 
 #include "kernels/device.h"
 #include "layers/init.h"
-#include "training/trainer.h"
 #include "support/golden_case.h"
 #include "support/tiny_model.h"
+#include "training/trainer.h"
 
 namespace tls::testing {
 namespace {

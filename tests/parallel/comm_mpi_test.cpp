@@ -3,9 +3,9 @@
 // collective against its definition, and the point-to-point ring used by the halo exchange.
 #include <gtest/gtest.h>
 
+#include "kernels/error.h"
 #include "kernels/ops.h"
 #include "parallel/mpi_comm.h"
-#include "kernels/error.h"
 
 namespace tls {
 namespace {

@@ -1,13 +1,12 @@
-// ModelConfig::validate: valid configurations pass; each rule of docs/DESIGN.md section 1 is refused
-// with a one-line message that names the flag.
-#include "layers/model_config.h"
-
+// ModelConfig::validate: valid configurations pass; each rule of docs/DESIGN.md section 1 is
+// refused with a one-line message that names the flag.
 #include <gtest/gtest.h>
 
 #include <functional>
 #include <string>
 
 #include "kernels/error.h"
+#include "layers/model_config.h"
 
 namespace tls {
 namespace {

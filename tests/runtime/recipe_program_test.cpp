@@ -77,11 +77,12 @@ TEST_F(Recipe, BestCheckpointFollowsValidationAndTheNextPhaseStartsFromIt) {
 
   // A second start resumes the run (the fine-tuning source is ignored, and says so), and the
   // best stays the lowest of both runs' validations.
-  ProcessResult second = run_command(phase1 + " --max-update 50 --finetune-from-model " +
-                                     best_checkpoint_path(run));
+  ProcessResult second =
+      run_command(phase1 + " --max-update 50 --finetune-from-model " + best_checkpoint_path(run));
   ASSERT_EQ(second.exit_code, 0) << second.output;
-  EXPECT_NE(second.output.find("resumed from " + run + "/checkpoint_last.h5 at update 40; "
-                                                       "--finetune-from-model " +
+  EXPECT_NE(second.output.find("resumed from " + run +
+                               "/checkpoint_last.h5 at update 40; "
+                               "--finetune-from-model " +
                                best_checkpoint_path(run) + " is ignored"),
             std::string::npos)
       << second.output;
@@ -90,10 +91,11 @@ TEST_F(Recipe, BestCheckpointFollowsValidationAndTheNextPhaseStartsFromIt) {
   check_best(losses);
 
   // Phase 2: twice the block and memory, from phase 1's best.
-  ProcessResult next = run_command(tls_dist_binary() + " train" + flags() +
-                                   " --tokens-per-sample 256 --mem-len 256 --max-update 2 "
-                                   "--validate-interval 0 --save-interval 0 --finetune-from-model " +
-                                   best_checkpoint_path(run) + " --save-dir " + dir + "/phase2");
+  ProcessResult next =
+      run_command(tls_dist_binary() + " train" + flags() +
+                  " --tokens-per-sample 256 --mem-len 256 --max-update 2 "
+                  "--validate-interval 0 --save-interval 0 --finetune-from-model " +
+                  best_checkpoint_path(run) + " --save-dir " + dir + "/phase2");
   ASSERT_EQ(next.exit_code, 0) << next.output;
   EXPECT_NE(next.output.find("fine-tuning from the weights of " + best_checkpoint_path(run)),
             std::string::npos)
@@ -109,16 +111,17 @@ TEST_F(Recipe, ThePapersEvaluationProtocolMatchesAFloat64Reference) {
   const std::string dir = scratch_dir("recipe_eval"), run = dir + "/run";
   ProcessResult train = run_command(tls_dist_binary() + " train" + flags() +
                                     " --max-update 20 --validate-interval 0 --save-interval 0 "
-                                    "--save-dir " + run);
+                                    "--save-dir " +
+                                    run);
   ASSERT_EQ(train.exit_code, 0) << train.output;
   const int64_t T = 16, M = 512;  // training: T = M = 128, window 32
   const std::string text = read_file(corpus("test")).substr(0, 100 * T + 1);
   const std::string data = dir + "/test.txt";
   std::ofstream(data, std::ios::binary) << text;
   const std::string checkpoint = run + "/checkpoint_last.h5";
-  ProcessResult eval = run_command("mpirun -n 2 " + tls_dist_binary() + " eval --tp 2 --checkpoint " +
-                                   checkpoint + " --data " + data + " --tokens-per-sample " +
-                                   std::to_string(T) + " --mem-len " + std::to_string(M));
+  ProcessResult eval = run_command(
+      "mpirun -n 2 " + tls_dist_binary() + " eval --tp 2 --checkpoint " + checkpoint + " --data " +
+      data + " --tokens-per-sample " + std::to_string(T) + " --mem-len " + std::to_string(M));
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
   std::smatch m;
   const std::string last = last_line(eval.output);

@@ -36,7 +36,7 @@ TEST(ByteCorpusTest, CutsRowsAndCountsUpdates) {
   EXPECT_EQ(corpus.size(), 103);
   EXPECT_EQ(corpus.row_len(), 25);
   EXPECT_EQ(corpus.blocks_per_epoch(), 4);  // floor(24 / 6)
-  ByteCorpus exact(file.path(), 4, 8);       // floor(24 / 8) = 3: the last block ends at byte 24
+  ByteCorpus exact(file.path(), 4, 8);      // floor(24 / 8) = 3: the last block ends at byte 24
   EXPECT_EQ(exact.blocks_per_epoch(), 3);
 }
 

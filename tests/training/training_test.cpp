@@ -9,9 +9,9 @@
 
 #include "kernels/cpu/bf16.h"
 #include "layers/init.h"
+#include "support/tiny_model.h"
 #include "training/gradient_reduction.h"
 #include "training/trainer.h"
-#include "support/tiny_model.h"
 
 namespace tls {
 namespace {
