@@ -14,14 +14,10 @@
 #include "kernels/device.h"
 #include "kernels/error.h"
 #include "support/bf16_reference.h"
+#include "support/require_cuda.h"
 
 namespace tls::testing {
 namespace {
-
-#define TLS_REQUIRE_CUDA()                                                   \
-  do {                                                                       \
-    if (cuda_device_count() == 0) GTEST_SKIP() << cuda_unavailable_reason(); \
-  } while (0)
 
 TEST(CudaBf16Storage, DeviceCopyRoundsToNearestEvenAndWidensExactly) {
   TLS_REQUIRE_CUDA();

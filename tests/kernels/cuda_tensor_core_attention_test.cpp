@@ -36,6 +36,7 @@
 #include "layers/init.h"
 #include "layers/model.h"
 #include "support/process.h"
+#include "support/require_cuda.h"
 #include "support/tiny_model.h"
 #include "training/optimizer.h"
 
@@ -44,11 +45,6 @@ namespace {
 
 constexpr double kUnitRoundoff = 1.0 / 256;  // bf16: 2^-8
 constexpr double kFactor = 4;
-
-#define TLS_REQUIRE_CUDA()                                                   \
-  do {                                                                       \
-    if (cuda_device_count() == 0) GTEST_SKIP() << cuda_unavailable_reason(); \
-  } while (0)
 
 std::vector<double> uniform(int64_t n, uint32_t seed, double scale) {
   std::mt19937 gen(seed);

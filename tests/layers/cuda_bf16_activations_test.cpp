@@ -16,15 +16,11 @@
 #include "kernels/device.h"
 #include "support/bf16_step.h"
 #include "support/golden_case.h"
+#include "support/require_cuda.h"
 #include "support/tiny_model.h"
 
 namespace tls::testing {
 namespace {
-
-#define TLS_REQUIRE_CUDA()                                                   \
-  do {                                                                       \
-    if (cuda_device_count() == 0) GTEST_SKIP() << cuda_unavailable_reason(); \
-  } while (0)
 
 std::unique_ptr<Ops> bf16_cuda_ops() {
   auto ops = make_ops(Device::cuda, 0);

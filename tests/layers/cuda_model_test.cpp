@@ -19,17 +19,12 @@
 #include "kernels/device.h"
 #include "layers/init.h"
 #include "support/golden_case.h"
+#include "support/require_cuda.h"
 #include "support/tiny_model.h"
 #include "training/trainer.h"
 
 namespace tls::testing {
 namespace {
-
-// The CUDA backend, or a skip naming why there is none.
-#define TLS_REQUIRE_CUDA()                                                   \
-  do {                                                                       \
-    if (cuda_device_count() == 0) GTEST_SKIP() << cuda_unavailable_reason(); \
-  } while (0)
 
 // ---- golden files ------------------------------------------------------------------------------
 
