@@ -2,7 +2,8 @@
 // (whose size does not depend on the problem): the attention kernels' reversed positional tables
 // and their gradients, and the LayerNorm backward's per-block column sums. The kernels take these
 // shapes from here and AllocationOnlyOps (kernels/allocation_only_ops.cpp) allocates the same, so
-// memory sizing counts them: at 1.5 M tokens the compressed part's two tables are 0.4 GiB.
+// memory sizing counts them. The compressed part's tables span one call's ids, which the layers
+// keep to (query chunks + slot chunks) r rows (layers/chunk_attention_ring.h, chunk_call).
 #pragma once
 
 #include <cstdint>
