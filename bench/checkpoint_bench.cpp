@@ -18,10 +18,13 @@
 //              fsync to a file of its own (created, as each part is);
 //   read       load_checkpoint of the whole state, each rank its blocks, checksums verified (may
 //              come from the page cache);
-//   blocked    a background save as training makes it: start(), then 20 ms "steps" (sleeps, then
-//              a barrier as a step's collectives would), each followed by poll(), until the save
-//              is complete; the time spent inside start() and the polls is what the training
-//              steps lose (and, apart, the slowest rank's time inside start(): the host copy);
+//   blocked    a background save as training makes it: start(), then training steps until the
+//              save is complete, each a 20 ms sleep (a forward and backward that leave the host
+//              alone, as on a GPU), the wait for the save's copy of the parameters and moments,
+//              a real AdamW update of them, the one small allreduce a training step makes anyway
+//              (which carries the save's progress) and poll(); the time spent inside start(), the
+//              waits and the polls is what the training steps lose (and, apart, the slowest
+//              rank's time inside start());
 // Before every timed step, sync() commits what the previous one left (dirty pages, deleted files'
 // freed blocks), so neither the plain write nor the save pays for the other's leftovers; plain
 // write and save alternate, so drift of the page cache hits both.
@@ -216,11 +219,23 @@ int main(int argc, char** argv) {
       blocked += now() - start;
       const double copying = t.world->allreduce_max(blocked);  // the host copy, mostly
       int n = 0;
+      int64_t update = 0;
       for (bool done = false; !done; ++n) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        t.world->barrier();  // a step's own collectives keep the ranks in step
+        // The step's update changes the parameters and moments once the save has copied them.
         start = now();
-        done = !saver.poll().empty();
+        saver.wait_for_snapshot();
+        blocked += now() - start;
+        optimizer.step(++update);
+        // The allreduce a training step makes anyway (the stop signals, train_command.cpp),
+        // carrying every rank's progress of the save; it also keeps the ranks in step.
+        const BackgroundSaver::Progress mine = saver.progress();
+        Tensor sums = Tensor::empty({2}, DType::f64);
+        sums.data<double>()[0] = mine.running;
+        sums.data<double>()[1] = mine.failed;
+        t.world->allreduce_sum(sums);
+        start = now();
+        done = !saver.poll({sums.data<double>()[0], sums.data<double>()[1]}).empty();
         blocked += now() - start;
       }
       const double total = now() - begin;

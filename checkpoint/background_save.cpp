@@ -2,9 +2,11 @@
 // through an allreduce of each rank's state (done < running < failed).
 #include "checkpoint/background_save.h"
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/durable_files.h"
@@ -34,8 +36,12 @@ void BackgroundSaver::start(const std::string& dir, int keep_last,
   throw_if_any_rank_failed(*t_.world, error);
   const std::string path =
       (std::filesystem::path(dir) / checkpoint_file_name(contents.step)).string();
-  save_ = begin_save(path, contents, t_, ops, std::move(spare_));
+  save_ = begin_save(path, contents, t_, ops, std::move(spare_), /*defer_copies=*/true);
   spare_.clear();
+  {
+    std::lock_guard<std::mutex> lock(snapshot_mutex_);
+    snapshot_pending_ = true;
+  }
   dir_ = dir;
   keep_last_ = keep_last;
   best_ = best;
@@ -56,10 +62,31 @@ void BackgroundSaver::run_in_background(void (BackgroundSaver::*step)()) {
       error_ = e.what();
       state_ = failed;
     }
+    snapshot_taken();  // also after a failure: the trainer must not wait forever
   });
 }
 
-void BackgroundSaver::write_this_part() { write_part(*save_); }
+void BackgroundSaver::snapshot_taken() {
+  {
+    std::lock_guard<std::mutex> lock(snapshot_mutex_);
+    snapshot_pending_ = false;
+  }
+  snapshot_changed_.notify_all();
+}
+
+void BackgroundSaver::wait_for_snapshot() {
+  std::unique_lock<std::mutex> lock(snapshot_mutex_);
+  snapshot_changed_.wait(lock, [&] { return !snapshot_pending_; });
+}
+
+void BackgroundSaver::write_this_part() {
+  // The copy while the next step's forward and backward read the same tensors; first, so the
+  // optimizer's update waits as little as possible.
+  if (fault_switch_on("save_slow")) std::this_thread::sleep_for(std::chrono::seconds(2));
+  save_->take_snapshot();
+  snapshot_taken();
+  write_part(*save_);
+}
 
 void BackgroundSaver::complete_on_rank0() {
   write_master(*save_);
@@ -77,8 +104,29 @@ void BackgroundSaver::complete_on_rank0() {
 
 void BackgroundSaver::prune_on_rank0() { delete_files(dir_, to_delete_); }
 
+BackgroundSaver::Progress BackgroundSaver::progress() const {
+  if (!in_flight()) return {};
+  const State state = static_cast<State>(state_.load());
+  return {state == running ? 1.0 : 0.0, state == failed ? 1.0 : 0.0};
+}
+
+BackgroundSaver::State BackgroundSaver::worst(const Progress& summed) {
+  return summed.failed > 0 ? failed : summed.running > 0 ? running : done;
+}
+
 BackgroundSaver::State BackgroundSaver::agreed_state() {
-  return static_cast<State>(static_cast<int>(t_.world->allreduce_max(state_.load())));
+  const Progress mine = progress();
+  Tensor sums = Tensor::empty({2}, DType::f64);
+  sums.data<double>()[0] = mine.running;
+  sums.data<double>()[1] = mine.failed;
+  t_.world->allreduce_sum(sums);
+  return worst({sums.data<double>()[0], sums.data<double>()[1]});
+}
+
+std::string BackgroundSaver::poll(const Progress& summed) {
+  if (!in_flight()) return "";
+  const State state = worst(summed);
+  return state == running ? "" : advance(state);
 }
 
 std::string BackgroundSaver::poll() {
@@ -102,6 +150,7 @@ std::string BackgroundSaver::advance(State state) {
   if (state == failed) return fail();
   if (phase_ == Phase::parts) {  // every part is durable: rank 0 writes the checkpoint
     phase_ = Phase::checkpoint;
+    for (HostBlock& b : save_->blocks) b.held = Tensor();  // old caches: training's to free
     if (t_.world_rank == 0) run_in_background(&BackgroundSaver::complete_on_rank0);
     return "";
   }

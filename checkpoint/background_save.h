@@ -17,13 +17,16 @@
 // saver with a save in flight (an error elsewhere) waits for this rank's writer and leaves the
 // unfinished save's parts to the next prune.
 //
-// Fault injection (tests only): TLS_FAULT_INJECT=save_link_abort_rank0 makes rank 0 abort after
+// Fault injection (tests only): TLS_FAULT_INJECT=save_slow makes the background thread sleep 2 s
+// before it copies the parameters; TLS_FAULT_INJECT=save_link_abort_rank0 makes rank 0 abort after
 // the checkpoint is renamed into place, before checkpoint_last.h5 names it (other points:
 // checkpoint_writer.h).
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -41,20 +44,36 @@ class BackgroundSaver {
 
   // Collective. Waits for a save in flight, then starts saving `contents` as
   // <dir>/checkpoint_<step>.h5; `best` also names it checkpoint_best.h5. keep_last <= 0 keeps
-  // every checkpoint.
+  // every checkpoint. Host caches are held, not copied (checkpoint_writer.h); host parameters
+  // and moments are copied on the background thread: the caller must call wait_for_snapshot()
+  // before it next changes any of them (the optimizer's update), and may read them meanwhile.
   void start(const std::string& dir, int keep_last, const CheckpointContents& contents, Ops& ops,
              bool best = false);
-  // Collective and cheap. Returns the path of the checkpoint completed by this call, else "".
+  // This rank's share of the per-step agreement: 1 in `running` while its step of the save runs,
+  // 1 in `failed` once that step failed; zeros with no save in flight.
+  struct Progress {
+    double running = 0, failed = 0;
+  };
+  Progress progress() const;
+  // Cheap; `summed` is every rank's progress() summed over the world at the same point of every
+  // rank's step. Collective only when the save failed (the ranks agree on the message, then
+  // throw). Returns the path of the checkpoint completed by this call, else "".
+  std::string poll(const Progress& summed);
+  // Collective and cheap: one small allreduce of progress(), then poll(summed).
   std::string poll();
   // Collective. Blocks until the save in flight (if any) is complete; returns its path or "".
   std::string wait();
   bool in_flight() const { return save_ != nullptr || phase_ == Phase::pruning; }
+  // Not collective: blocks until the save in flight has copied the parameters and moments
+  // (at once when there is none). The trainer calls it before each optimizer update.
+  void wait_for_snapshot();
 
  private:
   enum State : int { done = 0, running = 1, failed = 2 };
   enum class Phase { parts, checkpoint, pruning };
   // Collective: the state every rank agrees on (the worst).
   State agreed_state();
+  static State worst(const Progress& summed);
   // Collective: the next step once every rank agreed on `state` (done or failed).
   std::string advance(State state);
   // Rank 0, on the background thread: the checkpoint and the links; then the pruning.
@@ -64,6 +83,7 @@ class BackgroundSaver {
   void run_in_background(void (BackgroundSaver::*step)());
   void write_this_part();
   void join();
+  void snapshot_taken();
 
   Topology t_;
   std::string dir_;
@@ -74,6 +94,9 @@ class BackgroundSaver {
   std::vector<HostBlock> spare_;  // the last save's buffers, reused by the next
   std::thread writer_;
   std::atomic<int> state_{done};
+  std::mutex snapshot_mutex_;
+  std::condition_variable snapshot_changed_;
+  bool snapshot_pending_ = false;       // under snapshot_mutex_
   std::string error_;                   // written by the writer before state_ becomes failed
   std::vector<std::string> to_delete_;  // rank 0: what pruning deletes
 };

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -133,9 +134,13 @@ struct RowRange {
   int64_t m0 = 0, n = -1;  // n < 0: the whole tensor
 };
 
+// How a host tensor already in the file's type is saved: copied now, held by reference (a
+// cache: never written in place), or copied later (take_snapshot: read until the next update).
+enum class Keep { copy, reference, copy_later };
+
 HostBlock host_block(const std::string& dataset, const Hyperslab& slab, DType type,
                      const Tensor& whole, Ops& ops, std::vector<HostBlock>& reuse,
-                     RowRange rows = {}) {
+                     RowRange rows = {}, Keep keep = Keep::copy) {
   HostBlock b;
   b.dataset = dataset;
   b.slab = slab;
@@ -143,6 +148,12 @@ HostBlock host_block(const std::string& dataset, const Hyperslab& slab, DType ty
   const bool part = rows.n >= 0 && rows.n != whole.dim(1);
   const int64_t numel = part ? whole.dim(0) * rows.n * whole.dim(2) : whole.numel();
   b.bytes = static_cast<size_t>(numel) * dtype_size(type);
+  const bool on_host = whole.device() == Device::cpu && whole.dtype() == type;
+  if (keep == Keep::reference && on_host && whole.rank() == 3) {
+    b.held = whole;
+    b.held_row0 = part ? rows.m0 : 0;
+    return b;
+  }
   for (HostBlock& old : reuse) {
     if (old.data != nullptr && old.bytes == b.bytes) {
       b.data = std::move(old.data);
@@ -150,7 +161,12 @@ HostBlock host_block(const std::string& dataset, const Hyperslab& slab, DType ty
     }
   }
   if (b.data == nullptr) b.data = snapshot_buffer(b.bytes + PartFileWriter::kSlackBytes);
-  if (whole.device() == Device::cpu && whole.dtype() == type) {
+  if (keep == Keep::copy_later && on_host && !part) {
+    b.held = whole;
+    b.copy_deferred = true;
+    return b;
+  }
+  if (on_host) {
     if (!part) {
       std::memcpy(b.data.get(), whole.raw(), b.bytes);
       return b;
@@ -179,19 +195,20 @@ HostBlock host_block(const std::string& dataset, const Hyperslab& slab, DType ty
 }
 
 std::vector<HostBlock> copy_blocks(const CheckpointContents& c, const Topology& t, Ops& ops,
-                                   std::vector<HostBlock>& reuse) {
+                                   std::vector<HostBlock>& reuse, bool defer_copies) {
   const DType type = c.dtype == DType::f64 ? DType::f64 : DType::f32;
+  const Keep state = defer_copies ? Keep::copy_later : Keep::copy;
   std::vector<HostBlock> blocks;
   for (size_t i = 0; i < c.params.size(); ++i) {
     const Parameter& p = *c.params[i];
     if (!t.writes_parameter(p.tp_sharded())) continue;
     const Hyperslab slab = parameter_slab(p);
-    blocks.push_back(host_block("/model/" + p.name, slab, type, p.value, ops, reuse));
+    blocks.push_back(host_block("/model/" + p.name, slab, type, p.value, ops, reuse, {}, state));
     if (c.has_optimizer()) {
-      blocks.push_back(
-          host_block("/optimizer/exp_avg/" + p.name, slab, type, (*c.exp_avg)[i], ops, reuse));
+      blocks.push_back(host_block("/optimizer/exp_avg/" + p.name, slab, type, (*c.exp_avg)[i], ops,
+                                  reuse, {}, state));
       blocks.push_back(host_block("/optimizer/exp_avg_sq/" + p.name, slab, type, (*c.exp_avg_sq)[i],
-                                  ops, reuse));
+                                  ops, reuse, {}, state));
     }
   }
   if (c.caches != nullptr) {
@@ -212,7 +229,8 @@ std::vector<HostBlock> copy_blocks(const CheckpointContents& c, const Topology& 
         Hyperslab slab = run.slab;
         slab.start[1] += a - run.row0;
         slab.count[1] = z - a;
-        blocks.push_back(host_block(name, slab, type, cache, ops, reuse, RowRange{a, z - a}));
+        blocks.push_back(
+            host_block(name, slab, type, cache, ops, reuse, RowRange{a, z - a}, Keep::reference));
         if (runs++ > 0)  // a part file holds one dataset per name
           blocks.back().part_name = name + ".positions_" + std::to_string(slab.start[1]);
       }
@@ -265,6 +283,38 @@ void abort_at(const char* point, int rank, const char* what) {
 
 }  // namespace
 
+void HostBlock::gather(size_t at, size_t n, char* out) const {
+  if (data != nullptr) {
+    std::memcpy(out, data.get() + at, n);
+    return;
+  }
+  // Block row b (of slab.count[0]) is `slab_bytes` contiguous bytes of the held tensor.
+  const size_t row = static_cast<size_t>(held.dim(2)) * dtype_size(type);
+  const size_t slab_bytes = static_cast<size_t>(slab.count[1]) * row;
+  const char* base = static_cast<const char*>(held.raw());
+  while (n > 0) {
+    const size_t b = at / slab_bytes, within = at % slab_bytes;
+    const size_t take = std::min(n, slab_bytes - within);
+    std::memcpy(out,
+                base +
+                    (b * static_cast<size_t>(held.dim(1)) + static_cast<size_t>(held_row0)) * row +
+                    within,
+                take);
+    out += take;
+    at += take;
+    n -= take;
+  }
+}
+
+void PendingSave::take_snapshot() {
+  for (HostBlock& b : blocks) {
+    if (!b.copy_deferred) continue;
+    std::memcpy(b.data.get(), b.held.raw(), b.bytes);
+    b.held = Tensor();
+    b.copy_deferred = false;
+  }
+}
+
 std::string PendingSave::part_path(int rank) const {
   return (std::filesystem::path(directory_of(path)) /
           (part_prefix + ".part" + std::to_string(rank) + ".h5"))
@@ -293,7 +343,8 @@ int64_t checkpoint_file_bytes(const CheckpointContents& c, const Topology& t) {
 }
 
 std::unique_ptr<PendingSave> begin_save(const std::string& path, const CheckpointContents& contents,
-                                        const Topology& t, Ops& ops, std::vector<HostBlock> reuse) {
+                                        const Topology& t, Ops& ops, std::vector<HostBlock> reuse,
+                                        bool defer_copies) {
   throw_if_any_rank_failed(*t.world, check_contents(contents, t));
   std::string error;
   if (t.world_rank == 0) error = space_problem(path, checkpoint_file_bytes(contents, t));
@@ -310,7 +361,8 @@ std::unique_ptr<PendingSave> begin_save(const std::string& path, const Checkpoin
   save->has_caches = contents.caches != nullptr;
   save->meta.exp_avg = save->meta.exp_avg_sq = save->meta.caches = nullptr;
   save->layout = t.layout;
-  error = error_message_of([&] { save->blocks = copy_blocks(contents, t, ops, reuse); });
+  error =
+      error_message_of([&] { save->blocks = copy_blocks(contents, t, ops, reuse, defer_copies); });
   throw_if_any_rank_failed(*t.world, error);
   std::string mine;
   for (const HostBlock& b : save->blocks) mine += manifest_line(b) + "\n";
@@ -320,20 +372,31 @@ std::unique_ptr<PendingSave> begin_save(const std::string& path, const Checkpoin
 
 void write_part(const PendingSave& save) {
   if (save.blocks.empty()) return;
-  if (fault_switch_on("save_slow")) std::this_thread::sleep_for(std::chrono::seconds(2));
   const std::string path = save.part_path(save.world_rank);
   const std::string error = error_message_of([&] {
     PartFileWriter part(path);
-    std::vector<ChunkChecksums::Block> blocks;
-    for (const HostBlock& b : save.blocks) blocks.push_back({b.data.get(), b.type, b.slab.count});
-    ChunkChecksums sums(std::move(blocks));  // just ahead of the writes, on its own thread
+    // The copies' checksums run just ahead of the writes, on a thread of their own; a held
+    // block is staged chunk by chunk and summed there (its slack bytes are not the writer's).
+    std::vector<ChunkChecksums::Block> copies;
+    std::vector<size_t> copy_index;
+    for (const HostBlock& b : save.blocks) {
+      copy_index.push_back(copies.size());
+      if (b.data != nullptr) copies.push_back({b.data.get(), b.type, b.slab.count});
+    }
+    ChunkChecksums sums(std::move(copies));
     for (size_t i = 0; i < save.blocks.size(); ++i) {
       if (i == save.blocks.size() / 2)
         abort_at("save", save.world_rank, "halfway through the save");
       maybe_inject_fault("save_block", save.world_rank);
       const HostBlock& b = save.blocks[i];
-      part.write(b.part_name.empty() ? b.dataset : b.part_name, b.type, b.slab.count, b.data.get(),
-                 [&](size_t chunk) { return sums.get(i, chunk); });
+      const std::string name = b.part_name.empty() ? b.dataset : b.part_name;
+      if (b.data == nullptr) {
+        part.write_staged(name, b.type, b.slab.count,
+                          [&](size_t at, size_t n, char* out) { b.gather(at, n, out); });
+        continue;
+      }
+      part.write(name, b.type, b.slab.count, b.data.get(),
+                 [&](size_t chunk) { return sums.get(copy_index[i], chunk); });
     }
     part.close();
   });

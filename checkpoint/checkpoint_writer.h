@@ -24,7 +24,7 @@
 // written under its temporary name, not renamed); TLS_FAULT_INJECT=save_block_abort_rank<R> kills
 // rank R by SIGKILL as it starts writing its third block, save_block_throw_rank<R> makes that
 // write fail with an error instead. TLS_FAULT_INJECT=save_no_space_check skips the
-// space check; TLS_FAULT_INJECT=save_slow makes every part write sleep 2 s first.
+// space check (TLS_FAULT_INJECT=save_slow: background_save.h).
 #pragma once
 
 #include <memory>
@@ -37,15 +37,26 @@
 
 namespace tls {
 
-// One block this rank writes: where it goes and a host copy of its values in the file's type.
+// One block this rank writes: where it goes and its values in the file's type, either a host
+// copy or, for a cache already on the host in the file's type, the cache itself held by
+// reference: the model replaces a layer's cache with a new tensor at every block and never
+// writes into one (layers/model.h), so the tensor a save holds keeps the values it had at
+// start() without a copy on the step that saves. A block whose copy is deferred (a host tensor
+// that training reads until its next optimizer update) holds its tensor until take_snapshot().
 struct HostBlock {
   std::string dataset;
   std::string part_name;  // its name in the part file when not `dataset` (a rank's second block
                           // of one tensor: the runs of a zigzag cache)
   Hyperslab slab;
   DType type = DType::f32;
-  SnapshotBuffer data;  // bytes + PartFileWriter::kSlackBytes
+  SnapshotBuffer data;  // the copy: bytes + PartFileWriter::kSlackBytes; null when held
+  Tensor held;  // a cache ([B, M, d]; the block is rows [held_row0, + slab.count[1])), or the
+                // tensor a deferred copy reads
+  int64_t held_row0 = 0;
+  bool copy_deferred = false;  // data is to be filled from `held` by take_snapshot()
   size_t bytes = 0;
+  // Copies `n` bytes of the block's row-major values from byte `at` into `out`.
+  void gather(size_t at, size_t n, char* out) const;
 };
 
 // A save under way on one rank.
@@ -59,14 +70,23 @@ struct PendingSave {
   std::vector<HostBlock> blocks;      // this rank's
   std::vector<std::string> manifest;  // rank 0: every rank's blocks, one line each
   std::string part_path(int rank) const;
+  // Makes the deferred copies (no MPI); until it returns, the tensors they read must not change.
+  void take_snapshot();
 };
 
 // Collective over t.world. `reuse` hands in the buffers of an earlier save (same sizes: no new
-// allocation on the step that saves). Throws tls::Error on every rank if any rank fails.
+// allocation on the step that saves). Holds host caches by reference: until write_part is done,
+// the caller must replace a cache tensor rather than write into it (the model does). Throws
+// tls::Error on every rank if any rank fails.
+// With `defer_copies`, the copies of host parameters and moments already in the file's type are
+// left to take_snapshot() (BackgroundSaver makes them on its thread while the next step's
+// forward and backward read those tensors).
 std::unique_ptr<PendingSave> begin_save(const std::string& path, const CheckpointContents& contents,
                                         const Topology& t, Ops& ops,
-                                        std::vector<HostBlock> reuse = {});
-// No MPI. Throws tls::Error naming the part file; a failed part file is deleted.
+                                        std::vector<HostBlock> reuse = {},
+                                        bool defer_copies = false);
+// No MPI. Throws tls::Error naming the part file; a failed part file is deleted. The snapshot
+// must be taken.
 void write_part(const PendingSave& save);
 // Rank 0, no MPI. Throws tls::Error; the temporary file is then deleted.
 void write_master(const PendingSave& save);

@@ -115,6 +115,19 @@ std::vector<ChunkPlace> chunk_places(const std::vector<int64_t>& shape, size_t e
   return places;
 }
 
+hid_t file_type_of(DType type) { return type == DType::f64 ? H5T_IEEE_F64LE : H5T_IEEE_F32LE; }
+
+int64_t element_count(const std::vector<int64_t>& shape) {
+  int64_t total = 1;
+  for (int64_t d : shape) total *= d;
+  return total;
+}
+
+// HDF5's Fletcher32 filter stores the checksum after the chunk, least significant byte first.
+void put_checksum(uint32_t sum, char* out) {
+  for (int b = 0; b < 4; ++b) out[b] = static_cast<char>((sum >> (8 * b)) & 0xff);
+}
+
 }  // namespace
 
 std::vector<PartFileWriter::Chunk> PartFileWriter::chunks(DType type,
@@ -152,9 +165,8 @@ void PartFileWriter::write(const std::string& name, DType type, const std::vecto
   write(name, type, shape, data, [&](size_t i) { return sums[i]; });
 }
 
-void PartFileWriter::write(const std::string& name, DType type, const std::vector<int64_t>& shape,
-                           char* data, const std::function<uint32_t(size_t)>& sum_of) {
-  QuietHdf5 quiet;
+Hdf5Handle PartFileWriter::create_dataset(const std::string& name, DType type,
+                                          const std::vector<int64_t>& shape, bool& chunked) {
   const std::string what = "write dataset '" + name + "'";
   const size_t element = dtype_size(type);
   const int rank = static_cast<int>(shape.size());
@@ -166,7 +178,7 @@ void PartFileWriter::write(const std::string& name, DType type, const std::vecto
   Hdf5Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
   check(H5Pset_create_intermediate_group(lcpl.get(), 1), what);
   Hdf5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
-  const bool chunked = rank > 0 && total > 0;
+  chunked = rank > 0 && total > 0;
   if (chunked) {
     const std::vector<int64_t> chunk = part_chunk_shape(shape, element);
     const std::vector<hsize_t> c(chunk.begin(), chunk.end());
@@ -175,18 +187,26 @@ void PartFileWriter::write(const std::string& name, DType type, const std::vecto
     check(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), what + " (fill)");
     check(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_INCR), what + " (allocation)");
   }
-  const hid_t file_type = type == DType::f64 ? H5T_IEEE_F64LE : H5T_IEEE_F32LE;
-  Hdf5Handle dataset(H5Dcreate2(file_.get(), name.c_str(), file_type, space.get(), lcpl.get(),
-                                dcpl.get(), H5P_DEFAULT),
+  Hdf5Handle dataset(H5Dcreate2(file_.get(), name.c_str(), file_type_of(type), space.get(),
+                                lcpl.get(), dcpl.get(), H5P_DEFAULT),
                      H5Dclose);
   check(dataset.valid() ? 0 : -1, what);
+  return dataset;
+}
+
+void PartFileWriter::write(const std::string& name, DType type, const std::vector<int64_t>& shape,
+                           char* data, const std::function<uint32_t(size_t)>& sum_of) {
+  QuietHdf5 quiet;
+  const std::string what = "write dataset '" + name + "'";
+  bool chunked = false;
+  Hdf5Handle dataset = create_dataset(name, type, shape, chunked);
   if (!chunked) {
-    if (total > 0)
-      check(H5Dwrite(dataset.get(), file_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), what);
+    if (element_count(shape) > 0)
+      check(H5Dwrite(dataset.get(), file_type_of(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, data), what);
     return;
   }
   size_t chunk_bytes = 0;
-  const std::vector<ChunkPlace> places = chunk_places(shape, element, chunk_bytes);
+  const std::vector<ChunkPlace> places = chunk_places(shape, dtype_size(type), chunk_bytes);
   for (size_t i = 0; i < places.size(); ++i) {
     const uint32_t sum = sum_of(i);
     char* chunk_data = data + places[i].at;
@@ -199,11 +219,42 @@ void PartFileWriter::write(const std::string& name, DType type, const std::vecto
     char* tail = chunk_data + chunk_bytes;
     char saved[4];
     std::memcpy(saved, tail, 4);
-    for (int b = 0; b < 4; ++b) tail[b] = static_cast<char>((sum >> (8 * b)) & 0xff);
+    put_checksum(sum, tail);
     const herr_t status = H5Dwrite_chunk(dataset.get(), H5P_DEFAULT, 0, places[i].offset.data(),
                                          chunk_bytes + 4, chunk_data);
     std::memcpy(tail, saved, 4);
     check(status, what);
+  }
+}
+
+void PartFileWriter::write_staged(const std::string& name, DType type,
+                                  const std::vector<int64_t>& shape, const Fill& fill) {
+  QuietHdf5 quiet;
+  const std::string what = "write dataset '" + name + "'";
+  bool chunked = false;
+  Hdf5Handle dataset = create_dataset(name, type, shape, chunked);
+  const size_t total = static_cast<size_t>(element_count(shape)) * dtype_size(type);
+  if (!chunked) {
+    if (total > 0) {
+      chunk_.resize(total);
+      fill(0, total, chunk_.data());
+      check(
+          H5Dwrite(dataset.get(), file_type_of(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, chunk_.data()),
+          what);
+    }
+    return;
+  }
+  size_t chunk_bytes = 0;
+  const std::vector<ChunkPlace> places = chunk_places(shape, dtype_size(type), chunk_bytes);
+  chunk_.resize(chunk_bytes + 4);
+  for (const ChunkPlace& place : places) {
+    fill(place.at, place.bytes, chunk_.data());
+    // An edge chunk is stored padded with zeros (and summed with them).
+    std::memset(chunk_.data() + place.bytes, 0, chunk_bytes - place.bytes);
+    put_checksum(fletcher32(chunk_.data(), chunk_bytes), chunk_.data() + chunk_bytes);
+    check(H5Dwrite_chunk(dataset.get(), H5P_DEFAULT, 0, place.offset.data(), chunk_bytes + 4,
+                         chunk_.data()),
+          what);
   }
 }
 

@@ -52,12 +52,21 @@ class PartFileWriter {
   // The same with the checksums given.
   void write(const std::string& name, DType type, const std::vector<int64_t>& shape, char* data,
              const std::vector<uint32_t>& sums);
+  // The same for data this writer may not touch (a tensor training still reads): each chunk is
+  // staged in a buffer of the writer's own by fill(at, bytes, out), which copies `bytes` bytes
+  // of the row-major data from byte `at`, and summed there while it is in the CPU's cache.
+  using Fill = std::function<void(size_t at, size_t bytes, char* out)>;
+  void write_staged(const std::string& name, DType type, const std::vector<int64_t>& shape,
+                    const Fill& fill);
   // Flushes, closes and fsyncs the file: once this returns the part is durable.
   void close();
   const std::string& path() const { return path_; }
 
  private:
   void check(herr_t status, const std::string& what) const;
+  // Creates dataset `name`; `chunked` tells whether its values go in chunks (else in one write).
+  Hdf5Handle create_dataset(const std::string& name, DType type, const std::vector<int64_t>& shape,
+                            bool& chunked);
   std::string path_;
   Hdf5Handle file_;
   std::vector<char> chunk_;  // one chunk and its checksum, for the edge chunk

@@ -19,7 +19,9 @@
 
 namespace tls {
 
-// Per-row carried state: one [B, M, d] cache per layer.
+// Per-row carried state: one [B, M, d] cache per layer. A cache tensor is never written once it
+// is here: the forward replaces it with a new tensor, so a background save (checkpoint_writer.h)
+// can hold the one it saves by reference while training goes on.
 struct ModelState {
   std::vector<Tensor> caches;
 };

@@ -16,7 +16,7 @@ void install_stop_handlers() {
   sigaction(SIGUSR1, &action, nullptr);
 }
 
-bool stop_requested(Comm& world) { return world.allreduce_max(g_signal != 0 ? 1.0 : 0.0) > 0; }
+bool stop_signalled() { return g_signal != 0; }
 
 int stop_signal() { return static_cast<int>(g_signal); }
 

@@ -3,13 +3,12 @@
 // so every rank saves the same checkpoint and exits 0 together.
 #pragma once
 
-#include "parallel/comm.h"
-
 namespace tls {
 
 void install_stop_handlers();
-// Collective over `world`: true on every rank if any rank was signalled.
-bool stop_requested(Comm& world);
+// Whether this process was signalled. The training loop sums it over the world in its per-step
+// allreduce, so every rank stops at the same step.
+bool stop_signalled();
 int stop_signal();  // the signal received, 0 if none
 
 }  // namespace tls

@@ -43,6 +43,25 @@ struct TrainSetup {
   std::string sp_note;  // which sp layout runs and why (the start-up line)
 };
 
+// What every rank must agree on after each update, carried by one allreduce: whether any rank
+// was signalled to stop, and how far the save in flight has got (so the save adds no collective
+// of its own to a step, and every rank moves through it at the same step).
+struct StepAgreement {
+  bool stop = false;
+  BackgroundSaver::Progress save;
+};
+
+StepAgreement agree_after_step(Comm& world, const BackgroundSaver& saver) {
+  const BackgroundSaver::Progress mine = saver.progress();
+  Tensor sums = Tensor::empty({3}, DType::f64);
+  double* v = sums.data<double>();
+  v[0] = stop_signalled() ? 1 : 0;
+  v[1] = mine.running;
+  v[2] = mine.failed;
+  world.allreduce_sum(sums);
+  return {v[0] > 0, {v[1], v[2]}};
+}
+
 void prepare(const RunOptions& o, TrainSetup& s) {
   s.ops = make_backend(o);
   s.dtype = dtype_of_precision(o.precision);
@@ -150,6 +169,7 @@ int run_train(const RunOptions& o) {
   double best_valid_loss = s.best_valid_loss, valid_loss = 0;
   int64_t validated_at = -1;
   BackgroundSaver saver(topo);
+  trainer.set_before_update([&] { saver.wait_for_snapshot(); });
   bool saving_best = false;
   auto report = [&](const std::string& path) {
     if (path.empty()) return;
@@ -220,9 +240,9 @@ int run_train(const RunOptions& o) {
     if (o.validate_interval > 0 && m.step % o.validate_interval == 0) validate();
     if (is_new_best() || (o.save_interval > 0 && m.step % o.save_interval == 0))
       save(is_new_best());
-    else
-      report(saver.poll());
-    if (stop_requested(*topo.world)) {
+    const StepAgreement agreed = agree_after_step(*topo.world, saver);
+    report(saver.poll(agreed.save));
+    if (agreed.stop) {
       watchdog.pause();
       if (saved_at != trainer.update()) save(false);
       report(saver.wait());

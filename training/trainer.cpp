@@ -92,6 +92,7 @@ StepMetrics Trainer::train_step() {
   // A non-finite loss or gradient is not applied (every rank sees the same reduced values).
   m.skipped = !std::isfinite(m.loss) || !std::isfinite(m.grad_norm);
   if (!m.skipped) {
+    if (before_update_) before_update_();
     optimizer_.clip(m.grad_norm);
     optimizer_.step(update_);
   }

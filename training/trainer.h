@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 
 #include "layers/model.h"
@@ -47,6 +48,10 @@ class Trainer {
   void set_update(int64_t update) { update_ = update; }
   ModelState& state() { return state_; }
   AdamW& optimizer() { return optimizer_; }
+  // Called before each optimizer update changes the parameters and moments in place: a
+  // background save copies them while the step's forward and backward read them
+  // (BackgroundSaver::wait_for_snapshot).
+  void set_before_update(std::function<void()> hook) { before_update_ = std::move(hook); }
 
  private:
   Ops& ops_;
@@ -58,6 +63,7 @@ class Trainer {
   int64_t update_ = 0;  // updates done so far
   int64_t local_batch_ = 1;
   int64_t updates_per_epoch_ = 1;  // floor(corpus blocks per epoch / update_freq)
+  std::function<void()> before_update_;
 };
 
 }  // namespace tls

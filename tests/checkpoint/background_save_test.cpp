@@ -1,9 +1,10 @@
 // Saving in the background (checkpoint/background_save.h), one process: start() returns before
-// the write (held back 2 s by TLS_FAULT_INJECT=save_slow) and saves the state as it was when
-// start() returned, whatever training does next; poll() completes the save only once the part is
-// durable, and only then does checkpoint_last.h5 name it; the next start() waits for the save in
-// flight; a write that fails (TLS_FAULT_INJECT=save_block_throw_rank0) fails the save at wait()
-// with one line, leaving the previous checkpoint and no part file behind.
+// the copy and the write (held back 2 s by TLS_FAULT_INJECT=save_slow) and saves the state as it
+// was when start() returned, whatever training does next as the trainer does it (caches replaced,
+// parameters and moments changed in place after wait_for_snapshot()); poll() completes the save
+// only once the part is durable, and only then does checkpoint_last.h5 name it; the next start()
+// waits for the save in flight; a write that fails (TLS_FAULT_INJECT=save_block_throw_rank0) fails
+// the save at wait() with one line, leaving the previous checkpoint and no part file behind.
 #include "checkpoint/background_save.h"
 
 #include <gtest/gtest.h>
@@ -54,7 +55,17 @@ TEST_F(SlowWrites, TrainingGoesOnWhileTheSnapshotIsWritten) {
   const auto start = std::chrono::steady_clock::now();
   saver.start(dir.path(), 2, c, *ops);
   EXPECT_LT(seconds_since(start), 1.0) << "start() waited for the write";
-  testing::fill_contents(*ops, c, 2.0);  // training moves on
+  // Training moves on as the trainer does: the forward replaces the caches with new tensors;
+  // the optimizer changes parameters and moments in place, once the snapshot is taken (held
+  // back 2 s).
+  for (size_t l = 0; l < c.caches->size(); ++l) {
+    Tensor next = ops->empty((*c.caches)[l].shape(), (*c.caches)[l].dtype());
+    testing::fill_pattern(*ops, next, 2.0 + static_cast<double>(l));
+    (*c.caches)[l] = next;
+  }
+  saver.wait_for_snapshot();
+  EXPECT_GE(seconds_since(start), 1.9) << "the update did not wait for the snapshot";
+  testing::fill_contents(*ops, c, 2.0);  // every tensor changed in place
   EXPECT_EQ(saver.poll(), "");
   EXPECT_TRUE(saver.in_flight());
   EXPECT_FALSE(fs::exists(dir.file(checkpoint_file_name(7))));

@@ -146,6 +146,35 @@ TEST_F(Program, SigtermSavesThenTheNextStartResumes) {
   for (int i = 0; i < 3; ++i) EXPECT_EQ(after[steps.size() + i], stopped + 1 + i);
 }
 
+// A background save copies the parameters and moments during the next step, before its update
+// (BackgroundSaver::wait_for_snapshot); with the copy held back 2 s, a checkpoint that took
+// update 4's values would resume into other losses.
+TEST_F(Program, ABackgroundSaveKeepsTheStateOfItsStepWhileTrainingGoesOn) {
+  const std::string dir = scratch_dir("snapshot");
+  const std::string slow = dir + "/slow", again = dir + "/again";
+  const std::string train = tls_dist_binary() + " train" + tiny_flags() + " --train-data " +
+                            corpus("train") + " --save-interval 3 --keep-last 0 --max-update 5";
+  ProcessResult first =
+      run_command("TLS_FAULT_INJECT=save_slow mpirun -n 2 " + train + " --save-dir " + slow, 120);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  // The same run resumed from its checkpoint of update 3.
+  fs::create_directories(again);
+  for (const fs::directory_entry& e : fs::directory_iterator(slow)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("checkpoint_3.", 0) == 0) fs::copy_file(e.path(), again + "/" + name);
+  }
+  fs::create_symlink("checkpoint_3.h5", again + "/checkpoint_last.h5");
+  ProcessResult second = run_command("mpirun -n 2 " + train + " --save-dir " + again, 120);
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("at update 3"), std::string::npos) << second.output;
+  const std::vector<double> whole = logged(read_file(slow + "/metrics.jsonl"), "loss", false);
+  const std::vector<double> resumed = logged(read_file(again + "/metrics.jsonl"), "loss", false);
+  ASSERT_EQ(whole.size(), 5u);
+  ASSERT_EQ(resumed.size(), 2u);
+  EXPECT_EQ(resumed[0], whole[3]);
+  EXPECT_EQ(resumed[1], whole[4]);
+}
+
 TEST_F(Program, ADyingRankEndsTheJobAndNamesIt) {
   for (const std::string point : {"step", "halo"}) {
     const std::string dir = scratch_dir("death_" + point);
