@@ -1,7 +1,7 @@
 // The part files' storage (checkpoint/part_file.h): our Fletcher32 equals the value HDF5's own
 // filter appends to a chunk, for any length and content; chunks are runs of whole trailing rows
 // of about 4 MiB; a part file written with direct chunk writes reads back exactly, its checksums
-// verified by HDF5.
+// verified by HDF5, whether the chunks were written in place or staged.
 #include "checkpoint/part_file.h"
 
 #include <gtest/gtest.h>
@@ -96,6 +96,63 @@ TEST(PartFile, ReadsBackExactlyWithItsChecksumsVerified) {
   std::vector<float> block(2 * 3);
   file.read_block("/model/a", {1498, 997}, {2, 3}, H5T_NATIVE_FLOAT, block.data());
   EXPECT_EQ(block[5], a[1499 * 1000 + 999]);
+}
+
+// A staged write (a held cache) stores the bytes and checksums an in-place write stores, for
+// chunks within a row, chunks across rows and edge chunks, and never writes into its source.
+TEST(PartFile, AStagedWriteStoresWhatAnInPlaceWriteStores) {
+  testing::TempDir dir;
+  for (const std::vector<int64_t>& shape :
+       std::vector<std::vector<int64_t>>{{3, 1500, 1000}, {5, 7, 3}, {2, 1, 4096, 513}, {17}}) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::vector<float> data(static_cast<size_t>(n) + 1);
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<float>(i % 977) * 0.25f - 7.0f;
+    const std::vector<float> source = data;
+    const std::string in_place = dir.file("in_place.h5"), staged = dir.file("staged.h5");
+    {
+      PartFileWriter w(in_place);
+      char* p = reinterpret_cast<char*>(data.data());
+      w.write("/x", DType::f32, shape, p, PartFileWriter::checksums(DType::f32, shape, p));
+      w.close();
+    }
+    {
+      PartFileWriter w(staged);
+      w.write_staged("/x", DType::f32, shape, [&](size_t at, size_t bytes, char* out) {
+        ASSERT_LE(at + bytes, static_cast<size_t>(n) * sizeof(float));
+        std::memcpy(out, reinterpret_cast<const char*>(source.data()) + at, bytes);
+      });
+      w.close();
+    }
+    Hdf5Reader a(in_place), b(staged);
+    EXPECT_TRUE(b.has_checksum("/x"));
+    const std::vector<float> want(source.begin(), source.end() - 1);
+    EXPECT_EQ(b.read_floats("/x"), want) << shape.size() << "-d";
+    EXPECT_EQ(a.read_floats("/x"), want);
+    // Same chunks, same stored bytes (checksums included).
+    const std::vector<int64_t> chunk = part_chunk_shape(shape, sizeof(float));
+    std::vector<hsize_t> origin(shape.size(), 0);
+    std::vector<hsize_t> last(shape.size());
+    for (size_t i = 0; i < shape.size(); ++i)
+      last[i] = static_cast<hsize_t>((shape[i] - 1) / chunk[i] * chunk[i]);
+    for (const std::vector<hsize_t>& at : {origin, last}) {
+      std::vector<std::vector<uint8_t>> stored;
+      for (const std::string& path : {in_place, staged}) {
+        hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+        hid_t d = H5Dopen2(f, "/x", H5P_DEFAULT);
+        hsize_t size = 0;
+        H5Dget_chunk_storage_size(d, at.data(), &size);
+        std::vector<uint8_t> bytes(size);
+        uint32_t filters = 0;
+        H5Dread_chunk(d, H5P_DEFAULT, at.data(), &filters, bytes.data());
+        H5Dclose(d);
+        H5Fclose(f);
+        stored.push_back(bytes);
+      }
+      EXPECT_FALSE(stored[0].empty());
+      EXPECT_EQ(stored[0], stored[1]);
+    }
+  }
 }
 
 }  // namespace

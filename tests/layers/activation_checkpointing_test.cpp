@@ -131,5 +131,56 @@ TEST(ActivationCheckpointingPieces, APieceThatIsNotChunkAlignedOrShorterThanTheW
   }
 }
 
+// A background save holds the caches it saves by reference (checkpoint/checkpoint_writer.h):
+// the forward must replace a layer's cache with a new tensor and nothing may write into one.
+// Two blocks (forward and backward each), every cache length, plain and checkpointed, float32
+// and bfloat16 storage of the activations (which converts saved tensors, the cache's own input
+// among them when M = T).
+TEST(CarriedCaches, AreNeverWrittenInPlace) {
+  for (int64_t mem : {16, 32, 48}) {
+    for (bool checkpointing : {false, true}) {
+      for (DType storage : {DType::f32, DType::bf16}) {
+        ModelConfig cfg = small_config(true);
+        cfg.mem_len = mem;
+        auto ops = make_cpu_ops();
+        TransformerLSModel model(*ops, cfg, DType::f32);
+        model.set_activation_storage(storage);
+        initialize_parameters(*ops, model, 3);
+        const int64_t B = 2, T = cfg.tokens_per_sample;
+        std::vector<double> tok(static_cast<size_t>(B * T));
+        for (size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<double>((i * 37) % 256);
+        Tensor tokens = ops->empty({B, T}, DType::i32);
+        ops->from_host(tokens, tok);
+        PassContext ctx;
+        ctx.training = true;
+        ctx.dropout = cfg.dropout;
+        ctx.emb_dropout = cfg.emb_dropout;
+        ctx.activation_checkpointing = checkpointing;
+        ModelState state = model.initial_state(B);
+        std::vector<Tensor> held;              // every cache the state ever held
+        std::vector<std::vector<double>> was;  // its values when it was replaced
+        for (int block = 0; block < 2; ++block) {
+          for (const Tensor& c : state.caches) {
+            held.push_back(c);
+            was.push_back(ops->to_host(c));
+          }
+          ModelSaved saved;
+          ctx.step = static_cast<uint64_t>(block + 1);
+          model.forward(tokens, tokens, state, saved, ctx);
+          model.zero_grad();
+          model.backward(saved, 1.0 / static_cast<double>(B * T), ctx);
+          for (size_t l = 0; l < state.caches.size(); ++l)
+            EXPECT_NE(state.caches[l].raw(), held[held.size() - state.caches.size() + l].raw())
+                << "the forward wrote a cache in place";
+        }
+        for (size_t i = 0; i < held.size(); ++i)
+          EXPECT_EQ(ops->to_host(held[i]), was[i])
+              << "cache " << i << " changed after it was replaced: M " << mem
+              << (checkpointing ? " checkpointed " : " plain ") << dtype_name(storage);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tls
