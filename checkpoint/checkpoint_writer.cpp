@@ -160,7 +160,13 @@ HostBlock host_block(const std::string& dataset, const Hyperslab& slab, DType ty
       break;
     }
   }
-  if (b.data == nullptr) b.data = snapshot_buffer(b.bytes + PartFileWriter::kSlackBytes);
+  if (b.data == nullptr) {
+    b.data = snapshot_buffer(b.bytes + PartFileWriter::kSlackBytes);
+    // Device to host through the bus at its speed: pinned once, kept for the next saves.
+    if (whole.device() != Device::cpu)
+      b.data.get_deleter().unpin =
+          ops.pin_host(b.data.get(), b.bytes + PartFileWriter::kSlackBytes);
+  }
   if (keep == Keep::copy_later && on_host && !part) {
     b.held = whole;
     b.copy_deferred = true;
@@ -183,6 +189,10 @@ HostBlock host_block(const std::string& dataset, const Hyperslab& slab, DType ty
   if (part) {
     local = ops.empty({whole.dim(0), rows.n, whole.dim(2)}, whole.dtype());
     ops.copy_rows(local, 0, whole, rows.m0, rows.n);
+  }
+  if (local.dtype() == type) {  // a device tensor in the file's type: one transfer
+    ops.copy_to_host_bytes(local, b.data.get());
+    return b;
   }
   const std::vector<double> host = ops.to_host(local);
   if (type == DType::f64) {

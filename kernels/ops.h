@@ -79,6 +79,15 @@ class Ops {
   // Host transfers (for tests, checkpoints and logging): values converted to/from double.
   virtual std::vector<double> to_host(const Tensor& x) = 0;
   virtual void from_host(Tensor& x, const std::vector<double>& values) = 0;
+  // x's bytes as stored (its own dtype) into host memory at dst: a checkpoint's snapshot, with
+  // no conversion and, into memory pin_host has locked, at the bus's speed. Returns once dst
+  // holds them. The default converts through to_host.
+  virtual void copy_to_host_bytes(const Tensor& x, void* dst);
+  // Page-locks `bytes` of host memory at p so device transfers to it run at the bus's speed.
+  // Returns what must release it before the memory is freed, or nullptr when nothing was done
+  // (a host backend, or the driver refused: the memory stays pageable and still works).
+  using HostUnpin = void (*)(void* p);
+  virtual HostUnpin pin_host(void* p, size_t bytes);
 
   // ---- elementwise and reductions -----------------------------------------------------------
   virtual void scale(Tensor& x, double alpha) = 0;                  // x *= alpha

@@ -39,6 +39,10 @@ class CudaOps final : public Ops {
                 int64_t n_rows) override;
   std::vector<double> to_host(const Tensor& x) override;
   void from_host(Tensor& x, const std::vector<double>& values) override;
+  // One device-to-host copy on the compute stream (after the work queued on it), then a wait.
+  void copy_to_host_bytes(const Tensor& x, void* dst) override;
+  // cudaHostRegister; nullptr when the driver refuses (the copy then runs from pageable memory).
+  HostUnpin pin_host(void* p, size_t bytes) override;
   void scale(Tensor& x, double alpha) override;
   void axpy(double alpha, const Tensor& x, Tensor& y) override;
   void add_bias(Tensor& y, const Tensor& bias) override;

@@ -259,6 +259,24 @@ std::vector<double> CudaOps::to_host(const Tensor& x) {
   return out;
 }
 
+void CudaOps::copy_to_host_bytes(const Tensor& x, void* dst) {
+  cuda::check_dev("copy_to_host_bytes", "x", x);
+  activate();
+  if (x.numel() > 0)
+    TLS_CUDA_CHECK(cudaMemcpyAsync(dst, x.raw(), x.bytes(), cudaMemcpyDeviceToHost, stream_));
+  TLS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+Ops::HostUnpin CudaOps::pin_host(void* p, size_t bytes) {
+  if (p == nullptr || bytes == 0) return nullptr;
+  activate();
+  if (cudaHostRegister(p, bytes, cudaHostRegisterDefault) != cudaSuccess) {
+    (void)cudaGetLastError();  // not sticky: the memory stays pageable and still works
+    return nullptr;
+  }
+  return [](void* q) { (void)cudaHostUnregister(q); };
+}
+
 void CudaOps::from_host(Tensor& x, const std::vector<double>& values) {
   cuda::check_dev("from_host", "x", x);
   if (static_cast<int64_t>(values.size()) != x.numel())

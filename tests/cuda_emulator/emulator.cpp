@@ -84,6 +84,7 @@ struct State {
   std::vector<const char*> opened;  // allocations made accessible in the current device work
   std::set<CUstream_st*> streams;
   std::set<CUevent_st*> events;
+  std::map<const void*, size_t> registered_host;  // cudaHostRegister: start -> bytes
   std::map<const void*, int>
       shared_limits;  // kernel -> cudaFuncAttributeMaxDynamicSharedMemorySize
   CUmemPoolHandle_st pools[kMaxDevices];
@@ -812,6 +813,33 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   prop->multiProcessorCount = 132;
   prop->sharedMemPerBlockOptin = tls_emu::kSharedOptin;
   return cudaSuccess;
+}
+
+cudaError_t cudaHostRegister(void* ptr, size_t bytes, unsigned flags) {
+  if (ptr == nullptr || bytes == 0 || flags != cudaHostRegisterDefault ||
+      tls_emu::is_device_pointer(ptr))
+    return set_error(cudaErrorInvalidValue);
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  const char* start = static_cast<const char*>(ptr);
+  for (const auto& [p, n] : state().registered_host) {
+    const char* q = static_cast<const char*>(p);
+    if (start < q + n && q < start + bytes) return set_error(cudaErrorInvalidValue);
+  }
+  state().registered_host[ptr] = bytes;
+  return cudaSuccess;
+}
+
+cudaError_t cudaHostUnregister(void* ptr) {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  if (state().registered_host.erase(ptr) == 0) return set_error(cudaErrorInvalidValue);
+  return cudaSuccess;
+}
+
+size_t tls_emu::registered_host_bytes() {
+  std::lock_guard<std::recursive_mutex> lock(state().mutex);
+  size_t total = 0;
+  for (const auto& entry : state().registered_host) total += entry.second;
+  return total;
 }
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {

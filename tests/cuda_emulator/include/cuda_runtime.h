@@ -188,6 +188,11 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device);
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value);
 cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
+// Page-locked host memory: the emulator checks the calls (a range not already registered, not
+// device memory; unregistering what was registered) and counts the registered bytes.
+constexpr unsigned cudaHostRegisterDefault = 0;
+cudaError_t cudaHostRegister(void* ptr, size_t bytes, unsigned flags);
+cudaError_t cudaHostUnregister(void* ptr);
 // The synchronous forms (on the emulator everything is synchronous; these use the default
 // stream, and cudaMalloc memory belongs to no pool).
 cudaError_t cudaMalloc(void** ptr, size_t bytes);
@@ -197,6 +202,8 @@ cudaError_t cudaMemset(void* ptr, int value, size_t bytes);
 namespace tls_emu {
 
 cudaError_t set_function_attribute(const void* func, cudaFuncAttribute attr, int value);
+// Host bytes registered by cudaHostRegister and not yet unregistered (for tests).
+size_t registered_host_bytes();
 
 // A launch: the configuration, then the arguments, then the kernel. The emulator's build
 // rewrites `kernel<<<cfg>>>(args)` into `kernel * ::tls_emu::launch(cfg)(args)`.
