@@ -385,15 +385,16 @@ void write_part(const PendingSave& save) {
   const std::string path = save.part_path(save.world_rank);
   const std::string error = error_message_of([&] {
     PartFileWriter part(path);
-    // The copies' checksums run just ahead of the writes, on a thread of their own; a held
-    // block is staged chunk by chunk and summed there (its slack bytes are not the writer's).
-    std::vector<ChunkChecksums::Block> copies;
-    std::vector<size_t> copy_index;
+    // The checksums run just ahead of the writes, on a thread of their own, which also stages
+    // the chunks of a held block (its neighbouring bytes are not the writer's to borrow).
+    std::vector<ChunkChecksums::Block> blocks;
     for (const HostBlock& b : save.blocks) {
-      copy_index.push_back(copies.size());
-      if (b.data != nullptr) copies.push_back({b.data.get(), b.type, b.slab.count});
+      ChunkChecksums::Block c{b.data.get(), b.type, b.slab.count, {}};
+      if (b.data == nullptr)
+        c.fill = [&b](size_t at, size_t n, char* out) { b.gather(at, n, out); };
+      blocks.push_back(std::move(c));
     }
-    ChunkChecksums sums(std::move(copies));
+    ChunkChecksums sums(std::move(blocks));
     for (size_t i = 0; i < save.blocks.size(); ++i) {
       if (i == save.blocks.size() / 2)
         abort_at("save", save.world_rank, "halfway through the save");
@@ -401,12 +402,14 @@ void write_part(const PendingSave& save) {
       const HostBlock& b = save.blocks[i];
       const std::string name = b.part_name.empty() ? b.dataset : b.part_name;
       if (b.data == nullptr) {
-        part.write_staged(name, b.type, b.slab.count,
-                          [&](size_t at, size_t n, char* out) { b.gather(at, n, out); });
+        part.write_staged(name, b.type, b.slab.count, [&](size_t chunk) {
+          const uint32_t sum = sums.get(i, chunk);
+          return PartFileWriter::StagedChunk{sums.staged(i, chunk), sum};
+        });
         continue;
       }
       part.write(name, b.type, b.slab.count, b.data.get(),
-                 [&](size_t chunk) { return sums.get(copy_index[i], chunk); });
+                 [&](size_t chunk) { return sums.get(i, chunk); });
     }
     part.close();
   });

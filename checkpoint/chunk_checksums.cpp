@@ -4,6 +4,9 @@
 #include "checkpoint/chunk_checksums.h"
 
 #include <algorithm>
+#include <cstring>
+
+#include "checkpoint/fletcher32.h"
 
 namespace tls {
 
@@ -13,6 +16,11 @@ ChunkChecksums::ChunkChecksums(std::vector<Block> blocks) : blocks_(std::move(bl
     for (const PartFileWriter::Chunk& c : PartFileWriter::chunks(blocks_[b].type, blocks_[b].shape))
       places_.push_back({b, c});
   }
+  size_t staged_bytes = 0;  // the largest staged chunk, as stored
+  for (const Place& p : places_)
+    if (blocks_[p.block].fill) staged_bytes = std::max(staged_bytes, p.chunk.stored);
+  if (staged_bytes > 0)
+    slots_.assign(kSlots, std::vector<char>(staged_bytes + PartFileWriter::kSlackBytes));
   sums_.resize(places_.size());
   done_ = std::make_unique<std::atomic<bool>[]>(places_.size());
   thread_ = std::thread([this] { run(); });
@@ -41,7 +49,15 @@ bool ChunkChecksums::claim(size_t& chunk, size_t limit) {
 void ChunkChecksums::compute(size_t chunk) {
   try {
     const Place& p = places_[chunk];
-    sums_[chunk] = PartFileWriter::chunk_checksum(blocks_[p.block].data, p.chunk);
+    const Block& b = blocks_[p.block];
+    if (b.fill) {
+      char* slot = slots_[chunk % kSlots].data();
+      b.fill(p.chunk.at, p.chunk.bytes, slot);
+      std::memset(slot + p.chunk.bytes, 0, p.chunk.stored - p.chunk.bytes);
+      sums_[chunk] = fletcher32(slot, p.chunk.stored);
+    } else {
+      sums_[chunk] = PartFileWriter::chunk_checksum(b.data, p.chunk);
+    }
     done_[chunk].store(true, std::memory_order_release);
   } catch (...) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -66,6 +82,10 @@ void ChunkChecksums::run() {
     size_t chunk = 0;
     while (claim(chunk, limit)) compute(chunk);
   }
+}
+
+char* ChunkChecksums::staged(size_t block, size_t chunk) {
+  return slots_.at((first_.at(block) + chunk) % kSlots).data();
 }
 
 uint32_t ChunkChecksums::get(size_t block, size_t chunk) {

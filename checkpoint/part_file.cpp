@@ -228,32 +228,24 @@ void PartFileWriter::write(const std::string& name, DType type, const std::vecto
 }
 
 void PartFileWriter::write_staged(const std::string& name, DType type,
-                                  const std::vector<int64_t>& shape, const Fill& fill) {
+                                  const std::vector<int64_t>& shape,
+                                  const std::function<StagedChunk(size_t)>& chunk_of) {
   QuietHdf5 quiet;
   const std::string what = "write dataset '" + name + "'";
   bool chunked = false;
   Hdf5Handle dataset = create_dataset(name, type, shape, chunked);
-  const size_t total = static_cast<size_t>(element_count(shape)) * dtype_size(type);
   if (!chunked) {
-    if (total > 0) {
-      chunk_.resize(total);
-      fill(0, total, chunk_.data());
-      check(
-          H5Dwrite(dataset.get(), file_type_of(type), H5S_ALL, H5S_ALL, H5P_DEFAULT, chunk_.data()),
-          what);
-    }
+    if (element_count(shape) > 0)
+      throw Error("checkpoint part '" + path_ + "': " + what + ": a staged write needs chunks");
     return;
   }
   size_t chunk_bytes = 0;
   const std::vector<ChunkPlace> places = chunk_places(shape, dtype_size(type), chunk_bytes);
-  chunk_.resize(chunk_bytes + 4);
-  for (const ChunkPlace& place : places) {
-    fill(place.at, place.bytes, chunk_.data());
-    // An edge chunk is stored padded with zeros (and summed with them).
-    std::memset(chunk_.data() + place.bytes, 0, chunk_bytes - place.bytes);
-    put_checksum(fletcher32(chunk_.data(), chunk_bytes), chunk_.data() + chunk_bytes);
-    check(H5Dwrite_chunk(dataset.get(), H5P_DEFAULT, 0, place.offset.data(), chunk_bytes + 4,
-                         chunk_.data()),
+  for (size_t i = 0; i < places.size(); ++i) {
+    const StagedChunk chunk = chunk_of(i);
+    put_checksum(chunk.sum, chunk.data + chunk_bytes);
+    check(H5Dwrite_chunk(dataset.get(), H5P_DEFAULT, 0, places[i].offset.data(), chunk_bytes + 4,
+                         chunk.data),
           what);
   }
 }

@@ -52,12 +52,16 @@ class PartFileWriter {
   // The same with the checksums given.
   void write(const std::string& name, DType type, const std::vector<int64_t>& shape, char* data,
              const std::vector<uint32_t>& sums);
-  // The same for data this writer may not touch (a tensor training still reads): each chunk is
-  // staged in a buffer of the writer's own by fill(at, bytes, out), which copies `bytes` bytes
-  // of the row-major data from byte `at`, and summed there while it is in the CPU's cache.
-  using Fill = std::function<void(size_t at, size_t bytes, char* out)>;
+  // The same for data staged chunk by chunk (a tensor training still reads, whose neighbouring
+  // bytes are not the writer's; ChunkChecksums stages it): chunk_of(i), asked in order, each
+  // once, gives chunk i's stored bytes (zero-padded) with kSlackBytes writable bytes after
+  // them, and its checksum. The dataset must be chunked (rank >= 1, not empty).
+  struct StagedChunk {
+    char* data = nullptr;
+    uint32_t sum = 0;
+  };
   void write_staged(const std::string& name, DType type, const std::vector<int64_t>& shape,
-                    const Fill& fill);
+                    const std::function<StagedChunk(size_t)>& chunk_of);
   // Flushes, closes and fsyncs the file: once this returns the part is durable.
   void close();
   const std::string& path() const { return path_; }

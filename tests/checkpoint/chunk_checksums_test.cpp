@@ -35,8 +35,9 @@ TEST(ChunkChecksums, EqualThePartWritersForEveryChunk) {
   const char* pa = reinterpret_cast<const char*>(a.data());
   const char* pb = reinterpret_cast<const char*>(b.data());
   const char* pc = reinterpret_cast<const char*>(c.data());
-  ChunkChecksums sums(
-      {{pa, DType::f32, {2500, 1000}}, {pb, DType::f32, {7}}, {pc, DType::f64, {3, 2, 300000}}});
+  ChunkChecksums sums({{pa, DType::f32, {2500, 1000}, {}},
+                       {pb, DType::f32, {7}, {}},
+                       {pc, DType::f64, {3, 2, 300000}, {}}});
   const std::vector<std::vector<uint32_t>> want = {
       PartFileWriter::checksums(DType::f32, {2500, 1000}, pa),
       PartFileWriter::checksums(DType::f32, {7}, pb),
@@ -51,7 +52,7 @@ TEST(ChunkChecksums, AChunkIsHandedOutOnlyOnceTheNextIsSummed) {
   std::vector<float> a = random_floats(1048 * 1000 * 4, 3);  // four whole 4 MiB chunks
   char* pa = reinterpret_cast<char*>(a.data());
   const std::vector<uint32_t> want = PartFileWriter::checksums(DType::f32, {4192, 1000}, pa);
-  ChunkChecksums sums({{pa, DType::f32, {4192, 1000}}});
+  ChunkChecksums sums({{pa, DType::f32, {4192, 1000}, {}}});
   const size_t chunk = 1048 * 1000 * sizeof(float);
   for (size_t k = 0; k < 4; ++k) {
     EXPECT_EQ(sums.get(0, k), want[k]) << k;
@@ -73,7 +74,7 @@ TEST(ChunkChecksums, APartWrittenThroughItVerifiesUnderHdf5) {
     PartFileWriter w(path);
     char* pa = reinterpret_cast<char*>(a.data());
     char* pb = reinterpret_cast<char*>(b.data());
-    ChunkChecksums sums({{pa, DType::f32, {3000, 1000}}, {pb, DType::f32, {2, 2100, 512}}});
+    ChunkChecksums sums({{pa, DType::f32, {3000, 1000}, {}}, {pb, DType::f32, {2, 2100, 512}, {}}});
     w.write("/model/a", DType::f32, {3000, 1000}, pa, [&](size_t k) { return sums.get(0, k); });
     w.write("/model/b", DType::f32, {2, 2100, 512}, pb, [&](size_t k) { return sums.get(1, k); });
     w.close();
@@ -87,7 +88,7 @@ TEST(ChunkChecksums, APartWrittenThroughItVerifiesUnderHdf5) {
 TEST(ChunkChecksums, StopsWhenDestroyedMidway) {
   std::vector<float> a = random_floats(1048 * 1000 * 8, 6);
   {
-    ChunkChecksums sums({{reinterpret_cast<const char*>(a.data()), DType::f32, {8384, 1000}}});
+    ChunkChecksums sums({{reinterpret_cast<const char*>(a.data()), DType::f32, {8384, 1000}, {}}});
     EXPECT_NE(sums.get(0, 0), 0u);
   }  // a failed write leaves the rest unsummed: the destructor returns
   SUCCEED();

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "checkpoint/checkpoint_test_util.h"
+#include "checkpoint/chunk_checksums.h"
 #include "checkpoint/fletcher32.h"
 #include "checkpoint/hdf5_reader.h"
 
@@ -98,8 +99,9 @@ TEST(PartFile, ReadsBackExactlyWithItsChecksumsVerified) {
   EXPECT_EQ(block[5], a[1499 * 1000 + 999]);
 }
 
-// A staged write (a held cache) stores the bytes and checksums an in-place write stores, for
-// chunks within a row, chunks across rows and edge chunks, and never writes into its source.
+// A staged write (a held cache, staged by ChunkChecksums) stores the bytes and checksums an
+// in-place write stores, for chunks within a row, chunks across rows and edge chunks, and never
+// writes into its source.
 TEST(PartFile, AStagedWriteStoresWhatAnInPlaceWriteStores) {
   testing::TempDir dir;
   for (const std::vector<int64_t>& shape :
@@ -118,9 +120,15 @@ TEST(PartFile, AStagedWriteStoresWhatAnInPlaceWriteStores) {
     }
     {
       PartFileWriter w(staged);
-      w.write_staged("/x", DType::f32, shape, [&](size_t at, size_t bytes, char* out) {
+      ChunkChecksums::Block block{nullptr, DType::f32, shape, {}};
+      block.fill = [&](size_t at, size_t bytes, char* out) {
         ASSERT_LE(at + bytes, static_cast<size_t>(n) * sizeof(float));
         std::memcpy(out, reinterpret_cast<const char*>(source.data()) + at, bytes);
+      };
+      ChunkChecksums sums({block});
+      w.write_staged("/x", DType::f32, shape, [&](size_t chunk) {
+        const uint32_t sum = sums.get(0, chunk);
+        return PartFileWriter::StagedChunk{sums.staged(0, chunk), sum};
       });
       w.close();
     }
