@@ -229,13 +229,9 @@ int main(int argc, char** argv) {
         optimizer.step(++update);
         // The allreduce a training step makes anyway (the stop signals, train_command.cpp),
         // carrying every rank's progress of the save; it also keeps the ranks in step.
-        const BackgroundSaver::Progress mine = saver.progress();
-        Tensor sums = Tensor::empty({2}, DType::f64);
-        sums.data<double>()[0] = mine.running;
-        sums.data<double>()[1] = mine.failed;
-        t.world->allreduce_sum(sums);
+        const BackgroundSaver::Progress summed = saver.summed_progress();
         start = now();
-        done = !saver.poll({sums.data<double>()[0], sums.data<double>()[1]}).empty();
+        done = !saver.poll(summed).empty();
         blocked += now() - start;
       }
       const double total = now() - begin;

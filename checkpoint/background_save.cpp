@@ -114,13 +114,13 @@ BackgroundSaver::State BackgroundSaver::worst(const Progress& summed) {
   return summed.failed > 0 ? failed : summed.running > 0 ? running : done;
 }
 
-BackgroundSaver::State BackgroundSaver::agreed_state() {
+BackgroundSaver::Progress BackgroundSaver::summed_progress() const {
   const Progress mine = progress();
   Tensor sums = Tensor::empty({2}, DType::f64);
   sums.data<double>()[0] = mine.running;
   sums.data<double>()[1] = mine.failed;
   t_.world->allreduce_sum(sums);
-  return worst({sums.data<double>()[0], sums.data<double>()[1]});
+  return {sums.data<double>()[0], sums.data<double>()[1]};
 }
 
 std::string BackgroundSaver::poll(const Progress& summed) {
@@ -129,11 +129,7 @@ std::string BackgroundSaver::poll(const Progress& summed) {
   return state == running ? "" : advance(state);
 }
 
-std::string BackgroundSaver::poll() {
-  if (!in_flight()) return "";
-  const State state = agreed_state();
-  return state == running ? "" : advance(state);
-}
+std::string BackgroundSaver::poll() { return in_flight() ? poll(summed_progress()) : ""; }
 
 std::string BackgroundSaver::wait() {
   std::string completed;

@@ -59,7 +59,9 @@ class BackgroundSaver {
   // rank's step. Collective only when the save failed (the ranks agree on the message, then
   // throw). Returns the path of the checkpoint completed by this call, else "".
   std::string poll(const Progress& summed);
-  // Collective and cheap: one small allreduce of progress(), then poll(summed).
+  // Collective: every rank's progress() summed over the world in one small allreduce.
+  Progress summed_progress() const;
+  // Collective and cheap: poll(summed_progress()).
   std::string poll();
   // Collective. Blocks until the save in flight (if any) is complete; returns its path or "".
   std::string wait();
@@ -72,7 +74,7 @@ class BackgroundSaver {
   enum State : int { done = 0, running = 1, failed = 2 };
   enum class Phase { parts, checkpoint, pruning };
   // Collective: the state every rank agrees on (the worst).
-  State agreed_state();
+  State agreed_state() const { return worst(summed_progress()); }
   static State worst(const Progress& summed);
   // Collective: the next step once every rank agreed on `state` (done or failed).
   std::string advance(State state);
